@@ -1,0 +1,297 @@
+"""Numpy reference of the vocoder's exact math: the single source of truth.
+
+The TVM kernel (models/kernel.py), the torch training model (models/wavernn.py) and the tests are
+all checked against these functions. Everything is float32, and the fast exp/tanh approximations
+are the ones the kernel uses, written with the same constants and the same order of operations.
+
+Shapes: H = hidden_size, F = fc_size, C = cond_size, K = 256 classes, T = hop_length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.config import VocoderConfig
+
+f32 = np.float32
+
+# --- fast math (kernel twins live in models/kernel.py) -------------------------------------------
+
+TANH_CLAMP = f32(7.90531110763549805)
+# Eigen's rational tanh approximation (max error ~2e-7 in float32).
+TANH_ALPHA = tuple(
+    f32(c)
+    for c in (
+        -2.76076847742355e-16,
+        2.00018790482477e-13,
+        -8.60467152213735e-11,
+        5.12229709037114e-08,
+        1.48572235717979e-05,
+        6.37261928875436e-04,
+        4.89352455891786e-03,
+    )
+)
+TANH_BETA = tuple(f32(c) for c in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
+LOG2E = f32(1.4426950408889634)
+# 2^f on f in [0, 1): degree-5 least-squares fit on Chebyshev nodes (rel. error 1.2e-7).
+EXP2_POLY = tuple(
+    f32(c)
+    for c in (
+        0.9999998807907104,
+        0.6931546330451965,
+        0.24014078080654144,
+        0.05586325749754906,
+        0.008946225047111511,
+        0.0018951086094602942,
+    )
+)
+EXP_FLOOR = f32(-87.0)  # below this exp() is 0 for our purposes (softmax after max-subtraction)
+
+
+def fast_tanh(x: np.ndarray) -> np.ndarray:
+    """tanh(x) via a clamped rational polynomial; float32 in, float32 out."""
+    x = np.clip(x.astype(f32), -TANH_CLAMP, TANH_CLAMP)
+    x2 = x * x
+    a = TANH_ALPHA
+    p = a[0]
+    for c in a[1:]:
+        p = p * x2 + c
+    p = p * x
+    b = TANH_BETA
+    q = b[0]
+    for c in b[1:]:
+        q = q * x2 + c
+    return (p / q).astype(f32)
+
+
+def fast_sigmoid(x: np.ndarray) -> np.ndarray:
+    """sigmoid(x) = 0.5 + 0.5 * tanh(x / 2): one approximation to keep accurate, not two."""
+    return (f32(0.5) + f32(0.5) * fast_tanh(x.astype(f32) * f32(0.5))).astype(f32)
+
+
+def fast_exp(x: np.ndarray) -> np.ndarray:
+    """exp(x) for x <= 0 as 2^floor(t) (exponent bits) * poly(frac(t)), t = x*log2(e)."""
+    t = np.maximum(x.astype(f32), EXP_FLOOR) * LOG2E
+    ti = np.floor(t)
+    frac = (t - ti).astype(f32)
+    c = EXP2_POLY
+    p = c[-1]
+    for coef in reversed(c[:-1]):
+        p = p * frac + coef
+    scale = ((ti.astype(np.int32) + 127) << 23).astype(np.int32).view(f32)
+    return (p * scale).astype(f32)
+
+
+# --- mu-law ----------------------------------------------------------------------------------------
+
+MU = 255
+
+
+def mulaw_encode(x: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] -> int class in [0, 255]."""
+    x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
+    y = np.sign(x) * np.log1p(MU * np.abs(x)) / np.log1p(MU)
+    return np.clip(np.floor((y + 1.0) / 2.0 * MU + 0.5), 0, MU).astype(np.int64)
+
+
+def mulaw_table() -> np.ndarray:
+    """Decoded float value of each of the 256 classes, shape [256] float32."""
+    y = 2.0 * np.arange(256, dtype=np.float64) / MU - 1.0
+    return (np.sign(y) * ((1.0 + MU) ** np.abs(y) - 1.0) / MU).astype(f32)
+
+
+def mulaw_decode(k: np.ndarray) -> np.ndarray:
+    return mulaw_table()[np.asarray(k, dtype=np.int64)]
+
+
+# --- weights ----------------------------------------------------------------------------------------
+
+WEIGHT_SHAPES = {
+    # name: shape as a function of the config
+    "cond.conv1.weight": lambda c: (c.cond_hidden, c.n_mels, 3),
+    "cond.conv1.bias": lambda c: (c.cond_hidden,),
+    "cond.conv2.weight": lambda c: (c.cond_size, c.cond_hidden, 3),
+    "cond.conv2.bias": lambda c: (c.cond_size,),
+    "gru.w_cond": lambda c: (3 * c.hidden_size, c.cond_size),
+    "gru.w_sample": lambda c: (3 * c.hidden_size,),
+    "gru.b_ih": lambda c: (3 * c.hidden_size,),
+    "gru.w_hh": lambda c: (3 * c.hidden_size, c.hidden_size),
+    "gru.b_hh": lambda c: (3 * c.hidden_size,),
+    "fc1.weight": lambda c: (c.fc_size, c.hidden_size),
+    "fc1.bias": lambda c: (c.fc_size,),
+    "fc2.weight": lambda c: (c.n_classes, c.fc_size),
+    "fc2.bias": lambda c: (c.n_classes,),
+}
+SPARSE_WEIGHTS = ("gru.w_hh", "fc1.weight", "fc2.weight")
+"""Stored dense (zeros outside kept blocks); packed to BSR by models/sparsity.py at compile time."""
+
+
+def check_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> None:
+    """Raise ValueError unless every tensor is present, float32-castable, finite and well-shaped."""
+    missing = set(WEIGHT_SHAPES) - set(weights)
+    if missing:
+        raise ValueError(f"weights missing tensors: {sorted(missing)}")
+    for name, shape_of in WEIGHT_SHAPES.items():
+        want = shape_of(config)
+        got = tuple(weights[name].shape)
+        if got != want:
+            raise ValueError(f"weight {name!r} has shape {got}, config needs {want}")
+        if not np.all(np.isfinite(weights[name])):
+            raise ValueError(f"weight {name!r} has non-finite values")
+
+
+def random_weights(config: VocoderConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic untrained weights at the config's size and sparsity (blocks pruned at random).
+
+    Scales are chosen so the GRU neither saturates nor dies and the softmax is not one-hot,
+    which keeps the sampler exercised the way a trained model would.
+    """
+    from models.sparsity import random_block_mask  # local: sparsity imports this module
+
+    rng = np.random.default_rng(seed)
+
+    def uniform(shape: tuple[int, ...], fan_in: int, gain: float = 1.0) -> np.ndarray:
+        bound = gain / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=shape).astype(f32)
+
+    c = config
+    w: dict[str, np.ndarray] = {
+        "cond.conv1.weight": uniform(WEIGHT_SHAPES["cond.conv1.weight"](c), 3 * c.n_mels),
+        "cond.conv1.bias": np.zeros(c.cond_hidden, f32),
+        "cond.conv2.weight": uniform(WEIGHT_SHAPES["cond.conv2.weight"](c), 3 * c.cond_hidden),
+        "cond.conv2.bias": np.zeros(c.cond_size, f32),
+        "gru.w_cond": uniform((3 * c.hidden_size, c.cond_size), c.cond_size),
+        "gru.w_sample": uniform((3 * c.hidden_size,), 1, gain=0.5),
+        "gru.b_ih": np.zeros(3 * c.hidden_size, f32),
+        "gru.b_hh": np.zeros(3 * c.hidden_size, f32),
+        "fc1.bias": np.zeros(c.fc_size, f32),
+        "fc2.bias": np.zeros(c.n_classes, f32),
+    }
+    # Sparse matrices: kept values are scaled up by 1/sqrt(density) so the effective fan-in matches.
+    for name, fan_in in (("gru.w_hh", c.hidden_size), ("fc1.weight", c.hidden_size), ("fc2.weight", c.fc_size)):
+        shape = WEIGHT_SHAPES[name](c)
+        mask = random_block_mask(shape, (c.block_rows, c.block_cols), c.density, rng)
+        gain = 3.0 if name == "fc2.weight" else 1.5
+        w[name] = (uniform(shape, fan_in, gain=gain / np.sqrt(c.density)) * mask).astype(f32)
+    return w
+
+
+# --- conditioning network (numpy, once per chunk of frames) -----------------------------------------
+
+
+def conv1d_k3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """'valid' k=3 convolution over time. x [N, Cin] -> [N-2, Cout]; weight [Cout, Cin, 3]."""
+    n = x.shape[0] - 2
+    out = x[0:n] @ weight[:, :, 0].T + x[1 : n + 1] @ weight[:, :, 1].T + x[2 : n + 2] @ weight[:, :, 2].T
+    return (out + bias).astype(f32)
+
+
+def condition(mel: np.ndarray, weights: dict[str, np.ndarray], config: VocoderConfig) -> np.ndarray:
+    """Log-mel [N, n_mels] -> conditioning [N, cond_size], edges padded by repeating the end frames.
+
+    Frame f uses mel frames f-2..f+2 (two frames of look-ahead in all).
+    """
+    x = ((mel.astype(f32) - f32(config.mel_mean)) / f32(config.mel_std)).astype(f32)
+    x = np.concatenate([x[:1], x[:1], x, x[-1:], x[-1:]])
+    h = np.maximum(conv1d_k3(x, weights["cond.conv1.weight"], weights["cond.conv1.bias"]), f32(0))
+    return fast_tanh(conv1d_k3(h, weights["cond.conv2.weight"], weights["cond.conv2.bias"]))
+
+
+# --- the autoregressive frame -----------------------------------------------------------------------
+
+
+@dataclass
+class FrameState:
+    """What a stream carries from one frame to the next."""
+
+    h: np.ndarray  # [H] float32 GRU state
+    x: float = 0.0  # previous sample's decoded value (input to the next step)
+
+    @classmethod
+    def zeros(cls, config: VocoderConfig) -> FrameState:
+        return cls(h=np.zeros(config.hidden_size, f32), x=0.0)
+
+    def copy(self) -> FrameState:
+        return FrameState(h=self.h.copy(), x=self.x)
+
+
+@dataclass
+class FrameTrace:
+    """Per-step internals, for tests that must tell a CDF-boundary tie from a real mismatch."""
+
+    cdf_margin: list[float] = field(default_factory=list)
+
+
+def sample_from_logits(logits: np.ndarray, u: float) -> tuple[int, float]:
+    """Inverse-CDF sample: the first class whose running sum exceeds u * total.
+
+    Returns (class, margin) where margin is the distance of u*total to the nearest CDF edge,
+    relative to total: a tiny margin means float rounding may legitimately pick a neighbour.
+    """
+    p = fast_exp(logits - logits.max())
+    cdf = np.cumsum(p, dtype=f32)
+    target = f32(u) * cdf[-1]
+    k = int(np.searchsorted(cdf, target, side="right"))
+    k = min(k, len(cdf) - 1)
+    margin = float(np.min(np.abs(cdf - target)) / cdf[-1])
+    return k, margin
+
+
+def run_frame(
+    weights: dict[str, np.ndarray],
+    config: VocoderConfig,
+    cond_pair: np.ndarray,
+    uniforms: np.ndarray,
+    state: FrameState,
+    trace: FrameTrace | None = None,
+) -> np.ndarray:
+    """Generate one frame (hop_length samples) and advance `state` in place.
+
+    cond_pair: [2, C] conditioning of this frame and the next; per-sample conditioning is their
+        linear interpolation, so its GRU projection is two matvecs per frame, not one per sample.
+    uniforms:  [T] float32 in [0, 1), one per sample (the stream's RNG lives outside).
+    returns:   [T] int32 mu-law classes.
+    """
+    H, T = config.hidden_size, config.hop_length
+    assert cond_pair.shape == (2, config.cond_size)
+    assert uniforms.shape == (T,)
+    proj = (cond_pair.astype(f32) @ weights["gru.w_cond"].T).astype(f32)  # [2, 3H]
+    w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
+    w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
+    table = mulaw_table()
+    out = np.empty(T, np.int32)
+    h, x = state.h.astype(f32), f32(state.x)
+    for t in range(T):
+        a = f32(t) / f32(T)
+        gi = (f32(1) - a) * proj[0] + a * proj[1] + w_s * x + b_ih
+        gh = w_hh @ h + b_hh
+        r = fast_sigmoid(gi[:H] + gh[:H])
+        z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+        n = fast_tanh(gi[2 * H :] + r * gh[2 * H :])
+        h = ((f32(1) - z) * n + z * h).astype(f32)
+        y = np.maximum(w1 @ h + b1, f32(0))
+        logits = (w2 @ y + b2).astype(f32)
+        k, margin = sample_from_logits(logits, float(uniforms[t]))
+        if trace is not None:
+            trace.cdf_margin.append(margin)
+        out[t] = k
+        x = table[k]
+    state.h, state.x = h, float(x)
+    return out
+
+
+def vocode(
+    weights: dict[str, np.ndarray], config: VocoderConfig, mel: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Whole-utterance reference: log-mel [N, n_mels] -> float32 audio [N * hop_length]."""
+    cond = condition(mel, weights, config)
+    cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
+    rng = np.random.default_rng(seed)
+    state = FrameState.zeros(config)
+    frames = []
+    for f in range(mel.shape[0]):
+        u = rng.random(config.hop_length, dtype=np.float32)
+        frames.append(run_frame(weights, config, cond[f : f + 2], u, state))
+    return mulaw_decode(np.concatenate(frames)) if frames else np.zeros(0, f32)
