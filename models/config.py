@@ -31,10 +31,13 @@ class VocoderConfig:
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
     density: float = 0.10
-    # Row blocks of 16 floats fill one AVX-512 register or two AVX2 registers.
+    # 16 x 4 blocks: 16 rows fill one AVX-512 register of int32/float32 lanes, and 4 columns are
+    # what one VNNI dot-product instruction (vpdpbusd) sums per lane; the float path reuses one
+    # index load for 4 broadcasts. LPCNet uses the same shape (8 x 4) for its int8 AVX2 kernels.
     block_rows: int = 16
-    block_cols: int = 1
-    # Storage dtype of the sparse weight values inside the kernel ("float32" or "float16").
+    block_cols: int = 4
+    # Sparse weight storage in the kernel: "float32", "float16", or "int8" (per-row scales, with
+    # activations quantised to 8 bits per step so the products run as integer dot products).
     weight_dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -44,7 +47,7 @@ class VocoderConfig:
             assert rows % self.block_rows == 0, "block rows must divide every sparse matrix"
         for cols in (self.hidden_size, self.fc_size):
             assert cols % self.block_cols == 0
-        assert self.weight_dtype in ("float32", "float16")
+        assert self.weight_dtype in ("float32", "float16", "int8")
         assert self.hop_length > 0 and self.sample_rate > 0
 
     @property
