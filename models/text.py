@@ -1,0 +1,345 @@
+"""Text normalisation and sentence splitting for the text-to-speech front end.
+
+`normalize` turns arbitrary user text into plain ASCII words an English voice can read: unicode
+punctuation folded to ASCII, control characters removed, numbers, currency, percentages, ordinals
+and common abbreviations written out. `split_sentences` cuts text into bounded chunks so the first
+one can be spoken while the rest is still being synthesised; it never drops or truncates text.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_SENTENCE_CHARS = 300
+"""Default chunk bound: ~20 s of speech, a few hundred ms of Festival time, short first-audio wait."""
+
+
+class TextError(ValueError):
+    """The text cannot be spoken (for example it contains no letters or digits)."""
+
+
+# --- unicode folding ---------------------------------------------------------------------------
+
+_PUNCT_MAP = {
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'",
+    "\u0060": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"',
+    "\u00bb": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2212": "-",
+    # En/em dashes and bars mark a pause, so they become a spaced hyphen.
+    "\u2013": " - ", "\u2014": " - ", "\u2015": " - ",
+    "\u2026": "...",
+    "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2007": " ",
+    "\u00d7": " times ", "\u00b0": " degrees ",
+}
+_PUNCT_TABLE = str.maketrans(_PUNCT_MAP)
+
+
+def to_ascii(text: str) -> str:
+    """Fold typographic punctuation to ASCII, strip accents and control characters.
+
+    Characters with no ASCII reading (e.g. CJK) are removed: the English voice cannot say them.
+    Newlines and tabs become spaces.
+    """
+    text = text.translate(_PUNCT_TABLE)
+    # NFKD splits "é" into "e" + combining accent and "ﬁ" into "fi"; the marks are then dropped.
+    text = unicodedata.normalize("NFKD", text)
+    out = []
+    for ch in text:
+        if ch in "\t\n\r\v\f":
+            out.append(" ")
+        elif ord(ch) < 128:
+            if ch.isprintable():
+                out.append(ch)
+        # Non-ASCII left after NFKD: combining marks, symbols, other scripts; all dropped.
+    return "".join(out)
+
+
+def collapse_whitespace(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+# --- numbers -----------------------------------------------------------------------------------
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
+_DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def _below_thousand(n: int) -> list[str]:
+    assert 0 <= n < 1000
+    words: list[str] = []
+    if n >= 100:
+        words += [_ONES[n // 100], "hundred"]
+        n %= 100
+    if n >= 20:
+        words.append(_TENS[n // 10])
+        if n % 10:
+            words.append(_ONES[n % 10])
+    elif n or not words:
+        words.append(_ONES[n])
+    return words
+
+
+def int_to_words(n: int) -> str:
+    """Cardinal reading: 1234 -> "one thousand two hundred thirty four".
+
+    Numbers of a quadrillion or more are read digit by digit (nobody says them as words).
+    """
+    if n < 0:
+        return "minus " + int_to_words(-n)
+    if n >= 10**15:
+        return digits_to_words(str(n))
+    if n < 1000:
+        return " ".join(_below_thousand(n))
+    words: list[str] = []
+    for value, name in _SCALES:
+        if n >= value:
+            words += _below_thousand(n // value) + [name]
+            n %= value
+    if n:
+        words += _below_thousand(n)
+    return " ".join(words)
+
+
+def digits_to_words(digits: str) -> str:
+    """ "0042" -> "zero zero four two"."""
+    return " ".join(_DIGIT_WORDS[int(d)] for d in digits)
+
+
+def year_to_words(year: int) -> str:
+    """1984 -> "nineteen eighty four", 1905 -> "nineteen oh five", 2008 -> "two thousand eight"."""
+    assert 1000 <= year <= 9999
+    hi, lo = divmod(year, 100)
+    if 2000 <= year <= 2009 or lo == 0 and hi % 10 == 0:
+        return int_to_words(year)
+    if lo == 0:
+        return int_to_words(hi) + " hundred"
+    if lo < 10:
+        return int_to_words(hi) + " oh " + _ONES[lo]
+    return int_to_words(hi) + " " + int_to_words(lo)
+
+
+_ORDINAL_IRREGULAR = {
+    "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+    "nine": "ninth", "twelve": "twelfth",
+}
+
+
+def ordinal_to_words(n: int) -> str:
+    """21 -> "twenty first"."""
+    words = int_to_words(n).split()
+    last = words[-1]
+    if last in _ORDINAL_IRREGULAR:
+        words[-1] = _ORDINAL_IRREGULAR[last]
+    elif last.endswith("y"):
+        words[-1] = last[:-1] + "ieth"
+    else:
+        words[-1] = last + "th"
+    return " ".join(words)
+
+
+def _number_words(int_part: str, frac_part: str | None) -> str:
+    words = int_to_words(int(int_part.replace(",", "")))
+    if frac_part:
+        words += " point " + digits_to_words(frac_part)
+    return words
+
+
+_CURRENCY = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "\u00a3": ("pound", "pounds", "penny", "pence"),
+    "\u20ac": ("euro", "euros", "cent", "cents"),
+}
+# Group separators must come in threes ("1,234,567"); otherwise "1,2" is a list, not a number.
+_NUM = r"([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.([0-9]+))?"
+_CURRENCY_RE = re.compile(r"([$\u00a3\u20ac])\s?" + _NUM + r"(?:\s?(million|billion|trillion))?\b")
+_PERCENT_RE = re.compile(_NUM + r"\s?%")
+_ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
+_YEAR_RE = re.compile(r"(?<![\d.,$])\b(1[1-9]\d\d|20\d\d)(s?)\b(?![.,]\d)")
+_DOTTED_RE = re.compile(r"\b\d+(?:\.\d+){2,}\b")  # version numbers, IP addresses
+_NEG_RE = re.compile(r"(?<![\w.])-(?=\d)")
+_PLAIN_NUM_RE = re.compile(r"(?<![\d.])" + _NUM + r"(?![\d])")
+_TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
+
+
+def _currency(m: re.Match[str]) -> str:
+    one, many, sub_one, sub_many = _CURRENCY[m.group(1)]
+    whole = int(m.group(2).replace(",", ""))
+    frac = m.group(3)
+    scale = m.group(4)
+    if scale:  # "$3.5 million" -> "three point five million dollars"
+        return f"{_number_words(m.group(2), frac)} {scale} {many}"
+    words = f"{int_to_words(whole)} {one if whole == 1 else many}"
+    if frac:
+        cents = int((frac + "0")[:2])
+        if cents:
+            words += f" and {int_to_words(cents)} {sub_one if cents == 1 else sub_many}"
+    return words
+
+
+def _year(m: re.Match[str]) -> str:
+    words = year_to_words(int(m.group(1)))
+    if m.group(2):  # "1990s" -> "nineteen nineties"
+        last = words.split()[-1]
+        plural = last[:-1] + "ies" if last.endswith("y") else last + "s"
+        words = " ".join(words.split()[:-1] + [plural])
+    return words
+
+
+def _time(m: re.Match[str]) -> str:
+    hours, minutes = int(m.group(1)), int(m.group(2))
+    if minutes == 0:
+        return f"{int_to_words(hours)} o'clock" if hours <= 12 else f"{int_to_words(hours)} hundred"
+    if minutes < 10:
+        return f"{int_to_words(hours)} oh {_ONES[minutes]}"
+    return f"{int_to_words(hours)} {int_to_words(minutes)}"
+
+
+def _dotted(m: re.Match[str]) -> str:
+    return " point ".join(int_to_words(int(part)) for part in m.group(0).split("."))
+
+
+def expand_numbers(text: str) -> str:
+    """Write out currency, percentages, ordinals, times, years, decimals and integers."""
+    text = _CURRENCY_RE.sub(_currency, text)
+    text = _PERCENT_RE.sub(lambda m: _number_words(m.group(1), m.group(2)) + " percent", text)
+    text = _ORDINAL_RE.sub(lambda m: ordinal_to_words(int(m.group(1))), text)
+    text = _TIME_RE.sub(_time, text)
+    text = _DOTTED_RE.sub(_dotted, text)
+    text = _YEAR_RE.sub(_year, text)
+    text = _NEG_RE.sub("minus ", text)
+    text = _PLAIN_NUM_RE.sub(lambda m: _number_words(m.group(1), m.group(2)), text)
+    return text
+
+
+# --- abbreviations -----------------------------------------------------------------------------
+
+# Only unambiguous ones; "St." (saint/street) and "Dr." (doctor/drive) take the common reading.
+_ABBREVIATIONS = {
+    "mr": "mister", "mrs": "missus", "ms": "miz", "dr": "doctor", "prof": "professor",
+    "st": "saint", "jr": "junior", "sr": "senior", "vs": "versus", "etc": "et cetera",
+    "approx": "approximately", "dept": "department", "govt": "government", "no": "number",
+    "vol": "volume", "fig": "figure", "feb": "february", "jan": "january", "aug": "august",
+    "sept": "september", "oct": "october", "nov": "november", "dec": "december",
+    "mt": "mount", "ft": "feet", "lb": "pounds", "lbs": "pounds", "oz": "ounces",
+}
+_ABBREV_RE = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r")\.", re.IGNORECASE)
+_LATIN_RE = [
+    (re.compile(r"\be\.g\.", re.IGNORECASE), "for example"),
+    (re.compile(r"\bi\.e\.", re.IGNORECASE), "that is"),
+    (re.compile(r"\ba\.m\.", re.IGNORECASE), "A M"),
+    (re.compile(r"\bp\.m\.", re.IGNORECASE), "P M"),
+    (re.compile(r"\bU\.S\.A\.", re.IGNORECASE), "U S A"),
+    (re.compile(r"\bU\.S\.(?=\s|$|[,;:])"), "U S"),
+]
+
+
+def _abbrev(m: re.Match[str]) -> str:
+    word = m.group(1)
+    # "No." is "number" only before a digit ("No. 5"); "no." ending a sentence stays "no."
+    if word.lower() == "no":
+        rest = m.string[m.end() :].lstrip()
+        if not rest[:1].isdigit():
+            return m.group(0)
+    expansion = _ABBREVIATIONS[word.lower()]
+    return expansion.capitalize() if word[0].isupper() else expansion
+
+
+def expand_abbreviations(text: str) -> str:
+    for pattern, replacement in _LATIN_RE:
+        text = pattern.sub(replacement, text)
+    return _ABBREV_RE.sub(_abbrev, text)
+
+
+_SYMBOLS = [(re.compile(r"\s*&\s*"), " and "), (re.compile(r"\s*\+\s*(?=\d)"), " plus ")]
+
+
+def normalize(text: str) -> str:
+    """User text -> ASCII text with numbers and abbreviations written out; whitespace collapsed.
+
+    Idempotent: normalize(normalize(t)) == normalize(t).
+    """
+    # Currency first: the pound and euro signs are not ASCII and would be dropped by to_ascii.
+    text = _CURRENCY_RE.sub(_currency, text)
+    text = to_ascii(text)
+    text = expand_abbreviations(text)
+    for pattern, replacement in _SYMBOLS:
+        text = pattern.sub(replacement, text)
+    text = expand_numbers(text)
+    return collapse_whitespace(text)
+
+
+def is_speakable(text: str) -> bool:
+    """True if the text has at least one letter or digit (pure punctuation makes no sound)."""
+    return any(ch.isalnum() for ch in text)
+
+
+# --- sentence splitting ------------------------------------------------------------------------
+
+# A sentence ends at . ! or ? (possibly repeated, possibly followed by a closing quote/bracket)
+# followed by whitespace. Abbreviations were expanded by `normalize`, so "Dr. Smith" no longer
+# contains a stop.
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+_CLAUSE_END_RE = re.compile(r"(?<=[,;:])\s+|\s+(?=-\s)")
+
+
+def _pieces(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """Split after each match, keeping every character except the separating whitespace."""
+    out, start = [], 0
+    for m in pattern.finditer(text):
+        # Keep closing quotes/brackets with the sentence they close.
+        end_of_piece = m.start() + len(m.group(0).rstrip())
+        out.append(text[start:end_of_piece])
+        start = m.end()
+    out.append(text[start:])
+    return [p for p in out if p.strip()]
+
+
+def _pack(pieces: list[str], max_chars: int) -> list[str]:
+    """Greedily join consecutive pieces with spaces while the result stays within max_chars."""
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and len(chunks[-1]) + 1 + len(piece) <= max_chars:
+            chunks[-1] += " " + piece
+        else:
+            chunks.append(piece)
+    return chunks
+
+
+def _split_long(sentence: str, max_chars: int) -> list[str]:
+    """Cut one over-long sentence at clause punctuation, then spaces, then (last resort) anywhere."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    out: list[str] = []
+    for clause in _pack(_pieces(sentence, _CLAUSE_END_RE), max_chars):
+        if len(clause) <= max_chars:
+            out.append(clause)
+            continue
+        for words in _pack(clause.split(" "), max_chars):
+            # A single "word" longer than max_chars (a URL, a hash) is cut into fixed slices.
+            out += [words[i : i + max_chars] for i in range(0, len(words), max_chars)]
+    return out
+
+
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """Split text into sentences of at most max_chars characters each.
+
+    Nothing is dropped: joining the chunks with single spaces gives the input with its whitespace
+    collapsed (only a word longer than max_chars is cut inside itself). Short sentences are not
+    merged, so the first chunk is as short as the first sentence.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be positive, got {max_chars}")
+    text = collapse_whitespace(text)
+    out: list[str] = []
+    for sentence in _pieces(text, _SENTENCE_END_RE):
+        out += _split_long(sentence.strip(), max_chars)
+    return [s for s in out if s]
