@@ -188,15 +188,30 @@ def conv1d_k3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray
     return (out + bias).astype(f32)
 
 
-def condition(mel: np.ndarray, weights: dict[str, np.ndarray], config: VocoderConfig) -> np.ndarray:
-    """Log-mel [N, n_mels] -> conditioning [N, cond_size], edges padded by repeating the end frames.
+def normalize_mel(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
+    return ((mel.astype(f32) - f32(config.mel_mean)) / f32(config.mel_std)).astype(f32)
 
-    Frame f uses mel frames f-2..f+2 (two frames of look-ahead in all).
+
+def condition_window(x5: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """Conditioning of one frame from its normalised mel window [5, n_mels] (frames f-2..f+2).
+
+    Computed one frame at a time, with the same shapes whatever the chunking, so streaming and
+    whole-utterance vocoding give bit-identical conditioning.
     """
-    x = ((mel.astype(f32) - f32(config.mel_mean)) / f32(config.mel_std)).astype(f32)
-    x = np.concatenate([x[:1], x[:1], x, x[-1:], x[-1:]])
-    h = np.maximum(conv1d_k3(x, weights["cond.conv1.weight"], weights["cond.conv1.bias"]), f32(0))
-    return fast_tanh(conv1d_k3(h, weights["cond.conv2.weight"], weights["cond.conv2.bias"]))
+    h = np.maximum(conv1d_k3(x5, weights["cond.conv1.weight"], weights["cond.conv1.bias"]), f32(0))
+    return fast_tanh(conv1d_k3(h, weights["cond.conv2.weight"], weights["cond.conv2.bias"]))[0]
+
+
+def window_indices(f: int, n: int) -> np.ndarray:
+    """Mel frames feeding frame f's conditioning: f-2..f+2, clamped to [0, n-1] (edge repeat)."""
+    return np.clip(np.arange(f - 2, f + 3), 0, n - 1)
+
+
+def condition(mel: np.ndarray, weights: dict[str, np.ndarray], config: VocoderConfig) -> np.ndarray:
+    """Log-mel [N, n_mels] -> conditioning [N, cond_size]; two frames of look-ahead per frame."""
+    x = normalize_mel(mel, config)
+    n = x.shape[0]
+    return np.stack([condition_window(x[window_indices(f, n)], weights) for f in range(n)]).astype(f32)
 
 
 # --- the autoregressive frame -----------------------------------------------------------------------

@@ -1,0 +1,309 @@
+"""TVM whole-frame kernel: one compiled call generates hop_length samples autoregressively.
+
+The call does, for one frame (T samples):
+  1. project the conditioning of this frame and the next through W_cond (2 x [3H, C] matvecs;
+     per-sample conditioning is their interpolation, so no per-sample matmul is needed);
+  2. T times: block-sparse GRU recurrent matvec, gates with fast sigmoid/tanh, block-sparse
+     FC1 + ReLU, block-sparse FC2, softmax with fast exp, inverse-CDF sample, mu-law feedback.
+The GRU state and previous sample are read from and written back to in/out buffers, so a
+stream's state survives between calls without copies.
+
+The math is models/reference.py's; tests/models/test_kernel.py checks them against each other.
+Intermediates inside vectorised loops are staged in local buffers: binding them to Python names
+there silently computes garbage in TVM 0.27 (see shared TVM notes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm.script import tirx as T
+
+import numpy as np
+
+from models.config import VocoderConfig
+from models.sparsity import to_bsr
+from models.reference import (
+    EXP2_POLY,
+    EXP_FLOOR,
+    LOG2E,
+    TANH_ALPHA,
+    TANH_BETA,
+    TANH_CLAMP,
+    mulaw_table,
+)
+
+# Target per ISA level. mcpu is explicit: TVM 0.27 rejects "native" and string targets.
+ISA_TARGETS: dict[str, dict[str, object]] = {
+    "avx512": {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1},
+    "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 1},
+}
+# CPU flags (from /proc/cpuinfo) each ISA module needs.
+ISA_FLAGS: dict[str, frozenset[str]] = {
+    "avx512": frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "f16c"}),
+    "avx2": frozenset({"avx2", "fma", "f16c"}),
+}
+ISA_PREFERENCE = ("avx512", "avx2")  # best first
+
+
+@dataclass(frozen=True)
+class KernelShape:
+    """Everything the compiled function is specialised on (weights are arguments, not constants)."""
+
+    config: VocoderConfig
+    nnzb_hh: int
+    nnzb_fc1: int
+    nnzb_fc2: int
+
+
+def make_frame_kernel(shape: KernelShape) -> tvm.tirx.PrimFunc:
+    """Build the PrimFunc for one frame. Python ints below are compile-time constants."""
+    cfg = shape.config
+    H = cfg.hidden_size
+    G = 3 * H
+    F = cfg.fc_size
+    K = cfg.n_classes
+    C = cfg.cond_size
+    TT = cfg.hop_length
+    R = cfg.block_rows
+    CB = cfg.block_cols
+    NH, N1, N2 = shape.nnzb_hh, shape.nnzb_fc1, shape.nnzb_fc2
+    WD = cfg.weight_dtype
+    V = 16  # vector width for elementwise stages; 512-bit = 16 fp32 lanes
+    assert H % V == 0 and F % V == 0 and K % V == 0 and G % V == 0
+    KG = K // V  # groups of the two-level inverse-CDF search
+
+    clamp = float(TANH_CLAMP)
+    a0, a1, a2, a3, a4, a5, a6 = (float(c) for c in TANH_ALPHA)
+    b0, b1, b2, b3 = (float(c) for c in TANH_BETA)
+    e0, e1, e2, e3, e4, e5 = (float(c) for c in EXP2_POLY)
+    log2e = float(LOG2E)
+    exp_floor = float(EXP_FLOOR)
+
+    NACC = 4  # independent accumulator sets: hides FMA latency behind the block loop
+
+    @T.macro
+    def bsr_matvec(data, idx, ptr, x, n_block_rows, bias, y, acc, relu):
+        # y = W x + bias (ReLU if relu), W in BSR with R x CB blocks stored [nnzb, CB, R] so each
+        # column of a block is one contiguous vector. Blocks are taken NACC at a time into separate
+        # accumulators so consecutive FMAs do not wait on each other.
+        for br in range(n_block_rows):
+            for a in T.unroll(NACC):
+                for r in T.vectorized(R):
+                    acc[a, r] = T.float32(0)
+            for jj in range((ptr[br + 1] - ptr[br]) // NACC):
+                for a in T.unroll(NACC):
+                    for cc in T.unroll(CB):
+                        for r in T.vectorized(R):
+                            acc[a, r] = acc[a, r] + T.Cast("float32", data[ptr[br] + jj * NACC + a, cc, r]) * x[
+                                idx[ptr[br] + jj * NACC + a] * CB + cc
+                            ]
+            for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // NACC * NACC, ptr[br + 1]):
+                for cc in T.unroll(CB):
+                    for r in T.vectorized(R):
+                        acc[0, r] = acc[0, r] + T.Cast("float32", data[j, cc, r]) * x[idx[j] * CB + cc]
+            for r in T.vectorized(R):
+                if relu:
+                    y[br * R + r] = T.max((acc[0, r] + acc[1, r]) + (acc[2, r] + acc[3, r]) + bias[br * R + r], T.float32(0))
+                else:
+                    y[br * R + r] = (acc[0, r] + acc[1, r]) + (acc[2, r] + acc[3, r]) + bias[br * R + r]
+
+    @T.prim_func
+    def frame(
+        cond: T.Buffer((2, C), "float32"),
+        uniforms: T.Buffer((TT,), "float32"),
+        h: T.Buffer((H,), "float32"),
+        xprev: T.Buffer((1,), "float32"),
+        out: T.Buffer((TT,), "int32"),
+        w_cond_t: T.Buffer((C, G), "float32"),
+        w_sample: T.Buffer((G,), "float32"),
+        b_ih: T.Buffer((G,), "float32"),
+        b_hh: T.Buffer((G,), "float32"),
+        hh_data: T.Buffer((NH, CB, R), WD),
+        hh_idx: T.Buffer((NH,), "int32"),
+        hh_ptr: T.Buffer((G // R + 1,), "int32"),
+        fc1_data: T.Buffer((N1, CB, R), WD),
+        fc1_idx: T.Buffer((N1,), "int32"),
+        fc1_ptr: T.Buffer((F // R + 1,), "int32"),
+        fc1_b: T.Buffer((F,), "float32"),
+        fc2_data: T.Buffer((N2, CB, R), WD),
+        fc2_idx: T.Buffer((N2,), "int32"),
+        fc2_ptr: T.Buffer((K // R + 1,), "int32"),
+        fc2_b: T.Buffer((K,), "float32"),
+        table: T.Buffer((K,), "float32"),
+    ):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        p0 = T.alloc_buffer((G,), "float32")
+        p1 = T.alloc_buffer((G,), "float32")
+        gh = T.alloc_buffer((G,), "float32")
+        y1 = T.alloc_buffer((F,), "float32")
+        logit = T.alloc_buffer((K,), "float32")
+        prob = T.alloc_buffer((K,), "float32")
+        gsum = T.alloc_buffer((KG,), "float32")
+        acc = T.alloc_buffer((NACC, R), "float32", scope="local")
+        s = T.alloc_buffer((8, V), "float32", scope="local")
+        m = T.alloc_buffer((V,), "float32", scope="local")
+        sc = T.alloc_buffer((4,), "float32", scope="local")
+        si = T.alloc_buffer((2,), "int32", scope="local")
+        # 1. conditioning projection for this frame and the next
+        for jo in range(G // V):
+            for ji in T.vectorized(V):
+                p0[jo * V + ji] = T.float32(0)
+                p1[jo * V + ji] = T.float32(0)
+            for c in range(C):
+                for ji in T.vectorized(V):
+                    p0[jo * V + ji] = p0[jo * V + ji] + cond[0, c] * w_cond_t[c, jo * V + ji]
+                    p1[jo * V + ji] = p1[jo * V + ji] + cond[1, c] * w_cond_t[c, jo * V + ji]
+        sc[3] = xprev[0]
+        for t in range(TT):
+            sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
+            # 2. GRU recurrent matvec
+            bsr_matvec(hh_data, hh_idx, hh_ptr, h, G // R, b_hh, gh, acc, False)
+            # 3. gates: r, z, n and the new state, V lanes at a time
+            for io in range(H // V):
+                for ii in T.vectorized(V):
+                    # s[0] = gi_r + gh_r ; s[1] = gi_z + gh_z (input projection interpolated)
+                    s[0, ii] = (
+                        (T.float32(1) - sc[0]) * p0[io * V + ii]
+                        + sc[0] * p1[io * V + ii]
+                        + w_sample[io * V + ii] * sc[3]
+                        + b_ih[io * V + ii]
+                    ) + gh[io * V + ii]
+                    s[1, ii] = (
+                        (T.float32(1) - sc[0]) * p0[H + io * V + ii]
+                        + sc[0] * p1[H + io * V + ii]
+                        + w_sample[H + io * V + ii] * sc[3]
+                        + b_ih[H + io * V + ii]
+                    ) + gh[H + io * V + ii]
+                    # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
+                    s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
+                    s[1, ii] = T.min(T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
+                    s[2, ii] = s[0, ii] * s[0, ii]
+                    s[3, ii] = s[1, ii] * s[1, ii]
+                    s[0, ii] = T.float32(0.5) + T.float32(0.5) * (
+                        (
+                            ((((((T.float32(a0) * s[2, ii] + T.float32(a1)) * s[2, ii] + T.float32(a2)) * s[2, ii] + T.float32(a3)) * s[2, ii] + T.float32(a4)) * s[2, ii] + T.float32(a5)) * s[2, ii] + T.float32(a6))
+                            * s[0, ii]
+                        )
+                        / ((((T.float32(b0) * s[2, ii] + T.float32(b1)) * s[2, ii] + T.float32(b2)) * s[2, ii] + T.float32(b3)))
+                    )
+                    s[1, ii] = T.float32(0.5) + T.float32(0.5) * (
+                        (
+                            ((((((T.float32(a0) * s[3, ii] + T.float32(a1)) * s[3, ii] + T.float32(a2)) * s[3, ii] + T.float32(a3)) * s[3, ii] + T.float32(a4)) * s[3, ii] + T.float32(a5)) * s[3, ii] + T.float32(a6))
+                            * s[1, ii]
+                        )
+                        / ((((T.float32(b0) * s[3, ii] + T.float32(b1)) * s[3, ii] + T.float32(b2)) * s[3, ii] + T.float32(b3)))
+                    )
+                    # n = tanh(gi_n + r * gh_n)
+                    s[4, ii] = (
+                        (T.float32(1) - sc[0]) * p0[2 * H + io * V + ii]
+                        + sc[0] * p1[2 * H + io * V + ii]
+                        + w_sample[2 * H + io * V + ii] * sc[3]
+                        + b_ih[2 * H + io * V + ii]
+                    ) + s[0, ii] * gh[2 * H + io * V + ii]
+                    s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
+                    s[5, ii] = s[4, ii] * s[4, ii]
+                    s[4, ii] = (
+                        ((((((T.float32(a0) * s[5, ii] + T.float32(a1)) * s[5, ii] + T.float32(a2)) * s[5, ii] + T.float32(a3)) * s[5, ii] + T.float32(a4)) * s[5, ii] + T.float32(a5)) * s[5, ii] + T.float32(a6))
+                        * s[4, ii]
+                    ) / ((((T.float32(b0) * s[5, ii] + T.float32(b1)) * s[5, ii] + T.float32(b2)) * s[5, ii] + T.float32(b3)))
+                    h[io * V + ii] = (T.float32(1) - s[1, ii]) * s[4, ii] + s[1, ii] * h[io * V + ii]
+            # 4. FC1 + ReLU, 5. FC2 -> logits
+            bsr_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
+            bsr_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
+            # 6. softmax numerator with fast exp: max over V lanes, then reduce lanes
+            for ii in T.vectorized(V):
+                m[ii] = logit[ii]
+            for ko in range(1, K // V):
+                for ii in T.vectorized(V):
+                    m[ii] = T.max(m[ii], logit[ko * V + ii])
+            sc[1] = m[0]
+            for ii in range(1, V):
+                sc[1] = T.max(sc[1], m[ii])
+            for ko in range(K // V):
+                for ii in T.vectorized(V):
+                    s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(log2e)
+                    s[7, ii] = T.floor(s[6, ii])
+                    s[6, ii] = s[6, ii] - s[7, ii]
+                    prob[ko * V + ii] = (
+                        ((((T.float32(e5) * s[6, ii] + T.float32(e4)) * s[6, ii] + T.float32(e3)) * s[6, ii] + T.float32(e2)) * s[6, ii] + T.float32(e1)) * s[6, ii]
+                        + T.float32(e0)
+                    ) * T.reinterpret("float32", T.shift_left(T.Cast("int32", s[7, ii]) + 127, 23))
+            # 7. inverse CDF: group sums (KG groups of V), pick the group, then the class
+            for g in range(KG):
+                gsum[g] = T.float32(0)
+                for ii in range(V):
+                    gsum[g] = gsum[g] + prob[g * V + ii]
+            sc[1] = T.float32(0)
+            for g in range(KG):
+                sc[1] = sc[1] + gsum[g]
+            sc[2] = uniforms[t] * sc[1]  # target mass
+            si[0] = KG - 1
+            si[1] = 0  # found flag
+            sc[1] = T.float32(0)  # running mass before the chosen group
+            for g in range(KG):
+                if si[1] == 0:
+                    if sc[1] + gsum[g] > sc[2]:
+                        si[0] = g
+                        si[1] = 1
+                    else:
+                        sc[1] = sc[1] + gsum[g]
+            si[1] = 0
+            out[t] = si[0] * V + V - 1
+            for ii in range(V):
+                if si[1] == 0:
+                    sc[1] = sc[1] + prob[si[0] * V + ii]
+                    if sc[1] > sc[2]:
+                        out[t] = si[0] * V + ii
+                        si[1] = 1
+            sc[3] = table[out[t]]
+        xprev[0] = sc[3]
+
+    return frame
+
+
+def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None = None) -> tvm.runtime.Module:
+    """Compile the frame kernel for one ISA level (or an explicit target dict)."""
+    if target is None:
+        if isa not in ISA_TARGETS:
+            raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_TARGETS)}")
+        target = ISA_TARGETS[isa]
+    func = make_frame_kernel(shape)
+    return tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
+
+
+STATE_ARGS = ("cond", "uniforms", "h", "xprev", "out")
+"""Per-call arguments, in order; the weight arguments follow them."""
+
+
+def pack_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> tuple[KernelShape, list[np.ndarray]]:
+    """Reference weights -> (kernel shape, weight arguments in the kernel's order)."""
+    block = (config.block_rows, config.block_cols)
+    packed = {name: to_bsr(weights[name], block) for name in ("gru.w_hh", "fc1.weight", "fc2.weight")}
+    wd = np.dtype(config.weight_dtype)
+
+    def bsr_args(name: str) -> list[np.ndarray]:
+        b = packed[name]
+        # [nnzb, R, CB] -> [nnzb, CB, R]: one contiguous vector per block column
+        return [np.ascontiguousarray(b.data.transpose(0, 2, 1).astype(wd)), b.indices, b.indptr]
+
+    args = [
+        np.ascontiguousarray(weights["gru.w_cond"].T.astype(np.float32)),
+        weights["gru.w_sample"].astype(np.float32),
+        weights["gru.b_ih"].astype(np.float32),
+        weights["gru.b_hh"].astype(np.float32),
+        *bsr_args("gru.w_hh"),
+        *bsr_args("fc1.weight"),
+        weights["fc1.bias"].astype(np.float32),
+        *bsr_args("fc2.weight"),
+        weights["fc2.bias"].astype(np.float32),
+        mulaw_table(),
+    ]
+    shape = KernelShape(
+        config=config,
+        nnzb_hh=packed["gru.w_hh"].data.shape[0],
+        nnzb_fc1=packed["fc1.weight"].data.shape[0],
+        nnzb_fc2=packed["fc2.weight"].data.shape[0],
+    )
+    return shape, args

@@ -1,0 +1,295 @@
+"""Load a compiled vocoder and turn mel frames into audio, one kernel call per frame. No torch.
+
+    rt = VocoderRuntime.load("compiled/wavernn-slt")
+    stream = rt.open_stream(seed=0)
+    stream.push(mel)          # [n, 80] log-mel, any chunking
+    stream.finish()
+    while stream.pending():
+        pcm = stream.step()   # float32 [hop_length]
+
+Like Piper's voice object: a small runtime with load() and a generator of audio chunks; the HTTP
+route joins the chunks and the websocket sends each one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+
+from models import kernel
+from models.compile import MANIFEST, load_weights, sha256_file
+from models.config import VocoderConfig
+from models.features import MelInputError, validate_mel
+from models.reference import check_weights, condition_window, mulaw_table, normalize_mel, window_indices
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MelInputError", "ModelLoadError", "VocoderRuntime", "VocoderStream", "cpu_flags"]
+
+LOOKAHEAD = 3  # frames: 2 for the conditioning convolutions + 1 for interpolating to the next frame
+
+
+class ModelLoadError(RuntimeError):
+    """A compiled model cannot be used: missing, corrupt, mismatched, or not runnable on this CPU."""
+
+
+def cpu_flags() -> frozenset[str]:
+    """CPU feature flags of this machine (from /proc/cpuinfo; empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _host_target() -> dict[str, object]:
+    """A conservative target for CPUs none of the shipped modules fit (any x86-64 / aarch64)."""
+    machine = os.uname().machine
+    if machine in ("x86_64", "amd64"):
+        return {"kind": "llvm", "mcpu": "x86-64", "num-cores": 1}
+    return {"kind": "llvm", "num-cores": 1}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sparrow"
+
+
+class VocoderRuntime:
+    """A compiled vocoder: the TVM frame function plus its weights, shared by many streams."""
+
+    def __init__(
+        self,
+        name: str,
+        config: VocoderConfig,
+        manifest: dict[str, Any],
+        weights: dict[str, np.ndarray],
+        module: tvm.runtime.Module,
+        isa: str,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.manifest = manifest
+        self.weights = weights
+        self.isa = isa
+        self._module = module
+        self._frame_fn = module["main"]
+        _, weight_args = kernel.pack_weights(weights, config)
+        self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
+        self.table = mulaw_table()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, *, cache_dir: Path | None = None, isa: str | None = None
+    ) -> VocoderRuntime:
+        """Verify the artefact, pick the best module the CPU runs (or `isa`), and load it."""
+        model_dir = Path(model_dir)
+        manifest = _read_manifest(model_dir)
+        _verify_files(model_dir, manifest)
+        try:
+            config = VocoderConfig.load(model_dir / "config.json")
+        except (ValueError, TypeError, AssertionError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{model_dir}/config.json is not a valid vocoder config: {exc}") from exc
+        if config.to_dict() != manifest.get("config"):
+            raise ModelLoadError(f"{model_dir}: config.json does not match the manifest's config")
+        weights = load_weights(model_dir / "weights.npz")
+        try:
+            check_weights(weights, config)
+        except ValueError as exc:
+            raise ModelLoadError(f"{model_dir}/weights.npz: {exc}") from exc
+        chosen, path = _choose_module(model_dir, manifest, config, weights, isa, cache_dir)
+        try:
+            module = tvm.runtime.load_module(str(path))
+        except Exception as exc:  # TVM raises its own error types for unreadable libraries
+            raise ModelLoadError(f"cannot load TVM module {path}: {exc}") from exc
+        log.info("loaded %s (%s module, %s)", model_dir.name, chosen, path.name)
+        return cls(model_dir.name, config, manifest, weights, module, chosen)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def open_stream(self, seed: int = 0) -> VocoderStream:
+        return VocoderStream(self, seed)
+
+    def generate(self, mel: np.ndarray, seed: int = 0) -> Iterator[np.ndarray]:
+        """Whole mel -> one float32 [hop_length] array per frame."""
+        stream = self.open_stream(seed)
+        stream.push(mel)
+        stream.finish()
+        while stream.pending():
+            yield stream.step()
+
+    def run_frame(
+        self, cond_pair: np.ndarray, uniforms: np.ndarray, h: tvm.runtime.Tensor, x: tvm.runtime.Tensor, out: tvm.runtime.Tensor
+    ) -> None:
+        """One kernel call: hop_length samples into `out`; `h` and `x` are updated in place."""
+        self._frame_fn(
+            tvm.runtime.tensor(np.ascontiguousarray(cond_pair, np.float32)),
+            tvm.runtime.tensor(uniforms),
+            h,
+            x,
+            out,
+            *self._weight_args,
+        )
+
+    def measure_us_per_sample(self, frames: int = 20) -> float:
+        """Minimum kernel time per sample over `frames` calls on the calling thread's core."""
+        rng = np.random.default_rng(0)
+        c = self.config
+        h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
+        x = tvm.runtime.tensor(np.zeros(1, np.float32))
+        out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
+        cond = rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32)
+        best = float("inf")
+        for _ in range(max(1, frames)):
+            u = rng.random(c.hop_length, dtype=np.float32)
+            t0 = time.perf_counter()
+            self.run_frame(cond, u, h, x, out)
+            best = min(best, time.perf_counter() - t0)
+        return best / c.hop_length * 1e6
+
+
+class VocoderStream:
+    """One utterance's state: GRU state, previous sample, RNG and the mel received so far."""
+
+    def __init__(self, runtime: VocoderRuntime, seed: int) -> None:
+        c = runtime.config
+        self.runtime = runtime
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._mel = np.zeros((0, c.n_mels), np.float32)  # normalised frames received
+        self._cond: list[np.ndarray] = []  # conditioning of frames 0..len-1
+        self._finished = False
+        self.frames_done = 0
+        self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
+        self._x = tvm.runtime.tensor(np.zeros(1, np.float32))
+        self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
+
+    @property
+    def frames_received(self) -> int:
+        return int(self._mel.shape[0])
+
+    @property
+    def finished(self) -> bool:
+        return self._finished and self.frames_done >= self.frames_received
+
+    def push(self, mel: np.ndarray) -> None:
+        if self._finished:
+            raise MelInputError("mel pushed after finish()")
+        mel = validate_mel(mel)
+        if mel.shape[0]:
+            self._mel = np.concatenate([self._mel, normalize_mel(mel, self.runtime.config)])
+
+    def finish(self) -> None:
+        self._finished = True
+
+    def pending(self) -> int:
+        """Frames step() can produce now: all of them once finished, else those with look-ahead."""
+        ready = self.frames_received if self._finished else self.frames_received - LOOKAHEAD
+        return max(0, ready - self.frames_done)
+
+    def _cond_at(self, f: int) -> np.ndarray:
+        n = self.frames_received
+        f = min(f, n - 1)  # the last frame interpolates towards itself
+        # Conditioning of frame f is final once frames f+2 exist or the stream is finished.
+        while len(self._cond) <= f:
+            g = len(self._cond)
+            self._cond.append(condition_window(self._mel[window_indices(g, n)], self.runtime.weights))
+        return self._cond[f]
+
+    def step(self) -> np.ndarray:
+        """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
+        if self.pending() <= 0:
+            raise RuntimeError("step() called with no frame ready; push more mel or finish()")
+        f = self.frames_done
+        cond_pair = np.stack([self._cond_at(f), self._cond_at(f + 1)])
+        uniforms = self._rng.random(self.runtime.config.hop_length, dtype=np.float32)
+        self.runtime.run_frame(cond_pair, uniforms, self._h, self._x, self._out)
+        self.frames_done += 1
+        if self.frames_done >= 2:  # conditioning behind the current frame is no longer needed
+            self._cond[self.frames_done - 2] = _RELEASED
+        return self.runtime.table[self._out.numpy()]
+
+
+_RELEASED = np.zeros(0, np.float32)
+
+
+# -- artefact checks ---------------------------------------------------------------------------------
+
+
+def _read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        raise ModelLoadError(f"no {MANIFEST} in {model_dir}: not a compiled Sparrow model (run `sparrow compile`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
+    for key in ("files", "isas", "config"):
+        if key not in manifest:
+            raise ModelLoadError(f"{path} lacks the {key!r} field")
+    return manifest
+
+
+def _verify_files(model_dir: Path, manifest: dict[str, Any]) -> None:
+    for name, digest in manifest["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ModelLoadError(f"{model_dir}: file {name} listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ModelLoadError(
+                f"{model_dir}: {name} is corrupt or was changed (sha256 {actual[:12]}…, manifest says {digest[:12]}…)"
+            )
+
+
+def _choose_module(
+    model_dir: Path,
+    manifest: dict[str, Any],
+    config: VocoderConfig,
+    weights: dict[str, np.ndarray],
+    isa: str | None,
+    cache_dir: Path | None,
+) -> tuple[str, Path]:
+    flags = cpu_flags()
+    shipped = manifest["isas"]
+    if isa is not None:
+        if isa not in shipped:
+            raise ModelLoadError(f"{model_dir} has no {isa} module (it has: {', '.join(shipped) or 'none'})")
+        missing = kernel.ISA_FLAGS.get(isa, frozenset()) - flags
+        if missing:
+            raise ModelLoadError(
+                f"the {isa} module needs CPU features this machine lacks: {', '.join(sorted(missing))}"
+            )
+        return isa, model_dir / shipped[isa]["file"]
+    for candidate in kernel.ISA_PREFERENCE:
+        if candidate in shipped and kernel.ISA_FLAGS[candidate] <= flags:
+            return candidate, model_dir / shipped[candidate]["file"]
+    # None fits: compile for this host into the cache, keyed by the weights' hash.
+    cache = (cache_dir or default_cache_dir()) / model_dir.name
+    path = cache / f"host-{manifest['files']['weights.npz'][:16]}.so"
+    log.warning(
+        "no shipped module of %s runs on this CPU (shipped: %s); compiling for the host into %s",
+        model_dir.name,
+        ", ".join(shipped) or "none",
+        path,
+    )
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        shape, _ = kernel.pack_weights(weights, config)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
+        kernel.build(shape, None, target=_host_target()).export_library(str(tmp))
+        tmp.replace(path)
+    return "host", path
