@@ -36,8 +36,10 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin sparrow \
     && chown -R sparrow:sparrow /app
 USER sparrow
 
+# SPARROW_MODEL: the compiled/ index; its "default" entry is served.
 ENV SPARROW_HOST=0.0.0.0 \
-    SPARROW_PORT=8000
+    SPARROW_PORT=8000 \
+    SPARROW_MODEL=/app/compiled
 EXPOSE 8000
 
 # No curl in the slim image: probe with the interpreter that is there anyway.
