@@ -46,6 +46,7 @@ SAMPLE_RATE = 24_000
 HOP = 300
 N_MELS = 80
 REFUSED_WS_CODES = {1013}
+_EPS_S = 1e-6  # float rounding slack when comparing arrival and playback times
 REFUSED_HTTP_STATUS = {429, 503}
 
 
@@ -143,7 +144,7 @@ def count_late_frames(
         position += n
         last_frame = (position - 1) // hop if n > 0 else first_frame - 1
         for f in range(first_frame, last_frame + 1):
-            if t > start + f * hop / sample_rate:
+            if t > start + f * hop / sample_rate + _EPS_S:
                 late += 1
             else:
                 # Later frames of this message play even later: none of them is late.

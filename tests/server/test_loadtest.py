@@ -1,0 +1,97 @@
+"""`sparrow loadtest`: the jitter-buffer arithmetic, its inputs, and real runs against a live
+server with the tiny model (more streams than cores; refusals with a tiny capacity)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from models.features import validate_mel
+from server import loadtest
+from server.loadtest import LoadtestError, count_late_frames, load_sample_mel, tile_mel
+
+FRAME_S = 300 / 24_000  # 12.5 ms of audio per frame
+
+
+def test_count_late_frames_on_time_stream() -> None:
+    # One frame every 12.5 ms, exactly real time: never late with any buffer.
+    arrivals = [(i * FRAME_S, 300) for i in range(50)]
+    assert count_late_frames(arrivals, buffer_s=0.0) == (0, 50)
+
+
+def test_count_late_frames_stall_beyond_buffer() -> None:
+    # Frames 0..9 on time, then a 300 ms stall before frame 10; 100 ms buffer absorbs only part.
+    arrivals = [(i * FRAME_S, 300) for i in range(10)]
+    stall_at = 10 * FRAME_S + 0.3
+    arrivals += [(stall_at + i * 1e-4, 300) for i in range(30)]
+    late, total = count_late_frames(arrivals, buffer_s=0.1)
+    assert total == 40
+    # Frame f plays at 0.1 + f * 12.5 ms; arrivals at ~0.425 s: frames 10..26 are late.
+    expected = sum(1 for f in range(10, 40) if stall_at + (f - 10) * 1e-4 > 0.1 + f * FRAME_S)
+    assert late == expected == 17
+    # A buffer longer than the stall hides it completely.
+    assert count_late_frames(arrivals, buffer_s=0.35) == (0, 40)
+
+
+def test_count_late_frames_multi_frame_messages() -> None:
+    # 4 frames per message arriving every 50 ms is real time; a message 200 ms late is not.
+    arrivals = [(i * 4 * FRAME_S, 1200) for i in range(5)]
+    assert count_late_frames(arrivals, buffer_s=0.0) == (0, 20)
+    arrivals.append((5 * 4 * FRAME_S + 0.2, 1200))
+    late, total = count_late_frames(arrivals, buffer_s=0.05)
+    assert total == 24 and late == 4
+
+
+def test_count_late_frames_empty() -> None:
+    assert count_late_frames([], buffer_s=0.1) == (0, 0)
+
+
+def test_shipped_sample_mel_follows_the_mel_contract() -> None:
+    mel = load_sample_mel()
+    validate_mel(mel)  # raises MelInputError if not [n, 80] finite
+    assert mel.shape[0] >= 80, "at least one second of speech"
+    # Festival speech, not silence: log-mel spans the floor (-11.5) up to loud bins.
+    assert mel.max() > -2.0 and mel.min() >= np.log(1e-5) - 1e-3
+
+
+def test_tile_mel_repeats_and_crops() -> None:
+    mel = np.arange(3 * 80, dtype=np.float32).reshape(3, 80)
+    out = tile_mel(mel, 7)
+    assert out.shape == (7, 80)
+    np.testing.assert_array_equal(out[3:6], mel)
+    np.testing.assert_array_equal(out[6], mel[0])
+    with pytest.raises(LoadtestError):
+        tile_mel(mel, 0)
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    loadtest.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert loadtest.run(_args("--streams", "0")) == 2
+    assert "--streams" in capsys.readouterr().err
+    assert loadtest.run(_args("--duration", "-1")) == 2
+
+
+def test_default_bound_is_one_utterance_per_stream() -> None:
+    plan = loadtest.plan_from_args(_args("--streams", "3", "--mel-frames", "10"))
+    assert plan.requests == 3 and plan.duration is None
+    assert plan.mel is not None and plan.mel.shape == (10, 80)
+
+
+def test_unreachable_server_is_an_error_not_a_hang(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 9 (discard) on localhost is closed: every stream fails fast and the exit code says so.
+    rc = loadtest.run(
+        _args("--url", "http://127.0.0.1:9", "--streams", "2", "--mel-frames", "8",
+              "--timeout", "5", "--json", "--no-progress")
+    )
+    assert rc == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["streams"] == 2 and summary["errors"] == 2 and summary["ok"] == 0
+    assert summary["real_time"] is False
