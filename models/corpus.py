@@ -70,7 +70,9 @@ def plan(sentences: list[str], seed: int = 0) -> list[Item]:
     items = []
     for i, sentence in enumerate(sentences):
         split = "test" if (i + 1) % TEST_EVERY == 0 else "train"
-        items.append(Item(i, f"s{i:0{width}d}", text.normalize(sentence), speed_for(i, seed), split))
+        items.append(
+            Item(i, f"s{i:0{width}d}", text.normalize(sentence), speed_for(i, seed), split)
+        )
     return items
 
 
@@ -80,8 +82,12 @@ def _paths(out: Path, item_id: str) -> tuple[Path, Path]:
 
 def _row(item: Item, samples: int, frames: int) -> dict[str, str]:
     return {
-        "id": item.id, "speed": f"{item.speed:.1f}", "samples": str(samples),
-        "frames": str(frames), "split": item.split, "text": item.text,
+        "id": item.id,
+        "speed": f"{item.speed:.1f}",
+        "samples": str(samples),
+        "frames": str(frames),
+        "split": item.split,
+        "text": item.text,
     }
 
 
@@ -182,13 +188,21 @@ def build(out: Path, sentences: list[str], jobs: int = 2, seed: int = 0) -> tupl
             rows[item.id] = row
     # Start from a metadata.csv listing exactly the complete items, then append as items finish.
     _write_metadata(out, list(rows.values()))
-    logger.info("corpus %s: %d sentences, %d done, %d to synthesise with %d jobs",
-                out, len(items), len(rows), len(todo), jobs)
+    logger.info(
+        "corpus %s: %d sentences, %d done, %d to synthesise with %d jobs",
+        out,
+        len(items),
+        len(rows),
+        len(todo),
+        jobs,
+    )
 
     failures = 0
     progress = _Progress(len(items), len(rows))
-    with (out / "metadata.csv").open("a", newline="", encoding="utf-8") as meta, \
-            ProcessPoolExecutor(max_workers=jobs) as pool:
+    with (
+        (out / "metadata.csv").open("a", newline="", encoding="utf-8") as meta,
+        ProcessPoolExecutor(max_workers=jobs) as pool,
+    ):
         pending: dict[Future[dict[str, str]], Item] = {}
         queue = iter(todo)
 
@@ -223,12 +237,21 @@ def build(out: Path, sentences: list[str], jobs: int = 2, seed: int = 0) -> tupl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("data/corpus"),
-                        help="output directory (default: data/corpus)")
-    parser.add_argument("--sentences", type=Path, default=None,
-                        help="sentence list, one per line, # comments (default: the bundled list)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N sentences (quick runs)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/corpus"),
+        help="output directory (default: data/corpus)",
+    )
+    parser.add_argument(
+        "--sentences",
+        type=Path,
+        default=None,
+        help="sentence list, one per line, # comments (default: the bundled list)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only the first N sentences (quick runs)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel Festival workers (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-sentence speeds")
 
@@ -261,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
         print("sparrow data: interrupted; run again to resume", file=sys.stderr)
         return 130
     minutes = (time.monotonic() - started) / 60.0
-    print(f"sparrow data: {made} new items, {failed} failed, corpus {args.out} holds "
-          f"{hours:.2f} h of audio ({minutes:.1f} min)", file=sys.stderr)
+    print(
+        f"sparrow data: {made} new items, {failed} failed, corpus {args.out} holds "
+        f"{hours:.2f} h of audio ({minutes:.1f} min)",
+        file=sys.stderr,
+    )
     return 1 if failed else 0

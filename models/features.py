@@ -176,7 +176,9 @@ def validate_mel(mel: object, spec: MelSpec = SPEC) -> np.ndarray:
     try:
         arr = np.asarray(mel, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise MelInputError(f"mel must be a numeric array of shape [n, {spec.n_mels}]: {exc}") from exc
+        raise MelInputError(
+            f"mel must be a numeric array of shape [n, {spec.n_mels}]: {exc}"
+        ) from exc
     if arr.ndim != 2:
         raise MelInputError(
             f"mel must be 2-D [frames, {spec.n_mels}], got {arr.ndim}-D shape {tuple(arr.shape)}"

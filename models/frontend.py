@@ -78,8 +78,9 @@ class _FestivalVoice:
 # sentence stays 6.17 s under Duration_Stretch 0.5 and 2.0, but becomes 12.4 s / 3.1 s with -r).
 _VOICES: dict[str, _FestivalVoice] = {
     "slt": _FestivalVoice(
-        voice=Voice("slt", "CMU Arctic SLT (US English, female, HTS)", "en-US",
-                    features.SPEC.sample_rate),
+        voice=Voice(
+            "slt", "CMU Arctic SLT (US English, female, HTS)", "en-US", features.SPEC.sample_rate
+        ),
         scheme_name="cmu_us_slt_arctic_hts",
         voice_subdir="us/cmu_us_slt_arctic_hts",
     ),
@@ -150,28 +151,40 @@ class FestivalFrontend:
 
     # --- synthesis ---------------------------------------------------------------------------
 
-    def _run_festival(self, sentence: str, fv: _FestivalVoice, binary: str, speed: float) -> np.ndarray:
+    def _run_festival(
+        self, sentence: str, fv: _FestivalVoice, binary: str, speed: float
+    ) -> np.ndarray:
         """One text2wave call on already-normalised ASCII text -> float32 audio at 24 kHz."""
         with tempfile.TemporaryDirectory(prefix="sparrow-festival-") as tmp:
             txt, wav = Path(tmp) / "input.txt", Path(tmp) / "out.wav"
             txt.write_text(sentence + "\n", encoding="ascii", errors="ignore")
             cmd = [
                 binary,
-                "-mode", "fundamental",  # plain text: no markup modes chosen by file content
-                "-eval", f"(voice_{fv.scheme_name})",
+                "-mode",
+                "fundamental",  # plain text: no markup modes chosen by file content
+                "-eval",
+                f"(voice_{fv.scheme_name})",
                 # speed was validated as a finite float in [0.5, 2]; "%.4f" cannot inject syntax.
-                "-eval", f'(set! hts_engine_params (cons (list "-r" {speed:.4f}) hts_engine_params))',
-                "-o", str(wav),
+                "-eval",
+                f'(set! hts_engine_params (cons (list "-r" {speed:.4f}) hts_engine_params))',
+                "-o",
+                str(wav),
                 str(txt),
             ]
             try:
                 proc = subprocess.run(
-                    cmd, cwd=tmp, capture_output=True, timeout=self.timeout_s,
-                    stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"},
+                    cmd,
+                    check=False,
+                    cwd=tmp,
+                    capture_output=True,
+                    timeout=self.timeout_s,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "LC_ALL": "C"},
                 )
             except subprocess.TimeoutExpired as exc:
                 raise FrontendError(
-                    f"Festival timed out after {self.timeout_s:g} s on a {len(sentence)}-char sentence"
+                    f"Festival timed out after {self.timeout_s:g} s "
+                    f"on a {len(sentence)}-character sentence"
                 ) from exc
             except OSError as exc:
                 raise FrontendUnavailable(f"cannot run {binary}: {exc}") from exc
@@ -182,7 +195,9 @@ class FestivalFrontend:
             try:
                 audio, sr = sf.read(str(wav), dtype="float32", always_2d=False)
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                raise FrontendError(f"Festival produced no readable audio: {stderr[-500:]}") from exc
+                raise FrontendError(
+                    f"Festival produced no readable audio: {stderr[-500:]}"
+                ) from exc
         if audio.ndim != 1 or audio.size == 0:
             raise FrontendError(f"Festival produced empty or multi-channel audio {audio.shape}")
         return features.resample(audio, int(sr), features.SPEC.sample_rate)
@@ -205,7 +220,9 @@ class FestivalFrontend:
         # Chunks of pure punctuation (e.g. "...") make no sound and make Festival fail.
         return [c for c in chunks if text.is_speakable(c)]
 
-    def mel_for_text(self, text_in: str, voice: str = "slt", speed: float = 1.0) -> Iterator[np.ndarray]:
+    def mel_for_text(
+        self, text_in: str, voice: str = "slt", speed: float = 1.0
+    ) -> Iterator[np.ndarray]:
         """Yield one log-mel float32 [frames, 80] per sentence, synthesising lazily.
 
         Voice, speed and emptiness are checked here, before the first sentence is synthesised,

@@ -14,7 +14,7 @@ import re
 import unicodedata
 
 MAX_SENTENCE_CHARS = 300
-"""Default chunk bound: ~20 s of speech, a few hundred ms of Festival time, short first-audio wait."""
+"""Default chunk bound: ~20 s of speech, a few hundred ms of Festival time per chunk."""
 
 
 class TextError(ValueError):
@@ -24,16 +24,35 @@ class TextError(ValueError):
 # --- unicode folding ---------------------------------------------------------------------------
 
 _PUNCT_MAP = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u00b4": "'",
     "\u0060": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"',
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u201f": '"',
+    "\u2033": '"',
+    "\u00ab": '"',
     "\u00bb": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2212": "-",
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2212": "-",
     # En/em dashes and bars mark a pause, so they become a spaced hyphen.
-    "\u2013": " - ", "\u2014": " - ", "\u2015": " - ",
+    "\u2013": " - ",
+    "\u2014": " - ",
+    "\u2015": " - ",
     "\u2026": "...",
-    "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2007": " ",
-    "\u00d7": " times ", "\u00b0": " degrees ",
+    "\u00a0": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\u2007": " ",
+    "\u00d7": " times ",
+    "\u00b0": " degrees ",
 }
 _PUNCT_TABLE = str.maketrans(_PUNCT_MAP)
 
@@ -51,9 +70,8 @@ def to_ascii(text: str) -> str:
     for ch in text:
         if ch in "\t\n\r\v\f":
             out.append(" ")
-        elif ord(ch) < 128:
-            if ch.isprintable():
-                out.append(ch)
+        elif ord(ch) < 128 and ch.isprintable():
+            out.append(ch)
         # Non-ASCII left after NFKD: combining marks, symbols, other scripts; all dropped.
     return "".join(out)
 
@@ -64,13 +82,31 @@ def collapse_whitespace(text: str) -> str:
 
 # --- numbers -----------------------------------------------------------------------------------
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
-_DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+_DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def _below_thousand(n: int) -> list[str]:
@@ -128,8 +164,13 @@ def year_to_words(year: int) -> str:
 
 
 _ORDINAL_IRREGULAR = {
-    "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-    "nine": "ninth", "twelve": "twelfth",
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
 }
 
 
@@ -224,12 +265,34 @@ def expand_numbers(text: str) -> str:
 
 # Only unambiguous ones; "St." (saint/street) and "Dr." (doctor/drive) take the common reading.
 _ABBREVIATIONS = {
-    "mr": "mister", "mrs": "missus", "ms": "miz", "dr": "doctor", "prof": "professor",
-    "st": "saint", "jr": "junior", "sr": "senior", "vs": "versus", "etc": "et cetera",
-    "approx": "approximately", "dept": "department", "govt": "government", "no": "number",
-    "vol": "volume", "fig": "figure", "feb": "february", "jan": "january", "aug": "august",
-    "sept": "september", "oct": "october", "nov": "november", "dec": "december",
-    "mt": "mount", "ft": "feet", "lb": "pounds", "lbs": "pounds", "oz": "ounces",
+    "mr": "mister",
+    "mrs": "missus",
+    "ms": "miz",
+    "dr": "doctor",
+    "prof": "professor",
+    "st": "saint",
+    "jr": "junior",
+    "sr": "senior",
+    "vs": "versus",
+    "etc": "et cetera",
+    "approx": "approximately",
+    "dept": "department",
+    "govt": "government",
+    "no": "number",
+    "vol": "volume",
+    "fig": "figure",
+    "feb": "february",
+    "jan": "january",
+    "aug": "august",
+    "sept": "september",
+    "oct": "october",
+    "nov": "november",
+    "dec": "december",
+    "mt": "mount",
+    "ft": "feet",
+    "lb": "pounds",
+    "lbs": "pounds",
+    "oz": "ounces",
 }
 _ABBREV_RE = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r")\.", re.IGNORECASE)
 _LATIN_RE = [
@@ -315,7 +378,7 @@ def _pack(pieces: list[str], max_chars: int) -> list[str]:
 
 
 def _split_long(sentence: str, max_chars: int) -> list[str]:
-    """Cut one over-long sentence at clause punctuation, then spaces, then (last resort) anywhere."""
+    """Cut an over-long sentence at clause punctuation, then spaces, then (last resort) anywhere."""
     if len(sentence) <= max_chars:
         return [sentence]
     out: list[str] = []
