@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 MAX_SENTENCE_CHARS = 300
 """Default chunk bound: ~20 s of speech, a few hundred ms of Festival time per chunk."""
@@ -301,8 +302,25 @@ _LATIN_RE = [
     (re.compile(r"\ba\.m\.", re.IGNORECASE), "A M"),
     (re.compile(r"\bp\.m\.", re.IGNORECASE), "P M"),
     (re.compile(r"\bU\.S\.A\.", re.IGNORECASE), "U S A"),
-    (re.compile(r"\bU\.S\.(?=\s|$|[,;:])"), "U S"),
+    (re.compile(r"\bU\.S\."), "U S"),
 ]
+# Titles precede a name, so their stop never ends a sentence; other abbreviations often do.
+_TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "no", "fig", "vol"}
+
+
+def _ends_sentence(text: str, end: int) -> bool:
+    """True if the abbreviation's stop at text[end - 1] also ends the sentence."""
+    rest = text[end:]
+    stripped = rest.lstrip()
+    return not stripped or (rest[:1].isspace() and stripped[:1].isupper())
+
+
+def _latin(replacement: str, sentence_final: bool) -> Callable[[re.Match[str]], str]:
+    def sub(m: re.Match[str]) -> str:
+        ends = sentence_final and _ends_sentence(m.string, m.end())
+        return replacement + ("." if ends else "")
+
+    return sub
 
 
 def _abbrev(m: re.Match[str]) -> str:
@@ -313,12 +331,18 @@ def _abbrev(m: re.Match[str]) -> str:
         if not rest[:1].isdigit():
             return m.group(0)
     expansion = _ABBREVIATIONS[word.lower()]
-    return expansion.capitalize() if word[0].isupper() else expansion
+    expansion = expansion.capitalize() if word[0].isupper() else expansion
+    # "...apples, pears etc. Then" keeps its full stop so the sentence still ends there.
+    if word.lower() not in _TITLES and _ends_sentence(m.string, m.end()):
+        expansion += "."
+    return expansion
 
 
 def expand_abbreviations(text: str) -> str:
     for pattern, replacement in _LATIN_RE:
-        text = pattern.sub(replacement, text)
+        # e.g./i.e. introduce more words; a.m., p.m., U.S. can end a sentence.
+        final = replacement not in ("for example", "that is")
+        text = pattern.sub(_latin(replacement, final), text)
     return _ABBREV_RE.sub(_abbrev, text)
 
 

@@ -101,6 +101,16 @@ def test_normalize(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
 
 
+def test_abbreviation_ending_a_sentence_keeps_the_stop() -> None:
+    text = normalize("Buy pears etc. Then leave at 5 p.m. Bring Dr. Lee.")
+    assert text == "Buy pears et cetera. Then leave at five P M. Bring Doctor Lee."
+    assert split_sentences(text) == [
+        "Buy pears et cetera.",
+        "Then leave at five P M.",
+        "Bring Doctor Lee.",
+    ]
+
+
 def test_normalize_is_idempotent_and_ascii() -> None:
     samples = [
         "On Jan. 5th, 1984, Mr. O\u2019Neil paid $1,250.75 (about 30%) at 9:45 p.m. \u2014 wow!",
