@@ -31,20 +31,26 @@ from models.reference import (
     TANH_ALPHA,
     TANH_BETA,
     TANH_CLAMP,
+    Q,
+    QuantizedWeights,
     mulaw_table,
 )
 
 # Target per ISA level. mcpu is explicit: TVM 0.27 rejects "native" and string targets.
 ISA_TARGETS: dict[str, dict[str, object]] = {
+    "avx512vnni": {"kind": "llvm", "mcpu": "cascadelake", "num-cores": 1},
     "avx512": {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1},
     "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 1},
 }
 # CPU flags (from /proc/cpuinfo) each ISA module needs.
+_AVX512 = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx2", "fma", "f16c"})
 ISA_FLAGS: dict[str, frozenset[str]] = {
-    "avx512": frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "f16c"}),
+    "avx512vnni": _AVX512 | {"avx512_vnni"},
+    "avx512": _AVX512,
     "avx2": frozenset({"avx2", "fma", "f16c"}),
 }
-ISA_PREFERENCE = ("avx512", "avx2")  # best first
+ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
+VNNI_ISAS = frozenset({"avx512vnni"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class KernelShape:
     nnzb_fc2: int
 
 
-def make_frame_kernel(shape: KernelShape) -> tvm.tirx.PrimFunc:
+def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFunc:
     """Build the PrimFunc for one frame. Python ints below are compile-time constants."""
     cfg = shape.config
     H = cfg.hidden_size
@@ -70,6 +76,11 @@ def make_frame_kernel(shape: KernelShape) -> tvm.tirx.PrimFunc:
     CB = cfg.block_cols
     NH, N1, N2 = shape.nnzb_hh, shape.nnzb_fc1, shape.nnzb_fc2
     WD = cfg.weight_dtype
+    INT8 = WD == "int8"
+    VNNI = INT8 and vnni
+    if INT8:
+        assert CB == 4, "int8 blocks hold the 4 columns one VNNI dot product sums"
+        assert R == 16 or not VNNI, "VNNI path uses 16 int32 lanes"
     V = 16  # vector width for elementwise stages; 512-bit = 16 fp32 lanes
     assert H % V == 0 and F % V == 0 and K % V == 0 and G % V == 0
     KG = K // V  # groups of the two-level inverse-CDF search
@@ -84,7 +95,7 @@ def make_frame_kernel(shape: KernelShape) -> tvm.tirx.PrimFunc:
     NACC = 4  # independent accumulator sets: hides FMA latency behind the block loop
 
     @T.macro
-    def bsr_matvec(data, idx, ptr, x, n_block_rows, bias, y, acc, relu):
+    def f_matvec(data, idx, ptr, x, n_block_rows, bias, y, acc, relu):
         # y = W x + bias (ReLU if relu), W in BSR with R x CB blocks stored [nnzb, CB, R] so each
         # column of a block is one contiguous vector. Blocks are taken NACC at a time into separate
         # accumulators so consecutive FMAs do not wait on each other.
@@ -109,8 +120,182 @@ def make_frame_kernel(shape: KernelShape) -> tvm.tirx.PrimFunc:
                 else:
                     y[br * R + r] = (acc[0, r] + acc[1, r]) + (acc[2, r] + acc[3, r]) + bias[br * R + r]
 
+    @T.macro
+    def project_cond(cond, w_cond_t, p0, p1):
+        # conditioning projection of this frame and the next: two [3H, C] matvecs per frame
+        for jo in range(G // V):
+            for ji in T.vectorized(V):
+                p0[jo * V + ji] = T.float32(0)
+                p1[jo * V + ji] = T.float32(0)
+            for c in range(C):
+                for ji in T.vectorized(V):
+                    p0[jo * V + ji] = p0[jo * V + ji] + cond[0, c] * w_cond_t[c, jo * V + ji]
+                    p1[jo * V + ji] = p1[jo * V + ji] + cond[1, c] * w_cond_t[c, jo * V + ji]
+
+    @T.macro
+    def gru_update(sc, p0, p1, w_sample, b_ih, gh, h, s):
+        # gates r, z, n and the new state, V lanes at a time; sc[0] = a, sc[3] = previous sample
+        for io in range(H // V):
+            for ii in T.vectorized(V):
+                # s[0] = gi_r + gh_r ; s[1] = gi_z + gh_z (input projection interpolated)
+                s[0, ii] = (
+                    (T.float32(1) - sc[0]) * p0[io * V + ii]
+                    + sc[0] * p1[io * V + ii]
+                    + w_sample[io * V + ii] * sc[3]
+                    + b_ih[io * V + ii]
+                ) + gh[io * V + ii]
+                s[1, ii] = (
+                    (T.float32(1) - sc[0]) * p0[H + io * V + ii]
+                    + sc[0] * p1[H + io * V + ii]
+                    + w_sample[H + io * V + ii] * sc[3]
+                    + b_ih[H + io * V + ii]
+                ) + gh[H + io * V + ii]
+                # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
+                s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
+                s[1, ii] = T.min(T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
+                s[2, ii] = s[0, ii] * s[0, ii]
+                s[3, ii] = s[1, ii] * s[1, ii]
+                s[0, ii] = T.float32(0.5) + T.float32(0.5) * (
+                    (
+                        ((((((T.float32(a0) * s[2, ii] + T.float32(a1)) * s[2, ii] + T.float32(a2)) * s[2, ii] + T.float32(a3)) * s[2, ii] + T.float32(a4)) * s[2, ii] + T.float32(a5)) * s[2, ii] + T.float32(a6))
+                        * s[0, ii]
+                    )
+                    / ((((T.float32(b0) * s[2, ii] + T.float32(b1)) * s[2, ii] + T.float32(b2)) * s[2, ii] + T.float32(b3)))
+                )
+                s[1, ii] = T.float32(0.5) + T.float32(0.5) * (
+                    (
+                        ((((((T.float32(a0) * s[3, ii] + T.float32(a1)) * s[3, ii] + T.float32(a2)) * s[3, ii] + T.float32(a3)) * s[3, ii] + T.float32(a4)) * s[3, ii] + T.float32(a5)) * s[3, ii] + T.float32(a6))
+                        * s[1, ii]
+                    )
+                    / ((((T.float32(b0) * s[3, ii] + T.float32(b1)) * s[3, ii] + T.float32(b2)) * s[3, ii] + T.float32(b3)))
+                )
+                # n = tanh(gi_n + r * gh_n)
+                s[4, ii] = (
+                    (T.float32(1) - sc[0]) * p0[2 * H + io * V + ii]
+                    + sc[0] * p1[2 * H + io * V + ii]
+                    + w_sample[2 * H + io * V + ii] * sc[3]
+                    + b_ih[2 * H + io * V + ii]
+                ) + s[0, ii] * gh[2 * H + io * V + ii]
+                s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
+                s[5, ii] = s[4, ii] * s[4, ii]
+                s[4, ii] = (
+                    ((((((T.float32(a0) * s[5, ii] + T.float32(a1)) * s[5, ii] + T.float32(a2)) * s[5, ii] + T.float32(a3)) * s[5, ii] + T.float32(a4)) * s[5, ii] + T.float32(a5)) * s[5, ii] + T.float32(a6))
+                    * s[4, ii]
+                ) / ((((T.float32(b0) * s[5, ii] + T.float32(b1)) * s[5, ii] + T.float32(b2)) * s[5, ii] + T.float32(b3)))
+                h[io * V + ii] = (T.float32(1) - s[1, ii]) * s[4, ii] + s[1, ii] * h[io * V + ii]
+
+    @T.macro
+    def softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out):
+        # softmax numerator with fast exp: max over V lanes, then reduce lanes
+        for ii in T.vectorized(V):
+            m[ii] = logit[ii]
+        for ko in range(1, K // V):
+            for ii in T.vectorized(V):
+                m[ii] = T.max(m[ii], logit[ko * V + ii])
+        sc[1] = m[0]
+        for ii in range(1, V):
+            sc[1] = T.max(sc[1], m[ii])
+        for ko in range(K // V):
+            for ii in T.vectorized(V):
+                s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(log2e)
+                s[7, ii] = T.floor(s[6, ii])
+                s[6, ii] = s[6, ii] - s[7, ii]
+                prob[ko * V + ii] = (
+                    ((((T.float32(e5) * s[6, ii] + T.float32(e4)) * s[6, ii] + T.float32(e3)) * s[6, ii] + T.float32(e2)) * s[6, ii] + T.float32(e1)) * s[6, ii]
+                    + T.float32(e0)
+                ) * T.reinterpret("float32", T.shift_left(T.Cast("int32", s[7, ii]) + 127, 23))
+        # 7. inverse CDF: group sums (KG groups of V), pick the group, then the class
+        for g in range(KG):
+            gsum[g] = T.float32(0)
+            for ii in range(V):
+                gsum[g] = gsum[g] + prob[g * V + ii]
+        sc[1] = T.float32(0)
+        for g in range(KG):
+            sc[1] = sc[1] + gsum[g]
+        sc[2] = uniforms[t] * sc[1]  # target mass
+        si[0] = KG - 1
+        si[1] = 0  # found flag
+        sc[1] = T.float32(0)  # running mass before the chosen group
+        for g in range(KG):
+            if si[1] == 0:
+                if sc[1] + gsum[g] > sc[2]:
+                    si[0] = g
+                    si[1] = 1
+                else:
+                    sc[1] = sc[1] + gsum[g]
+        si[1] = 0
+        out[t] = si[0] * V + V - 1
+        for ii in range(V):
+            if si[1] == 0:
+                sc[1] = sc[1] + prob[si[0] * V + ii]
+                if sc[1] > sc[2]:
+                    out[t] = si[0] * V + ii
+                    si[1] = 1
+
+    @T.macro
+    def dot4(acc, a, data, j, x4):
+        # acc[a, :] += sum over 4 columns of int8 weight * uint8 input, R lanes
+        if VNNI:
+            acc[a, T.ramp(0, 1, R)] = T.call_llvm_pure_intrin(
+                "int32x16",
+                "llvm.x86.avx512.vpdpbusd.512",
+                acc[a, T.ramp(0, 1, R)],
+                T.reinterpret("int8x64", T.broadcast(x4, R)),
+                T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
+            )
+        else:
+            for r in T.vectorized(R):
+                acc[a, r] = (
+                    acc[a, r]
+                    + T.shift_right(T.shift_left(data[j, r], 24), 24) * T.bitwise_and(x4, 255)
+                    + T.shift_right(T.shift_left(data[j, r], 16), 24) * T.bitwise_and(T.shift_right(x4, 8), 255)
+                    + T.shift_right(T.shift_left(data[j, r], 8), 24) * T.bitwise_and(T.shift_right(x4, 16), 255)
+                    + T.shift_right(data[j, r], 24) * T.bitwise_and(T.shift_right(x4, 24), 255)
+                )
+
+    @T.macro
+    def q_matvec(data, idx, ptr, xq, n_block_rows, scale, corr, xscale, bias, y, acc, relu):
+        # int8 twin of f_matvec: data[j, r] packs the 4 int8 weights of row r in block j, xq[k]
+        # packs the 4 uint8 inputs (value + 128) of columns 4k..4k+3; integer accumulation is
+        # exact, the +128 offset is removed with corr = 128 * row sum.
+        for br in range(n_block_rows):
+            for a in T.unroll(NACC):
+                for r in T.vectorized(R):
+                    acc[a, r] = 0
+            for jj in range((ptr[br + 1] - ptr[br]) // NACC):
+                for a in T.unroll(NACC):
+                    dot4(acc, a, data, ptr[br] + jj * NACC + a, xq[idx[ptr[br] + jj * NACC + a]])
+            for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // NACC * NACC, ptr[br + 1]):
+                dot4(acc, 0, data, j, xq[idx[j]])
+            for r in T.vectorized(R):
+                if relu:
+                    y[br * R + r] = T.max(
+                        T.Cast("float32", (acc[0, r] + acc[1, r]) + (acc[2, r] + acc[3, r]) - corr[br * R + r])
+                        * (scale[br * R + r] * xscale)
+                        + bias[br * R + r],
+                        T.float32(0),
+                    )
+                else:
+                    y[br * R + r] = (
+                        T.Cast("float32", (acc[0, r] + acc[1, r]) + (acc[2, r] + acc[3, r]) - corr[br * R + r])
+                        * (scale[br * R + r] * xscale)
+                        + bias[br * R + r]
+                    )
+
+    @T.macro
+    def quantize4(x, n_groups, scale, xq, qs):
+        # xq[k] = 4 bytes floor(x[4k+c] * scale + 0.5) + 128, c = 0..3 (as models.reference rounds)
+        for ko in range(n_groups // V):
+            for ki in T.vectorized(V):
+                for c in T.unroll(4):
+                    qs[c, ki] = T.Cast("int32", T.floor(x[(ko * V + ki) * 4 + c] * scale + T.float32(0.5))) + 128
+                xq[ko * V + ki] = T.bitwise_or(
+                    T.bitwise_or(qs[0, ki], T.shift_left(qs[1, ki], 8)),
+                    T.bitwise_or(T.shift_left(qs[2, ki], 16), T.shift_left(qs[3, ki], 24)),
+                )
+
     @T.prim_func
-    def frame(
+    def frame_float(
         cond: T.Buffer((2, C), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
@@ -141,126 +326,97 @@ def make_frame_kernel(shape: KernelShape) -> tvm.tirx.PrimFunc:
         logit = T.alloc_buffer((K,), "float32")
         prob = T.alloc_buffer((K,), "float32")
         gsum = T.alloc_buffer((KG,), "float32")
-        acc = T.alloc_buffer((NACC, R), "float32", scope="local")
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
         sc = T.alloc_buffer((4,), "float32", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
-        # 1. conditioning projection for this frame and the next
-        for jo in range(G // V):
-            for ji in T.vectorized(V):
-                p0[jo * V + ji] = T.float32(0)
-                p1[jo * V + ji] = T.float32(0)
-            for c in range(C):
-                for ji in T.vectorized(V):
-                    p0[jo * V + ji] = p0[jo * V + ji] + cond[0, c] * w_cond_t[c, jo * V + ji]
-                    p1[jo * V + ji] = p1[jo * V + ji] + cond[1, c] * w_cond_t[c, jo * V + ji]
+        acc = T.alloc_buffer((NACC, R), "float32", scope="local")
+        project_cond(cond, w_cond_t, p0, p1)
         sc[3] = xprev[0]
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
-            # 2. GRU recurrent matvec
-            bsr_matvec(hh_data, hh_idx, hh_ptr, h, G // R, b_hh, gh, acc, False)
-            # 3. gates: r, z, n and the new state, V lanes at a time
-            for io in range(H // V):
-                for ii in T.vectorized(V):
-                    # s[0] = gi_r + gh_r ; s[1] = gi_z + gh_z (input projection interpolated)
-                    s[0, ii] = (
-                        (T.float32(1) - sc[0]) * p0[io * V + ii]
-                        + sc[0] * p1[io * V + ii]
-                        + w_sample[io * V + ii] * sc[3]
-                        + b_ih[io * V + ii]
-                    ) + gh[io * V + ii]
-                    s[1, ii] = (
-                        (T.float32(1) - sc[0]) * p0[H + io * V + ii]
-                        + sc[0] * p1[H + io * V + ii]
-                        + w_sample[H + io * V + ii] * sc[3]
-                        + b_ih[H + io * V + ii]
-                    ) + gh[H + io * V + ii]
-                    # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
-                    s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
-                    s[1, ii] = T.min(T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
-                    s[2, ii] = s[0, ii] * s[0, ii]
-                    s[3, ii] = s[1, ii] * s[1, ii]
-                    s[0, ii] = T.float32(0.5) + T.float32(0.5) * (
-                        (
-                            ((((((T.float32(a0) * s[2, ii] + T.float32(a1)) * s[2, ii] + T.float32(a2)) * s[2, ii] + T.float32(a3)) * s[2, ii] + T.float32(a4)) * s[2, ii] + T.float32(a5)) * s[2, ii] + T.float32(a6))
-                            * s[0, ii]
-                        )
-                        / ((((T.float32(b0) * s[2, ii] + T.float32(b1)) * s[2, ii] + T.float32(b2)) * s[2, ii] + T.float32(b3)))
-                    )
-                    s[1, ii] = T.float32(0.5) + T.float32(0.5) * (
-                        (
-                            ((((((T.float32(a0) * s[3, ii] + T.float32(a1)) * s[3, ii] + T.float32(a2)) * s[3, ii] + T.float32(a3)) * s[3, ii] + T.float32(a4)) * s[3, ii] + T.float32(a5)) * s[3, ii] + T.float32(a6))
-                            * s[1, ii]
-                        )
-                        / ((((T.float32(b0) * s[3, ii] + T.float32(b1)) * s[3, ii] + T.float32(b2)) * s[3, ii] + T.float32(b3)))
-                    )
-                    # n = tanh(gi_n + r * gh_n)
-                    s[4, ii] = (
-                        (T.float32(1) - sc[0]) * p0[2 * H + io * V + ii]
-                        + sc[0] * p1[2 * H + io * V + ii]
-                        + w_sample[2 * H + io * V + ii] * sc[3]
-                        + b_ih[2 * H + io * V + ii]
-                    ) + s[0, ii] * gh[2 * H + io * V + ii]
-                    s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
-                    s[5, ii] = s[4, ii] * s[4, ii]
-                    s[4, ii] = (
-                        ((((((T.float32(a0) * s[5, ii] + T.float32(a1)) * s[5, ii] + T.float32(a2)) * s[5, ii] + T.float32(a3)) * s[5, ii] + T.float32(a4)) * s[5, ii] + T.float32(a5)) * s[5, ii] + T.float32(a6))
-                        * s[4, ii]
-                    ) / ((((T.float32(b0) * s[5, ii] + T.float32(b1)) * s[5, ii] + T.float32(b2)) * s[5, ii] + T.float32(b3)))
-                    h[io * V + ii] = (T.float32(1) - s[1, ii]) * s[4, ii] + s[1, ii] * h[io * V + ii]
-            # 4. FC1 + ReLU, 5. FC2 -> logits
-            bsr_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
-            bsr_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
-            # 6. softmax numerator with fast exp: max over V lanes, then reduce lanes
-            for ii in T.vectorized(V):
-                m[ii] = logit[ii]
-            for ko in range(1, K // V):
-                for ii in T.vectorized(V):
-                    m[ii] = T.max(m[ii], logit[ko * V + ii])
-            sc[1] = m[0]
-            for ii in range(1, V):
-                sc[1] = T.max(sc[1], m[ii])
-            for ko in range(K // V):
-                for ii in T.vectorized(V):
-                    s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(log2e)
-                    s[7, ii] = T.floor(s[6, ii])
-                    s[6, ii] = s[6, ii] - s[7, ii]
-                    prob[ko * V + ii] = (
-                        ((((T.float32(e5) * s[6, ii] + T.float32(e4)) * s[6, ii] + T.float32(e3)) * s[6, ii] + T.float32(e2)) * s[6, ii] + T.float32(e1)) * s[6, ii]
-                        + T.float32(e0)
-                    ) * T.reinterpret("float32", T.shift_left(T.Cast("int32", s[7, ii]) + 127, 23))
-            # 7. inverse CDF: group sums (KG groups of V), pick the group, then the class
-            for g in range(KG):
-                gsum[g] = T.float32(0)
-                for ii in range(V):
-                    gsum[g] = gsum[g] + prob[g * V + ii]
-            sc[1] = T.float32(0)
-            for g in range(KG):
-                sc[1] = sc[1] + gsum[g]
-            sc[2] = uniforms[t] * sc[1]  # target mass
-            si[0] = KG - 1
-            si[1] = 0  # found flag
-            sc[1] = T.float32(0)  # running mass before the chosen group
-            for g in range(KG):
-                if si[1] == 0:
-                    if sc[1] + gsum[g] > sc[2]:
-                        si[0] = g
-                        si[1] = 1
-                    else:
-                        sc[1] = sc[1] + gsum[g]
-            si[1] = 0
-            out[t] = si[0] * V + V - 1
-            for ii in range(V):
-                if si[1] == 0:
-                    sc[1] = sc[1] + prob[si[0] * V + ii]
-                    if sc[1] > sc[2]:
-                        out[t] = si[0] * V + ii
-                        si[1] = 1
+            f_matvec(hh_data, hh_idx, hh_ptr, h, G // R, b_hh, gh, acc, False)
+            gru_update(sc, p0, p1, w_sample, b_ih, gh, h, s)
+            f_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
+            f_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
+            softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
             sc[3] = table[out[t]]
         xprev[0] = sc[3]
 
-    return frame
+    @T.prim_func
+    def frame_int8(
+        cond: T.Buffer((2, C), "float32"),
+        uniforms: T.Buffer((TT,), "float32"),
+        h: T.Buffer((H,), "float32"),
+        xprev: T.Buffer((1,), "float32"),
+        out: T.Buffer((TT,), "int32"),
+        w_cond_t: T.Buffer((C, G), "float32"),
+        w_sample: T.Buffer((G,), "float32"),
+        b_ih: T.Buffer((G,), "float32"),
+        b_hh: T.Buffer((G,), "float32"),
+        hh_data: T.Buffer((NH, R), "int32"),
+        hh_idx: T.Buffer((NH,), "int32"),
+        hh_ptr: T.Buffer((G // R + 1,), "int32"),
+        hh_scale: T.Buffer((G,), "float32"),
+        hh_corr: T.Buffer((G,), "int32"),
+        fc1_data: T.Buffer((N1, R), "int32"),
+        fc1_idx: T.Buffer((N1,), "int32"),
+        fc1_ptr: T.Buffer((F // R + 1,), "int32"),
+        fc1_scale: T.Buffer((F,), "float32"),
+        fc1_corr: T.Buffer((F,), "int32"),
+        fc1_b: T.Buffer((F,), "float32"),
+        fc2_data: T.Buffer((N2, R), "int32"),
+        fc2_idx: T.Buffer((N2,), "int32"),
+        fc2_ptr: T.Buffer((K // R + 1,), "int32"),
+        fc2_scale: T.Buffer((K,), "float32"),
+        fc2_corr: T.Buffer((K,), "int32"),
+        fc2_b: T.Buffer((K,), "float32"),
+        table: T.Buffer((K,), "float32"),
+    ):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        p0 = T.alloc_buffer((G,), "float32")
+        p1 = T.alloc_buffer((G,), "float32")
+        gh = T.alloc_buffer((G,), "float32")
+        y1 = T.alloc_buffer((F,), "float32")
+        logit = T.alloc_buffer((K,), "float32")
+        prob = T.alloc_buffer((K,), "float32")
+        gsum = T.alloc_buffer((KG,), "float32")
+        s = T.alloc_buffer((8, V), "float32", scope="local")
+        m = T.alloc_buffer((V,), "float32", scope="local")
+        sc = T.alloc_buffer((4,), "float32", scope="local")
+        si = T.alloc_buffer((2,), "int32", scope="local")
+        acc = T.alloc_buffer((NACC, R), "int32", scope="local")
+        hq = T.alloc_buffer((H // 4,), "int32")
+        yq = T.alloc_buffer((F // 4,), "int32")
+        qs = T.alloc_buffer((4, V), "int32", scope="local")
+        ys = T.alloc_buffer((2,), "float32", scope="local")
+        project_cond(cond, w_cond_t, p0, p1)
+        sc[3] = xprev[0]
+        quantize4(h, H // 4, T.float32(Q), hq, qs)
+        for t in range(TT):
+            sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
+            q_matvec(hh_data, hh_idx, hh_ptr, hq, G // R, hh_scale, hh_corr, T.float32(1), b_hh, gh, acc, False)
+            gru_update(sc, p0, p1, w_sample, b_ih, gh, h, s)
+            quantize4(h, H // 4, T.float32(Q), hq, qs)
+            q_matvec(fc1_data, fc1_idx, fc1_ptr, hq, F // R, fc1_scale, fc1_corr, T.float32(1), fc1_b, y1, acc, True)
+            # FC2 input scale: max(y1) / 127 this step (y1 >= 0 after the ReLU)
+            for ii in T.vectorized(V):
+                m[ii] = y1[ii]
+            for ko in range(1, F // V):
+                for ii in T.vectorized(V):
+                    m[ii] = T.max(m[ii], y1[ko * V + ii])
+            ys[0] = m[0]
+            for ii in range(1, V):
+                ys[0] = T.max(ys[0], m[ii])
+            ys[1] = ys[0] / T.float32(Q)
+            ys[0] = T.if_then_else(ys[0] > T.float32(0), T.float32(Q) / ys[0], T.float32(0))
+            quantize4(y1, F // 4, ys[0], yq, qs)
+            q_matvec(fc2_data, fc2_idx, fc2_ptr, yq, K // R, fc2_scale, fc2_corr, ys[1], fc2_b, logit, acc, False)
+            softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
+            sc[3] = table[out[t]]
+        xprev[0] = sc[3]
+
+    return frame_int8 if INT8 else frame_float
 
 
 def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None = None) -> tvm.runtime.Module:
@@ -269,7 +425,7 @@ def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None 
         if isa not in ISA_TARGETS:
             raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_TARGETS)}")
         target = ISA_TARGETS[isa]
-    func = make_frame_kernel(shape)
+    func = make_frame_kernel(shape, vnni=isa in VNNI_ISAS)
     return tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
 
 
@@ -288,15 +444,22 @@ def pack_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> tuple
         # [nnzb, R, CB] -> [nnzb, CB, R]: one contiguous vector per block column
         return [np.ascontiguousarray(b.data.transpose(0, 2, 1).astype(wd)), b.indices, b.indptr]
 
+    if config.weight_dtype == "int8":
+        q = QuantizedWeights.from_weights(weights)
+        sparse = [
+            *int8_args(q.hh, q.hh_scale, block),
+            *int8_args(q.fc1, q.fc1_scale, block),
+            weights["fc1.bias"].astype(np.float32),
+            *int8_args(q.fc2, q.fc2_scale, block),
+        ]
+    else:
+        sparse = [*bsr_args("gru.w_hh"), *bsr_args("fc1.weight"), weights["fc1.bias"].astype(np.float32), *bsr_args("fc2.weight")]
     args = [
         np.ascontiguousarray(weights["gru.w_cond"].T.astype(np.float32)),
         weights["gru.w_sample"].astype(np.float32),
         weights["gru.b_ih"].astype(np.float32),
         weights["gru.b_hh"].astype(np.float32),
-        *bsr_args("gru.w_hh"),
-        *bsr_args("fc1.weight"),
-        weights["fc1.bias"].astype(np.float32),
-        *bsr_args("fc2.weight"),
+        *sparse,
         weights["fc2.bias"].astype(np.float32),
         mulaw_table(),
     ]
@@ -307,3 +470,16 @@ def pack_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> tuple
         nnzb_fc2=packed["fc2.weight"].data.shape[0],
     )
     return shape, args
+
+
+def int8_args(wq: np.ndarray, scale: np.ndarray, block: tuple[int, int]) -> list[np.ndarray]:
+    """int8 matrix -> (packed data [nnzb, R] int32, indices, indptr, scale, corr) for the kernel.
+
+    Each int32 holds one row's 4 int8 weights of a block (little-endian byte order = column
+    order), which is the operand layout of vpdpbusd; corr = 128 * row sum undoes the +128 offset
+    that makes the inputs unsigned.
+    """
+    b = to_bsr(wq, block)
+    packed = np.ascontiguousarray(b.data.astype(np.int8)).view(np.int32)[:, :, 0]
+    corr = (128 * wq.astype(np.int64).sum(axis=1)).astype(np.int32)
+    return [np.ascontiguousarray(packed), b.indices, b.indptr, scale.astype(np.float32), corr]

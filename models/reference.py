@@ -178,6 +178,70 @@ def random_weights(config: VocoderConfig, seed: int = 0) -> dict[str, np.ndarray
     return w
 
 
+# --- int8 kernel arithmetic (config.weight_dtype == "int8") -----------------------------------------
+#
+# Sparse weights are stored as int8 with one float scale per row; the matvec input is quantised to
+# 8 bits each step (h with the fixed scale 1/127 since |h| < 1; the FC1 output with a per-step
+# scale max(y)/127), so each block is an exact integer dot product (VNNI vpdpbusd where the CPU has
+# it). The kernel computes `float(acc) * scale + bias` and `floor(x * k + 0.5)` with fused
+# multiply-adds, so the reference rounds those exactly once too (via float64, which is exact here).
+
+Q = 127  # largest int8 magnitude used: symmetric, so -128 never occurs
+
+
+def fma32(a: np.ndarray, b: np.ndarray | np.float32, c: np.ndarray | np.float32) -> np.ndarray:
+    """float32 fused multiply-add: a*b+c rounded once (exact for float32 inputs via float64)."""
+    return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(f32)
+
+
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W [M, K] float -> (int8 [M, K], per-row float32 scale [M]) with W ~ int8 * scale."""
+    amax = np.abs(w).max(axis=1).astype(f32)
+    scale = np.where(amax > 0, amax / f32(Q), f32(1)).astype(f32)
+    wq = np.clip(np.floor(w / scale[:, None] + 0.5), -Q, Q).astype(np.int8)
+    return wq, scale
+
+
+def quantize_unit(x: np.ndarray) -> np.ndarray:
+    """|x| < 1 -> int32 in [-127, 127] (scale 1/127), as the kernel rounds it."""
+    return np.floor(fma32(x, f32(Q), f32(0.5))).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class QuantizedWeights:
+    """The int8 forms of the sparse matrices; derived deterministically from the float weights."""
+
+    hh: np.ndarray
+    hh_scale: np.ndarray  # per-row scale / 127: the input h has the fixed scale 1/127
+    fc1: np.ndarray
+    fc1_scale: np.ndarray  # likewise
+    fc2: np.ndarray
+    fc2_scale: np.ndarray  # per-row scale; times the per-step input scale max(y)/127
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, np.ndarray]) -> QuantizedWeights:
+        hh, s_hh = quantize_rows(weights["gru.w_hh"])
+        fc1, s_1 = quantize_rows(weights["fc1.weight"])
+        fc2, s_2 = quantize_rows(weights["fc2.weight"])
+        inv_q = f32(1) / f32(Q)
+        return cls(hh, (s_hh * inv_q).astype(f32), fc1, (s_1 * inv_q).astype(f32), fc2, s_2)
+
+
+def qmatvec(wq: np.ndarray, scale: np.ndarray, xq: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Exact integer W_q x_q, then one rounding: float(acc) * scale + bias."""
+    acc = wq.astype(np.int32) @ xq.astype(np.int32)
+    return fma32(acc.astype(f32), scale, bias)
+
+
+def quantize_relu_output(y: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """y >= 0 -> (int32 in [0, 127], scale) with y ~ q * scale; the scale is max(y)/127."""
+    m = f32(y.max())
+    if m <= 0:
+        return np.zeros(y.shape, np.int32), f32(0)
+    inv = f32(Q) / m
+    return np.floor(fma32(y, inv, f32(0.5))).astype(np.int32), f32(m / f32(Q))
+
+
 # --- conditioning network (numpy, once per chunk of frames) -----------------------------------------
 
 
@@ -261,12 +325,14 @@ def run_frame(
     uniforms: np.ndarray,
     state: FrameState,
     trace: FrameTrace | None = None,
+    quantized: QuantizedWeights | None = None,
 ) -> np.ndarray:
     """Generate one frame (hop_length samples) and advance `state` in place.
 
     cond_pair: [2, C] conditioning of this frame and the next; per-sample conditioning is their
         linear interpolation, so its GRU projection is two matvecs per frame, not one per sample.
     uniforms:  [T] float32 in [0, 1), one per sample (the stream's RNG lives outside).
+    quantized: int8 forms of the sparse weights (derived here when the config asks for int8).
     returns:   [T] int32 mu-law classes.
     """
     H, T = config.hidden_size, config.hop_length
@@ -276,18 +342,30 @@ def run_frame(
     w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     table = mulaw_table()
+    int8 = config.weight_dtype == "int8"
+    if int8 and quantized is None:
+        quantized = QuantizedWeights.from_weights(weights)
     out = np.empty(T, np.int32)
     h, x = state.h.astype(f32), f32(state.x)
     for t in range(T):
         a = f32(t) / f32(T)
         gi = (f32(1) - a) * proj[0] + a * proj[1] + w_s * x + b_ih
-        gh = w_hh @ h + b_hh
+        if quantized is not None:
+            hq = quantize_unit(h)
+            gh = qmatvec(quantized.hh, quantized.hh_scale, hq, b_hh)
+        else:
+            gh = w_hh @ h + b_hh
         r = fast_sigmoid(gi[:H] + gh[:H])
         z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
         n = fast_tanh(gi[2 * H :] + r * gh[2 * H :])
         h = ((f32(1) - z) * n + z * h).astype(f32)
-        y = np.maximum(w1 @ h + b1, f32(0))
-        logits = (w2 @ y + b2).astype(f32)
+        if quantized is not None:
+            y = np.maximum(qmatvec(quantized.fc1, quantized.fc1_scale, quantize_unit(h), b1), f32(0))
+            yq, y_scale = quantize_relu_output(y)
+            logits = qmatvec(quantized.fc2, (quantized.fc2_scale * y_scale).astype(f32), yq, b2)
+        else:
+            y = np.maximum(w1 @ h + b1, f32(0))
+            logits = (w2 @ y + b2).astype(f32)
         k, margin = sample_from_logits(logits, float(uniforms[t]))
         if trace is not None:
             trace.cdf_margin.append(margin)
@@ -305,8 +383,9 @@ def vocode(
     cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
     rng = np.random.default_rng(seed)
     state = FrameState.zeros(config)
+    quantized = QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
     frames = []
     for f in range(mel.shape[0]):
         u = rng.random(config.hop_length, dtype=np.float32)
-        frames.append(run_frame(weights, config, cond[f : f + 2], u, state))
+        frames.append(run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized))
     return mulaw_decode(np.concatenate(frames)) if frames else np.zeros(0, f32)

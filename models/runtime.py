@@ -188,9 +188,10 @@ class VocoderStream:
     def push(self, mel: np.ndarray) -> None:
         if self._finished:
             raise MelInputError("mel pushed after finish()")
+        if isinstance(mel, np.ndarray) and mel.shape == (0, self.runtime.config.n_mels):
+            return  # an empty chunk is a no-op for a stream (a whole request must have frames)
         mel = validate_mel(mel)
-        if mel.shape[0]:
-            self._mel = np.concatenate([self._mel, normalize_mel(mel, self.runtime.config)])
+        self._mel = np.concatenate([self._mel, normalize_mel(mel, self.runtime.config)])
 
     def finish(self) -> None:
         self._finished = True

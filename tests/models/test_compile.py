@@ -1,0 +1,56 @@
+"""`sparrow compile` artefacts: layout, manifest, index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import compile as comp
+from models.config import TINY, VocoderConfig
+from models.reference import random_weights
+
+
+def test_artifact_is_self_describing(tmp_path: Path) -> None:
+    out = comp.build_artifact(random_weights(TINY, 0), TINY, tmp_path / "tiny", isas=["avx2"])
+    names = {p.name for p in out.iterdir()}
+    assert names == {"avx2.so", "config.json", "weights.npz", "manifest.json"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["trained"] is False and "UNTRAINED" in manifest["description"]
+    assert manifest["config"] == TINY.to_dict()
+    assert manifest["isas"]["avx2"]["target"]["mcpu"] == "haswell"
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert manifest["files"]["weights.npz"] == comp.sha256_file(out / "weights.npz")
+    for name, density in manifest["sparsity"]["density"].items():
+        assert density == pytest.approx(TINY.density, abs=0.02), name
+    assert manifest["tvm_version"]
+    assert VocoderConfig.load(out / "config.json") == TINY
+
+
+def test_cli_compiles_random_model_and_updates_index(tmp_path: Path) -> None:
+    from server.cli import main
+
+    assert main(["compile", "--random", "--out", str(tmp_path / "a"), "--isa", "avx2"]) == 0
+    index = json.loads((tmp_path / "manifest.json").read_text())
+    assert index == {"default": "a", "models": ["a"]}
+    weights = tmp_path / "w.npz"
+    np.savez(weights, **random_weights(TINY, 3))
+    TINY.save(tmp_path / "config.json")
+    assert main([
+        "compile", "--weights", str(weights), "--config", str(tmp_path / "config.json"),
+        "--out", str(tmp_path / "b"), "--isa", "avx2", "--trained", "--default",
+    ]) == 0
+    index = json.loads((tmp_path / "manifest.json").read_text())
+    assert index == {"default": "b", "models": ["a", "b"]}
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["trained"] is True
+
+
+def test_bad_weights_are_rejected(tmp_path: Path) -> None:
+    w = random_weights(TINY, 0)
+    w["fc2.weight"] = w["fc2.weight"][:, :10]
+    with pytest.raises(ValueError, match="fc2.weight"):
+        comp.build_artifact(w, TINY, tmp_path / "bad", isas=["avx2"])
+    with pytest.raises(ValueError, match="unknown ISA"):
+        comp.build_artifact(random_weights(TINY, 0), TINY, tmp_path / "bad", isas=["mmx"])

@@ -1,0 +1,151 @@
+"""VocoderRuntime: loading checks, ISA choice, streaming equivalence, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import compile as comp
+from models import kernel
+from models.config import TINY
+from models.reference import random_weights, vocode
+from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return comp.build_artifact(random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("m") / "tiny", isas=None)
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_dir: Path) -> VocoderRuntime:
+    return VocoderRuntime.load(tiny_dir)
+
+
+def mel(frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(-5, 2, (frames, 80)).astype(np.float32)
+
+
+def test_loads_best_isa_for_this_cpu(runtime: VocoderRuntime) -> None:
+    assert runtime.isa == comp.host_isas()[0]
+    assert kernel.ISA_FLAGS[runtime.isa] <= cpu_flags()
+    assert runtime.measure_us_per_sample(frames=3) > 0
+
+
+def test_generate_equals_numpy_reference(runtime: VocoderRuntime) -> None:
+    m = mel(7)
+    audio = np.concatenate(list(runtime.generate(m, seed=5)))
+    assert audio.dtype == np.float32 and audio.shape == (7 * TINY.hop_length,)
+    assert np.array_equal(audio, vocode(random_weights(TINY, 0), TINY, m, seed=5))
+
+
+@pytest.mark.parametrize("chunks", [[1] * 9, [4, 5], [2, 0, 7]])
+def test_chunked_streaming_equals_whole(runtime: VocoderRuntime, chunks: list[int]) -> None:
+    m = mel(9, seed=2)
+    whole = np.concatenate(list(runtime.generate(m, seed=1)))
+    stream = runtime.open_stream(seed=1)
+    parts, at = [], 0
+    for n in chunks:
+        stream.push(m[at : at + n])
+        at += n
+        assert stream.pending() == max(0, at - 3 - stream.frames_done)
+        while stream.pending():
+            parts.append(stream.step())
+    stream.finish()
+    while stream.pending():
+        parts.append(stream.step())
+    assert stream.finished and stream.frames_done == 9
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((4, 79), np.float32), "80"),
+        (np.zeros(80, np.float32), "2-D"),
+        (np.full((3, 80), np.nan, np.float32), "finite|NaN"),
+        ([["a"] * 80], "numeric"),
+    ],
+)
+def test_bad_mel_is_a_clear_error(runtime: VocoderRuntime, bad: object, message: str) -> None:
+    stream = runtime.open_stream()
+    with pytest.raises(MelInputError, match=message):
+        stream.push(bad)  # type: ignore[arg-type]
+    stream.push(mel(2))  # the stream is still usable
+    stream.finish()
+    frames = 0
+    while stream.pending():
+        stream.step()
+        frames += 1
+    assert frames == 2
+
+
+def test_step_without_input_raises(runtime: VocoderRuntime) -> None:
+    with pytest.raises(RuntimeError, match="no frame ready"):
+        runtime.open_stream().step()
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupt_file_is_detected(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy_model(tiny_dir, tmp_path / "m")
+    so = next(d.glob("*.so"))
+    so.write_bytes(so.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        VocoderRuntime.load(d)
+
+
+def test_missing_manifest_and_mismatched_config(tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="manifest"):
+        VocoderRuntime.load(tmp_path)
+    d = copy_model(tiny_dir, tmp_path / "m")
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["config"]["hidden_size"] = 1024
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="does not match"):
+        VocoderRuntime.load(d)
+
+
+def test_module_for_missing_cpu_features_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy_model(tiny_dir, tmp_path / "m")
+    manifest = json.loads((d / "manifest.json").read_text())
+    # Pretend the only shipped module needs a feature no CPU has.
+    isa = next(iter(manifest["isas"]))
+    original = kernel.ISA_FLAGS[isa]
+    kernel.ISA_FLAGS[isa] = original | {"imaginary_feature"}
+    try:
+        with pytest.raises(ModelLoadError, match="imaginary_feature"):
+            VocoderRuntime.load(d, isa=isa)
+    finally:
+        kernel.ISA_FLAGS[isa] = original
+    with pytest.raises(ModelLoadError, match="has no"):
+        VocoderRuntime.load(d, isa="nonexistent")
+
+
+def test_no_fitting_module_compiles_for_host(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = copy_model(tiny_dir, tmp_path / "m")
+    manifest = json.loads((d / "manifest.json").read_text())
+    for info in manifest["isas"].values():
+        (d / info["file"]).unlink()
+        manifest["files"].pop(info["file"])
+    manifest["isas"] = {}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        rt = VocoderRuntime.load(d, cache_dir=tmp_path / "cache")
+    assert rt.isa == "host"
+    assert "compiling for the host" in caplog.text
+    assert list((tmp_path / "cache" / "m").glob("host-*.so"))
+    m = mel(4)
+    assert np.array_equal(
+        np.concatenate(list(rt.generate(m, seed=3))), vocode(random_weights(TINY, 0), TINY, m, seed=3)
+    )

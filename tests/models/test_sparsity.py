@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from models import sparsity as sp
+
+
+@pytest.mark.parametrize("block", [(16, 4), (16, 1), (8, 8)])
+def test_bsr_round_trip_and_matvec(block: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 128)).astype(np.float32)
+    w *= sp.magnitude_block_mask(w, block, 0.2)
+    b = sp.to_bsr(w, block)
+    assert b.block == block
+    assert np.array_equal(sp.from_bsr(b), w)
+    x = rng.normal(size=128)
+    assert np.allclose(sp.bsr_matvec(b, x), w.astype(np.float64) @ x)
+    assert b.density == pytest.approx(0.2, abs=0.01)
+
+
+def test_magnitude_mask_keeps_largest_blocks() -> None:
+    w = np.zeros((32, 32), np.float32)
+    w[0:16, 4:8] = 5.0  # the one big block
+    w[16:32, 0:4] = 0.1
+    mask = sp.magnitude_block_mask(w, (16, 4), 1 / 16)
+    assert mask[0:16, 4:8].all() and mask.sum() == 64
+
+
+def test_mask_density_and_determinism() -> None:
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(1536, 512)).astype(np.float32)
+    m1 = sp.magnitude_block_mask(w, (16, 4), 0.1)
+    assert m1.mean() == pytest.approx(0.1, abs=1e-3)
+    assert np.array_equal(m1, sp.magnitude_block_mask(w, (16, 4), 0.1))
+
+
+def test_block_must_tile_matrix() -> None:
+    with pytest.raises(ValueError, match="does not tile"):
+        sp.to_bsr(np.zeros((30, 8), np.float32), (16, 4))
