@@ -1,0 +1,88 @@
+"""FastAPI app factory: `create_app(settings)` wires settings, metrics, the worker pool and routes.
+
+The lifespan starts the pool without waiting for the workers (so /healthz answers at once and
+/readyz reports progress) and stops it on shutdown. State lives on `app.state`; routes reach it
+through server/deps.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from models.frontend import FestivalFrontend
+from server.config import Settings, load_settings
+from server.errors import install_error_handlers
+from server.metrics import Metrics, RequestMetricsMiddleware, mount_metrics
+from server.routes import health, models, openai, stream, synthesize, voices
+from server.workers.pool import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; SettingsError if the model or cores do not fit this machine."""
+    settings = settings or load_settings()
+    model_dir, cores = settings.check()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = WorkerPool(
+            model_dir,
+            cores,
+            metrics,
+            cache_dir=settings.cache_dir,
+            headroom=settings.headroom,
+            max_streams=settings.max_streams,
+            initial_buffer_s=settings.initial_buffer_s,
+        )
+        pool.on_fatal = getattr(app.state, "on_fatal", None)
+        app.state.pool = pool
+        logger.info("starting %d workers on cores %s for %s", len(cores), cores, model_dir)
+        await pool.start()
+        try:
+            yield
+        finally:
+            await pool.stop()
+
+    app = FastAPI(
+        title="Sparrow",
+        summary="Real-time neural speech synthesis on CPU cores",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.model_dir = model_dir
+    app.state.frontend = FestivalFrontend()
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    for module in (health, models, voices, synthesize, openai, stream):
+        app.include_router(module.router)
+    mount_metrics(app, metrics)
+    _mount_static(app)
+    return app
+
+
+def _mount_static(app: FastAPI) -> None:
+    """The browser demo at / and its files under /static (no API key: the page asks for one)."""
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+        logger.info("no browser demo at %s", STATIC_DIR)
+        return
+
+    @app.get("/", include_in_schema=False)
+    def _index() -> FileResponse:
+        return FileResponse(index)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

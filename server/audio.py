@@ -1,0 +1,70 @@
+"""Audio encoding: float frames -> s16le PCM, and PCM -> WAV / FLAC containers.
+
+Pure functions on bytes and arrays (no I/O besides in-memory buffers). Shapes: float audio is
+float32 [samples] in [-1, 1]; PCM is mono signed 16-bit little-endian, 2 bytes a sample.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+
+AudioFormat = Literal["wav", "flac", "pcm"]
+
+CONTENT_TYPES: dict[str, str] = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    # OpenAI's "pcm" is the same raw 24 kHz s16le; the rate goes in a header as well.
+    "pcm": "audio/pcm",
+}
+
+UNKNOWN_LENGTH = 0xFFFFFFFF
+"""RIFF/data size for a WAV streamed before its length is known; libsndfile and browsers read to EOF."""
+
+
+def float_to_pcm16(audio: np.ndarray) -> bytes:
+    """float32 [samples] in [-1, 1] -> s16le bytes (clipped, rounded to nearest)."""
+    x = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    return np.rint(x * 32767.0).astype("<i2").tobytes()
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    """s16le bytes -> float32 [samples] in [-1, 1]."""
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0
+
+
+def wav_header(sample_rate: int, n_samples: int | None = None, channels: int = 1) -> bytes:
+    """44-byte PCM WAV header; `n_samples=None` writes the unknown-length form for streaming."""
+    block_align = channels * 2
+    if n_samples is None:
+        riff_size = data_size = UNKNOWN_LENGTH
+    else:
+        data_size = n_samples * block_align
+        riff_size = 36 + data_size
+    return (
+        b"RIFF" + struct.pack("<I", riff_size) + b"WAVE"
+        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align,
+                                block_align, 16)
+        + b"data" + struct.pack("<I", data_size)
+    )
+
+
+def encode(pcm: bytes, fmt: AudioFormat, sample_rate: int) -> bytes:
+    """Whole-utterance s16le PCM -> the requested container's bytes."""
+    if fmt == "pcm":
+        return pcm
+    if fmt == "wav":
+        return wav_header(sample_rate, len(pcm) // 2) + pcm
+    if fmt == "flac":
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if samples.size == 0:
+            # libsndfile cannot write an empty FLAC; a header-only WAV is not FLAC, so refuse.
+            raise ValueError("cannot encode empty audio as FLAC")
+        buf = io.BytesIO()
+        sf.write(buf, samples, sample_rate, format="FLAC", subtype="PCM_16")
+        return buf.getvalue()
+    raise ValueError(f"unknown audio format {fmt!r}; use wav, flac or pcm")

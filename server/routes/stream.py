@@ -1,0 +1,324 @@
+"""Websocket /v1/stream: incremental mel (or text) in, PCM frames out as they are made.
+
+Protocol (docs/protocol.md): optional `config` first; `text` / `mel` messages are vocoded as they
+arrive; `flush` ends an utterance (answered by `flushed` once all its audio is sent); `close`
+flushes, sends `end` and closes with 1000. Errors: an `error` event, then a close code chosen by
+server/errors.py.
+
+A session runs four tasks: the receiver (parses messages, enforces the idle timeout), the processor
+(applies them in order; text goes through the front end one sentence at a time), the sender
+(audio and events to the client) and a watcher for the bounded send buffer and for draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from models.features import validate_mel
+from server.errors import (
+    IdleTimeout,
+    InputTooLarge,
+    InvalidInput,
+    UnsupportedData,
+    ClientTooSlow,
+    map_error,
+)
+from server.deps import check_api_key
+from server.schemas import WsClose, WsConfig, WsFlush, WsMel, WsMessage, WsText
+from server.synthesis import check_frames, check_text, resolve_voice
+from server.workers.pool import Flushed, StreamHandle
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["stream"])
+ROUTE = "/v1/stream"
+_MESSAGE = TypeAdapter(WsMessage)
+CLOSE_WAIT_S = 10.0
+"""How long an error/close frame may wait for a client that stopped reading before we give up."""
+
+
+def parse_message(text: str) -> WsConfig | WsText | WsMel | WsFlush | WsClose:
+    """One client message -> its model; InvalidInput (close 1007) naming the problem."""
+    try:
+        return _MESSAGE.validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            raise InvalidInput(f"message is not valid JSON: {err['msg']}") from exc
+        loc = ".".join(str(p) for p in err["loc"][1:] if not str(p)[:1].isupper()) or "message"
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = "type"
+        extra = f" ({len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+        raise InvalidInput(f"{loc}: {err['msg']}{extra}", loc) from exc
+
+
+class Session:
+    def __init__(self, ws: WebSocket) -> None:
+        state = ws.app.state
+        self.ws = ws
+        self.pool = state.pool
+        self.settings = state.settings
+        self.metrics = state.metrics
+        self.frontend = state.frontend
+        self.t_open = time.monotonic()
+        self.handle: StreamHandle | None = None
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.finishes: collections.deque[str] = collections.deque()  # "flush" | "close", in order
+        self.voice: str | None = None
+        self.speed = 1.0
+        self.got_input = False
+        self.processing = False
+        self.closing = False
+        self.draining = False
+        self.utt_frames = 0
+        self.samples_sent = 0
+        self.t_first_request: float | None = None
+        self.t_first_audio: float | None = None
+        self.last_activity = time.monotonic()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        status = "1000"
+        try:
+            check_api_key(self.ws, self.settings)
+            self.handle = self.pool.open_stream()
+            self.handle.max_queued_bytes = self.settings.ws_send_buffer_bytes
+            await self.ws.send_json(
+                {"type": "start", "sample_rate": self.pool.sample_rate, "format": "s16le", "channels": 1}
+            )
+            code = await self._serve()
+            status = str(code)
+            if code is not None:
+                await self._close(code)
+            else:
+                status = "client_closed"
+        except (WebSocketDisconnect, OSError):
+            status = "client_closed"
+        except Exception as exc:  # every error ends as an error event + a close code
+            m = map_error(exc)
+            status = str(m.ws_close)
+            if m.code == "internal_error":
+                logger.error("websocket session failed: %r", exc, exc_info=exc)
+            else:
+                logger.info("websocket closed with %d: %s", m.ws_close, m.message)
+            await self._error_close(m.message, m.ws_close)
+        finally:
+            if self.handle is not None:
+                self.handle.close()
+                if self.t_first_audio is not None and self.t_first_request is not None:
+                    self.metrics.time_to_first_audio.labels(route=ROUTE).observe(
+                        self.t_first_audio - self.t_first_request
+                    )
+            self.metrics.requests.labels(route=ROUTE, status=status).inc()
+            self.metrics.request_duration.labels(route=ROUTE).observe(time.monotonic() - self.t_open)
+
+    async def _serve(self) -> int | None:
+        """Run the session's tasks; return the close code, or None if the client left."""
+        tasks = {
+            asyncio.ensure_future(self._receiver()): "receiver",
+            asyncio.ensure_future(self._processor()): "processor",
+            asyncio.ensure_future(self._sender()): "sender",
+            asyncio.ensure_future(self._watch()): "watch",
+        }
+        pending = set(tasks)
+        try:
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if exc is not None:
+                        raise exc
+                    name = tasks[task]
+                    if name == "sender":  # `end` was sent
+                        return 1001 if self.draining else 1000
+                    if name == "receiver":
+                        return None  # the client disconnected
+                    # the processor ends after `close`; the watcher after starting a drain
+                if not pending:
+                    return 1000
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(code, reason[:120]), CLOSE_WAIT_S)
+
+    async def _error_close(self, message: str, code: int) -> None:
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        try:
+            await asyncio.wait_for(self.ws.send_json({"type": "error", "message": message}), CLOSE_WAIT_S)
+        except Exception:
+            return  # the client is gone or not reading: nothing more can reach it
+        # A close reason is limited to 123 bytes; the full message went in the error event.
+        await self._close(code, message.encode()[:120].decode(errors="ignore"))
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        assert self.handle is not None
+        return bool(self.processing or not self.inbox.empty() or self.finishes or self.handle.queued_bytes)
+
+    async def _receiver(self) -> None:
+        idle = self.settings.idle_timeout_s
+        while True:
+            remaining = idle - (time.monotonic() - self.last_activity)
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), timeout=max(0.05, remaining))
+            except TimeoutError:
+                if self._busy():
+                    self.last_activity = time.monotonic()  # working for the client is not idling
+                elif time.monotonic() - self.last_activity >= idle:
+                    raise IdleTimeout(f"no message for {idle:g} s; closing the idle stream") from None
+                continue
+            if msg["type"] == "websocket.disconnect":
+                return
+            self.last_activity = time.monotonic()
+            if msg.get("bytes") is not None:
+                raise UnsupportedData(
+                    "binary messages are not accepted: send JSON text messages (see docs/protocol.md)"
+                )
+            parsed = parse_message(msg.get("text") or "")
+            if self.closing:
+                continue  # after `close` the rest is ignored; the stream is finishing
+            if isinstance(parsed, WsClose):
+                self.closing = True
+            await self.inbox.put(parsed)
+
+    async def _processor(self) -> None:
+        assert self.handle is not None
+        while True:
+            msg = await self.inbox.get()
+            self.processing = True
+            try:
+                if isinstance(msg, WsConfig):
+                    self._configure(msg)
+                elif isinstance(msg, WsMel):
+                    self._started()
+                    mel = msg.to_array()
+                    if mel.ndim >= 1:
+                        check_frames(self.utt_frames + int(mel.shape[0]), self.settings.max_mel_frames,
+                                     "mel (this utterance)")
+                    mel = validate_mel(mel)
+                    self.utt_frames += mel.shape[0]
+                    self.handle.push(mel)
+                elif isinstance(msg, WsText):
+                    self._started()
+                    await self._speak(msg.text)
+                elif isinstance(msg, WsFlush):
+                    self._started()
+                    self._finish("flush")
+                elif isinstance(msg, WsClose):
+                    self._finish("close")
+                    return
+            finally:
+                self.processing = False
+
+    async def _sender(self) -> None:
+        assert self.handle is not None
+        while True:
+            ev = await self.handle.read()
+            if isinstance(ev, Flushed):
+                kind = self.finishes.popleft()
+                if kind == "flush":
+                    await self.ws.send_json({"type": "flushed", "samples": self.samples_sent})
+                    continue
+                await self.ws.send_json(self._end_message())
+                return
+            await self.ws.send_bytes(ev)
+            now = time.monotonic()
+            if self.t_first_audio is None:
+                self.t_first_audio = now
+            self.samples_sent += len(ev) // 2
+            self.last_activity = now
+
+    async def _watch(self) -> None:
+        """Close a client that stopped reading; on server drain, finish up and say goodbye."""
+        assert self.handle is not None
+        drain = asyncio.ensure_future(self.pool.draining_event.wait())
+        overflow = asyncio.ensure_future(self.handle.overflow.wait())
+        try:
+            await asyncio.wait({drain, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()
+            overflow.cancel()
+        if self.handle.overflow.is_set():
+            raise ClientTooSlow(
+                f"client is not reading: more than {self.settings.ws_send_buffer_bytes} bytes of audio "
+                "were waiting to be sent"
+            )
+        self.draining = True
+        if not self.closing:
+            self.closing = True
+            await self.inbox.put(WsClose(type="close"))
+
+    # --- message handling ----------------------------------------------------------------------
+
+    def _started(self) -> None:
+        if not self.got_input:
+            self.got_input = True
+            self.t_first_request = time.monotonic()
+
+    def _configure(self, msg: WsConfig) -> None:
+        assert self.handle is not None
+        if self.got_input:
+            raise InvalidInput("config must be the first message of the stream", "type")
+        self.handle.seed = msg.seed
+        self.voice = msg.voice
+        self.speed = msg.speed
+        if msg.voice is not None:
+            known = {v.id for v in self.frontend.voices()}
+            voice = resolve_voice(msg.voice)
+            if known and voice not in known:
+                raise InvalidInput(f"unknown voice {msg.voice!r}; known voices: {sorted(known)}", "voice")
+
+    def _finish(self, kind: str) -> None:
+        assert self.handle is not None
+        self.finishes.append(kind)
+        self.handle.finish()
+        self.utt_frames = 0
+
+    async def _speak(self, text: str) -> None:
+        assert self.handle is not None
+        check_text(text, self.settings.max_text_chars)
+        mels = self.frontend.mel_for_text(text, voice=resolve_voice(self.voice), speed=self.speed)
+        sentinel = object()
+        while True:
+            mel: Any = await asyncio.to_thread(next, mels, sentinel)
+            if mel is sentinel:
+                return
+            mel = validate_mel(mel)
+            check_frames(self.utt_frames + mel.shape[0], self.settings.max_mel_frames, "text (this utterance)")
+            self.utt_frames += mel.shape[0]
+            self.handle.push(mel)
+
+    def _end_message(self) -> dict[str, Any]:
+        assert self.handle is not None
+        ttfa = None
+        if self.t_first_audio is not None and self.t_first_request is not None:
+            ttfa = round((self.t_first_audio - self.t_first_request) * 1000, 2)
+        rtf = self.handle.real_time_factor
+        return {
+            "type": "end",
+            "samples": self.samples_sent,
+            "time_to_first_audio_ms": ttfa,
+            "real_time_factor": None if rtf is None else round(rtf, 5),
+        }
+
+
+@router.websocket(ROUTE)
+async def stream(ws: WebSocket) -> None:
+    await Session(ws).run()

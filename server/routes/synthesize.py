@@ -1,0 +1,85 @@
+"""POST /v1/synthesize: text or mel in, a whole audio file out (wav, flac or raw s16le)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import APIRouter, Request, Response
+
+from server import audio
+from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
+from server.errors import InvalidInput
+from server.schemas import SynthesizeRequest
+from server.synthesis import (
+    ClientGone,
+    collect,
+    feed_mels,
+    observe_stream,
+    prepare_mel,
+    request_start,
+    start_feeder,
+    text_mels,
+    check_text,
+    unless_disconnected,
+)
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["synthesis"], dependencies=[ApiKey])
+ROUTE = "/v1/synthesize"
+
+AUDIO_RESPONSES = {
+    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/pcm": {}},
+          "description": "24 kHz mono audio; headers X-Sample-Rate, X-Time-To-First-Audio-Ms"},
+    413: {"description": "text, mel or body too large"},
+    422: {"description": "invalid input (the message names the field)"},
+    429: {"description": "every worker is at capacity; retry after Retry-After seconds"},
+    503: {"description": "not ready, draining, worker died, or text front end unavailable"},
+}
+
+
+@router.post(ROUTE, response_class=Response, responses=AUDIO_RESPONSES)
+async def synthesize(
+    body: SynthesizeRequest,
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    frontend: FrontendDep,
+    metrics: MetricsDep,
+) -> Response:
+    """Vocode `mel` (or speak `text`) with `seed`; same seed and input give identical audio."""
+    t_start = request_start(request.scope)
+    if body.mel is not None:
+        if body.speed != 1.0:
+            raise InvalidInput("speed applies to text input only; time-scale the mel instead", "speed")
+        mels = iter([prepare_mel(body.mel, settings.max_mel_frames)])
+    else:
+        assert body.text is not None
+        check_text(body.text, settings.max_text_chars)
+        mels = text_mels(frontend, body.text, body.voice, body.speed)
+
+    handle = pool.open_stream(seed=body.seed)
+    feeder = start_feeder(handle, feed_mels(handle, mels, settings.max_mel_frames))
+    try:
+        pcm = await unless_disconnected(request.receive, collect(handle))
+    except ClientGone:
+        logger.info("client left %s before the audio was ready; stream cancelled", ROUTE)
+        return Response(status_code=499)
+    finally:
+        feeder.cancel()
+        handle.close()
+    ttfa = observe_stream(metrics, ROUTE, handle, t_start)
+    rtf = handle.real_time_factor
+    headers = {
+        "X-Sample-Rate": str(pool.sample_rate),
+        "X-Audio-Samples": str(len(pcm) // 2),
+        "X-Seed": str(body.seed),
+        "X-Worker-Core": str(handle.core),
+    }
+    if ttfa is not None:
+        headers["X-Time-To-First-Audio-Ms"] = f"{ttfa * 1000:.1f}"
+    if rtf is not None:
+        headers["X-Real-Time-Factor"] = f"{rtf:.4f}"
+    headers["X-Elapsed-Ms"] = f"{(time.monotonic() - t_start) * 1000:.1f}"
+    content = audio.encode(pcm, body.format, pool.sample_rate)
+    return Response(content, media_type=audio.CONTENT_TYPES[body.format], headers=headers)

@@ -1,0 +1,268 @@
+"""One sampling worker: a process pinned to one core that runs every stream assigned to it.
+
+The worker loads the compiled vocoder once, measures its own µs/sample on its core (the pool turns
+that into an admission capacity), then loops: read commands from the parent, pick the runnable
+stream whose next frame has the earliest deadline (EDF), compute that one frame, repeat. Frames
+are sent to the parent as s16le PCM together with their compute and queue-wait times; the parent
+records the metrics (workers never touch prometheus_client).
+
+Deadlines model a client playing the audio in real time: frame f of a stream is due at
+`base_t + initial_buffer + (f - base_f) * frame_seconds`. The clock (base_t, base_f) starts when the
+stream is admitted and restarts whenever the client's own input arrives after the audio already
+produced has played out, so a client that feeds mel slowly is not blamed on the server.
+
+IPC (multiprocessing Connection, pickled tuples), parent -> worker:
+    ("open", sid, seed, t_admitted)   ("push", sid, mel[n, 80] float32)   ("finish", sid)
+    ("close", sid)                    ("stop",)
+worker -> parent:
+    ("ready", info)   ("load_error", message)
+    ("frames", sid, pcm_bytes, [compute_s...], [queue_wait_s...], n_late)
+    ("flushed", sid, samples_in_utterance)   ("failed", sid, kind, message)   kind: "input" | "internal"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from server.audio import float_to_pcm16
+from server.workers.affinity import pin_to_core, single_threaded_env
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.005
+"""Frames are batched per stream for at most this long: one pipe message per ~5 ms instead of one
+per frame (a tiny model makes a frame in ~50 µs), far below any playback buffer. The first frame
+of every utterance is sent at once so time-to-first-audio never waits for a batch."""
+
+
+@dataclass
+class _Stream:
+    sid: int
+    seed: int
+    base_t: float  # monotonic time the playback clock (re)started
+    base_f: int = 0  # frame index at that time
+    frames: int = 0  # frames produced over all utterances of this stream
+    utt_samples: int = 0
+    vs: Any = None  # models.runtime.VocoderStream of the current utterance (None between them)
+    ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
+    out: list[tuple[bytes, float, float, float]] = field(default_factory=list)  # pcm, compute, wait, deadline
+    eager: bool = True  # send the next frame without batching (first frame of an utterance)
+
+    def deadline(self, frame: int, buffer_s: float, frame_s: float) -> float:
+        return self.base_t + buffer_s + (frame - self.base_f) * frame_s
+
+    def pending(self) -> int:
+        return 0 if self.vs is None else int(self.vs.pending())
+
+
+class Scheduler:
+    """Earliest-deadline-first frame loop over the streams of one worker."""
+
+    def __init__(self, runtime: Any, conn: Connection, initial_buffer_s: float) -> None:
+        self.rt = runtime
+        self.conn = conn
+        self.buffer_s = initial_buffer_s
+        self.frame_s = runtime.config.hop_length / runtime.config.sample_rate
+        self.streams: dict[int, _Stream] = {}
+        self.last_flush = time.monotonic()
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def _handle(self, msg: tuple[Any, ...]) -> bool:
+        """Apply one command; False means stop the worker."""
+        kind = msg[0]
+        if kind == "stop":
+            return False
+        if kind == "open":
+            _, sid, seed, t_admitted = msg
+            self.streams[sid] = _Stream(sid=sid, seed=int(seed), base_t=float(t_admitted))
+            return True
+        s = self.streams.get(msg[1])
+        if s is None:
+            return True  # closed meanwhile: late commands for it are dropped
+        if kind == "close":
+            del self.streams[s.sid]
+        elif kind == "push":
+            self._push(s, msg[2])
+        elif kind == "finish":
+            self._finish(s)
+        else:
+            raise ValueError(f"unknown worker command {kind!r}")
+        return True
+
+    def _input_arrived(self, s: _Stream, was_pending: int) -> None:
+        now = time.monotonic()
+        if was_pending == 0 and s.pending() > 0:
+            s.ready_since = now
+            if now > s.deadline(s.frames, self.buffer_s, self.frame_s):
+                # The client's input came after the audio made so far had played out: the client,
+                # not this worker, stalled playback, so the real-time clock starts afresh.
+                s.base_t, s.base_f = now, s.frames
+
+    def _push(self, s: _Stream, mel: Any) -> None:
+        try:
+            if s.vs is None:
+                s.vs = self.rt.open_stream(seed=s.seed)
+                s.eager = True
+            was = s.pending()
+            s.vs.push(mel)
+        except ValueError as exc:  # MelInputError: the parent validates first, so this is rare
+            self._fail(s, "input", str(exc))
+            return
+        self._input_arrived(s, was)
+
+    def _finish(self, s: _Stream) -> None:
+        if s.vs is None:  # nothing pushed since the last flush: the utterance is already complete
+            self._send(("flushed", s.sid, 0))
+            return
+        was = s.pending()
+        s.vs.finish()
+        self._input_arrived(s, was)
+        if s.vs.finished:
+            self._complete(s)
+
+    def _fail(self, s: _Stream, kind: str, message: str) -> None:
+        self.streams.pop(s.sid, None)
+        self._send(("failed", s.sid, kind, message))
+
+    # --- output ------------------------------------------------------------------------------
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        self.conn.send(msg)
+
+    def _flush(self, s: _Stream) -> None:
+        if not s.out:
+            return
+        now = time.monotonic()
+        late = sum(1 for *_, deadline in s.out if now > deadline)
+        pcm = b"".join(o[0] for o in s.out)
+        self._send(("frames", s.sid, pcm, [o[1] for o in s.out], [o[2] for o in s.out], late))
+        s.out.clear()
+
+    def _flush_all(self) -> None:
+        for s in list(self.streams.values()):
+            self._flush(s)
+        self.last_flush = time.monotonic()
+
+    def _complete(self, s: _Stream) -> None:
+        self._flush(s)
+        self._send(("flushed", s.sid, s.utt_samples))
+        s.vs, s.utt_samples, s.eager = None, 0, True
+
+    # --- compute -----------------------------------------------------------------------------
+
+    def _step(self, s: _Stream) -> None:
+        t0 = time.monotonic()
+        deadline = s.deadline(s.frames, self.buffer_s, self.frame_s)
+        try:
+            pcm = float_to_pcm16(s.vs.step())
+        except Exception as exc:  # a runtime bug must cost one stream, not the worker
+            logger.exception("stream %d failed in step()", s.sid)
+            self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+            return
+        t1 = time.monotonic()
+        s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline))
+        s.frames += 1
+        s.utt_samples += len(pcm) // 2
+        s.ready_since = t1
+        if s.eager:
+            self._flush(s)
+            s.eager = False
+        if s.vs.finished:
+            self._complete(s)
+
+    def _read(self, block: bool) -> bool:
+        """Apply every waiting command (waiting for one if `block`); False: stop or parent gone."""
+        timeout = None if block else 0.0
+        try:
+            while self.conn.poll(timeout):
+                if not self._handle(self.conn.recv()):
+                    return False
+                timeout = 0.0
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def run(self) -> None:
+        while True:
+            if not any(s.pending() for s in self.streams.values()):
+                self._flush_all()
+                if not self._read(block=True):
+                    break
+                continue
+            if not self._read(block=False):
+                break
+            runnable = [s for s in self.streams.values() if s.pending() > 0]
+            if not runnable:
+                continue
+            # EDF: every runnable stream's next frame shares the same cost, so the earliest
+            # deadline first is optimal for meeting all of them when the load is feasible.
+            s = min(runnable, key=lambda st: st.deadline(st.frames, self.buffer_s, self.frame_s))
+            self._step(s)
+            if time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
+                self._flush_all()
+        try:
+            self._flush_all()
+        except (OSError, EOFError):
+            pass
+
+
+def measure_step_us(runtime: Any, frames: int) -> float:
+    """Median µs per sample of whole `step()` calls (plus PCM conversion) on a synthetic mel."""
+    c = runtime.config
+    rng = np.random.default_rng(0)
+    mel = (-6.0 + np.cumsum(rng.normal(0.0, 0.1, (frames + 3, c.n_mels)), axis=0)).astype(np.float32)
+    stream = runtime.open_stream(seed=0)
+    stream.push(np.clip(mel, -11.0, 2.0))
+    stream.finish()
+    times = []
+    while stream.pending():
+        t0 = time.perf_counter()
+        float_to_pcm16(stream.step())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) / c.hop_length * 1e6
+
+
+def worker_main(core: int, model_dir: str, cache_dir: str | None, initial_buffer_s: float,
+                measure_frames: int, conn: Connection) -> None:
+    """Process entry point: pin, load, measure, report, then serve streams until told to stop."""
+    # The parent coordinates shutdown (drain on SIGTERM, Ctrl-C hits the whole process group):
+    # workers leave when told to or when the parent's end of the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    single_threaded_env()
+    try:
+        pin_to_core(core)
+        from models.runtime import VocoderRuntime
+
+        rt = VocoderRuntime.load(model_dir, cache_dir=cache_dir)
+        kernel_us = float(rt.measure_us_per_sample(frames=measure_frames))
+        step_us = measure_step_us(rt, measure_frames)
+    except Exception as exc:  # reported to the parent, which decides (fail start-up or retry)
+        conn.send(("load_error", f"{type(exc).__name__}: {exc}"))
+        conn.close()
+        return
+    conn.send(("ready", {
+        "core": core,
+        "pid": os.getpid(),
+        # Capacity comes from what a stream really costs: the whole step (conditioning, the
+        # kernel call, PCM conversion), never less than the kernel's best time.
+        "us_per_sample": max(kernel_us, step_us),
+        "kernel_us_per_sample": kernel_us,
+        "isa": getattr(rt, "isa", None),
+        "name": getattr(rt, "name", None),
+        "manifest": getattr(rt, "manifest", {}),
+        "config": rt.config.to_dict(),
+    }))
+    try:
+        Scheduler(rt, conn, initial_buffer_s).run()
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass  # the parent went away: nothing left to serve
