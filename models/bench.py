@@ -1,0 +1,234 @@
+"""`sparrow bench`: µs per audio sample on one pinned core, TVM vs numpy vs PyTorch, same weights.
+
+Machines are shared and noisy, so every engine reports the minimum and the median over repeats,
+and speedups are ratios of minima measured in the same run. The real-time budget at 24 kHz is
+1 / 24,000 s = 41.7 µs per sample; we round it to 40 µs, as the product promises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import reference as ref
+from models.config import VocoderConfig
+from models.runtime import VocoderRuntime, cpu_flags
+
+log = logging.getLogger(__name__)
+
+BUDGET_US = 40.0
+REPORTED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pin_to_core(core: int | None) -> int:
+    """Pin this process to one core (default: the last one we may use) and return it."""
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = allowed[-1] if core is None else core
+    if chosen not in allowed:
+        raise SystemExit(f"core {chosen} is not available to this process (allowed: {allowed})")
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
+
+def timed(fn: Callable[[], None], repeats: int, samples_per_call: int, progress: Callable[[], None]) -> list[float]:
+    """µs/sample of each of `repeats` calls to fn (after one warm-up call)."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) / samples_per_call * 1e6)
+        progress()
+    return out
+
+
+def tvm_engine(rt: VocoderRuntime, frames: int) -> Callable[[], None]:
+    """One call = `frames` kernel calls, through the same path the server uses (VocoderStream)."""
+    rng = np.random.default_rng(0)
+    mel = rng.normal(-5, 2, (frames + 3, rt.config.n_mels)).astype(np.float32)
+
+    def run() -> None:
+        stream = rt.open_stream(seed=0)
+        stream.push(mel)
+        for _ in range(frames):
+            stream.step()
+
+    return run
+
+
+def numpy_engine(weights: dict[str, np.ndarray], config: VocoderConfig) -> Callable[[], None]:
+    rng = np.random.default_rng(0)
+    cond = rng.uniform(-1, 1, (2, config.cond_size)).astype(np.float32)
+    u = rng.random(config.hop_length, dtype=np.float32)
+    quantized = ref.QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
+
+    def run() -> None:
+        ref.run_frame(weights, config, cond, u, ref.FrameState.zeros(config), quantized=quantized)
+
+    return run
+
+
+def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: int) -> Callable[[], None] | None:
+    """The same network, dense, in PyTorch eager mode, one sample per step (as a trainer would
+    sample). None when torch is not installed (it is only in the `train` extra)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    H = config.hidden_size
+    gru = torch.nn.GRUCell(1 + config.cond_size, H)
+    fc1 = torch.nn.Linear(H, config.fc_size)
+    fc2 = torch.nn.Linear(config.fc_size, config.n_classes)
+    with torch.no_grad():
+        gru.weight_ih.copy_(torch.from_numpy(np.concatenate([weights["gru.w_sample"][:, None], weights["gru.w_cond"]], 1)))
+        gru.weight_hh.copy_(torch.from_numpy(weights["gru.w_hh"]))
+        gru.bias_ih.copy_(torch.from_numpy(weights["gru.b_ih"]))
+        gru.bias_hh.copy_(torch.from_numpy(weights["gru.b_hh"]))
+        fc1.weight.copy_(torch.from_numpy(weights["fc1.weight"]))
+        fc1.bias.copy_(torch.from_numpy(weights["fc1.bias"]))
+        fc2.weight.copy_(torch.from_numpy(weights["fc2.weight"]))
+        fc2.bias.copy_(torch.from_numpy(weights["fc2.bias"]))
+    table = torch.from_numpy(ref.mulaw_table())
+    cond = torch.rand(2, config.cond_size) * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+
+    @torch.inference_mode()
+    def run() -> None:
+        h = torch.zeros(1, H)
+        x = torch.zeros(1, 1)
+        for t in range(steps):
+            a = t / config.hop_length
+            c = (1 - a) * cond[0:1] + a * cond[1:2]
+            h = gru(torch.cat([x, c], dim=1), h)
+            logits = fc2(torch.relu(fc1(h)))
+            k = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen)
+            x = table[k].reshape(1, 1)
+
+    return run
+
+
+def stats(name: str, values: list[float]) -> dict[str, Any]:
+    best = min(values)
+    return {
+        "engine": name,
+        "min_us_per_sample": best,
+        "median_us_per_sample": statistics.median(values),
+        "budget_share": best / BUDGET_US,
+        "realtime_streams_per_core": int(BUDGET_US // best),
+        "repeats": len(values),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="compiled model dir (default: compiled/manifest.json's default)")
+    parser.add_argument("--core", type=int, help="core to pin to (default: the last available)")
+    parser.add_argument("--frames", type=int, default=20, help="kernel calls (300 samples each) per TVM repeat")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats per engine")
+    parser.add_argument("--numpy-repeats", type=int, default=2, help="repeats of one numpy frame (slow)")
+    parser.add_argument("--torch-steps", type=int, default=300, help="samples per PyTorch repeat")
+    parser.add_argument("--torch-repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def default_model_dir() -> Path:
+    from models.compile import COMPILED_ROOT, MANIFEST
+
+    index = json.loads((COMPILED_ROOT / MANIFEST).read_text())
+    return COMPILED_ROOT / index["default"]
+
+
+def run(args: argparse.Namespace) -> int:
+    core = pin_to_core(args.core)
+    model_dir = args.model or default_model_dir()
+    base = VocoderRuntime.load(model_dir)
+    config = base.config
+    runnable = [isa for isa in base.manifest["isas"] if _runs_here(isa)]
+    total = len(runnable) * args.repeats + args.numpy_repeats + (0 if args.no_torch else args.torch_repeats)
+    done = 0
+
+    def progress() -> None:
+        nonlocal done
+        done += 1
+        print(f"\rbenchmarking on core {core}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    results = []
+    for isa in runnable:
+        rt = base if isa == base.isa else VocoderRuntime.load(model_dir, isa=isa)
+        samples = args.frames * config.hop_length
+        results.append(stats(f"tvm {isa}", timed(tvm_engine(rt, args.frames), args.repeats, samples, progress)))
+    results.append(
+        stats(
+            "numpy reference",
+            timed(numpy_engine(base.weights, config), args.numpy_repeats, config.hop_length, progress),
+        )
+    )
+    torch_run = None if args.no_torch else torch_engine(base.weights, config, args.torch_steps)
+    if torch_run is not None:
+        results.append(stats("pytorch eager (dense)", timed(torch_run, args.torch_repeats, args.torch_steps, progress)))
+    print(file=sys.stderr)
+    fastest = min(r["min_us_per_sample"] for r in results)
+    for r in results:
+        r["slowdown_vs_fastest"] = r["min_us_per_sample"] / fastest
+    report = {
+        "model": base.name,
+        "trained": bool(base.manifest.get("trained")),
+        "config": config.to_dict(),
+        "cpu": cpu_model(),
+        "cpu_flags": sorted(f for f in REPORTED_FLAGS if f in cpu_flags()),
+        "core": core,
+        "budget_us_per_sample": BUDGET_US,
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def _runs_here(isa: str) -> bool:
+    from models.kernel import ISA_FLAGS
+
+    return ISA_FLAGS.get(isa, frozenset({"?"})) <= cpu_flags()
+
+
+def format_table(report: dict[str, Any]) -> str:
+    c = report["config"]
+    lines = [
+        f"model {report['model']} ({'trained' if report['trained'] else 'UNTRAINED'}): H={c['hidden_size']}, "
+        f"FC={c['fc_size']}, {c['block_rows']}x{c['block_cols']} blocks at {c['density']:.0%} density, "
+        f"{c['weight_dtype']} weights",
+        f"cpu {report['cpu']} [{' '.join(report['cpu_flags'])}], pinned to core {report['core']}",
+        f"budget {report['budget_us_per_sample']:.0f} us/sample (24 kHz real time)",
+        "",
+        f"{'engine':<24}{'min us/sample':>14}{'median':>10}{'of budget':>11}{'RT streams':>12}{'x slower':>10}",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"{r['engine']:<24}{r['min_us_per_sample']:>14.2f}{r['median_us_per_sample']:>10.2f}"
+            f"{r['budget_share']:>10.1%}{r['realtime_streams_per_core']:>12d}{r['slowdown_vs_fastest']:>10.1f}"
+        )
+    return "\n".join(lines)

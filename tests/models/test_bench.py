@@ -1,0 +1,57 @@
+"""`sparrow bench` runs end to end and reports every engine (speed itself is never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.compile import build_artifact
+from models.config import TINY
+from models.reference import random_weights
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_artifact(random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("b") / "tiny", isas=["avx2"])
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    # A subprocess: bench pins its own process to one core.
+    return subprocess.run(
+        [sys.executable, "-m", "server", "bench", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_bench_json_reports_all_engines(tiny_model: Path) -> None:
+    proc = run_bench(
+        "--model", str(tiny_model), "--frames", "2", "--repeats", "2", "--numpy-repeats", "1",
+        "--torch-steps", "30", "--torch-repeats", "1", "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    engines = [r["engine"] for r in report["results"]]
+    assert engines[0] == "tvm avx2"
+    assert "numpy reference" in engines
+    try:
+        import torch  # noqa: F401
+
+        assert "pytorch eager (dense)" in engines
+    except ImportError:
+        assert not any("pytorch" in e for e in engines)
+    for r in report["results"]:
+        assert 0 < r["min_us_per_sample"] <= r["median_us_per_sample"]
+        assert r["budget_share"] == pytest.approx(r["min_us_per_sample"] / 40.0)
+    assert report["config"]["hidden_size"] == TINY.hidden_size
+    assert "benchmarking on core" in proc.stderr  # progress line
+
+
+def test_bench_table_and_bad_core(tiny_model: Path) -> None:
+    proc = run_bench("--model", str(tiny_model), "--frames", "1", "--repeats", "1", "--numpy-repeats", "1", "--no-torch")
+    assert proc.returncode == 0, proc.stderr
+    assert "min us/sample" in proc.stdout and "tvm avx2" in proc.stdout
+    proc = run_bench("--model", str(tiny_model), "--core", "4096")
+    assert proc.returncode != 0 and "not available" in proc.stderr
