@@ -50,7 +50,13 @@ ISA_FLAGS: dict[str, frozenset[str]] = {
     "avx2": frozenset({"avx2", "fma", "f16c"}),
 }
 ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
-VNNI_ISAS = frozenset({"avx512vnni"})
+# How each ISA level runs an int8 block (16 rows x 4 columns):
+#   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
+#   avx512bw: int8 -> int16 (vpmovsxbw), then two vpmaddwd (s16 x s16, pairs summed per lane)
+#   avx2:     the same with 256-bit registers (four vpmaddwd)
+#   generic:  plain integer SIMD that LLVM vectorises for any CPU (host fallback)
+# All are exact integer sums, so every ISA level produces the same samples.
+INT8_VARIANT = {"avx512vnni": "vnni", "avx512": "avx512bw", "avx2": "avx2"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class KernelShape:
     nnzb_fc2: int
 
 
-def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFunc:
+def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.PrimFunc:
     """Build the PrimFunc for one frame. Python ints below are compile-time constants."""
     cfg = shape.config
     H = cfg.hidden_size
@@ -77,10 +83,14 @@ def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFu
     NH, N1, N2 = shape.nnzb_hh, shape.nnzb_fc1, shape.nnzb_fc2
     WD = cfg.weight_dtype
     INT8 = WD == "int8"
-    VNNI = INT8 and vnni
+    PMADD = variant in ("avx512bw", "avx2")
+    XW = 2 if PMADD else 1  # int32 words per 4-column input group (two u16 pairs for vpmaddwd)
     if INT8:
         assert CB == 4, "int8 blocks hold the 4 columns one VNNI dot product sums"
-        assert R == 16 or not VNNI, "VNNI path uses 16 int32 lanes"
+        assert R == 16 or variant == "generic", "the SIMD int8 paths use 16 int32 lanes"
+    assert variant in ("vnni", "avx512bw", "avx2", "generic")
+    DSHAPE = (lambda n: (n, 2, 2 * R)) if PMADD else (lambda n: (n, R))
+    DDT = "int8" if PMADD else "int32"
     V = 16  # vector width for elementwise stages; 512-bit = 16 fp32 lanes
     assert H % V == 0 and F % V == 0 and K % V == 0 and G % V == 0
     KG = K // V  # groups of the two-level inverse-CDF search
@@ -233,24 +243,41 @@ def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFu
                     si[1] = 1
 
     @T.macro
-    def dot4(acc, a, data, j, x4):
-        # acc[a, :] += sum over 4 columns of int8 weight * uint8 input, R lanes
-        if VNNI:
+    def dot4(acc, a, data, j, xq, k):
+        # acc[a, :] += the 4-column int8 block j times the uint8 inputs of column group k
+        if variant == "vnni":
             acc[a, T.ramp(0, 1, R)] = T.call_llvm_pure_intrin(
                 "int32x16",
                 "llvm.x86.avx512.vpdpbusd.512",
                 acc[a, T.ramp(0, 1, R)],
-                T.reinterpret("int8x64", T.broadcast(x4, R)),
+                T.reinterpret("int8x64", T.broadcast(xq[k, 0], R)),
                 T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
             )
+        elif variant == "avx512bw":
+            for half in T.unroll(2):
+                acc[a, T.ramp(0, 1, R)] = acc[a, T.ramp(0, 1, R)] + T.call_llvm_pure_intrin(
+                    "int32x16",
+                    "llvm.x86.avx512.pmaddw.d.512",
+                    T.Cast("int16x32", data[j, half, T.ramp(0, 1, 2 * R)]),
+                    T.reinterpret("int16x32", T.broadcast(xq[k, half], R)),
+                )
+        elif variant == "avx2":
+            for half in T.unroll(2):
+                for rr in T.unroll(2):
+                    acc[a, T.ramp(rr * 8, 1, 8)] = acc[a, T.ramp(rr * 8, 1, 8)] + T.call_llvm_pure_intrin(
+                        "int32x8",
+                        "llvm.x86.avx2.pmadd.wd",
+                        T.Cast("int16x16", data[j, half, T.ramp(rr * 16, 1, 16)]),
+                        T.reinterpret("int16x16", T.broadcast(xq[k, half], 8)),
+                    )
         else:
             for r in T.vectorized(R):
                 acc[a, r] = (
                     acc[a, r]
-                    + T.shift_right(T.shift_left(data[j, r], 24), 24) * T.bitwise_and(x4, 255)
-                    + T.shift_right(T.shift_left(data[j, r], 16), 24) * T.bitwise_and(T.shift_right(x4, 8), 255)
-                    + T.shift_right(T.shift_left(data[j, r], 8), 24) * T.bitwise_and(T.shift_right(x4, 16), 255)
-                    + T.shift_right(data[j, r], 24) * T.bitwise_and(T.shift_right(x4, 24), 255)
+                    + T.shift_right(T.shift_left(data[j, r], 24), 24) * T.bitwise_and(xq[k, 0], 255)
+                    + T.shift_right(T.shift_left(data[j, r], 16), 24) * T.bitwise_and(T.shift_right(xq[k, 0], 8), 255)
+                    + T.shift_right(T.shift_left(data[j, r], 8), 24) * T.bitwise_and(T.shift_right(xq[k, 0], 16), 255)
+                    + T.shift_right(data[j, r], 24) * T.bitwise_and(T.shift_right(xq[k, 0], 24), 255)
                 )
 
     @T.macro
@@ -264,9 +291,9 @@ def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFu
                     acc[a, r] = 0
             for jj in range((ptr[br + 1] - ptr[br]) // NACC):
                 for a in T.unroll(NACC):
-                    dot4(acc, a, data, ptr[br] + jj * NACC + a, xq[idx[ptr[br] + jj * NACC + a]])
+                    dot4(acc, a, data, ptr[br] + jj * NACC + a, xq, idx[ptr[br] + jj * NACC + a])
             for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // NACC * NACC, ptr[br + 1]):
-                dot4(acc, 0, data, j, xq[idx[j]])
+                dot4(acc, 0, data, j, xq, idx[j])
             for r in T.vectorized(R):
                 if relu:
                     y[br * R + r] = T.max(
@@ -284,15 +311,20 @@ def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFu
 
     @T.macro
     def quantize4(x, n_groups, scale, xq, qs):
-        # xq[k] = 4 bytes floor(x[4k+c] * scale + 0.5) + 128, c = 0..3 (as models.reference rounds)
+        # inputs of column group k: floor(x[4k+c] * scale + 0.5) + 128 (as models.reference
+        # rounds), packed as 4 bytes (vpdpbusd) or as two pairs of 16-bit values (vpmaddwd)
         for ko in range(n_groups // V):
             for ki in T.vectorized(V):
                 for c in T.unroll(4):
                     qs[c, ki] = T.Cast("int32", T.floor(x[(ko * V + ki) * 4 + c] * scale + T.float32(0.5))) + 128
-                xq[ko * V + ki] = T.bitwise_or(
-                    T.bitwise_or(qs[0, ki], T.shift_left(qs[1, ki], 8)),
-                    T.bitwise_or(T.shift_left(qs[2, ki], 16), T.shift_left(qs[3, ki], 24)),
-                )
+                if PMADD:
+                    xq[ko * V + ki, 0] = T.bitwise_or(qs[0, ki], T.shift_left(qs[1, ki], 16))
+                    xq[ko * V + ki, 1] = T.bitwise_or(qs[2, ki], T.shift_left(qs[3, ki], 16))
+                else:
+                    xq[ko * V + ki, 0] = T.bitwise_or(
+                        T.bitwise_or(qs[0, ki], T.shift_left(qs[1, ki], 8)),
+                        T.bitwise_or(T.shift_left(qs[2, ki], 16), T.shift_left(qs[3, ki], 24)),
+                    )
 
     @T.prim_func
     def frame_float(
@@ -354,18 +386,18 @@ def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFu
         w_sample: T.Buffer((G,), "float32"),
         b_ih: T.Buffer((G,), "float32"),
         b_hh: T.Buffer((G,), "float32"),
-        hh_data: T.Buffer((NH, R), "int32"),
+        hh_data: T.Buffer(DSHAPE(NH), DDT),
         hh_idx: T.Buffer((NH,), "int32"),
         hh_ptr: T.Buffer((G // R + 1,), "int32"),
         hh_scale: T.Buffer((G,), "float32"),
         hh_corr: T.Buffer((G,), "int32"),
-        fc1_data: T.Buffer((N1, R), "int32"),
+        fc1_data: T.Buffer(DSHAPE(N1), DDT),
         fc1_idx: T.Buffer((N1,), "int32"),
         fc1_ptr: T.Buffer((F // R + 1,), "int32"),
         fc1_scale: T.Buffer((F,), "float32"),
         fc1_corr: T.Buffer((F,), "int32"),
         fc1_b: T.Buffer((F,), "float32"),
-        fc2_data: T.Buffer((N2, R), "int32"),
+        fc2_data: T.Buffer(DSHAPE(N2), DDT),
         fc2_idx: T.Buffer((N2,), "int32"),
         fc2_ptr: T.Buffer((K // R + 1,), "int32"),
         fc2_scale: T.Buffer((K,), "float32"),
@@ -386,8 +418,8 @@ def make_frame_kernel(shape: KernelShape, vnni: bool = False) -> tvm.tirx.PrimFu
         sc = T.alloc_buffer((4,), "float32", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((NACC, R), "int32", scope="local")
-        hq = T.alloc_buffer((H // 4,), "int32")
-        yq = T.alloc_buffer((F // 4,), "int32")
+        hq = T.alloc_buffer((H // 4, XW), "int32")
+        yq = T.alloc_buffer((F // 4, XW), "int32")
         qs = T.alloc_buffer((4, V), "int32", scope="local")
         ys = T.alloc_buffer((2,), "float32", scope="local")
         project_cond(cond, w_cond_t, p0, p1)
@@ -425,7 +457,7 @@ def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None 
         if isa not in ISA_TARGETS:
             raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_TARGETS)}")
         target = ISA_TARGETS[isa]
-    func = make_frame_kernel(shape, vnni=isa in VNNI_ISAS)
+    func = make_frame_kernel(shape, INT8_VARIANT.get(isa or "", "generic"))
     return tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
 
 
@@ -433,8 +465,10 @@ STATE_ARGS = ("cond", "uniforms", "h", "xprev", "out")
 """Per-call arguments, in order; the weight arguments follow them."""
 
 
-def pack_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> tuple[KernelShape, list[np.ndarray]]:
-    """Reference weights -> (kernel shape, weight arguments in the kernel's order)."""
+def pack_weights(
+    weights: dict[str, np.ndarray], config: VocoderConfig, isa: str | None = None
+) -> tuple[KernelShape, list[np.ndarray]]:
+    """Reference weights -> (kernel shape, weight arguments in the kernel's order for `isa`)."""
     block = (config.block_rows, config.block_cols)
     packed = {name: to_bsr(weights[name], block) for name in ("gru.w_hh", "fc1.weight", "fc2.weight")}
     wd = np.dtype(config.weight_dtype)
@@ -446,11 +480,12 @@ def pack_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> tuple
 
     if config.weight_dtype == "int8":
         q = QuantizedWeights.from_weights(weights)
+        pairs = INT8_VARIANT.get(isa or "", "generic") in ("avx512bw", "avx2")
         sparse = [
-            *int8_args(q.hh, q.hh_scale, block),
-            *int8_args(q.fc1, q.fc1_scale, block),
+            *int8_args(q.hh, q.hh_scale, block, pairs),
+            *int8_args(q.fc1, q.fc1_scale, block, pairs),
             weights["fc1.bias"].astype(np.float32),
-            *int8_args(q.fc2, q.fc2_scale, block),
+            *int8_args(q.fc2, q.fc2_scale, block, pairs),
         ]
     else:
         sparse = [*bsr_args("gru.w_hh"), *bsr_args("fc1.weight"), weights["fc1.bias"].astype(np.float32), *bsr_args("fc2.weight")]
@@ -472,14 +507,22 @@ def pack_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> tuple
     return shape, args
 
 
-def int8_args(wq: np.ndarray, scale: np.ndarray, block: tuple[int, int]) -> list[np.ndarray]:
-    """int8 matrix -> (packed data [nnzb, R] int32, indices, indptr, scale, corr) for the kernel.
+def int8_args(
+    wq: np.ndarray, scale: np.ndarray, block: tuple[int, int], pairs: bool = False
+) -> list[np.ndarray]:
+    """int8 matrix -> (packed data, indices, indptr, scale, corr) for the kernel.
 
-    Each int32 holds one row's 4 int8 weights of a block (little-endian byte order = column
-    order), which is the operand layout of vpdpbusd; corr = 128 * row sum undoes the +128 offset
-    that makes the inputs unsigned.
+    Default layout [nnzb, R] int32: each int32 holds one row's 4 int8 weights of a block
+    (little-endian byte order = column order), the operand layout of vpdpbusd. With `pairs`,
+    [nnzb, 2, 2R] int8: columns (0, 1) of every row, then columns (2, 3), the layout of vpmaddwd
+    after sign extension. corr = 128 * row sum undoes the +128 offset that makes inputs unsigned.
     """
     b = to_bsr(wq, block)
-    packed = np.ascontiguousarray(b.data.astype(np.int8)).view(np.int32)[:, :, 0]
+    data = np.ascontiguousarray(b.data.astype(np.int8))  # [nnzb, R, 4]
+    if pairs:
+        n, r, _ = data.shape
+        packed = data.reshape(n, r, 2, 2).transpose(0, 2, 1, 3).reshape(n, 2, 2 * r)
+    else:
+        packed = data.view(np.int32)[:, :, 0]
     corr = (128 * wq.astype(np.int64).sum(axis=1)).astype(np.int32)
     return [np.ascontiguousarray(packed), b.indices, b.indptr, scale.astype(np.float32), corr]

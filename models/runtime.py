@@ -85,7 +85,7 @@ class VocoderRuntime:
         self.isa = isa
         self._module = module
         self._frame_fn = module["main"]
-        _, weight_args = kernel.pack_weights(weights, config)
+        _, weight_args = kernel.pack_weights(weights, config, isa)
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
         self.table = mulaw_table()
 

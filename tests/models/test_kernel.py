@@ -21,7 +21,7 @@ BOUNDARY_MARGIN = 1e-4
 def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0) -> dict[str, float]:
     """Run `frames` kernel calls; before each, run the reference from the kernel's own state."""
     w = ref.random_weights(config, seed)
-    shape, wargs = kernel.pack_weights(w, config)
+    shape, wargs = kernel.pack_weights(w, config, isa)
     if config.weight_dtype == "float16":
         # float16 storage rounds the sparse weights; the reference sees the same rounded values
         w = {k: (v.astype(np.float16).astype(np.float32) if k in ref.SPARSE_WEIGHTS else v) for k, v in w.items()}

@@ -149,3 +149,14 @@ def test_no_fitting_module_compiles_for_host(
     assert np.array_equal(
         np.concatenate(list(rt.generate(m, seed=3))), vocode(random_weights(TINY, 0), TINY, m, seed=3)
     )
+
+
+def test_every_isa_level_gives_identical_audio(tmp_path: Path) -> None:
+    """int8 blocks are exact integer sums on every ISA, so the samples are the same everywhere."""
+    isas = comp.host_isas()
+    d = comp.build_artifact(random_weights(TINY, 1), TINY, tmp_path / "all", isas=isas)
+    m = mel(5, seed=4)
+    outputs = {isa: np.concatenate(list(VocoderRuntime.load(d, isa=isa).generate(m, seed=2))) for isa in isas}
+    first = outputs[isas[0]]
+    for isa, audio in outputs.items():
+        assert np.array_equal(audio, first), isa
