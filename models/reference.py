@@ -389,3 +389,40 @@ def vocode(
         u = rng.random(config.hop_length, dtype=np.float32)
         frames.append(run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized))
     return mulaw_decode(np.concatenate(frames)) if frames else np.zeros(0, f32)
+
+
+# --- teacher forcing (training checks; appended for models/wavernn.py's tests) --------------------
+
+
+def teacher_forced_logits(
+    weights: dict[str, np.ndarray], config: VocoderConfig, mel: np.ndarray, audio: np.ndarray
+) -> np.ndarray:
+    """Logits the reference computes when fed the true previous sample instead of its own draw.
+
+    mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
+    Input at sample n is mulaw_decode(mulaw_encode(audio[n - 1])) (0.0 for n = 0), exactly what
+    training uses. Returns float32 [L, 256] logits (same GRU/FC math and fast exp/tanh as run_frame).
+    """
+    H, T = config.hidden_size, config.hop_length
+    audio = np.asarray(audio, dtype=f32)
+    assert audio.ndim == 1 and audio.shape[0] <= mel.shape[0] * T
+    cond = condition(mel, weights, config)
+    cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
+    proj = (cond @ weights["gru.w_cond"].T).astype(f32)  # [N + 1, 3H]
+    prev = np.concatenate([np.zeros(1, f32), mulaw_decode(mulaw_encode(audio[:-1]))]).astype(f32)
+    w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
+    w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
+    h = np.zeros(H, f32)
+    out = np.empty((audio.shape[0], config.n_classes), f32)
+    for n in range(audio.shape[0]):
+        f, t = divmod(n, T)
+        a = f32(t) / f32(T)
+        gi = (f32(1) - a) * proj[f] + a * proj[f + 1] + w_s * prev[n] + b_ih
+        gh = w_hh @ h + b_hh
+        r = fast_sigmoid(gi[:H] + gh[:H])
+        z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+        nn_ = fast_tanh(gi[2 * H :] + r * gh[2 * H :])
+        h = ((f32(1) - z) * nn_ + z * h).astype(f32)
+        y = np.maximum(w1 @ h + b1, f32(0))
+        out[n] = (w2 @ y + b2).astype(f32)
+    return out

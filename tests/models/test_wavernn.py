@@ -1,0 +1,87 @@
+"""The torch training model computes the numpy reference's math (shapes, weights, logits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.config import TINY, VocoderConfig  # noqa: E402
+from models.reference import WEIGHT_SHAPES, mulaw_encode, random_weights, teacher_forced_logits  # noqa: E402
+from models.wavernn import (  # noqa: E402
+    WaveRNN,
+    from_reference_weights,
+    pad_mel,
+    prev_inputs,
+    to_reference_weights,
+)
+
+CONFIG = VocoderConfig(
+    hidden_size=64, fc_size=48, cond_hidden=32, cond_size=16, density=0.25, hop_length=40
+)
+
+
+def _inputs(config: VocoderConfig, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mel = rng.normal(-5.0, 2.0, size=(frames, config.n_mels)).astype(np.float32)
+    t = np.arange(frames * config.hop_length)
+    audio = (0.4 * np.sin(0.07 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+    return mel, np.clip(audio, -1, 1)
+
+
+def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """Whole-utterance teacher forcing in torch, with the same edge handling as the reference."""
+    padded = pad_mel(mel)
+    # Inputs past the end of the audio only affect logits past the end, which callers drop.
+    full = np.zeros(mel.shape[0] * model.config.hop_length, np.float32)
+    full[: audio.size] = audio
+    prev = prev_inputs(mulaw_encode(full), 0, full.size)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(padded)[None], torch.from_numpy(prev)[None], utterance_end=True)
+    return logits[0].numpy()
+
+
+def test_round_trip_keeps_exact_weights() -> None:
+    w = random_weights(TINY, seed=3)
+    back = to_reference_weights(from_reference_weights(w, TINY))
+    assert set(back) == set(WEIGHT_SHAPES)
+    for name, value in w.items():
+        assert back[name].dtype == np.float32
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+
+
+def test_malformed_weights_are_rejected() -> None:
+    w = random_weights(TINY, seed=0)
+    w["fc1.weight"] = w["fc1.weight"][:, :-1]
+    with pytest.raises(ValueError, match="fc1.weight"):
+        from_reference_weights(w, TINY)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_teacher_forced_logits_match_reference(seed: int) -> None:
+    """Exact torch math vs the reference's fast exp/tanh: the kernel's approximations are harmless."""
+    w = random_weights(CONFIG, seed=seed)
+    # Non-zero biases so every term of the formulas is exercised.
+    rng = np.random.default_rng(seed + 10)
+    for name in ("cond.conv1.bias", "cond.conv2.bias", "gru.b_ih", "gru.b_hh", "fc1.bias", "fc2.bias"):
+        w[name] = rng.normal(0, 0.3, size=w[name].shape).astype(np.float32)
+    w["fc2.weight"] *= 4.0  # trained-model-sized logits (several units), not near-uniform ones
+    mel, audio = _inputs(CONFIG, frames=4, seed=seed)
+    audio = audio[: 3 * CONFIG.hop_length + 7]  # a partial last frame, like real utterances
+    ref = teacher_forced_logits(w, CONFIG, mel, audio)
+    got = _torch_logits(from_reference_weights(w, CONFIG), mel, audio)[: audio.size]
+    assert ref.shape == got.shape == (audio.size, 256)
+    scale = float(np.abs(ref).max())
+    assert scale > 1.0  # the comparison is not between near-zero vectors
+    np.testing.assert_allclose(got, ref, atol=2e-4 * scale, rtol=0)
+    # Same argmax almost everywhere (ties aside): the distributions agree, not just the numbers.
+    assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.99
+
+
+def test_a_different_model_gives_different_logits() -> None:
+    """Guards the test above against comparing something trivially equal."""
+    mel, audio = _inputs(CONFIG, frames=3, seed=0)
+    ref = teacher_forced_logits(random_weights(CONFIG, seed=0), CONFIG, mel, audio)
+    other = _torch_logits(from_reference_weights(random_weights(CONFIG, seed=1), CONFIG), mel, audio)
+    assert np.abs(other - ref).max() > 0.1
