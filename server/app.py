@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from models.frontend import FestivalFrontend
 from server.config import Settings, load_settings
 from server.errors import install_error_handlers
+from server.limits import BodyLimitMiddleware
 from server.metrics import Metrics, RequestMetricsMiddleware, mount_metrics
 from server.routes import health, models, openai, stream, synthesize, voices
 from server.workers.pool import WorkerPool
@@ -59,14 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Real-time neural speech synthesis on CPU cores",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model_dir = model_dir
     app.state.frontend = FestivalFrontend()
     install_error_handlers(app)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too
     for module in (health, models, voices, synthesize, openai, stream):
         app.include_router(module.router)
     mount_metrics(app, metrics)

@@ -22,6 +22,7 @@ worker -> parent:
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -55,6 +56,9 @@ class _Stream:
     ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
     out: list[tuple[bytes, float, float, float]] = field(default_factory=list)  # pcm, compute, wait, deadline
     eager: bool = True  # send the next frame without batching (first frame of an utterance)
+    finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
+    # Commands for the next utterance that arrived while this one was finishing, in order.
+    backlog: collections.deque[tuple[Any, ...]] = field(default_factory=collections.deque)
 
     def deadline(self, frame: int, buffer_s: float, frame_s: float) -> float:
         return self.base_t + buffer_s + (frame - self.base_f) * frame_s
@@ -90,13 +94,20 @@ class Scheduler:
             return True  # closed meanwhile: late commands for it are dropped
         if kind == "close":
             del self.streams[s.sid]
-        elif kind == "push":
-            self._push(s, msg[2])
-        elif kind == "finish":
-            self._finish(s)
+        elif kind in ("push", "finish"):
+            if s.finishing:
+                s.backlog.append(msg)  # belongs to the next utterance
+            else:
+                self._apply(s, msg)
         else:
             raise ValueError(f"unknown worker command {kind!r}")
         return True
+
+    def _apply(self, s: _Stream, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "push":
+            self._push(s, msg[2])
+        else:
+            self._finish(s)
 
     def _input_arrived(self, s: _Stream, was_pending: int) -> None:
         now = time.monotonic()
@@ -125,6 +136,7 @@ class Scheduler:
             return
         was = s.pending()
         s.vs.finish()
+        s.finishing = True
         self._input_arrived(s, was)
         if s.vs.finished:
             self._complete(s)
@@ -155,7 +167,9 @@ class Scheduler:
     def _complete(self, s: _Stream) -> None:
         self._flush(s)
         self._send(("flushed", s.sid, s.utt_samples))
-        s.vs, s.utt_samples, s.eager = None, 0, True
+        s.vs, s.utt_samples, s.eager, s.finishing = None, 0, True, False
+        while s.backlog and not s.finishing and s.sid in self.streams:
+            self._apply(s, s.backlog.popleft())
 
     # --- compute -----------------------------------------------------------------------------
 
@@ -179,6 +193,17 @@ class Scheduler:
         if s.vs.finished:
             self._complete(s)
 
+    def pick(self) -> _Stream | None:
+        """The runnable stream whose next frame is due first (EDF), or None.
+
+        Every frame costs the same, so earliest-deadline-first meets all deadlines whenever any
+        order can; ties go to the older stream (lower id) for a stable order.
+        """
+        runnable = [s for s in self.streams.values() if s.pending() > 0]
+        if not runnable:
+            return None
+        return min(runnable, key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid))
+
     def _read(self, block: bool) -> bool:
         """Apply every waiting command (waiting for one if `block`); False: stop or parent gone."""
         timeout = None if block else 0.0
@@ -200,12 +225,9 @@ class Scheduler:
                 continue
             if not self._read(block=False):
                 break
-            runnable = [s for s in self.streams.values() if s.pending() > 0]
-            if not runnable:
+            s = self.pick()
+            if s is None:
                 continue
-            # EDF: every runnable stream's next frame shares the same cost, so the earliest
-            # deadline first is optimal for meeting all of them when the load is feasible.
-            s = min(runnable, key=lambda st: st.deadline(st.frames, self.buffer_s, self.frame_s))
             self._step(s)
             if time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
                 self._flush_all()

@@ -1,0 +1,165 @@
+"""The worker pool with real pinned processes: audio over IPC, admission, death and restart, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.runtime import VocoderRuntime
+from server.audio import float_to_pcm16
+from server.errors import NoCapacity, NotReady, WorkerDied
+from server.metrics import Metrics
+from server.workers.pool import Flushed, StreamHandle, WorkerPool, capacity_for
+
+pytestmark = pytest.mark.anyio
+CORES = sorted(os.sched_getaffinity(0))
+
+
+async def read_utterance(h: StreamHandle) -> bytes:
+    out = b""
+    while True:
+        ev = await asyncio.wait_for(h.read(), 30)
+        if isinstance(ev, Flushed):
+            assert ev.samples * 2 == len(out)
+            return out
+        out += ev
+
+
+def make_pool(model_dir: Path, cores: list[int] | None = None, **kw: Any) -> WorkerPool:
+    return WorkerPool(model_dir, cores or CORES, Metrics(), **kw)
+
+
+async def started(pool: WorkerPool) -> WorkerPool:
+    await pool.start()
+    await pool.wait_ready(60)
+    return pool
+
+
+@pytest.fixture
+async def pool(tiny_model_dir: Path) -> AsyncIterator[WorkerPool]:
+    p = await started(make_pool(tiny_model_dir))
+    yield p
+    await p.stop()
+
+
+def test_capacity_formula() -> None:
+    assert capacity_for(5.0, 0.8, None) == 6  # floor(0.8 * 40 / 5)
+    assert capacity_for(5.0, 0.8, 2) == 2
+    assert capacity_for(100.0, 0.8, None) == 1  # slower than real time: still one stream
+
+
+async def test_pool_audio_matches_the_runtime(pool: WorkerPool, tiny_model_dir: Path,
+                                              make_mel: Callable[..., np.ndarray]) -> None:
+    mel = make_mel(33, seed=4)
+    rt = VocoderRuntime.load(tiny_model_dir)
+    expected = b"".join(float_to_pcm16(f) for f in rt.generate(mel, seed=11))
+    whole = pool.open_stream(seed=11)
+    whole.push(mel)
+    whole.finish()
+    chunked = pool.open_stream(seed=11)
+    for i in range(0, 33, 4):
+        chunked.push(mel[i : i + 4])
+    chunked.finish()
+    try:
+        assert await read_utterance(whole) == expected
+        assert await read_utterance(chunked) == expected
+        assert whole.first_audio_at is not None and whole.compute_s > 0
+        assert 0 < whole.real_time_factor < 5
+    finally:
+        whole.close()
+        chunked.close()
+    assert pool.streams_in_flight == 0
+    status = pool.worker_status()
+    assert all(w["state"] == "ready" and w["us_per_sample"] > 0 and w["capacity"] >= 1 for w in status)
+    assert {w["core"] for w in status} == set(CORES)
+    assert pool.model_info["name"] == tiny_model_dir.name
+
+
+async def test_admission_and_least_loaded_placement(tiny_model_dir: Path) -> None:
+    pool = await started(make_pool(tiny_model_dir, max_streams=1))
+    try:
+        handles = [pool.open_stream() for _ in CORES]
+        assert sorted(h.core for h in handles) == CORES  # one per worker, not two on one
+        with pytest.raises(NoCapacity, match="at capacity"):
+            pool.open_stream()
+        handles.pop().close()
+        pool.open_stream().close()  # the freed slot is usable again
+        text = pool.metrics.render().decode()
+        assert 'sparrow_streams_refused_total{reason="capacity"} 1.0' in text
+    finally:
+        await pool.stop()
+
+
+async def test_killed_worker_fails_its_streams_and_comes_back(tiny_model_dir: Path,
+                                                              make_mel: Callable[..., np.ndarray]) -> None:
+    pool = await started(make_pool(tiny_model_dir, cores=CORES[:1]))
+    try:
+        victim = pool.open_stream()
+        victim.push(make_mel(4000))  # long enough to be mid-stream when the worker dies
+        await asyncio.wait_for(victim.read(), 30)
+        os.kill(pool.workers[0].pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            while True:
+                await asyncio.wait_for(victim.read(), 30)
+        with pytest.raises(WorkerDied):  # a failed stream stays failed
+            victim.push(make_mel(3))
+        victim.close()
+        assert pool.streams_in_flight == 0
+        await pool.wait_ready(60)
+        assert pool.workers[0].restarts == 1
+        assert 'sparrow_worker_restarts_total{core="%d"} 1.0' % CORES[0] in pool.metrics.render().decode()
+        again = pool.open_stream(seed=1)
+        again.push(make_mel(5))
+        again.finish()
+        assert len(await read_utterance(again)) == 5 * 300 * 2
+        again.close()
+    finally:
+        await pool.stop()
+
+
+async def test_a_model_that_does_not_load_is_fatal(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "weights.npz").write_bytes(b"not a zip")  # sha256 no longer matches the manifest
+    pool = make_pool(broken, cores=CORES[:1])
+    fatal: list[str] = []
+    pool.on_fatal = fatal.append
+    await pool.start()
+    try:
+        with pytest.raises(RuntimeError, match="corrupt"):
+            await pool.wait_ready(60)
+        assert fatal and "weights.npz" in fatal[0]
+        assert not pool.ready
+        with pytest.raises(NotReady, match="could not load"):
+            pool.open_stream()
+    finally:
+        await pool.stop()
+
+
+async def test_drain_refuses_new_streams_and_waits_for_open_ones(pool: WorkerPool,
+                                                                  make_mel: Callable[..., np.ndarray]) -> None:
+    h = pool.open_stream()
+    h.push(make_mel(10))
+    h.finish()
+    drain = asyncio.ensure_future(pool.drain(timeout=30))
+    await asyncio.sleep(0.05)
+    assert not pool.ready and not drain.done()
+    with pytest.raises(NotReady, match="shutting down"):
+        pool.open_stream()
+    await read_utterance(h)
+    h.close()
+    assert await asyncio.wait_for(drain, 10) is True
+
+
+async def test_drain_gives_up_after_its_timeout(pool: WorkerPool) -> None:
+    h = pool.open_stream()
+    assert await pool.drain(timeout=0.2) is False
+    h.close()

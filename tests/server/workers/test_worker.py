@@ -1,0 +1,199 @@
+"""The worker's EDF frame loop, driven over a real pipe with the real tiny runtime (in a thread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.runtime import VocoderRuntime
+from server.audio import float_to_pcm16
+from server.workers.worker import Scheduler, _Stream, measure_step_us
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model_dir: Path) -> VocoderRuntime:
+    return VocoderRuntime.load(tiny_model_dir)
+
+
+class Harness:
+    def __init__(self, runtime: VocoderRuntime, buffer_s: float) -> None:
+        self.conn, child = Pipe(duplex=True)
+        self.scheduler = Scheduler(runtime, child, buffer_s)
+        self.thread = threading.Thread(target=self.scheduler.run, daemon=True)
+
+    def start(self) -> Harness:
+        self.thread.start()
+        return self
+
+    def send(self, *msg: Any) -> None:
+        self.conn.send(msg)
+
+    def recv(self, timeout: float = 20.0) -> tuple[Any, ...]:
+        assert self.conn.poll(timeout), "worker sent nothing"
+        return self.conn.recv()
+
+    def until_flushed(self, sid: int) -> tuple[bytes, int, list[float]]:
+        """PCM, late frames and compute times of `sid` up to its next flushed message."""
+        pcm, late, computes = b"", 0, []
+        while True:
+            msg = self.recv()
+            if msg[0] == "frames" and msg[1] == sid:
+                pcm += msg[2]
+                computes += msg[3]
+                late += msg[5]
+            elif msg[0] == "flushed" and msg[1] == sid:
+                assert msg[2] == len(pcm) // 2
+                return pcm, late, computes
+            elif msg[0] == "failed":
+                raise AssertionError(f"stream failed: {msg}")
+
+    def stop(self) -> None:
+        self.send("stop")
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def harness(runtime: VocoderRuntime) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(buffer_s: float = 0.1) -> Harness:
+        h = Harness(runtime, buffer_s)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        if h.thread.is_alive():
+            h.stop()
+
+
+def reference_pcm(runtime: VocoderRuntime, mel: np.ndarray, seed: int) -> bytes:
+    return b"".join(float_to_pcm16(f) for f in runtime.generate(mel, seed=seed))
+
+
+def test_chunked_pushes_give_the_runtime_audio(runtime: VocoderRuntime, harness: Callable[..., Harness],
+                                               make_mel: Callable[..., np.ndarray]) -> None:
+    mel = make_mel(37, seed=1)
+    h = harness().start()
+    h.send("open", 1, 7, time.monotonic())
+    for a, b in [(0, 1), (1, 5), (5, 20), (20, 37)]:
+        h.send("push", 1, mel[a:b])
+    h.send("finish", 1)
+    pcm, _, computes = h.until_flushed(1)
+    assert pcm == reference_pcm(runtime, mel, seed=7)
+    assert len(computes) == 37 and all(c > 0 for c in computes)
+    # a second utterance on the same stream starts afresh with the same seed
+    h.send("push", 1, mel)
+    h.send("finish", 1)
+    assert h.until_flushed(1)[0] == pcm
+
+
+def test_interleaved_streams_are_independent(runtime: VocoderRuntime, harness: Callable[..., Harness],
+                                             make_mel: Callable[..., np.ndarray]) -> None:
+    mels = {1: make_mel(30, seed=1), 2: make_mel(45, seed=2)}
+    h = harness().start()
+    now = time.monotonic()
+    for sid, mel in mels.items():
+        h.send("open", sid, sid, now)
+        h.send("push", sid, mel)
+        h.send("finish", sid)
+    got: dict[int, bytes] = {1: b"", 2: b""}
+    done: set[int] = set()
+    while len(done) < 2:
+        msg = h.recv()
+        if msg[0] == "frames":
+            got[msg[1]] += msg[2]
+        elif msg[0] == "flushed":
+            done.add(msg[1])
+    for sid, mel in mels.items():
+        assert got[sid] == reference_pcm(runtime, mel, seed=sid)
+
+
+def test_edf_picks_the_earliest_deadline(runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]) -> None:
+    a_conn, _ = Pipe()
+    s = Scheduler(runtime, a_conn, initial_buffer_s=0.1)
+    now = time.monotonic()
+    for sid, base in [(1, now + 0.050), (2, now), (3, now - 1.0)]:
+        st = _Stream(sid=sid, seed=0, base_t=base)
+        st.vs = runtime.open_stream(seed=0)
+        st.vs.push(make_mel(10))
+        s.streams[sid] = st
+    s.streams[3].vs = None  # nothing to compute: never picked, however early its deadline
+    assert s.pick().sid == 2
+    # stream 2 is 4 frames (50 ms) ahead of stream 1: after 4 of its frames, stream 1 is due first
+    s.streams[2].frames = 5
+    assert s.pick().sid == 1
+
+
+def test_late_frames_are_counted_against_the_buffer(harness: Callable[..., Harness],
+                                                    make_mel: Callable[..., np.ndarray]) -> None:
+    mel = make_mel(20)
+    strict = harness(buffer_s=0.0).start()
+    strict.send("open", 1, 0, time.monotonic())
+    strict.send("push", 1, mel)
+    strict.send("finish", 1)
+    # with no playback buffer the first frame is due the moment its input arrives: late
+    assert strict.until_flushed(1)[1] >= 1
+    relaxed = harness(buffer_s=5.0).start()
+    relaxed.send("open", 1, 0, time.monotonic())
+    relaxed.send("push", 1, mel)
+    relaxed.send("finish", 1)
+    assert relaxed.until_flushed(1)[1] == 0
+
+
+def test_close_drops_the_stream_at_once(harness: Callable[..., Harness],
+                                        make_mel: Callable[..., np.ndarray]) -> None:
+    h = harness().start()
+    h.send("open", 1, 0, time.monotonic())
+    h.send("push", 1, make_mel(3000))  # far more than the worker computes before the close
+    h.send("finish", 1)
+    first = h.recv()
+    assert first[0] == "frames" and first[1] == 1
+    h.send("close", 1)
+    h.send("open", 2, 0, time.monotonic())
+    h.send("finish", 2)  # an empty utterance: answered at once, after the close was applied
+    frames_of_1 = len(first[3])
+    while True:
+        msg = h.recv()
+        if msg[0] == "frames" and msg[1] == 1:
+            frames_of_1 += len(msg[3])
+        if msg[0] == "flushed":
+            assert msg[1] == 2 and msg[2] == 0
+            break
+    assert frames_of_1 < 3000
+    assert not h.conn.poll(0.2), "frames kept coming after close"
+    assert 1 not in h.scheduler.streams
+
+
+def test_bad_mel_fails_only_that_stream(harness: Callable[..., Harness],
+                                        make_mel: Callable[..., np.ndarray]) -> None:
+    h = harness().start()
+    h.send("open", 1, 0, time.monotonic())
+    h.send("push", 1, np.full((4, 80), np.nan, np.float32))
+    msg = h.recv()
+    assert msg[:3] == ("failed", 1, "input") and "non-finite" in msg[3]
+    h.send("open", 2, 0, time.monotonic())
+    h.send("push", 2, make_mel(5))
+    h.send("finish", 2)
+    assert len(h.until_flushed(2)[0]) == 5 * 300 * 2
+
+
+def test_worker_exits_when_the_parent_goes(harness: Callable[..., Harness]) -> None:
+    h = harness().start()
+    h.conn.close()
+    h.thread.join(10)
+    assert not h.thread.is_alive()
+
+
+def test_step_measurement_is_positive(runtime: VocoderRuntime) -> None:
+    us = measure_step_us(runtime, frames=5)
+    assert 0 < us < 1000
