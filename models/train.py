@@ -1,0 +1,472 @@
+"""`sparrow train`: teacher-forced WaveRNN training with gradual block pruning, on CPU.
+
+Reads the corpus written by `sparrow data` (data/corpus/metadata.csv, wav/<id>.wav, mel/<id>.npy),
+re-reading metadata.csv every few minutes so training can start while the corpus still grows.
+Each step takes random crops of a few mel frames (plus the conditioning context around them),
+runs the GRU over the crop's samples with the true previous sample as input, and minimises
+cross-entropy over the 256 mu-law classes. W_hh, FC1 and FC2 are pruned to `config.density` in
+blocks of `(block_rows, block_cols)` on a cubic schedule; masks are re-applied after every step.
+
+Schedules (learning rate, pruning) run on `progress` in [0, 1]: the share of `--steps` done, or of
+the time budget (`--max-minutes` plus time already trained when resuming), whichever is further.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from models.config import TINY, VocoderConfig
+from models.reference import SPARSE_WEIGHTS, mulaw_encode
+from models.sparsity import block_norms, magnitude_block_mask
+from models.wavernn import WaveRNN, pad_mel, prev_inputs, to_reference_weights
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class CorpusError(ValueError):
+    """The training corpus is missing or malformed."""
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Utterance:
+    id: str
+    classes: np.ndarray  # [samples] uint8 mu-law classes of the audio
+    mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
+
+    @property
+    def usable_frames(self) -> int:
+        # The last frame is partial (frames = samples // hop + 1) and interpolates towards itself;
+        # crops stop before it so every crop's next-frame conditioning is real data.
+        return self.mel.shape[0] - 5
+
+
+@dataclass
+class Corpus:
+    """All utterances of one split in memory (the corpus is small: ~1 h of 8-bit classes + mels)."""
+
+    root: Path
+    split: str
+    config: VocoderConfig
+    utterances: list[Utterance] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+
+    def refresh(self) -> int:
+        """Load utterances added to metadata.csv since the last call; returns how many were added."""
+        meta = self.root / "metadata.csv"
+        if not meta.exists():
+            raise CorpusError(f"no corpus at {self.root} (expected {meta}); run `sparrow data` first")
+        with meta.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        added = 0
+        hop = self.config.hop_length
+        for row in rows:
+            uid = row.get("id", "")
+            if row.get("split") != self.split or uid in self._seen:
+                continue
+            wav, mel = self.root / "wav" / f"{uid}.wav", self.root / "mel" / f"{uid}.npy"
+            if not (wav.exists() and mel.exists()):
+                continue  # still being written: pick it up next refresh
+            self._seen.add(uid)
+            try:
+                audio, sr = sf.read(wav, dtype="float32")
+                m = np.load(mel).astype(np.float32)
+            except (OSError, ValueError, RuntimeError) as exc:
+                logger.warning("skipping %s: %s", uid, exc)
+                continue
+            if sr != self.config.sample_rate or audio.ndim != 1 or m.shape != (
+                audio.shape[0] // hop + 1,
+                self.config.n_mels,
+            ):
+                logger.warning("skipping %s: sr=%s audio %s mel %s break the contract", uid, sr, audio.shape, m.shape)
+                continue
+            utt = Utterance(uid, mulaw_encode(audio).astype(np.uint8), pad_mel(m))
+            if utt.usable_frames >= 1:
+                self.utterances.append(utt)
+                added += 1
+        return added
+
+    @property
+    def frames(self) -> int:
+        return sum(u.usable_frames for u in self.utterances)
+
+
+def sample_batch(
+    utts: list[Utterance], config: VocoderConfig, batch: int, crop_frames: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random crops of `crop_frames` frames, utterances drawn in proportion to their length.
+
+    Returns mel [B, crop + 5, n_mels], prev [B, crop * hop] float32, target [B, crop * hop] int64.
+    """
+    hop = config.hop_length
+    lengths = np.array([max(0, u.usable_frames - crop_frames + 1) for u in utts], np.float64)
+    if lengths.sum() == 0:
+        raise CorpusError(f"no utterance is longer than {crop_frames + 1} frames")
+    picks = rng.choice(len(utts), size=batch, p=lengths / lengths.sum())
+    n = crop_frames * hop
+    mel = np.empty((batch, crop_frames + 5, config.n_mels), np.float32)
+    prev = np.empty((batch, n), np.float32)
+    target = np.empty((batch, n), np.int64)
+    for b, i in enumerate(picks):
+        u = utts[i]
+        f0 = int(rng.integers(0, u.usable_frames - crop_frames + 1))
+        mel[b] = u.mel[f0 : f0 + crop_frames + 5]  # padded rows f..f+4 condition frame f
+        start = f0 * hop
+        target[b] = u.classes[start : start + n]
+        prev[b] = prev_inputs(u.classes, start, n)
+    return mel, prev, target
+
+
+# --- schedules and pruning -------------------------------------------------------------------------
+
+
+def cubic_density(progress: float, target: float, start: float, end: float) -> float:
+    """Density 1.0 until `start`, then target + (1 - target) * (1 - x)^3 with x going 0 -> 1 at `end`."""
+    if progress <= start:
+        return 1.0
+    x = min(1.0, (progress - start) / max(end - start, 1e-9))
+    return target + (1.0 - target) * (1.0 - x) ** 3
+
+
+def learning_rate(progress: float, step: int, peak: float, warmup: int, final: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from `peak` to `final` over progress."""
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    cos = final + 0.5 * (peak - final) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warm * cos
+
+
+class Pruner:
+    """Block-magnitude masks for the sparse matrices; applied after every optimizer step."""
+
+    def __init__(self, model: WaveRNN, config: VocoderConfig) -> None:
+        self.params = model.sparse_parameters()
+        self.block = (config.block_rows, config.block_cols)
+        self.masks = {k: torch.ones_like(p) for k, p in self.params.items()}
+        self.density = 1.0
+
+    def update(self, density: float) -> None:
+        """Recompute masks from the current magnitudes at `density` (kept blocks only shrink in number)."""
+        self.density = density
+        if density >= 1.0:
+            return
+        for k, p in self.params.items():
+            w = p.detach().float().numpy()
+            self.masks[k] = torch.from_numpy(magnitude_block_mask(w, self.block, density))
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for k, p in self.params.items():
+            p.mul_(self.masks[k])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"density": self.density, "masks": {k: m.bool() for k, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.density = float(state["density"])
+        self.masks = {k: m.float() for k, m in state["masks"].items()}
+
+
+def finalize_sparsity(weights: dict[str, np.ndarray], config: VocoderConfig) -> dict[str, np.ndarray]:
+    """Prune the sparse matrices to exactly the target density (a no-op once training reached it)."""
+    out = dict(weights)
+    for name in SPARSE_WEIGHTS:
+        mask = magnitude_block_mask(weights[name], (config.block_rows, config.block_cols), config.density)
+        out[name] = (weights[name] * mask).astype(np.float32)
+    return out
+
+
+def block_density(w: np.ndarray, config: VocoderConfig) -> float:
+    norms = block_norms(w, (config.block_rows, config.block_cols))
+    return float(np.count_nonzero(norms) / norms.size)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig]:
+    config = VocoderConfig.from_dict(state["config"])
+    model = WaveRNN(config)
+    model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    return model, config
+
+
+def export(state: dict[str, Any], out_dir: Path) -> dict[str, np.ndarray]:
+    """Checkpoint -> out_dir/{weights.npz, config.json}, exactly block-sparse at the target density."""
+    model, config = model_from_checkpoint(state)
+    weights = finalize_sparsity(to_reference_weights(model), config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "weights.npz", **weights)
+    config.save(out_dir / "config.json")
+    for name in SPARSE_WEIGHTS:
+        logger.info("exported %s: block density %.4f", name, block_density(weights[name], config))
+    logger.info("exported step %s weights to %s", state.get("step"), out_dir)
+    return weights
+
+
+def save_small(state: dict[str, Any], path: Path) -> None:
+    """A compact resumable checkpoint: fp16 weights + masks + counters (no optimizer moments)."""
+    small = {
+        "config": state["config"],
+        "model": {k: v.half() for k, v in state["model"].items()},
+        "pruner": state["pruner"],
+        "step": state["step"],
+        "train_seconds": state["train_seconds"],
+        "args": state.get("args", {}),
+        "history": state.get("history", [])[-50:],
+    }
+    save_checkpoint(path, small)
+    logger.info("saved compact checkpoint %s (%.1f MB)", path, path.stat().st_size / 1e6)
+
+
+# --- training --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainSettings:
+    batch: int = 48
+    crop_frames: int = 3
+    lr: float = 1e-3
+    final_lr: float = 5e-5
+    warmup: int = 200
+    prune_start: float = 0.15
+    prune_end: float = 0.65
+    bf16: bool = True
+    grad_clip: float = 1.0
+
+
+def _progress(step: int, train_seconds: float, steps: int | None, budget_seconds: float | None) -> float:
+    parts = [0.0]
+    if steps:
+        parts.append(step / steps)
+    if budget_seconds:
+        parts.append(train_seconds / budget_seconds)
+    return min(1.0, max(parts))
+
+
+@torch.no_grad()
+def evaluate_loss(model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool) -> float:
+    mel, prev, target = (torch.from_numpy(a) for a in batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(mel, prev)
+    return float(F.cross_entropy(logits.float().reshape(-1, 256), target.reshape(-1)))
+
+
+def train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir) / args.name
+    ckpt_path = run_dir / CHECKPOINT
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+
+    state: dict[str, Any] | None = None
+    if args.resume:
+        src = Path(args.resume) if args.resume != "auto" else ckpt_path
+        state = load_checkpoint(src)
+        model, config = model_from_checkpoint(state)
+        logger.info("resumed from %s at step %d", src, state["step"])
+    else:
+        config = TINY if args.tiny else VocoderConfig()
+        overrides = {k: getattr(args, k) for k in ("hidden_size", "fc_size") if getattr(args, k)}
+        if overrides:
+            config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
+        model = WaveRNN(config)
+    s = TrainSettings(
+        batch=args.batch, crop_frames=args.crop_frames, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
+        prune_start=args.prune_start, prune_end=args.prune_end,
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999))
+    pruner = Pruner(model, config)
+    step, prior_seconds, history = 0, 0.0, []
+    if state is not None:
+        step, prior_seconds = int(state["step"]), float(state["train_seconds"])
+        history = list(state.get("history", []))
+        pruner.load_state_dict(state["pruner"])
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
+    budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
+
+    corpus = Corpus(Path(args.corpus), "train", config)
+    corpus.refresh()
+    held_out = Corpus(Path(args.corpus), "test", config)
+    held_out.refresh()
+    if not corpus.utterances:
+        raise CorpusError(f"no usable training utterances in {args.corpus}")
+    val_rng = np.random.default_rng(1234)
+    val_batch = (
+        sample_batch(held_out.utterances, config, 32, s.crop_frames, val_rng) if held_out.utterances else None
+    )
+    logger.info(
+        "training H=%d F=%d block %dx%d density %.2f | %d utterances (%d frames) | batch %d x %d samples, "
+        "%d threads, bf16=%s",
+        config.hidden_size, config.fc_size, config.block_rows, config.block_cols, config.density,
+        len(corpus.utterances), corpus.frames, s.batch, s.crop_frames * config.hop_length, args.threads, s.bf16,
+    )
+
+    def snapshot(seconds: float) -> dict[str, Any]:
+        return {
+            "config": config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "pruner": pruner.state_dict(),
+            "step": step,
+            "train_seconds": seconds,
+            "args": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "func"},
+            "history": history,
+        }
+
+    t_start = time.monotonic()
+    last_ckpt = last_refresh = last_log = t_start
+    window_steps, window_loss, window_t = 0, 0.0, t_start
+    samples_per_step = s.batch * s.crop_frames * config.hop_length
+    model.train()
+    while True:
+        now = time.monotonic()
+        seconds = prior_seconds + (now - t_start)
+        if args.steps and step >= args.steps:
+            break
+        if args.max_minutes and now - t_start >= args.max_minutes * 60:
+            break
+        progress = _progress(step, seconds, args.steps, budget)
+        density = cubic_density(progress, config.density, s.prune_start, s.prune_end)
+        # Masks follow the schedule every `prune_every` steps (and once more exactly at the target).
+        # Once at the target the masks are frozen, so the kept blocks can settle.
+        if density < 1.0 and pruner.density != config.density:
+            if step % args.prune_every == 0 or density == config.density:
+                pruner.update(density)
+        lr = learning_rate(progress, step, s.lr, s.warmup, s.final_lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+        mel, prev, target = (torch.from_numpy(a) for a in sample_batch(corpus.utterances, config, s.batch, s.crop_frames, rng))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+            logits = model(mel, prev)
+        loss = F.cross_entropy(logits.float().reshape(-1, config.n_classes), target.reshape(-1))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        opt.step()
+        pruner.apply()
+        step += 1
+        window_steps += 1
+        window_loss += float(loss.detach())
+
+        now = time.monotonic()
+        if now - last_log >= args.log_seconds or (args.steps and step == args.steps):
+            rate = window_steps / max(now - window_t, 1e-9)
+            entry = {
+                "step": step, "loss": window_loss / window_steps, "lr": lr, "density": pruner.density,
+                "steps_per_s": rate, "samples_per_s": rate * samples_per_step, "progress": progress,
+                "minutes": (prior_seconds + now - t_start) / 60,
+            }
+            if val_batch is not None and step % max(1, args.val_every) < window_steps:
+                model.eval()
+                entry["val_loss"] = evaluate_loss(model, val_batch, s.bf16)
+                model.train()
+            history.append(entry)
+            logger.info(
+                "step %d | loss %.4f%s | lr %.2e | density %.3f | %.2f steps/s %.0f samples/s | %.1f%% | %.1f min",
+                step, entry["loss"], f" val {entry['val_loss']:.4f}" if "val_loss" in entry else "", lr,
+                pruner.density, rate, entry["samples_per_s"], 100 * progress, entry["minutes"],
+            )
+            window_steps, window_loss, window_t, last_log = 0, 0.0, now, now
+        if now - last_refresh >= args.refresh_minutes * 60:
+            added = corpus.refresh()
+            if added:
+                logger.info("corpus grew by %d utterances to %d", added, len(corpus.utterances))
+            last_refresh = now
+        if now - last_ckpt >= args.checkpoint_minutes * 60:
+            save_checkpoint(ckpt_path, snapshot(prior_seconds + now - t_start))
+            logger.info("checkpoint %s at step %d", ckpt_path, step)
+            last_ckpt = now
+
+    final = snapshot(prior_seconds + time.monotonic() - t_start)
+    save_checkpoint(ckpt_path, final)
+    logger.info("finished at step %d; checkpoint %s", step, ckpt_path)
+    if args.export:
+        export(final, Path(args.export))
+    if args.save_small:
+        save_small(final, Path(args.save_small))
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", default="data/corpus", help="directory written by `sparrow data`")
+    parser.add_argument("--name", default="wavernn-slt", help="run name: checkpoints go to RUN_DIR/NAME/")
+    parser.add_argument("--run-dir", default="runs")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from RUN_DIR/NAME/checkpoint.pt, or from the given checkpoint file")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (in total)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of this run")
+    parser.add_argument("--tiny", action="store_true", help="models.config.TINY-sized model (smoke tests)")
+    parser.add_argument("--hidden-size", type=int, default=None)
+    parser.add_argument("--fc-size", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--crop-frames", type=int, default=3, help="mel frames (x hop samples) per crop")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--prune-start", type=float, default=0.15, help="progress at which pruning starts")
+    parser.add_argument("--prune-end", type=float, default=0.65, help="progress at which density hits target")
+    parser.add_argument("--prune-every", type=int, default=25, help="steps between mask updates")
+    parser.add_argument("--fp32", action="store_true", help="no bfloat16 autocast (slower, bit-closer)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-seconds", type=float, default=30.0)
+    parser.add_argument("--val-every", type=int, default=100, help="steps between held-out loss checks")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--refresh-minutes", type=float, default=5.0, help="re-read metadata.csv this often")
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="write DIR/weights.npz + config.json (after training, or from --resume with --steps 0)")
+    parser.add_argument("--save-small", default=None, metavar="PATH", help="also write a compact fp16 checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Export-only: `sparrow train --resume [CKPT] --export DIR --steps 0` skips the corpus entirely.
+    if args.resume and args.steps == 0:
+        state = load_checkpoint(Path(args.resume) if args.resume != "auto" else Path(args.run_dir) / args.name / CHECKPOINT)
+        if args.export:
+            export(state, Path(args.export))
+        if args.save_small:
+            save_small(state, Path(args.save_small))
+        return 0
+    try:
+        return train(args)
+    except (CorpusError, FileNotFoundError) as exc:
+        print(f"sparrow train: {exc}", file=sys.stderr)
+        return 1
