@@ -111,6 +111,8 @@ class Session:
                 logger.error("websocket session failed: %r", exc, exc_info=exc)
             else:
                 logger.info("websocket closed with %d: %s", m.ws_close, m.message)
+            if self.handle is not None:
+                self.handle.close()  # free the worker slot now, not after a slow client's close
             await self._error_close(m.message, m.ws_close)
         finally:
             if self.handle is not None:

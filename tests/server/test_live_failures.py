@@ -1,0 +1,225 @@
+"""Integration, when things go wrong: capacity, dead workers, vanished or slow clients, idling.
+
+Each test that needs special settings gets its own real uvicorn + workers (a fork each: cheap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from serverkit import LiveServer, mel_bytes_b64, metric_value, start_live_server, tiny_settings, ws_session
+
+pytestmark = pytest.mark.anyio
+CORES = sorted(os.sched_getaffinity(0))
+
+
+@pytest.fixture
+def server_with(tiny_model_dir: Path) -> Iterator[Callable[..., LiveServer]]:
+    started: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        live = start_live_server(tiny_settings(tiny_model_dir, **overrides))
+        started.append(live)
+        return live
+
+    yield make
+    for live in started:
+        live.stop()
+
+
+def readyz(live: LiveServer) -> dict[str, Any]:
+    with live.client() as c:
+        return c.get("/readyz").json()
+
+
+def metrics(live: LiveServer) -> str:
+    with live.client() as c:
+        return c.get("/metrics").text
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def opened(url: str, **kw: Any) -> ClientConnection:
+    ws = await connect(url, max_size=None, **kw)
+    assert json.loads(await ws.recv())["type"] == "start"
+    return ws
+
+
+async def drain_ws(ws: ClientConnection) -> tuple[list[dict[str, Any]], bytes]:
+    events, audio = [], b""
+    try:
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                audio += msg
+            else:
+                events.append(json.loads(msg))
+    except ConnectionClosed:
+        pass  # closed with an error code: the caller checks ws.close_code
+    return events, audio
+
+
+async def test_over_capacity_is_refused_and_admitted_streams_keep_real_time(
+    server_with: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
+    live = server_with(max_streams=1, initial_buffer_s=0.5)
+    held = [await opened(live.ws_url) for _ in CORES]  # one stream per worker: all full
+    try:
+        await wait_for(lambda: readyz(live)["streams_in_flight"] == len(CORES), what="admission")
+        events, _, code, reason = await ws_session(live.ws_url, [])
+        assert code == 1013 and "capacity" in events[-1]["message"] and "capacity" in reason
+        async with httpx.AsyncClient(base_url=live.url) as c:
+            r = await c.post("/v1/synthesize", json={"mel": make_mel(4).tolist()})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "no_capacity"
+        # the admitted streams run in real time (mel fed at 4x real time) with no late frame
+        mel = make_mel(400)
+        for i in range(0, 400, 20):
+            for ws in held:
+                await ws.send(json.dumps({"type": "mel", **mel_bytes_b64(mel[i : i + 20])}))
+            await asyncio.sleep(20 * 0.0125 / 4)
+        for ws in held:
+            await ws.send(json.dumps({"type": "close"}))
+        for ws in held:
+            events, audio = await drain_ws(ws)
+            assert events[-1]["type"] == "end" and len(audio) == 400 * 600
+    finally:
+        for ws in held:
+            await ws.close()
+    text = metrics(live)
+    assert metric_value(text, "sparrow_late_frames_total") == 0
+    assert metric_value(text, "sparrow_streams_refused_total", {"reason": "capacity"}) == 2
+    assert metric_value(text, "sparrow_requests_total", {"route": "/v1/synthesize", "status": "429"}) == 1
+
+
+@pytest.mark.skipif(len(CORES) < 2, reason="needs two cores: one worker dies, the other goes on")
+async def test_killed_worker_fails_its_streams_others_finish_and_it_comes_back(
+    server_with: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
+    # equal capacities make placement deterministic: a -> first core, b -> second, http -> first
+    live = server_with(cores=CORES[:2], max_streams=2)
+    a = await opened(live.ws_url)
+    b = await opened(live.ws_url)
+    long_mel = make_mel(12_000)
+
+    async def long_http() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as c:
+            return await c.post("/v1/synthesize", json={"mel": mel_bytes_b64(long_mel), "format": "pcm"})
+
+    http = asyncio.ensure_future(long_http())
+    try:
+        await a.send(json.dumps({"type": "mel", "mel": make_mel(20).tolist()}))
+        await b.send(json.dumps({"type": "mel", "mel": make_mel(20).tolist()}))
+        await wait_for(lambda: readyz(live)["streams_in_flight"] == 3, what="three streams")
+        victim = readyz(live)["workers"][0]
+        assert victim["core"] == CORES[0] and victim["streams"] == 2
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        events, _ = await asyncio.wait_for(drain_ws(a), 30)
+        assert a.close_code == 1011 and "died" in events[-1]["message"]
+        r = await asyncio.wait_for(http, 30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_died"
+
+        await b.send(json.dumps({"type": "close"}))  # the other worker's stream is unaffected
+        events, audio = await asyncio.wait_for(drain_ws(b), 30)
+        assert b.close_code == 1000 and events[-1]["type"] == "end" and len(audio) == 20 * 600
+    finally:
+        http.cancel()
+        await a.close()
+        await b.close()
+    await wait_for(lambda: readyz(live)["ready"], 60, "the restarted worker")
+    status = readyz(live)
+    restarted = next(w for w in status["workers"] if w["core"] == victim["core"])
+    assert restarted["restarts"] == 1 and restarted["pid"] != victim["pid"]
+    assert metric_value(metrics(live), "sparrow_worker_restarts_total", {"core": str(victim["core"])}) == 1
+    events, audio, code, _ = await ws_session(live.ws_url, [{"type": "mel", "mel": make_mel(5).tolist()},
+                                                            {"type": "close"}])
+    assert code == 1000 and len(audio) == 5 * 600
+
+
+async def test_client_disconnect_frees_the_worker(live: LiveServer, make_mel: Callable[..., np.ndarray]) -> None:
+    samples = lambda: metric_value(metrics(live), "sparrow_samples_generated_total")  # noqa: E731
+    long_mel = mel_bytes_b64(make_mel(12_000))
+    full = 12_000 * 300
+
+    # websocket: vanish mid-stream (TCP closed without a close handshake)
+    start = samples()
+    ws = await opened(live.ws_url)
+    await ws.send(json.dumps({"type": "mel", **long_mel}))
+    await ws.send(json.dumps({"type": "flush"}))
+    assert isinstance(await ws.recv(), bytes)
+    ws.transport.abort()
+    await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "ws stream release")
+    await asyncio.sleep(0.3)
+    assert samples() - start < full  # the worker dropped it, it did not finish the work
+
+    # HTTP: a client that gives up on a long /v1/synthesize
+    start = samples()
+    async with httpx.AsyncClient(base_url=live.url) as c:
+        with pytest.raises(httpx.TimeoutException):
+            await c.post("/v1/synthesize", json={"mel": long_mel}, timeout=httpx.Timeout(30, read=0.3))
+    await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "http stream release")
+    await asyncio.sleep(0.3)
+    assert samples() - start < full
+
+    # HTTP streaming: the OpenAI route, closed after the first chunk
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+        text = " ".join(["This sentence keeps the stream busy for a while."] * 6)
+        async with c.stream("POST", "/v1/audio/speech",
+                            json={"model": "tts-1", "input": text, "response_format": "pcm"}) as r:
+            assert r.status_code == 200
+            async for _ in r.aiter_bytes():
+                break
+    await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 15, "speech stream release")
+
+
+async def test_client_that_does_not_read_is_closed_4429(server_with: Callable[..., LiveServer],
+                                                        make_mel: Callable[..., np.ndarray]) -> None:
+    live = server_with(ws_send_buffer_bytes=64 * 1024)
+    ws = await opened(live.ws_url, max_queue=1)  # the client library stops reading when full
+    await ws.send(json.dumps({"type": "mel", **mel_bytes_b64(make_mel(12_000))}))
+    await ws.send(json.dumps({"type": "flush"}))
+    # not reading: once the socket buffers are full the server must drop the stream (bounded
+    # memory) rather than queue all 7 MB of audio
+    await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 30, "slow client dropped")
+    events, audio = await asyncio.wait_for(drain_ws(ws), 30)
+    assert ws.close_code == 4429 and "not reading" in events[-1]["message"]
+    assert len(audio) < 12_000 * 600
+
+
+async def test_idle_websocket_is_closed_4408(server_with: Callable[..., LiveServer]) -> None:
+    live = server_with(idle_timeout_s=0.5)
+    t0 = time.monotonic()
+    events, _, code, _ = await ws_session(live.ws_url, [])
+    assert code == 4408 and "idle" in events[-1]["message"]
+    assert 0.4 < time.monotonic() - t0 < 10
+    assert readyz(live)["streams_in_flight"] == 0
+
+
+async def test_busy_websocket_is_not_idle(server_with: Callable[..., LiveServer],
+                                          make_mel: Callable[..., np.ndarray]) -> None:
+    """A stream that is still sending audio is not idle, even with no client message."""
+    live = server_with(idle_timeout_s=0.3)
+    events, audio, code, _ = await ws_session(live.ws_url, [
+        {"type": "mel", **mel_bytes_b64(make_mel(3000))}, {"type": "flush"}])
+    # it idles out only after the flush was delivered
+    assert code == 4408 and [e["type"] for e in events] == ["start", "flushed", "error"]
+    assert len(audio) == 3000 * 600
