@@ -1,0 +1,340 @@
+"""`sparrow eval`: vocoding quality on held-out utterances, through the server's own runtime path.
+
+For each `split == test` utterance of the corpus, the original log-mel is vocoded by every compiled
+model given (TVM runtime, `VocoderRuntime.generate`, exactly what the server runs) and by
+Griffin-Lim from the same mel; each output is compared with the original audio:
+
+- LSD, log-spectral distance (dB): per frame sqrt(mean_k (10 log10 P_ref - 10 log10 P_out)^2) over
+  the STFT bins of models.features (2048-point FFT, 50 ms window, 12.5 ms hop), averaged over frames.
+- MCD, mel-cepstral distortion (dB): (10 / ln 10) sqrt(2 sum_{d=1..24} (c_d - c'_d)^2) per frame,
+  where c is the cepstrum (DCT-II, true-cepstrum scaling) of the natural-log magnitude mel spectrum
+  (80 bands); c_0 (loudness) is left out as usual. A filterbank cepstrum, not SPTK's all-pass
+  mel-cepstrum: the scale is the usual one, but compare rows with each other first.
+
+Both are computed over active frames only (reference frame energy within 40 dB of the utterance's
+loudest frame): leading/trailing silence would otherwise dominate with arbitrary values.
+The outputs are sample-aligned with the original (same mel, same hop), so no time warping is used.
+
+No torch here: the TVM runtime, numpy/scipy, and (optionally) librosa for Griffin-Lim and
+matplotlib for the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.fft import dct
+
+from models.features import SPEC, log_mel, magnitude_spectrogram, mel_filterbank
+
+logger = logging.getLogger(__name__)
+
+N_CEPSTRA = 24
+ACTIVE_DB = 40.0
+POWER_FLOOR = 1e-10  # -100 dB re full scale: keeps log finite for digital silence
+
+
+class EvalError(ValueError):
+    """Bad evaluation input (missing corpus, no test utterances, no models)."""
+
+
+# --- metrics (pure) --------------------------------------------------------------------------------
+
+
+def _align(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = min(ref.shape[0], out.shape[0])
+    if n == 0:
+        raise ValueError("cannot compare empty signals")
+    return ref[:n].astype(np.float64), out[:n].astype(np.float64)
+
+
+def active_frames(ref_power: np.ndarray, within_db: float = ACTIVE_DB) -> np.ndarray:
+    """Frames whose energy is within `within_db` of the loudest: bool [frames]."""
+    energy_db = 10 * np.log10(ref_power.sum(axis=1) + POWER_FLOOR)
+    return energy_db >= energy_db.max() - within_db
+
+
+def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
+    """LSD in dB between two sample-aligned signals float [L] (truncated to the shorter one)."""
+    ref, out = _align(ref, out)
+    p_ref = magnitude_spectrogram(ref) ** 2  # [frames, bins]
+    p_out = magnitude_spectrogram(out) ** 2
+    active = active_frames(p_ref)
+    diff = 10 * np.log10(p_ref[active] + POWER_FLOOR) - 10 * np.log10(p_out[active] + POWER_FLOOR)
+    return float(np.mean(np.sqrt(np.mean(diff**2, axis=1))))
+
+
+def mel_cepstrum(audio: np.ndarray, n: int = N_CEPSTRA) -> np.ndarray:
+    """Cepstra c_1..c_n of the natural-log magnitude mel spectrum: float64 [frames, n].
+
+    Scaled as a true cepstrum, ln|M(w)| = c_0 + 2 sum_k c_k cos(k w), as SPTK's mel-cepstra are,
+    so the usual MCD formula applies: scipy's unnormalised DCT-II is 2 sum_n x_n cos(..), hence / 2N.
+    """
+    log_amp = log_mel(audio).astype(np.float64)  # [frames, 80] natural-log magnitude
+    return dct(log_amp, type=2, axis=1)[:, 1 : n + 1] / (2 * log_amp.shape[1])
+
+
+def mel_cepstral_distortion(ref: np.ndarray, out: np.ndarray) -> float:
+    """MCD in dB between two sample-aligned signals float [L] (truncated to the shorter one)."""
+    ref, out = _align(ref, out)
+    active = active_frames(magnitude_spectrogram(ref) ** 2)
+    d = mel_cepstrum(ref)[active] - mel_cepstrum(out)[active]
+    return float(np.mean(10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(d**2, axis=1))))
+
+
+# --- systems ---------------------------------------------------------------------------------------
+
+
+def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
+    """Log-mel [N, 80] -> float32 audio [(N - 1) * hop]: NNLS mel inversion + Griffin-Lim (librosa)."""
+    import librosa  # optional: part of the `train` extra
+
+    magnitude_mel = np.exp(mel.astype(np.float64)).T  # [80, N]
+    linear = librosa.util.nnls(mel_filterbank().astype(np.float64), magnitude_mel)  # [bins, N]
+    audio = librosa.griffinlim(
+        linear,
+        n_iter=n_iter,
+        hop_length=SPEC.hop_length,
+        win_length=SPEC.win_length,
+        n_fft=SPEC.n_fft,
+        window="hann",
+        center=True,
+        random_state=seed,
+    )
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def vocode_runtime(runtime: object, mel: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Whole-mel vocoding through VocoderRuntime.generate: float32 [N * hop]."""
+    frames = list(runtime.generate(mel, seed=seed))  # type: ignore[attr-defined]
+    return np.concatenate(frames).astype(np.float32) if frames else np.zeros(0, np.float32)
+
+
+# --- corpus ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestUtterance:
+    id: str
+    audio: np.ndarray  # float32 [L]
+    mel: np.ndarray  # float32 [L // hop + 1, 80]
+    text: str
+
+
+def load_test_set(corpus: Path, limit: int | None, max_seconds: float | None) -> list[TestUtterance]:
+    meta = corpus / "metadata.csv"
+    if not meta.exists():
+        raise EvalError(f"no corpus at {corpus} (expected {meta}); run `sparrow data` first")
+    with meta.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("split") == "test"]
+    rows.sort(key=lambda r: r["id"])
+    out = []
+    for row in rows[:limit] if limit else rows:
+        audio, sr = sf.read(corpus / "wav" / f"{row['id']}.wav", dtype="float32")
+        mel = np.load(corpus / "mel" / f"{row['id']}.npy").astype(np.float32)
+        if sr != SPEC.sample_rate:
+            raise EvalError(f"{row['id']}: sample rate {sr}, expected {SPEC.sample_rate}")
+        if max_seconds:
+            frames = max(1, int(max_seconds * SPEC.sample_rate / SPEC.hop_length))
+            mel, audio = mel[:frames], audio[: frames * SPEC.hop_length]
+        out.append(TestUtterance(row["id"], audio, mel, row.get("text", "")))
+    if not out:
+        raise EvalError(f"no test utterances in {meta}")
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def evaluate(
+    utterances: list[TestUtterance],
+    systems: dict[str, object],
+    *,
+    griffin_lim_iters: int | None = 32,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+    """Score every system on every utterance. Returns (summary, audio by utterance and system).
+
+    systems: name -> a VocoderRuntime (anything with generate(mel, seed)). Griffin-Lim is added as
+    "griffin-lim" unless griffin_lim_iters is None. summary[name] = {lsd_db, mcd_db, rtf, n}.
+    """
+    names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
+    per: dict[str, dict[str, list[float]]] = {n: {"lsd_db": [], "mcd_db": [], "seconds": []} for n in names}
+    audio_out: dict[str, dict[str, np.ndarray]] = {}
+    total_audio = 0.0
+    for utt in utterances:
+        outs: dict[str, np.ndarray] = {"original": utt.audio}
+        total_audio += utt.audio.shape[0] / SPEC.sample_rate
+        for name in names:
+            t0 = time.perf_counter()
+            if name == "griffin-lim":
+                y = griffin_lim(utt.mel, n_iter=griffin_lim_iters or 32, seed=seed)
+            else:
+                y = vocode_runtime(systems[name], utt.mel, seed=seed)
+            per[name]["seconds"].append(time.perf_counter() - t0)
+            per[name]["lsd_db"].append(log_spectral_distance(utt.audio, y))
+            per[name]["mcd_db"].append(mel_cepstral_distortion(utt.audio, y))
+            outs[name] = y[: utt.audio.shape[0]]
+            logger.info("%s %-20s LSD %.2f dB  MCD %.2f dB", utt.id, name, per[name]["lsd_db"][-1], per[name]["mcd_db"][-1])
+        audio_out[utt.id] = outs
+    summary = {
+        n: {
+            "lsd_db": float(np.mean(v["lsd_db"])),
+            "mcd_db": float(np.mean(v["mcd_db"])),
+            "rtf": float(np.sum(v["seconds"]) / total_audio),
+            "n": len(v["lsd_db"]),
+        }
+        for n, v in per.items()
+    }
+    return summary, audio_out
+
+
+def format_table(summary: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| system | LSD (dB) ↓ | MCD (dB) ↓ | real-time factor | utterances |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in summary.items():
+        lines.append(f"| {name} | {m['lsd_db']:.2f} | {m['mcd_db']:.2f} | {m['rtf']:.3f} | {m['n']} |")
+    return "\n".join(lines)
+
+
+def save_spectrograms(path: Path, outs: dict[str, np.ndarray], title: str) -> None:
+    """Side-by-side log spectrograms (original first) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(outs), figsize=(4 * len(outs), 3.2), sharey=True)
+    top = None  # one colour scale for all panels, set by the first (the original)
+    for ax, (name, y) in zip(np.atleast_1d(axes), outs.items()):
+        db = 20 * np.log10(magnitude_spectrogram(y).T + 1e-5)
+        top = float(db.max()) if top is None else top
+        extent = (0, y.shape[0] / SPEC.sample_rate, 0, SPEC.sample_rate / 2000)
+        ax.imshow(db, origin="lower", aspect="auto", extent=extent, vmin=top - 90, vmax=top, cmap="magma")
+        ax.set_title(name)
+        ax.set_xlabel("s")
+    np.atleast_1d(axes)[0].set_ylabel("kHz")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_quality_doc(path: Path, summary: dict[str, dict[str, float]], args: argparse.Namespace,
+                      plots: list[str], samples: list[str], manifests: dict[str, dict]) -> None:
+    models = "\n".join(
+        f"- `{name}`: {m.get('description') or ''} (trained: {m.get('trained')}, ISA module used: "
+        f"{m.get('_isa', '?')})"
+        for name, m in manifests.items()
+    )
+    lines = [
+        "## Vocoding quality",
+        "",
+        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds}` on the held-out "
+        "(`split == test`) utterances of the Festival corpus: each original log-mel is vocoded through the TVM "
+        "runtime (`VocoderRuntime.generate`, the server's own path) and by Griffin-Lim (32 iterations, NNLS mel "
+        "inversion) from the same mel, and compared with the original audio. Lower is better for both metrics; "
+        "the real-time factor is wall time / audio time on this shared machine (Griffin-Lim includes librosa).",
+        "",
+        format_table(summary),
+        "",
+        "- **LSD** (log-spectral distance): RMS over STFT bins of the dB difference, averaged over active frames "
+        "(within 40 dB of the loudest), 2048-point FFT, 50 ms window, 12.5 ms hop.",
+        "- **MCD** (mel-cepstral distortion): `10/ln10 * sqrt(2 * sum (c_d - c'_d)^2)` over cepstra 1..24 "
+        "(true-cepstrum scaling) of the 80-band natural-log magnitude mel spectrum, active frames only; a "
+        "filterbank cepstrum rather than SPTK's all-pass mel-cepstrum, so compare rows with each other first.",
+        "- The vocoder samples its output, so its waveform never matches the original sample for sample; the "
+        "metrics only look at magnitude spectra, where a good vocoder does match.",
+        "",
+        "Models:",
+        models,
+        "",
+    ]
+    if plots:
+        lines += ["Spectrograms (original, then each system):", ""]
+        lines += [f"![{Path(p).stem}]({Path(p).relative_to(path.parent).as_posix()})" for p in plots]
+        lines.append("")
+    if samples:
+        lines += ["Listen: " + ", ".join(f"[{Path(s).stem}]({Path(s).relative_to(path.parent).as_posix()})" for s in samples), ""]
+    path.write_text("\n".join(lines))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    parser.add_argument(
+        "--model", action="append", metavar="NAME=DIR",
+        help="compiled model to score (repeatable); default trained=compiled/wavernn-slt and "
+        "untrained=compiled/wavernn-untrained",
+    )
+    parser.add_argument("--limit", type=int, default=8, help="held-out utterances to use (0 = all)")
+    parser.add_argument("--max-seconds", type=float, default=4.0, help="crop each utterance (0 = whole)")
+    parser.add_argument("--no-griffin-lim", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="write the summary (and per-model info) here")
+    parser.add_argument("--img-dir", type=Path, default=None, help="spectrogram PNGs (e.g. docs/img)")
+    parser.add_argument("--plots", type=int, default=2, help="utterances to plot")
+    parser.add_argument("--samples-dir", type=Path, default=None, help="WAVs of a few utterances (e.g. docs/samples)")
+    parser.add_argument("--samples", type=int, default=2, help="utterances to save as WAV")
+    parser.add_argument("--doc", type=Path, default=None, help="write the Markdown report here (docs/quality.md)")
+
+
+def _parse_models(specs: list[str] | None) -> dict[str, Path]:
+    if not specs:
+        return {"trained": Path("compiled/wavernn-slt"), "untrained": Path("compiled/wavernn-untrained")}
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise EvalError(f"--model takes NAME=DIR, got {spec!r}")
+        out[name] = Path(path)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.runtime import ModelLoadError, VocoderRuntime
+
+    try:
+        utterances = load_test_set(args.corpus, args.limit or None, args.max_seconds or None)
+        systems: dict[str, object] = {}
+        manifests: dict[str, dict] = {}
+        for name, path in _parse_models(args.model).items():
+            rt = VocoderRuntime.load(path)
+            systems[name] = rt
+            manifests[f"{name}: {path}"] = {**rt.manifest, "_isa": rt.isa}
+    except (EvalError, ModelLoadError, OSError) as exc:
+        print(f"sparrow eval: {exc}", file=sys.stderr)
+        return 1
+    summary, audio = evaluate(
+        utterances, systems, griffin_lim_iters=None if args.no_griffin_lim else 32, seed=args.seed
+    )
+    print(format_table(summary))
+    plots, samples = [], []
+    for i, utt in enumerate(utterances):
+        if args.img_dir and i < args.plots:
+            p = args.img_dir / f"spectrogram-{utt.id}.png"
+            save_spectrograms(p, audio[utt.id], f"{utt.id}: {utt.text}")
+            plots.append(str(p))
+        if args.samples_dir and i < args.samples:
+            args.samples_dir.mkdir(parents=True, exist_ok=True)
+            for name, y in audio[utt.id].items():
+                p = args.samples_dir / f"{utt.id}-{name}.wav"
+                sf.write(p, np.clip(y, -1, 1), SPEC.sample_rate, subtype="PCM_16")
+                samples.append(str(p))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "utterances": [u.id for u in utterances]}, indent=2) + "\n")
+    if args.doc:
+        write_quality_doc(args.doc, summary, args, plots, samples, manifests)
+    return 0
