@@ -312,12 +312,15 @@ def train(args: argparse.Namespace) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999))
     pruner = Pruner(model, config)
     step, prior_seconds, history = 0, 0.0, []
+    warm_from = 0  # fresh Adam moments (new run, or a compact checkpoint) get a fresh warm-up
     if state is not None:
         step, prior_seconds = int(state["step"]), float(state["train_seconds"])
         history = list(state.get("history", []))
         pruner.load_state_dict(state["pruner"])
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
+        else:
+            warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
 
     corpus = Corpus(Path(args.corpus), "train", config)
@@ -368,7 +371,7 @@ def train(args: argparse.Namespace) -> int:
         if density < 1.0 and pruner.density != config.density:
             if step % args.prune_every == 0 or density == config.density:
                 pruner.update(density)
-        lr = learning_rate(progress, step, s.lr, s.warmup, s.final_lr)
+        lr = learning_rate(progress, step - warm_from, s.lr, s.warmup, s.final_lr)
         for g in opt.param_groups:
             g["lr"] = lr
 
