@@ -86,6 +86,7 @@ class DrainingServer(uvicorn.Server):
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
+        settings.check()  # model and cores, before the heavier imports below
         from server.app import create_app  # imported here: `sparrow --help` stays fast
 
         app = create_app(settings)
