@@ -46,10 +46,15 @@ def wav_header(sample_rate: int, n_samples: int | None = None, channels: int = 1
         data_size = n_samples * block_align
         riff_size = 36 + data_size
     return (
-        b"RIFF" + struct.pack("<I", riff_size) + b"WAVE"
-        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align,
-                                block_align, 16)
-        + b"data" + struct.pack("<I", data_size)
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack(
+            "<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16
+        )
+        + b"data"
+        + struct.pack("<I", data_size)
     )
 
 

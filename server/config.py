@@ -37,7 +37,7 @@ def parse_cores(value: Any) -> list[int] | int | None:
     if isinstance(value, (tuple, set)):
         return list(value)
     if not isinstance(value, str):
-        raise ValueError(f"cores must be a count or a list of core ids, got {value!r}")
+        raise ValueError(f"cores must be a count or a list of core ids, got {value!r}")  # noqa: TRY004 - pydantic reports ValueErrors
     text = value.strip()
     if not text or text.lower() in ("all", "none"):
         return None
@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     initial_buffer_s: float = Field(
         0.1, ge=0.0, le=10.0, description="playback buffer allowed before a frame counts as late"
     )
-    idle_timeout_s: float = Field(30.0, gt=0.0, description="websocket closed (4408) after this idle")
+    idle_timeout_s: float = Field(
+        30.0, gt=0.0, description="websocket closed (4408) after this idle"
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0.0, description="on SIGTERM, longest wait for in-flight streams to finish"
     )
@@ -177,7 +179,9 @@ class Settings(BaseSettings):
                 return path
             if (path / "manifest.json").is_file():
                 return _default_from_index(path / "manifest.json")
-            raise SettingsError(f"model path {str(path)!r} has no manifest.json (run `sparrow compile`)")
+            raise SettingsError(
+                f"model path {str(path)!r} has no manifest.json (run `sparrow compile`)"
+            )
         for root in (Path.cwd() / "compiled", REPO_COMPILED):
             index = root / "manifest.json"
             if index.is_file():
@@ -214,7 +218,9 @@ def _default_from_index(index: Path) -> Path:
         raise SettingsError(f"{index} has no 'default' model name")
     model_dir = index.parent / name
     if not (model_dir / "manifest.json").is_file():
-        raise SettingsError(f"{index} names default model {name!r} but {model_dir}/manifest.json is missing")
+        raise SettingsError(
+            f"{index} names default model {name!r} but {model_dir}/manifest.json is missing"
+        )
     return model_dir
 
 
@@ -224,6 +230,7 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise SettingsError(f"invalid settings (env SPARROW_* or flags): {problems}") from exc

@@ -136,7 +136,12 @@ def map_error(exc: BaseException) -> Mapped:
     """The status code, OpenAI error type/code and websocket close code of any error."""
     if isinstance(exc, SparrowError):
         return Mapped(
-            exc.status, exc.type, exc.code, exc.message, exc.param, exc.ws_close,
+            exc.status,
+            exc.type,
+            exc.code,
+            exc.message,
+            exc.param,
+            exc.ws_close,
             getattr(exc, "retry_after_s", None),
         )
     if isinstance(exc, MelInputError):
@@ -148,7 +153,9 @@ def map_error(exc: BaseException) -> Mapped:
         param = {"UnknownVoice": "voice", "InvalidSpeed": "speed"}.get(name, "text")
         return Mapped(400, "invalid_request_error", _snake(name), str(exc), param, 1007)
     if isinstance(exc, FrontendError):
-        return Mapped(500, "server_error", "text_frontend_failed", f"text front end failed: {exc}", None, 1011)
+        return Mapped(
+            500, "server_error", "text_frontend_failed", f"text front end failed: {exc}", None, 1011
+        )
     if isinstance(exc, ValueError):
         # A ValueError from core code is a bad input we did not anticipate: never a 500.
         return Mapped(400, "invalid_request_error", "invalid_value", str(exc), None, 1007)
@@ -185,7 +192,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         msg = err.get("msg", "invalid")
         if kind == "json_invalid":
             field = "body"
-            msg = f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+            msg = (
+                f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+            )
         elif field == "body" and kind in ("dict_type", "model_attributes_type", "model_type"):
             msg = "request body must be a JSON object (send Content-Type: application/json)"
         first_param = first_param or field

@@ -28,7 +28,9 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(InputTooLarge(self._message(int(declared)), "body"))(scope, receive, send)
+            await error_response(InputTooLarge(self._message(int(declared)), "body"))(
+                scope, receive, send
+            )
             return
         total = 0
 

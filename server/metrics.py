@@ -29,10 +29,73 @@ disable_created_metrics()
 
 # Per-sample compute time: 1..100 µs, fine steps around the 40 µs real-time line of 24 kHz audio.
 # Written as literals so the `le` labels read 4e-05, not 3.9999999999999996e-05.
-SAMPLE_BUCKETS = (1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6, 8e-6, 1e-5, 1.5e-5, 2e-5, 3e-5, 4e-5, 6e-5, 1e-4)
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
-DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
-QUEUE_BUCKETS = (1e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+SAMPLE_BUCKETS = (
+    1e-6,
+    2e-6,
+    3e-6,
+    4e-6,
+    5e-6,
+    6e-6,
+    8e-6,
+    1e-5,
+    1.5e-5,
+    2e-5,
+    3e-5,
+    4e-5,
+    6e-5,
+    1e-4,
+)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+DURATION_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    900.0,
+)
+QUEUE_BUCKETS = (
+    1e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 5.0)
 
 
@@ -43,8 +106,11 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.sample_duration = Histogram(
-            "sparrow_sample_duration_seconds", "Compute time per audio sample (frame time / samples)",
-            ["core"], buckets=SAMPLE_BUCKETS, registry=r,
+            "sparrow_sample_duration_seconds",
+            "Compute time per audio sample (frame time / samples)",
+            ["core"],
+            buckets=SAMPLE_BUCKETS,
+            registry=r,
         )
         self.samples_generated = Counter(
             "sparrow_samples_generated", "Audio samples produced", ["core"], registry=r
@@ -53,51 +119,83 @@ class Metrics:
             "sparrow_worker_busy_seconds", "Seconds a worker spent computing", ["core"], registry=r
         )
         self.time_to_first_audio = Histogram(
-            "sparrow_time_to_first_audio_seconds", "Request start to first audio byte ready",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+            "sparrow_time_to_first_audio_seconds",
+            "Request start to first audio byte ready",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.request_duration = Histogram(
-            "sparrow_request_duration_seconds", "Whole request or stream duration",
-            ["route"], buckets=DURATION_BUCKETS, registry=r,
+            "sparrow_request_duration_seconds",
+            "Whole request or stream duration",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
-            "sparrow_queue_wait_seconds", "Time a frame waited in a worker queue before compute",
-            buckets=QUEUE_BUCKETS, registry=r,
+            "sparrow_queue_wait_seconds",
+            "Time a frame waited in a worker queue before compute",
+            buckets=QUEUE_BUCKETS,
+            registry=r,
         )
         self.real_time_factor = Histogram(
-            "sparrow_real_time_factor", "Per stream: compute time / audio duration",
-            buckets=RTF_BUCKETS, registry=r,
+            "sparrow_real_time_factor",
+            "Per stream: compute time / audio duration",
+            buckets=RTF_BUCKETS,
+            registry=r,
         )
         self.streams_in_flight = Gauge(
-            "sparrow_streams_in_flight", "Streams currently assigned to each worker", ["core"], registry=r
+            "sparrow_streams_in_flight",
+            "Streams currently assigned to each worker",
+            ["core"],
+            registry=r,
         )
         self.stream_capacity = Gauge(
-            "sparrow_stream_capacity", "Real-time streams a worker admits (from measured us/sample)",
-            ["core"], registry=r,
+            "sparrow_stream_capacity",
+            "Real-time streams a worker admits (from measured us/sample)",
+            ["core"],
+            registry=r,
         )
         self.streams_refused = Counter(
             "sparrow_streams_refused", "Streams refused", ["reason"], registry=r
         )
         self.late_frames = Counter(
-            "sparrow_late_frames", "Frames produced after their real-time deadline", ["core"], registry=r
+            "sparrow_late_frames",
+            "Frames produced after their real-time deadline",
+            ["core"],
+            registry=r,
         )
         self.requests = Counter(
             "sparrow_requests", "Requests by route and status code", ["route", "status"], registry=r
         )
         self.worker_restarts = Counter(
-            "sparrow_worker_restarts", "Worker processes restarted after dying", ["core"], registry=r
+            "sparrow_worker_restarts",
+            "Worker processes restarted after dying",
+            ["core"],
+            registry=r,
         )
 
     def init_core(self, core: int) -> None:
         """Create a core's label sets at zero, so dashboards see them before the first stream."""
         c = str(core)
-        for metric in (self.samples_generated, self.worker_busy, self.late_frames, self.worker_restarts):
+        for metric in (
+            self.samples_generated,
+            self.worker_busy,
+            self.late_frames,
+            self.worker_restarts,
+        ):
             metric.labels(core=c)
         self.sample_duration.labels(core=c)
         self.streams_in_flight.labels(core=c).set(0)
 
-    def record_frames(self, core: int, samples_per_frame: int, computes: list[float],
-                      waits: list[float], late: int) -> None:
+    def record_frames(
+        self,
+        core: int,
+        samples_per_frame: int,
+        computes: list[float],
+        waits: list[float],
+        late: int,
+    ) -> None:
         """A batch of frames a worker reported: per-frame compute and queue-wait seconds."""
         c = str(core)
         hist = self.sample_duration.labels(core=c)
@@ -157,4 +255,6 @@ class RequestMetricsMiddleware:
             if path not in self.SKIP:
                 self.metrics.requests.labels(route=path, status=str(status["code"])).inc()
                 if path.startswith("/v1/"):
-                    self.metrics.request_duration.labels(route=path).observe(time.monotonic() - start)
+                    self.metrics.request_duration.labels(route=path).observe(
+                        time.monotonic() - start
+                    )

@@ -57,7 +57,11 @@ def mel_to_array(mel: list[list[float]] | MelData) -> np.ndarray:
         return mel.to_array()
     if mel and len({len(row) for row in mel}) > 1:
         raise MelInputError("mel rows have different lengths; every frame needs 80 values")
-    return np.asarray(mel, dtype=np.float32).reshape(len(mel), -1) if mel else np.zeros((0, N_MELS), np.float32)
+    return (
+        np.asarray(mel, dtype=np.float32).reshape(len(mel), -1)
+        if mel
+        else np.zeros((0, N_MELS), np.float32)
+    )
 
 
 AudioFormat = Literal["wav", "flac", "pcm"]
@@ -69,7 +73,9 @@ class SynthesizeRequest(Strict):
     text: str | None = Field(None, description="text to speak (needs the Festival front end)")
     mel: MelInput | None = None
     voice: str | None = Field(None, description="front-end voice id (text input only); default slt")
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="sampling seed: same seed + input = same audio")
+    seed: int = Field(
+        0, ge=0, le=SEED_MAX, description="sampling seed: same seed + input = same audio"
+    )
     speed: float = Field(1.0, gt=0.0, le=10.0, description="speaking rate (text input only)")
     format: AudioFormat = Field("wav", description="wav, flac or pcm (raw s16le)")
 
@@ -81,8 +87,21 @@ class SynthesizeRequest(Strict):
 
 
 OPENAI_VOICES = frozenset(
-    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
-     "marin", "cedar"}
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+        "marin",
+        "cedar",
+    }
 )
 """OpenAI's voice names: accepted so stock clients work, and spoken with the default voice."""
 
@@ -131,7 +150,9 @@ class WsMel(Strict):
     @model_validator(mode="after")
     def _one_form(self) -> WsMel:
         if (self.mel is None) == (self.data is None):
-            raise ValueError("give either 'mel' (nested lists) or 'data' + 'shape' (base64 float32)")
+            raise ValueError(
+                "give either 'mel' (nested lists) or 'data' + 'shape' (base64 float32)"
+            )
         if self.data is not None and self.shape is None:
             raise ValueError("'data' needs 'shape': [frames, 80]")
         return self
@@ -162,8 +183,12 @@ class WorkerStatus(BaseModel):
     core: int
     state: str
     pid: int | None
-    us_per_sample: float | None = Field(description="measured per-sample cost of a whole frame step")
-    kernel_us_per_sample: float | None = Field(None, description="kernel-only time (min of repeats)")
+    us_per_sample: float | None = Field(
+        description="measured per-sample cost of a whole frame step"
+    )
+    kernel_us_per_sample: float | None = Field(
+        None, description="kernel-only time (min of repeats)"
+    )
     capacity: int
     streams: int
     restarts: int

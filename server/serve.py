@@ -43,8 +43,12 @@ FLAGS: list[tuple[str, type, str]] = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind, help_text in FLAGS:
-        parser.add_argument(f"--{name}", type=kind, default=None, help=help_text + " [env SPARROW_"
-                            + name.upper().replace("-", "_") + "]")
+        parser.add_argument(
+            f"--{name}",
+            type=kind,
+            default=None,
+            help=help_text + " [env SPARROW_" + name.upper().replace("-", "_") + "]",
+        )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -107,5 +111,7 @@ def run(args: argparse.Namespace) -> int:
     app.state.on_fatal = server.fatal
     server.run()
     if server.exit_code:
-        print("sparrow serve: a worker could not load the model (see the log above)", file=sys.stderr)
+        print(
+            "sparrow serve: a worker could not load the model (see the log above)", file=sys.stderr
+        )
     return server.exit_code

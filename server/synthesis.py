@@ -47,7 +47,8 @@ def check_frames(n: int, max_frames: int, param: str = "mel") -> None:
     if n > max_frames:
         raise InputTooLarge(
             f"{param} has {n} frames ({n * 0.0125:.1f} s); the limit is {max_frames} per request "
-            "(stream longer audio over the websocket in utterances)", param,
+            "(stream longer audio over the websocket in utterances)",
+            param,
         )
 
 
@@ -66,7 +67,9 @@ def resolve_voice(voice: str | None) -> str:
     return voice
 
 
-def text_mels(frontend: FestivalFrontend, text: str, voice: str | None, speed: float) -> Iterator[np.ndarray]:
+def text_mels(
+    frontend: FestivalFrontend, text: str, voice: str | None, speed: float
+) -> Iterator[np.ndarray]:
     """The front end's lazy per-sentence mels; voice, speed, emptiness and Festival's presence are
     checked now, so a bad request fails before a stream is admitted."""
     return frontend.mel_for_text(text, voice=resolve_voice(voice), speed=speed)
@@ -98,7 +101,7 @@ def start_feeder(handle: StreamHandle, feed: Awaitable[None]) -> asyncio.Task[No
             await feed
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the reader, which maps it
             handle.fail(exc)
 
     return asyncio.ensure_future(_run())
@@ -149,7 +152,9 @@ class AudioStreamResponse(StreamingResponse):
     """A StreamingResponse that stops at once when the client disconnects and always runs
     `on_close` (freeing the worker slot), whether the body ended, failed or was abandoned."""
 
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(
+        self, content: AsyncIterator[bytes], on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(content, **kwargs)
         self._on_close = on_close
 
@@ -162,7 +167,9 @@ class AudioStreamResponse(StreamingResponse):
             self._on_close()
 
 
-def observe_stream(metrics: Metrics, route: str, handle: StreamHandle, t_start: float) -> float | None:
+def observe_stream(
+    metrics: Metrics, route: str, handle: StreamHandle, t_start: float
+) -> float | None:
     """Record time-to-first-audio of a finished or abandoned stream; returns it in seconds."""
     if handle.first_audio_at is None:
         return None

@@ -42,5 +42,5 @@ def make_mel(frames: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(name="make_mel")
-def make_mel_fixture():  # noqa: ANN201 - returns the factory above
+def make_mel_fixture():
     return make_mel

@@ -89,7 +89,9 @@ async def speech(
         if fmt == "flac":  # FLAC needs the whole signal for its header: encode when complete
             pcm = await unless_disconnected(request.receive, collect(handle))
             cleanup()
-            return Response(audio.encode(pcm, "flac", pool.sample_rate), media_type=media_type, headers=headers)
+            return Response(
+                audio.encode(pcm, "flac", pool.sample_rate), media_type=media_type, headers=headers
+            )
         chunks = audio_chunks(handle)
         # Wait for the first audio before sending headers, so a failure before any audio is a
         # proper error status rather than an empty 200.
@@ -101,11 +103,14 @@ async def speech(
         cleanup()
         raise
     prefix = audio.wav_header(pool.sample_rate) if fmt == "wav" else b""
-    return AudioStreamResponse(_body(prefix + first, chunks, handle), cleanup, media_type=media_type,
-                               headers=headers)
+    return AudioStreamResponse(
+        _body(prefix + first, chunks, handle), cleanup, media_type=media_type, headers=headers
+    )
 
 
-async def _body(first: bytes, rest: AsyncIterator[bytes], handle: StreamHandle) -> AsyncIterator[bytes]:
+async def _body(
+    first: bytes, rest: AsyncIterator[bytes], handle: StreamHandle
+) -> AsyncIterator[bytes]:
     """Yield audio as it is made. If the stream fails now, raising aborts the connection, so the
     client sees a truncated body (never a complete-looking file with audio missing)."""
     yield first

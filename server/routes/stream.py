@@ -24,15 +24,14 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models.features import validate_mel
+from server.deps import check_api_key
 from server.errors import (
+    ClientTooSlow,
     IdleTimeout,
-    InputTooLarge,
     InvalidInput,
     UnsupportedData,
-    ClientTooSlow,
     map_error,
 )
-from server.deps import check_api_key
 from server.schemas import WsClose, WsConfig, WsFlush, WsMel, WsMessage, WsText
 from server.synthesis import check_frames, check_text, resolve_voice
 from server.workers.pool import Flushed, StreamHandle
@@ -94,7 +93,12 @@ class Session:
             self.handle = self.pool.open_stream()
             self.handle.max_queued_bytes = self.settings.ws_send_buffer_bytes
             await self.ws.send_json(
-                {"type": "start", "sample_rate": self.pool.sample_rate, "format": "s16le", "channels": 1}
+                {
+                    "type": "start",
+                    "sample_rate": self.pool.sample_rate,
+                    "format": "s16le",
+                    "channels": 1,
+                }
             )
             code = await self._serve()
             status = str(code)
@@ -122,7 +126,9 @@ class Session:
                         self.t_first_audio - self.t_first_request
                     )
             self.metrics.requests.labels(route=ROUTE, status=status).inc()
-            self.metrics.request_duration.labels(route=ROUTE).observe(time.monotonic() - self.t_open)
+            self.metrics.request_duration.labels(route=ROUTE).observe(
+                time.monotonic() - self.t_open
+            )
 
     async def _serve(self) -> int | None:
         """Run the session's tasks; return the close code, or None if the client left."""
@@ -162,8 +168,10 @@ class Session:
         if self.ws.application_state != WebSocketState.CONNECTED:
             return
         try:
-            await asyncio.wait_for(self.ws.send_json({"type": "error", "message": message}), CLOSE_WAIT_S)
-        except Exception:
+            await asyncio.wait_for(
+                self.ws.send_json({"type": "error", "message": message}), CLOSE_WAIT_S
+            )
+        except Exception:  # noqa: BLE001 - whatever failed, the client is unreachable
             return  # the client is gone or not reading: nothing more can reach it
         # A close reason is limited to 123 bytes; the full message went in the error event.
         await self._close(code, message.encode()[:120].decode(errors="ignore"))
@@ -172,7 +180,9 @@ class Session:
 
     def _busy(self) -> bool:
         assert self.handle is not None
-        return bool(self.processing or not self.inbox.empty() or self.finishes or self.handle.queued_bytes)
+        return bool(
+            self.processing or not self.inbox.empty() or self.finishes or self.handle.queued_bytes
+        )
 
     async def _receiver(self) -> None:
         idle = self.settings.idle_timeout_s
@@ -184,7 +194,9 @@ class Session:
                 if self._busy():
                     self.last_activity = time.monotonic()  # working for the client is not idling
                 elif time.monotonic() - self.last_activity >= idle:
-                    raise IdleTimeout(f"no message for {idle:g} s; closing the idle stream") from None
+                    raise IdleTimeout(
+                        f"no message for {idle:g} s; closing the idle stream"
+                    ) from None
                 continue
             if msg["type"] == "websocket.disconnect":
                 return
@@ -212,8 +224,11 @@ class Session:
                     self._started()
                     mel = msg.to_array()
                     if mel.ndim >= 1:
-                        check_frames(self.utt_frames + int(mel.shape[0]), self.settings.max_mel_frames,
-                                     "mel (this utterance)")
+                        check_frames(
+                            self.utt_frames + int(mel.shape[0]),
+                            self.settings.max_mel_frames,
+                            "mel (this utterance)",
+                        )
                     mel = validate_mel(mel)
                     self.utt_frames += mel.shape[0]
                     self.handle.push(mel)
@@ -285,7 +300,9 @@ class Session:
             known = {v.id for v in self.frontend.voices()}
             voice = resolve_voice(msg.voice)
             if known and voice not in known:
-                raise InvalidInput(f"unknown voice {msg.voice!r}; known voices: {sorted(known)}", "voice")
+                raise InvalidInput(
+                    f"unknown voice {msg.voice!r}; known voices: {sorted(known)}", "voice"
+                )
 
     def _finish(self, kind: str) -> None:
         assert self.handle is not None
@@ -303,7 +320,11 @@ class Session:
             if mel is sentinel:
                 return
             mel = validate_mel(mel)
-            check_frames(self.utt_frames + mel.shape[0], self.settings.max_mel_frames, "text (this utterance)")
+            check_frames(
+                self.utt_frames + mel.shape[0],
+                self.settings.max_mel_frames,
+                "text (this utterance)",
+            )
             self.utt_frames += mel.shape[0]
             self.handle.push(mel)
 

@@ -13,6 +13,7 @@ from server.errors import InvalidInput
 from server.schemas import SynthesizeRequest
 from server.synthesis import (
     ClientGone,
+    check_text,
     collect,
     feed_mels,
     observe_stream,
@@ -20,7 +21,6 @@ from server.synthesis import (
     request_start,
     start_feeder,
     text_mels,
-    check_text,
     unless_disconnected,
 )
 
@@ -29,8 +29,10 @@ router = APIRouter(tags=["synthesis"], dependencies=[ApiKey])
 ROUTE = "/v1/synthesize"
 
 AUDIO_RESPONSES = {
-    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/pcm": {}},
-          "description": "24 kHz mono audio; headers X-Sample-Rate, X-Time-To-First-Audio-Ms"},
+    200: {
+        "content": {"audio/wav": {}, "audio/flac": {}, "audio/pcm": {}},
+        "description": "24 kHz mono audio; headers X-Sample-Rate, X-Time-To-First-Audio-Ms",
+    },
     413: {"description": "text, mel or body too large"},
     422: {"description": "invalid input (the message names the field)"},
     429: {"description": "every worker is at capacity; retry after Retry-After seconds"},
@@ -51,7 +53,9 @@ async def synthesize(
     t_start = request_start(request.scope)
     if body.mel is not None:
         if body.speed != 1.0:
-            raise InvalidInput("speed applies to text input only; time-scale the mel instead", "speed")
+            raise InvalidInput(
+                "speed applies to text input only; time-scale the mel instead", "speed"
+            )
         mels = iter([prepare_mel(body.mel, settings.max_mel_frames)])
     else:
         assert body.text is not None

@@ -23,7 +23,10 @@ def list_voices(frontend: FrontendDep) -> VoiceList:
             f"(apt-get install {DEBIAN_PACKAGES}); mel input still works"
         )
     return VoiceList(
-        data=[VoiceCard(id=v.id, name=v.name, language=v.language, sample_rate=v.sample_rate) for v in voices],
+        data=[
+            VoiceCard(id=v.id, name=v.name, language=v.language, sample_rate=v.sample_rate)
+            for v in voices
+        ],
         default=DEFAULT_VOICE,
         text_available=available,
         message=message,

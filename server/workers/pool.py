@@ -48,7 +48,9 @@ def capacity_for(us_per_sample: float, headroom: float, max_streams: int | None)
     if cap < 1:
         logger.warning(
             "%.1f µs/sample is slower than real time with headroom %.2f; admitting 1 stream per "
-            "worker anyway (its frames will be late)", us_per_sample, headroom,
+            "worker anyway (its frames will be late)",
+            us_per_sample,
+            headroom,
         )
         cap = 1
     return min(cap, max_streams) if max_streams else cap
@@ -117,7 +119,9 @@ class StreamHandle:
         """Queue validated mel frames float32 [n, 80] for vocoding."""
         self._check_usable()
         self._open_on_worker()
-        self.pool._send(self.worker, ("push", self.sid, np.ascontiguousarray(mel, dtype=np.float32)))
+        self.pool._send(
+            self.worker, ("push", self.sid, np.ascontiguousarray(mel, dtype=np.float32))
+        )
 
     def finish(self) -> None:
         """End of utterance: the look-ahead tail is vocoded and a `Flushed` event follows."""
@@ -153,6 +157,8 @@ class StreamHandle:
     # --- pool side (event loop thread) ---------------------------------------------------
 
     def _on_audio(self, pcm: bytes, compute_s: float) -> None:
+        if self.overflow.is_set():
+            return  # being dropped: frames still in the pipe are not queued
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
         self.compute_s += compute_s
@@ -160,9 +166,8 @@ class StreamHandle:
         self.queued_bytes += len(pcm)
         self._events.put_nowait(pcm)
         if self.max_queued_bytes is not None and self.queued_bytes > self.max_queued_bytes:
-            if not self.overflow.is_set():
-                self.overflow.set()
-                self.pool._send(self.worker, ("close", self.sid))  # stop computing for it now
+            self.overflow.set()
+            self.pool._send(self.worker, ("close", self.sid))  # stop computing for it now
 
     def _on_flushed(self, samples: int) -> None:
         self._events.put_nowait(Flushed(samples))
@@ -229,6 +234,7 @@ class WorkerPool:
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until every worker is ready; raise RuntimeError on a fatal start-up error."""
+
         async def _wait() -> None:
             while not self.ready:
                 if self.fatal_error:
@@ -241,8 +247,12 @@ class WorkerPool:
 
     @property
     def ready(self) -> bool:
-        return (not self.draining and not self._stopping and self.fatal_error is None
-                and all(w.state == "ready" for w in self.workers))
+        return (
+            not self.draining
+            and not self._stopping
+            and self.fatal_error is None
+            and all(w.state == "ready" for w in self.workers)
+        )
 
     @property
     def streams_in_flight(self) -> int:
@@ -315,9 +325,14 @@ class WorkerPool:
     def worker_status(self) -> list[dict[str, Any]]:
         return [
             {
-                "core": w.core, "state": w.state, "pid": w.pid, "us_per_sample": w.us_per_sample,
+                "core": w.core,
+                "state": w.state,
+                "pid": w.pid,
+                "us_per_sample": w.us_per_sample,
                 "kernel_us_per_sample": w.kernel_us_per_sample,
-                "capacity": w.capacity, "streams": len(w.streams), "restarts": w.restarts,
+                "capacity": w.capacity,
+                "streams": len(w.streams),
+                "restarts": w.restarts,
                 "error": w.error,
             }
             for w in self.workers
@@ -337,7 +352,7 @@ class WorkerPool:
                 return
             try:
                 await self._spawn(w)
-            except Exception as exc:  # e.g. fork failed: treat as a dead worker and retry
+            except Exception as exc:  # noqa: BLE001 - e.g. fork failed: treat as a dead worker and retry
                 logger.error("could not start worker for core %d: %s", w.core, exc)
                 self._schedule_restart(w, str(exc))
 
@@ -353,8 +368,14 @@ class WorkerPool:
         w.state, w.error, w.outbox = "starting", None, queue.SimpleQueue()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(w.core, str(self.model_dir), str(self.cache_dir) if self.cache_dir else None,
-                  self.initial_buffer_s, self.measure_frames, child),
+            args=(
+                w.core,
+                str(self.model_dir),
+                str(self.cache_dir) if self.cache_dir else None,
+                self.initial_buffer_s,
+                self.measure_frames,
+                child,
+            ),
             name=f"sparrow-worker-{w.core}",
             daemon=True,
         )
@@ -364,10 +385,12 @@ class WorkerPool:
         finally:
             child.close()  # so the parent sees EOF the moment the worker dies
         w.proc, w.conn, w.pid = proc, parent, proc.pid
-        threading.Thread(target=self._reader, args=(w, gen, parent), daemon=True,
-                         name=f"sparrow-rx-{w.core}").start()
-        threading.Thread(target=self._writer, args=(w.outbox, parent), daemon=True,
-                         name=f"sparrow-tx-{w.core}").start()
+        threading.Thread(
+            target=self._reader, args=(w, gen, parent), daemon=True, name=f"sparrow-rx-{w.core}"
+        ).start()
+        threading.Thread(
+            target=self._writer, args=(w.outbox, parent), daemon=True, name=f"sparrow-tx-{w.core}"
+        ).start()
         logger.info("worker for core %d started (pid %d)", w.core, proc.pid)
 
     def _join(self, w: _Worker, timeout: float) -> None:
@@ -454,11 +477,19 @@ class WorkerPool:
         cfg = info.get("config", {})
         self.sample_rate = int(cfg.get("sample_rate", self.sample_rate))
         self.hop_length = int(cfg.get("hop_length", self.hop_length))
-        self.model_info = {k: v for k, v in info.items() if k not in ("core", "pid", "us_per_sample", "kernel_us_per_sample")}
+        self.model_info = {
+            k: v
+            for k, v in info.items()
+            if k not in ("core", "pid", "us_per_sample", "kernel_us_per_sample")
+        }
         self.metrics.stream_capacity.labels(core=str(w.core)).set(w.capacity)
         logger.info(
             "worker core %d ready: model %s (%s), %.2f µs/sample -> capacity %d streams",
-            w.core, info.get("name"), info.get("isa"), w.us_per_sample, w.capacity,
+            w.core,
+            info.get("name"),
+            info.get("isa"),
+            w.us_per_sample,
+            w.capacity,
         )
         self._notify()
 
@@ -467,7 +498,9 @@ class WorkerPool:
         if w.restarts == 0 and w.ready_at == 0.0:
             # The model does not load at all: a configuration error, not a crash to retry.
             w.state = "failed"
-            self.fatal_error = f"worker for core {w.core} could not load {self.model_dir}: {message}"
+            self.fatal_error = (
+                f"worker for core {w.core} could not load {self.model_dir}: {message}"
+            )
             logger.error("%s", self.fatal_error)
             self._notify()
             if self.on_fatal is not None:
@@ -482,7 +515,10 @@ class WorkerPool:
         streams = list(w.streams.values())
         logger.error(
             "worker for core %d (pid %s) died (exit code %s); failing its %d streams and restarting",
-            w.core, w.pid, code, len(streams),
+            w.core,
+            w.pid,
+            code,
+            len(streams),
         )
         for h in streams:
             h.fail(WorkerDied(f"the worker on core {w.core} died while computing this stream"))

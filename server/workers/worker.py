@@ -54,7 +54,9 @@ class _Stream:
     utt_samples: int = 0
     vs: Any = None  # models.runtime.VocoderStream of the current utterance (None between them)
     ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
-    out: list[tuple[bytes, float, float, float]] = field(default_factory=list)  # pcm, compute, wait, deadline
+    out: list[tuple[bytes, float, float, float]] = field(
+        default_factory=list
+    )  # pcm, compute, wait, deadline
     eager: bool = True  # send the next frame without batching (first frame of an utterance)
     finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
     # Commands for the next utterance that arrived while this one was finishing, in order.
@@ -202,7 +204,9 @@ class Scheduler:
         runnable = [s for s in self.streams.values() if s.pending() > 0]
         if not runnable:
             return None
-        return min(runnable, key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid))
+        return min(
+            runnable, key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid)
+        )
 
     def _read(self, block: bool) -> bool:
         """Apply every waiting command (waiting for one if `block`); False: stop or parent gone."""
@@ -241,7 +245,9 @@ def measure_step_us(runtime: Any, frames: int) -> float:
     """Median µs per sample of whole `step()` calls (plus PCM conversion) on a synthetic mel."""
     c = runtime.config
     rng = np.random.default_rng(0)
-    mel = (-6.0 + np.cumsum(rng.normal(0.0, 0.1, (frames + 3, c.n_mels)), axis=0)).astype(np.float32)
+    mel = (-6.0 + np.cumsum(rng.normal(0.0, 0.1, (frames + 3, c.n_mels)), axis=0)).astype(
+        np.float32
+    )
     stream = runtime.open_stream(seed=0)
     stream.push(np.clip(mel, -11.0, 2.0))
     stream.finish()
@@ -253,8 +259,14 @@ def measure_step_us(runtime: Any, frames: int) -> float:
     return float(np.median(times)) / c.hop_length * 1e6
 
 
-def worker_main(core: int, model_dir: str, cache_dir: str | None, initial_buffer_s: float,
-                measure_frames: int, conn: Connection) -> None:
+def worker_main(
+    core: int,
+    model_dir: str,
+    cache_dir: str | None,
+    initial_buffer_s: float,
+    measure_frames: int,
+    conn: Connection,
+) -> None:
     """Process entry point: pin, load, measure, report, then serve streams until told to stop."""
     # The parent coordinates shutdown (drain on SIGTERM, Ctrl-C hits the whole process group):
     # workers leave when told to or when the parent's end of the pipe closes.
@@ -268,22 +280,27 @@ def worker_main(core: int, model_dir: str, cache_dir: str | None, initial_buffer
         rt = VocoderRuntime.load(model_dir, cache_dir=cache_dir)
         kernel_us = float(rt.measure_us_per_sample(frames=measure_frames))
         step_us = measure_step_us(rt, measure_frames)
-    except Exception as exc:  # reported to the parent, which decides (fail start-up or retry)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides (fail start-up or retry)
         conn.send(("load_error", f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
-    conn.send(("ready", {
-        "core": core,
-        "pid": os.getpid(),
-        # Capacity comes from what a stream really costs: the whole step (conditioning, the
-        # kernel call, PCM conversion), never less than the kernel's best time.
-        "us_per_sample": max(kernel_us, step_us),
-        "kernel_us_per_sample": kernel_us,
-        "isa": getattr(rt, "isa", None),
-        "name": getattr(rt, "name", None),
-        "manifest": getattr(rt, "manifest", {}),
-        "config": rt.config.to_dict(),
-    }))
+    conn.send(
+        (
+            "ready",
+            {
+                "core": core,
+                "pid": os.getpid(),
+                # Capacity comes from what a stream really costs: the whole step (conditioning, the
+                # kernel call, PCM conversion), never less than the kernel's best time.
+                "us_per_sample": max(kernel_us, step_us),
+                "kernel_us_per_sample": kernel_us,
+                "isa": getattr(rt, "isa", None),
+                "name": getattr(rt, "name", None),
+                "manifest": getattr(rt, "manifest", {}),
+                "config": rt.config.to_dict(),
+            },
+        )
+    )
     try:
         Scheduler(rt, conn, initial_buffer_s).run()
     except (BrokenPipeError, EOFError, ConnectionResetError):

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from serverkit import LiveServer, start_live_server, tiny_settings, wait_ready
 
 from server.app import create_app
-from serverkit import LiveServer, start_live_server, tiny_settings, wait_ready
 
 
 @pytest.fixture
@@ -50,5 +50,3 @@ def app_client(tiny_model_dir: Path) -> Iterator[TestClient]:
     with TestClient(app) as client:
         wait_ready(client.get)
         yield client
-
-

@@ -66,8 +66,14 @@ class LiveServer:
 
 def start_live_server(settings: Settings, wait: bool = True) -> LiveServer:
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
     thread.start()
@@ -84,7 +90,10 @@ def start_live_server(settings: Settings, wait: bool = True) -> LiveServer:
 
 
 def mel_bytes_b64(mel: np.ndarray) -> dict[str, Any]:
-    return {"data": base64.b64encode(mel.astype("<f4").tobytes()).decode(), "shape": list(mel.shape)}
+    return {
+        "data": base64.b64encode(mel.astype("<f4").tobytes()).decode(),
+        "shape": list(mel.shape),
+    }
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
@@ -94,13 +103,16 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+            if sample.name == name and all(
+                sample.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
                 total += sample.value
     return total
 
 
-async def ws_session(url: str, messages: list[Any], *, read: bool = True, **connect_kw: Any
-                     ) -> tuple[list[Any], bytes, int | None, str]:
+async def ws_session(
+    url: str, messages: list[Any], *, read: bool = True, **connect_kw: Any
+) -> tuple[list[Any], bytes, int | None, str]:
     """Run one websocket session with the `websockets` client: send `messages` (dicts as JSON,
     bytes raw), then read everything until the server closes. Returns (JSON events, audio,
     close code, close reason)."""

@@ -38,7 +38,14 @@ def test_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0,1", [0, 1]), ("0-2", [0, 1, 2]), ("[1]", [1]), ("2", 2), ("all", None), (" 0 , 3 ", [0, 3])],
+    [
+        ("0,1", [0, 1]),
+        ("0-2", [0, 1, 2]),
+        ("[1]", [1]),
+        ("2", 2),
+        ("all", None),
+        (" 0 , 3 ", [0, 3]),
+    ],
 )
 def test_parse_cores(text: str, expected: object) -> None:
     assert parse_cores(text) == expected
@@ -88,7 +95,9 @@ def test_model_resolution(tiny_model_dir: Path, tiny_index_dir: Path, tmp_path: 
         Settings(model=broken).resolved_model_dir()
 
 
-def test_default_model_is_the_shipped_index(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_model_is_the_shipped_index(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)  # no ./compiled here: falls back to the source tree's compiled/
     from server.config import REPO_COMPILED
 

@@ -12,7 +12,6 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
-
 from serverkit import LiveServer, mel_bytes_b64, metric_value, ws_session
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +20,9 @@ HOP = 300
 
 def synth_pcm(live: LiveServer, mel: np.ndarray, seed: int) -> bytes:
     with live.client() as c:
-        r = c.post("/v1/synthesize", json={"mel": mel_bytes_b64(mel), "seed": seed, "format": "pcm"})
+        r = c.post(
+            "/v1/synthesize", json={"mel": mel_bytes_b64(mel), "seed": seed, "format": "pcm"}
+        )
     assert r.status_code == 200, r.text
     return r.content
 
@@ -36,8 +37,9 @@ def test_http_wav_at_24khz_mono(live: LiveServer, make_mel: Callable[..., np.nda
 
 def test_openai_client(live: LiveServer) -> None:
     client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
-    resp = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello from Sparrow.",
-                                      response_format="wav")
+    resp = client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello from Sparrow.", response_format="wav"
+    )
     data, sr = sf.read(io.BytesIO(resp.content))
     assert sr == 24000 and data.ndim == 1 and data.shape[0] > 12000
     # the streaming variant yields the body as the server produces it
@@ -51,22 +53,30 @@ def test_openai_client(live: LiveServer) -> None:
     assert "response_format" in str(info.value)
 
 
-async def test_ws_audio_equals_http_audio(live: LiveServer, make_mel: Callable[..., np.ndarray]) -> None:
+async def test_ws_audio_equals_http_audio(
+    live: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
     mel = make_mel(60, seed=8)
     expected = synth_pcm(live, mel, seed=21)
-    events, audio, code, _ = await ws_session(live.ws_url, [
-        {"type": "config", "seed": 21}, {"type": "mel", **mel_bytes_b64(mel)}, {"type": "close"}])
+    events, audio, code, _ = await ws_session(
+        live.ws_url,
+        [{"type": "config", "seed": 21}, {"type": "mel", **mel_bytes_b64(mel)}, {"type": "close"}],
+    )
     assert code == 1000 and events[0]["type"] == "start" and events[-1]["type"] == "end"
     assert audio == expected
     # the same mel streamed in one-frame chunks, as an acoustic model would emit it
-    chunked = [{"type": "config", "seed": 21}] + [
-        {"type": "mel", "mel": mel[i : i + 1].tolist()} for i in range(60)] + [{"type": "close"}]
+    chunked = (
+        [{"type": "config", "seed": 21}]
+        + [{"type": "mel", "mel": mel[i : i + 1].tolist()} for i in range(60)]
+        + [{"type": "close"}]
+    )
     _, audio_chunked, code, _ = await ws_session(live.ws_url, chunked)
     assert code == 1000 and audio_chunked == expected
 
 
-async def test_incremental_audio_arrives_before_the_input_ends(live: LiveServer,
-                                                               make_mel: Callable[..., np.ndarray]) -> None:
+async def test_incremental_audio_arrives_before_the_input_ends(
+    live: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
     """Mel chunks are vocoded as they arrive: audio comes back while the client is still sending."""
     import json
 
@@ -76,7 +86,9 @@ async def test_incremental_audio_arrives_before_the_input_ends(live: LiveServer,
     async with connect(live.ws_url) as ws:
         assert json.loads(await ws.recv())["type"] == "start"
         await ws.send(json.dumps({"type": "mel", "mel": mel[:20].tolist()}))
-        first = await asyncio.wait_for(ws.recv(), 10)  # no flush yet: 20 - 3 look-ahead frames ready
+        first = await asyncio.wait_for(
+            ws.recv(), 10
+        )  # no flush yet: 20 - 3 look-ahead frames ready
         assert isinstance(first, bytes) and len(first) % 600 == 0
         await ws.send(json.dumps({"type": "mel", "mel": mel[20:].tolist()}))
         await ws.send(json.dumps({"type": "close"}))
@@ -87,23 +99,32 @@ async def test_incremental_audio_arrives_before_the_input_ends(live: LiveServer,
     assert total == 40 * HOP * 2
 
 
-async def test_more_streams_than_cores_all_complete_correctly(live: LiveServer,
-                                                              make_mel: Callable[..., np.ndarray]) -> None:
+async def test_more_streams_than_cores_all_complete_correctly(
+    live: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
     n_workers = len(live.app.state.pool.workers)
     n = 3 * n_workers + 1
     mels = [make_mel(30 + 7 * i, seed=i) for i in range(n)]
     expected = [synth_pcm(live, m, seed=100 + i) for i, m in enumerate(mels)]
 
     async def over_ws(i: int) -> bytes:
-        _, audio, code, _ = await ws_session(live.ws_url, [
-            {"type": "config", "seed": 100 + i}, {"type": "mel", **mel_bytes_b64(mels[i])}, {"type": "close"}])
+        _, audio, code, _ = await ws_session(
+            live.ws_url,
+            [
+                {"type": "config", "seed": 100 + i},
+                {"type": "mel", **mel_bytes_b64(mels[i])},
+                {"type": "close"},
+            ],
+        )
         assert code == 1000
         return audio
 
     async def over_http(i: int) -> bytes:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as c:
-            r = await c.post("/v1/synthesize",
-                             json={"mel": mel_bytes_b64(mels[i]), "seed": 100 + i, "format": "pcm"})
+            r = await c.post(
+                "/v1/synthesize",
+                json={"mel": mel_bytes_b64(mels[i]), "seed": 100 + i, "format": "pcm"},
+            )
             assert r.status_code == 200, r.text
             return r.content
 
@@ -113,10 +134,14 @@ async def test_more_streams_than_cores_all_complete_correctly(live: LiveServer,
         assert c.get("/readyz").json()["streams_in_flight"] == 0
 
 
-async def test_metrics_move_after_streaming(live: LiveServer, make_mel: Callable[..., np.ndarray]) -> None:
+async def test_metrics_move_after_streaming(
+    live: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
     with live.client() as c:
         before = c.get("/metrics").text
-    await ws_session(live.ws_url, [{"type": "mel", "mel": make_mel(10).tolist()}, {"type": "close"}])
+    await ws_session(
+        live.ws_url, [{"type": "mel", "mel": make_mel(10).tolist()}, {"type": "close"}]
+    )
     with live.client() as c:
         after = c.get("/metrics").text
     route = {"route": "/v1/stream"}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
-
 from serverkit import LiveServer, start_live_server, tiny_settings, ws_session
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +30,9 @@ def keyed(tiny_model_dir: Path) -> Iterator[LiveServer]:
         ("POST", "/v1/audio/speech", {"model": "tts-1", "input": "hi"}),
     ],
 )
-def test_api_routes_need_the_key(keyed: LiveServer, method: str, path: str, body: dict | None) -> None:
+def test_api_routes_need_the_key(
+    keyed: LiveServer, method: str, path: str, body: dict | None
+) -> None:
     with keyed.client() as c:
         missing = c.request(method, path, json=body)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
@@ -49,20 +49,25 @@ def test_probes_metrics_and_demo_stay_open(keyed: LiveServer, path: str) -> None
         assert c.get(path).status_code == 200
 
 
-async def test_websocket_key_by_header_or_query(keyed: LiveServer, make_mel: Callable[..., np.ndarray]) -> None:
+async def test_websocket_key_by_header_or_query(
+    keyed: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
     events, _, code, _ = await ws_session(keyed.ws_url, [])
     assert code == 1008 and "API key" in events[-1]["message"]
     talk = [{"type": "mel", "mel": make_mel(4).tolist()}, {"type": "close"}]
     _, audio, code, _ = await ws_session(f"{keyed.ws_url}?api_key={KEY}", talk)
     assert code == 1000 and len(audio) == 4 * 600
-    _, audio, code, _ = await ws_session(keyed.ws_url, talk,
-                                         additional_headers={"Authorization": f"Bearer {KEY}"})
+    _, audio, code, _ = await ws_session(
+        keyed.ws_url, talk, additional_headers={"Authorization": f"Bearer {KEY}"}
+    )
     assert code == 1000 and len(audio) == 4 * 600
 
 
 def test_openai_client_sends_the_key(keyed: LiveServer) -> None:
     good = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEY, max_retries=0)
-    assert good.audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="pcm").content
+    assert good.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hi.", response_format="pcm"
+    ).content
     bad = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
@@ -77,8 +82,9 @@ def no_festival(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
 
 
-def test_text_routes_name_the_missing_packages(live: LiveServer, no_festival: None,
-                                               make_mel: Callable[..., np.ndarray]) -> None:
+def test_text_routes_name_the_missing_packages(
+    live: LiveServer, no_festival: None, make_mel: Callable[..., np.ndarray]
+) -> None:
     with live.client() as c:
         r = c.post("/v1/synthesize", json={"text": "Hello."})
         assert r.status_code == 503

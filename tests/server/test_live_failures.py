@@ -10,17 +10,23 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from serverkit import (
+    LiveServer,
+    mel_bytes_b64,
+    metric_value,
+    start_live_server,
+    tiny_settings,
+    ws_session,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-from serverkit import LiveServer, mel_bytes_b64, metric_value, start_live_server, tiny_settings, ws_session
 
 pytestmark = pytest.mark.anyio
 CORES = sorted(os.sched_getaffinity(0))
@@ -50,7 +56,9 @@ def metrics(live: LiveServer) -> str:
         return c.get("/metrics").text
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+async def wait_for(
+    cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -107,7 +115,10 @@ async def test_over_capacity_is_refused_and_admitted_streams_keep_real_time(
     text = metrics(live)
     assert metric_value(text, "sparrow_late_frames_total") == 0
     assert metric_value(text, "sparrow_streams_refused_total", {"reason": "capacity"}) == 2
-    assert metric_value(text, "sparrow_requests_total", {"route": "/v1/synthesize", "status": "429"}) == 1
+    assert (
+        metric_value(text, "sparrow_requests_total", {"route": "/v1/synthesize", "status": "429"})
+        == 1
+    )
 
 
 @pytest.mark.skipif(len(CORES) < 2, reason="needs two cores: one worker dies, the other goes on")
@@ -122,7 +133,9 @@ async def test_killed_worker_fails_its_streams_others_finish_and_it_comes_back(
 
     async def long_http() -> httpx.Response:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as c:
-            return await c.post("/v1/synthesize", json={"mel": mel_bytes_b64(long_mel), "format": "pcm"})
+            return await c.post(
+                "/v1/synthesize", json={"mel": mel_bytes_b64(long_mel), "format": "pcm"}
+            )
 
     http = asyncio.ensure_future(long_http())
     try:
@@ -149,14 +162,20 @@ async def test_killed_worker_fails_its_streams_others_finish_and_it_comes_back(
     status = readyz(live)
     restarted = next(w for w in status["workers"] if w["core"] == victim["core"])
     assert restarted["restarts"] == 1 and restarted["pid"] != victim["pid"]
-    assert metric_value(metrics(live), "sparrow_worker_restarts_total", {"core": str(victim["core"])}) == 1
-    events, audio, code, _ = await ws_session(live.ws_url, [{"type": "mel", "mel": make_mel(5).tolist()},
-                                                            {"type": "close"}])
+    assert (
+        metric_value(metrics(live), "sparrow_worker_restarts_total", {"core": str(victim["core"])})
+        == 1
+    )
+    events, audio, code, _ = await ws_session(
+        live.ws_url, [{"type": "mel", "mel": make_mel(5).tolist()}, {"type": "close"}]
+    )
     assert code == 1000 and len(audio) == 5 * 600
 
 
-async def test_client_disconnect_frees_the_worker(live: LiveServer, make_mel: Callable[..., np.ndarray]) -> None:
-    samples = lambda: metric_value(metrics(live), "sparrow_samples_generated_total")  # noqa: E731
+async def test_client_disconnect_frees_the_worker(
+    live: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
+    samples = lambda: metric_value(metrics(live), "sparrow_samples_generated_total")
     long_mel = mel_bytes_b64(make_mel(12_000))
     full = 12_000 * 300
 
@@ -175,7 +194,9 @@ async def test_client_disconnect_frees_the_worker(live: LiveServer, make_mel: Ca
     start = samples()
     async with httpx.AsyncClient(base_url=live.url) as c:
         with pytest.raises(httpx.TimeoutException):
-            await c.post("/v1/synthesize", json={"mel": long_mel}, timeout=httpx.Timeout(30, read=0.3))
+            await c.post(
+                "/v1/synthesize", json={"mel": long_mel}, timeout=httpx.Timeout(30, read=0.3)
+            )
     await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "http stream release")
     await asyncio.sleep(0.3)
     assert samples() - start < full
@@ -183,16 +204,20 @@ async def test_client_disconnect_frees_the_worker(live: LiveServer, make_mel: Ca
     # HTTP streaming: the OpenAI route, closed after the first chunk
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
         text = " ".join(["This sentence keeps the stream busy for a while."] * 6)
-        async with c.stream("POST", "/v1/audio/speech",
-                            json={"model": "tts-1", "input": text, "response_format": "pcm"}) as r:
+        async with c.stream(
+            "POST",
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": text, "response_format": "pcm"},
+        ) as r:
             assert r.status_code == 200
             async for _ in r.aiter_bytes():
                 break
     await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 15, "speech stream release")
 
 
-async def test_client_that_does_not_read_is_closed_4429(server_with: Callable[..., LiveServer],
-                                                        make_mel: Callable[..., np.ndarray]) -> None:
+async def test_client_that_does_not_read_is_closed_4429(
+    server_with: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
     live = server_with(ws_send_buffer_bytes=64 * 1024)
     ws = await opened(live.ws_url, max_queue=1)  # the client library stops reading when full
     await ws.send(json.dumps({"type": "mel", **mel_bytes_b64(make_mel(12_000))}))
@@ -214,12 +239,14 @@ async def test_idle_websocket_is_closed_4408(server_with: Callable[..., LiveServ
     assert readyz(live)["streams_in_flight"] == 0
 
 
-async def test_busy_websocket_is_not_idle(server_with: Callable[..., LiveServer],
-                                          make_mel: Callable[..., np.ndarray]) -> None:
+async def test_busy_websocket_is_not_idle(
+    server_with: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
     """A stream that is still sending audio is not idle, even with no client message."""
     live = server_with(idle_timeout_s=0.3)
-    events, audio, code, _ = await ws_session(live.ws_url, [
-        {"type": "mel", **mel_bytes_b64(make_mel(3000))}, {"type": "flush"}])
+    events, audio, code, _ = await ws_session(
+        live.ws_url, [{"type": "mel", **mel_bytes_b64(make_mel(3000))}, {"type": "flush"}]
+    )
     # it idles out only after the flush was delivered
     assert code == 4408 and [e["type"] for e in events] == ["start", "flushed", "error"]
     assert len(audio) == 3000 * 600

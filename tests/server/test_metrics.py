@@ -45,7 +45,9 @@ def test_40us_bucket_edge() -> None:
 
 def test_record_frames() -> None:
     m = Metrics()
-    m.record_frames(core=1, samples_per_frame=300, computes=[0.0027, 0.006], waits=[0.0, 0.002], late=1)
+    m.record_frames(
+        core=1, samples_per_frame=300, computes=[0.0027, 0.006], waits=[0.0, 0.002], late=1
+    )
     text = m.render().decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -56,7 +58,11 @@ def test_record_frames() -> None:
     assert samples[("sparrow_late_frames_total", (("core", "1"),))] == 1
     assert abs(samples[("sparrow_worker_busy_seconds_total", (("core", "1"),))] - 0.0087) < 1e-12
     # 0.0027 s / 300 = 9 us lands in the 10 us bucket, 20 us in the 20 us one
-    assert samples[("sparrow_sample_duration_seconds_bucket", (("core", "1"), ("le", "1e-05")))] == 1
-    assert samples[("sparrow_sample_duration_seconds_bucket", (("core", "1"), ("le", "2e-05")))] == 2
+    assert (
+        samples[("sparrow_sample_duration_seconds_bucket", (("core", "1"), ("le", "1e-05")))] == 1
+    )
+    assert (
+        samples[("sparrow_sample_duration_seconds_bucket", (("core", "1"), ("le", "2e-05")))] == 2
+    )
     assert samples[("sparrow_sample_duration_seconds_count", (("core", "1"),))] == 2
     assert samples[("sparrow_queue_wait_seconds_count", ())] == 2

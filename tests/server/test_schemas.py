@@ -23,7 +23,10 @@ def test_mel_forms_agree() -> None:
 
 @pytest.mark.parametrize(
     ("data", "shape", "match"),
-    [("!!!", (1, 80), "not valid base64"), (base64.b64encode(b"\0" * 8).decode(), (1, 80), "needs 320")],
+    [
+        ("!!!", (1, 80), "not valid base64"),
+        (base64.b64encode(b"\0" * 8).decode(), (1, 80), "needs 320"),
+    ],
 )
 def test_bad_base64_mel(data: str, shape: tuple[int, int], match: str) -> None:
     with pytest.raises(MelInputError, match=match):

@@ -15,18 +15,23 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from serverkit import free_port, mel_bytes_b64, wait_ready
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-
-from serverkit import free_port, mel_bytes_b64, wait_ready
 
 pytestmark = pytest.mark.anyio
 SERVE = [sys.executable, "-m", "server", "serve"]
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*SERVE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_invalid_settings_exit_2_with_a_clear_message(tiny_model_dir: Path) -> None:
@@ -47,8 +52,20 @@ def served(tiny_model_dir: Path) -> Iterator[Callable[..., tuple[subprocess.Pope
     def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
         port = free_port()
         proc = subprocess.Popen(
-            [*SERVE, "--model", str(tiny_model_dir), "--port", str(port), "--log-level", "warning", *args],
-            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                *SERVE,
+                "--model",
+                str(tiny_model_dir),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -75,14 +92,20 @@ async def test_sigterm_drains_open_streams_then_exits(
 ) -> None:
     # flags win over the environment: SPARROW_MAX_STREAMS=5 loses to --max-streams 2, and
     # SPARROW_CORES=1 (a count) still applies
-    proc, url = served("--drain-timeout-s", "30", "--max-streams", "2",
-                       env={"SPARROW_MAX_STREAMS": "5", "SPARROW_CORES": "1"})
-    workers = httpx.get(f"{url}/readyz").json()["workers"]
-    assert len(workers) == 1 and workers[0]["capacity"] == 2
+    proc, url = served(
+        "--drain-timeout-s",
+        "30",
+        "--max-streams",
+        "2",
+        env={"SPARROW_MAX_STREAMS": "5", "SPARROW_CORES": "1"},
+    )
     long_mel = make_mel(6000)
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        workers = (await client.get("/readyz")).json()["workers"]
+        assert len(workers) == 1 and workers[0]["capacity"] == 2
         http = asyncio.ensure_future(
-            client.post("/v1/synthesize", json={"mel": mel_bytes_b64(long_mel), "format": "pcm"}))
+            client.post("/v1/synthesize", json={"mel": mel_bytes_b64(long_mel), "format": "pcm"})
+        )
         ws = await connect(url.replace("http", "ws") + "/v1/stream")
         assert json.loads(await ws.recv())["type"] == "start"
         await ws.send(json.dumps({"type": "mel", "mel": make_mel(24).tolist()}))

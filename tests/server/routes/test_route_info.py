@@ -7,7 +7,6 @@ from collections.abc import Callable
 import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-
 from serverkit import metric_value
 
 
@@ -20,7 +19,7 @@ def test_health_and_readiness(app_client: TestClient) -> None:
     assert all(w["state"] == "ready" and w["capacity"] >= 1 for w in body["workers"])
 
 
-def test_models_card(app_client: TestClient, tiny_model_dir) -> None:  # noqa: ANN001
+def test_models_card(app_client: TestClient, tiny_model_dir) -> None:
     body = app_client.get("/v1/models").json()
     assert body["object"] == "list" and len(body["data"]) == 1
     card = body["data"][0]
@@ -28,8 +27,9 @@ def test_models_card(app_client: TestClient, tiny_model_dir) -> None:  # noqa: A
     assert card["hyperparameters"]["hidden_size"] == 64 and card["hyperparameters"]["n_mels"] == 80
     assert card["sparsity"]["block"] and card["sparsity"]["density"]
     assert card["trained"] is False and card["isa"]
-    assert card["workers"] and all(w["us_per_sample"] > 0 and w["kernel_us_per_sample"] > 0
-                                   for w in card["workers"])
+    assert card["workers"] and all(
+        w["us_per_sample"] > 0 and w["kernel_us_per_sample"] > 0 for w in card["workers"]
+    )
 
 
 def test_voices(app_client: TestClient) -> None:
@@ -39,23 +39,33 @@ def test_voices(app_client: TestClient) -> None:
     assert slt["language"].startswith("en") and slt["sample_rate"] == 24000
 
 
-def test_metrics_parse_and_move(app_client: TestClient, make_mel: Callable[..., np.ndarray]) -> None:
+def test_metrics_parse_and_move(
+    app_client: TestClient, make_mel: Callable[..., np.ndarray]
+) -> None:
     before = app_client.get("/metrics").text
     assert app_client.post("/v1/synthesize", json={"mel": make_mel(12).tolist()}).status_code == 200
     after = app_client.get("/metrics")
     assert after.headers["content-type"].startswith("text/plain")
     families = {f.name for f in text_string_to_metric_families(after.text)}
     assert "sparrow_sample_duration_seconds" in families
-    for name in ("sparrow_sample_duration_seconds_count", "sparrow_samples_generated_total",
-                 "sparrow_worker_busy_seconds_total", "sparrow_queue_wait_seconds_count",
-                 "sparrow_real_time_factor_count"):
+    for name in (
+        "sparrow_sample_duration_seconds_count",
+        "sparrow_samples_generated_total",
+        "sparrow_worker_busy_seconds_total",
+        "sparrow_queue_wait_seconds_count",
+        "sparrow_real_time_factor_count",
+    ):
         assert metric_value(after.text, name) > metric_value(before, name), name
     route = {"route": "/v1/synthesize"}
-    assert metric_value(after.text, "sparrow_time_to_first_audio_seconds_count", route) > \
-        metric_value(before, "sparrow_time_to_first_audio_seconds_count", route)
+    assert metric_value(
+        after.text, "sparrow_time_to_first_audio_seconds_count", route
+    ) > metric_value(before, "sparrow_time_to_first_audio_seconds_count", route)
     assert metric_value(after.text, "sparrow_requests_total", {**route, "status": "200"}) >= 1
-    assert metric_value(after.text, "sparrow_samples_generated_total") - \
-        metric_value(before, "sparrow_samples_generated_total") == 12 * 300
+    assert (
+        metric_value(after.text, "sparrow_samples_generated_total")
+        - metric_value(before, "sparrow_samples_generated_total")
+        == 12 * 300
+    )
 
 
 def test_unknown_paths_are_json_404_and_not_a_metric_label(app_client: TestClient) -> None:

@@ -9,7 +9,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 
-def speech(client: TestClient, **body: object):  # noqa: ANN201
+def speech(client: TestClient, **body: object):
     return client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello world.", **body})
 
 
@@ -23,8 +23,11 @@ def test_speech_decodes(app_client: TestClient, fmt: str) -> None:
 
 
 def test_pcm_is_raw_s16le_and_streamed(app_client: TestClient) -> None:
-    with app_client.stream("POST", "/v1/audio/speech",
-                           json={"model": "sparrow", "input": "One. Two.", "response_format": "pcm"}) as r:
+    with app_client.stream(
+        "POST",
+        "/v1/audio/speech",
+        json={"model": "sparrow", "input": "One. Two.", "response_format": "pcm"},
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"] == "audio/pcm"
         assert "content-length" not in r.headers  # streamed as made, not buffered
         body = b"".join(r.iter_bytes())
@@ -50,8 +53,9 @@ def test_model_name_of_the_server_works(app_client: TestClient) -> None:
         ({"instructions": "whisper"}, 422, "instructions", "Extra inputs"),
     ],
 )
-def test_errors_have_openai_shape(app_client: TestClient, body: dict, status: int, param: str,
-                                  needle: str) -> None:
+def test_errors_have_openai_shape(
+    app_client: TestClient, body: dict, status: int, param: str, needle: str
+) -> None:
     r = speech(app_client, **body)
     assert r.status_code == status, r.text
     err = r.json()["error"]

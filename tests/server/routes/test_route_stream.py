@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-
 from serverkit import mel_bytes_b64
 
 
-def run_session(client: TestClient, messages: list[Any]) -> tuple[dict[str, Any], list[Any], bytes, int]:
+def run_session(
+    client: TestClient, messages: list[Any]
+) -> tuple[dict[str, Any], list[Any], bytes, int]:
     """Send `messages` (dicts as JSON, bytes/str raw); collect until the server closes.
 
     Returns (start message, JSON events after start, all audio bytes, close code).
@@ -46,31 +47,41 @@ def json_events(events: list[Any]) -> list[dict[str, Any]]:
 
 def test_protocol_round_trip(app_client: TestClient, make_mel: Callable[..., np.ndarray]) -> None:
     mel = make_mel(30, seed=2)
-    start, events, audio, code = run_session(app_client, [
-        {"type": "config", "seed": 4},
-        {"type": "mel", "mel": mel[:10].tolist()},
-        {"type": "mel", **mel_bytes_b64(mel[10:])},
-        {"type": "close"},
-    ])
+    start, events, audio, code = run_session(
+        app_client,
+        [
+            {"type": "config", "seed": 4},
+            {"type": "mel", "mel": mel[:10].tolist()},
+            {"type": "mel", **mel_bytes_b64(mel[10:])},
+            {"type": "close"},
+        ],
+    )
     assert start == {"type": "start", "sample_rate": 24000, "format": "s16le", "channels": 1}
     assert code == 1000
     assert all(n % 600 == 0 for n in events if isinstance(n, int))  # whole frames of s16le
     end = json_events(events)[-1]
     assert end["type"] == "end" and end["samples"] == 30 * 300 == len(audio) // 2
     assert end["time_to_first_audio_ms"] >= 0 and end["real_time_factor"] > 0
-    pcm = app_client.post("/v1/synthesize", json={"mel": mel.tolist(), "seed": 4, "format": "pcm"}).content
+    pcm = app_client.post(
+        "/v1/synthesize", json={"mel": mel.tolist(), "seed": 4, "format": "pcm"}
+    ).content
     assert audio == pcm  # same seed and mel: same audio over both transports
 
 
-def test_flush_splits_utterances(app_client: TestClient, make_mel: Callable[..., np.ndarray]) -> None:
+def test_flush_splits_utterances(
+    app_client: TestClient, make_mel: Callable[..., np.ndarray]
+) -> None:
     a, b = make_mel(12, seed=1), make_mel(7, seed=2)
-    _, events, audio, code = run_session(app_client, [
-        {"type": "mel", "mel": a.tolist()},
-        {"type": "flush"},
-        {"type": "flush"},  # an empty utterance is flushed at once
-        {"type": "mel", "mel": b.tolist()},
-        {"type": "close"},
-    ])
+    _, events, audio, code = run_session(
+        app_client,
+        [
+            {"type": "mel", "mel": a.tolist()},
+            {"type": "flush"},
+            {"type": "flush"},  # an empty utterance is flushed at once
+            {"type": "mel", "mel": b.tolist()},
+            {"type": "close"},
+        ],
+    )
     assert code == 1000
     kinds = [(e["type"], e.get("samples")) for e in json_events(events)]
     assert kinds == [("flushed", 12 * 300), ("flushed", 12 * 300), ("end", 19 * 300)]
@@ -81,11 +92,14 @@ def test_flush_splits_utterances(app_client: TestClient, make_mel: Callable[...,
 
 
 def test_text_message(app_client: TestClient) -> None:
-    _, events, audio, code = run_session(app_client, [
-        {"type": "config", "voice": "slt", "speed": 1.2},
-        {"type": "text", "text": "Streaming speech. Sentence by sentence."},
-        {"type": "close"},
-    ])
+    _, events, audio, code = run_session(
+        app_client,
+        [
+            {"type": "config", "voice": "slt", "speed": 1.2},
+            {"type": "text", "text": "Streaming speech. Sentence by sentence."},
+            {"type": "close"},
+        ],
+    )
     assert code == 1000, events
     assert len(audio) > 24000 and json_events(events)[-1]["type"] == "end"
 
@@ -100,24 +114,31 @@ def test_text_message(app_client: TestClient) -> None:
         ([{"type": "mel", "mel": [[0.0] * 3]}], 1007, "80 bins"),
         ([{"type": "mel", "mel": [[float("nan")] * 80]}], 1007, "non-finite"),
         ([{"type": "config", "seed": "seven"}], 1007, "seed"),
-        ([{"type": "flush"}, {"type": "config", "seed": 1}], 1007, "config must be the first message"),
+        (
+            [{"type": "flush"}, {"type": "config", "seed": 1}],
+            1007,
+            "config must be the first message",
+        ),
         ([{"type": "config", "voice": "nobody"}], 1007, "unknown voice"),
         ([{"type": "text", "text": "z" * 4097}], 1009, "limit is 4096"),
         ([{"type": "text", "text": "?!"}], 1007, "nothing to speak"),
         ([{"type": "mel", "mel": [[-5.0] * 80] * 12_001}], 1009, "limit is 12000"),
     ],
 )
-def test_bad_messages_close_with_a_code(app_client: TestClient, messages: list[Any], code: int,
-                                        needle: str) -> None:
+def test_bad_messages_close_with_a_code(
+    app_client: TestClient, messages: list[Any], code: int, needle: str
+) -> None:
     _, events, _, got = run_session(app_client, messages)
     errors = [e for e in json_events(events) if e["type"] == "error"]
     assert got == code and len(errors) == 1 and needle in errors[0]["message"], events
 
 
-def test_server_still_streams_after_bad_sessions(app_client: TestClient,
-                                                 make_mel: Callable[..., np.ndarray]) -> None:
+def test_server_still_streams_after_bad_sessions(
+    app_client: TestClient, make_mel: Callable[..., np.ndarray]
+) -> None:
     run_session(app_client, [b"junk"])
-    _, _, audio, code = run_session(app_client, [{"type": "mel", "mel": make_mel(5).tolist()},
-                                                 {"type": "close"}])
+    _, _, audio, code = run_session(
+        app_client, [{"type": "mel", "mel": make_mel(5).tolist()}, {"type": "close"}]
+    )
     assert code == 1000 and len(audio) == 5 * 600
     assert app_client.get("/readyz").json()["streams_in_flight"] == 0

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
-
 from serverkit import mel_bytes_b64
 
 HOP = 300
@@ -33,17 +32,23 @@ def test_mel_to_wav(app_client: TestClient, make_mel: Callable[..., np.ndarray])
     assert float(r.headers["x-real-time-factor"]) > 0
 
 
-def test_formats_and_mel_forms_agree(app_client: TestClient, make_mel: Callable[..., np.ndarray]) -> None:
+def test_formats_and_mel_forms_agree(
+    app_client: TestClient, make_mel: Callable[..., np.ndarray]
+) -> None:
     mel = make_mel(25, seed=3)
     pcm = synth(app_client, mel=mel.tolist(), seed=9, format="pcm")
     assert len(pcm) == 25 * HOP * 2
     assert synth(app_client, mel=mel_bytes_b64(mel), seed=9, format="pcm") == pcm
     wav, _ = sf.read(io.BytesIO(synth(app_client, mel=mel.tolist(), seed=9)), dtype="int16")
-    flac, sr = sf.read(io.BytesIO(synth(app_client, mel=mel.tolist(), seed=9, format="flac")), dtype="int16")
+    flac, sr = sf.read(
+        io.BytesIO(synth(app_client, mel=mel.tolist(), seed=9, format="flac")), dtype="int16"
+    )
     assert sr == 24000 and wav.tobytes() == pcm == flac.tobytes()
 
 
-def test_seed_decides_the_audio(app_client: TestClient, make_mel: Callable[..., np.ndarray]) -> None:
+def test_seed_decides_the_audio(
+    app_client: TestClient, make_mel: Callable[..., np.ndarray]
+) -> None:
     mel = make_mel(20).tolist()
     a = synth(app_client, mel=mel, seed=1, format="pcm")
     assert synth(app_client, mel=mel, seed=1, format="pcm") == a
@@ -51,7 +56,9 @@ def test_seed_decides_the_audio(app_client: TestClient, make_mel: Callable[..., 
 
 
 def test_text_with_festival(app_client: TestClient) -> None:
-    r = app_client.post("/v1/synthesize", json={"text": "Hello there. This is Sparrow.", "format": "wav"})
+    r = app_client.post(
+        "/v1/synthesize", json={"text": "Hello there. This is Sparrow.", "format": "wav"}
+    )
     assert r.status_code == 200, r.text
     data, sr = sf.read(io.BytesIO(r.content))
     assert sr == 24000 and data.shape[0] > 24000 * 0.5  # two sentences: well over half a second
@@ -85,7 +92,9 @@ GOOD_MEL = np.full((8, 80), -5.0).tolist()
         ({"text": "hi", "mel": GOOD_MEL}, 422, "exactly one of 'text' or 'mel'"),
     ],
 )
-def test_bad_input_is_a_clear_4xx(app_client: TestClient, body: dict, status: int, needle: str) -> None:
+def test_bad_input_is_a_clear_4xx(
+    app_client: TestClient, body: dict, status: int, needle: str
+) -> None:
     r = app_client.post("/v1/synthesize", json=body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -95,8 +104,11 @@ def test_bad_input_is_a_clear_4xx(app_client: TestClient, body: dict, status: in
 
 def test_nan_mel(app_client: TestClient) -> None:
     row = ",".join(["NaN"] + ["-5"] * 79)
-    r = app_client.post("/v1/synthesize", content=f'{{"mel": [[{row}]]}}',
-                        headers={"content-type": "application/json"})
+    r = app_client.post(
+        "/v1/synthesize",
+        content=f'{{"mel": [[{row}]]}}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422 and "non-finite" in r.json()["error"]["message"]
 
 
@@ -108,7 +120,9 @@ def test_nan_mel(app_client: TestClient) -> None:
         (b'"just a string"', {"content-type": "application/json"}, "JSON object"),
     ],
 )
-def test_non_json_bodies(app_client: TestClient, content: bytes, headers: dict, needle: str) -> None:
+def test_non_json_bodies(
+    app_client: TestClient, content: bytes, headers: dict, needle: str
+) -> None:
     r = app_client.post("/v1/synthesize", content=content, headers=headers)
     assert r.status_code == 422 and needle in r.json()["error"]["message"], r.text
 
@@ -119,7 +133,9 @@ def test_body_over_the_limit_is_413(app_client: TestClient) -> None:
     assert r.status_code == 413 and r.json()["error"]["message"]
 
 
-def test_server_still_serves_after_bad_input(app_client: TestClient, make_mel: Callable[..., np.ndarray]) -> None:
+def test_server_still_serves_after_bad_input(
+    app_client: TestClient, make_mel: Callable[..., np.ndarray]
+) -> None:
     for body in ({"mel": "nope"}, {"text": None}, {"mel": [[-5.0] * 80], "seed": 1.5}):
         assert app_client.post("/v1/synthesize", json=body).status_code == 422
     inf = '{"mel": [[' + ",".join(["Infinity"] * 80) + "]]}"

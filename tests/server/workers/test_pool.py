@@ -56,8 +56,9 @@ def test_capacity_formula() -> None:
     assert capacity_for(100.0, 0.8, None) == 1  # slower than real time: still one stream
 
 
-async def test_pool_audio_matches_the_runtime(pool: WorkerPool, tiny_model_dir: Path,
-                                              make_mel: Callable[..., np.ndarray]) -> None:
+async def test_pool_audio_matches_the_runtime(
+    pool: WorkerPool, tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
+) -> None:
     mel = make_mel(33, seed=4)
     rt = VocoderRuntime.load(tiny_model_dir)
     expected = b"".join(float_to_pcm16(f) for f in rt.generate(mel, seed=11))
@@ -78,7 +79,9 @@ async def test_pool_audio_matches_the_runtime(pool: WorkerPool, tiny_model_dir: 
         chunked.close()
     assert pool.streams_in_flight == 0
     status = pool.worker_status()
-    assert all(w["state"] == "ready" and w["us_per_sample"] > 0 and w["capacity"] >= 1 for w in status)
+    assert all(
+        w["state"] == "ready" and w["us_per_sample"] > 0 and w["capacity"] >= 1 for w in status
+    )
     assert {w["core"] for w in status} == set(CORES)
     assert pool.model_info["name"] == tiny_model_dir.name
 
@@ -98,8 +101,9 @@ async def test_admission_and_least_loaded_placement(tiny_model_dir: Path) -> Non
         await pool.stop()
 
 
-async def test_killed_worker_fails_its_streams_and_comes_back(tiny_model_dir: Path,
-                                                              make_mel: Callable[..., np.ndarray]) -> None:
+async def test_killed_worker_fails_its_streams_and_comes_back(
+    tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
+) -> None:
     pool = await started(make_pool(tiny_model_dir, cores=CORES[:1]))
     try:
         victim = pool.open_stream()
@@ -115,7 +119,10 @@ async def test_killed_worker_fails_its_streams_and_comes_back(tiny_model_dir: Pa
         assert pool.streams_in_flight == 0
         await pool.wait_ready(60)
         assert pool.workers[0].restarts == 1
-        assert 'sparrow_worker_restarts_total{core="%d"} 1.0' % CORES[0] in pool.metrics.render().decode()
+        assert (
+            f'sparrow_worker_restarts_total{{core="{CORES[0]}"}} 1.0'
+            in pool.metrics.render().decode()
+        )
         again = pool.open_stream(seed=1)
         again.push(make_mel(5))
         again.finish()
@@ -144,8 +151,9 @@ async def test_a_model_that_does_not_load_is_fatal(tiny_model_dir: Path, tmp_pat
         await pool.stop()
 
 
-async def test_drain_refuses_new_streams_and_waits_for_open_ones(pool: WorkerPool,
-                                                                  make_mel: Callable[..., np.ndarray]) -> None:
+async def test_drain_refuses_new_streams_and_waits_for_open_ones(
+    pool: WorkerPool, make_mel: Callable[..., np.ndarray]
+) -> None:
     h = pool.open_stream()
     h.push(make_mel(10))
     h.finish()

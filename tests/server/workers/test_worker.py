@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing import Pipe
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +79,9 @@ def reference_pcm(runtime: VocoderRuntime, mel: np.ndarray, seed: int) -> bytes:
     return b"".join(float_to_pcm16(f) for f in runtime.generate(mel, seed=seed))
 
 
-def test_chunked_pushes_give_the_runtime_audio(runtime: VocoderRuntime, harness: Callable[..., Harness],
-                                               make_mel: Callable[..., np.ndarray]) -> None:
+def test_chunked_pushes_give_the_runtime_audio(
+    runtime: VocoderRuntime, harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
     mel = make_mel(37, seed=1)
     h = harness().start()
     h.send("open", 1, 7, time.monotonic())
@@ -97,8 +97,23 @@ def test_chunked_pushes_give_the_runtime_audio(runtime: VocoderRuntime, harness:
     assert h.until_flushed(1)[0] == pcm
 
 
-def test_interleaved_streams_are_independent(runtime: VocoderRuntime, harness: Callable[..., Harness],
-                                             make_mel: Callable[..., np.ndarray]) -> None:
+def test_commands_after_finish_belong_to_the_next_utterance(
+    runtime: VocoderRuntime, harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
+    a, b = make_mel(30, seed=1), make_mel(9, seed=2)
+    h = harness().start()
+    h.send("open", 1, 3, time.monotonic())
+    # all sent at once: the second push arrives while the first utterance's tail is computing
+    for msg in [("push", 1, a), ("finish", 1), ("finish", 1), ("push", 1, b), ("finish", 1)]:
+        h.send(*msg)
+    assert h.until_flushed(1)[0] == reference_pcm(runtime, a, seed=3)
+    assert h.until_flushed(1)[0] == b""
+    assert h.until_flushed(1)[0] == reference_pcm(runtime, b, seed=3)
+
+
+def test_interleaved_streams_are_independent(
+    runtime: VocoderRuntime, harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
     mels = {1: make_mel(30, seed=1), 2: make_mel(45, seed=2)}
     h = harness().start()
     now = time.monotonic()
@@ -118,7 +133,9 @@ def test_interleaved_streams_are_independent(runtime: VocoderRuntime, harness: C
         assert got[sid] == reference_pcm(runtime, mel, seed=sid)
 
 
-def test_edf_picks_the_earliest_deadline(runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]) -> None:
+def test_edf_picks_the_earliest_deadline(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
     a_conn, _ = Pipe()
     s = Scheduler(runtime, a_conn, initial_buffer_s=0.1)
     now = time.monotonic()
@@ -134,8 +151,9 @@ def test_edf_picks_the_earliest_deadline(runtime: VocoderRuntime, make_mel: Call
     assert s.pick().sid == 1
 
 
-def test_late_frames_are_counted_against_the_buffer(harness: Callable[..., Harness],
-                                                    make_mel: Callable[..., np.ndarray]) -> None:
+def test_late_frames_are_counted_against_the_buffer(
+    harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
     mel = make_mel(20)
     strict = harness(buffer_s=0.0).start()
     strict.send("open", 1, 0, time.monotonic())
@@ -150,8 +168,9 @@ def test_late_frames_are_counted_against_the_buffer(harness: Callable[..., Harne
     assert relaxed.until_flushed(1)[1] == 0
 
 
-def test_close_drops_the_stream_at_once(harness: Callable[..., Harness],
-                                        make_mel: Callable[..., np.ndarray]) -> None:
+def test_close_drops_the_stream_at_once(
+    harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
     h = harness().start()
     h.send("open", 1, 0, time.monotonic())
     h.send("push", 1, make_mel(3000))  # far more than the worker computes before the close
@@ -174,8 +193,9 @@ def test_close_drops_the_stream_at_once(harness: Callable[..., Harness],
     assert 1 not in h.scheduler.streams
 
 
-def test_bad_mel_fails_only_that_stream(harness: Callable[..., Harness],
-                                        make_mel: Callable[..., np.ndarray]) -> None:
+def test_bad_mel_fails_only_that_stream(
+    harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
     h = harness().start()
     h.send("open", 1, 0, time.monotonic())
     h.send("push", 1, np.full((4, 80), np.nan, np.float32))
