@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from models.config import TINY, VocoderConfig
 from models.reference import SPARSE_WEIGHTS, mulaw_encode
 from models.sparsity import block_norms, magnitude_block_mask
-from models.wavernn import WaveRNN, pad_mel, prev_inputs, to_reference_weights
+from models.wavernn import SAMPLE_GAIN, WaveRNN, pad_mel, prev_inputs, to_reference_weights
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +221,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig]:
     config = VocoderConfig.from_dict(state["config"])
     model = WaveRNN(config)
+    # The input gain is part of what the stored GRU column means.
+    model.sample_gain = float(state.get("sample_gain", SAMPLE_GAIN))
     model.load_state_dict({k: v.float() for k, v in state["model"].items()})
     return model, config
 
@@ -242,6 +244,7 @@ def save_small(state: dict[str, Any], path: Path) -> None:
     """A compact resumable checkpoint: fp16 weights + masks + counters (no optimizer moments)."""
     small = {
         "config": state["config"],
+        "sample_gain": state.get("sample_gain", SAMPLE_GAIN),
         "model": {k: v.half() for k, v in state["model"].items()},
         "pruner": state["pruner"],
         "step": state["step"],
@@ -343,6 +346,7 @@ def train(args: argparse.Namespace) -> int:
     def snapshot(seconds: float) -> dict[str, Any]:
         return {
             "config": config.to_dict(),
+            "sample_gain": model.sample_gain,
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "pruner": pruner.state_dict(),
