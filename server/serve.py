@@ -87,6 +87,23 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration `sparrow serve` runs with (the integration tests use it too)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # Open streams finish during the drain; this only bounds what is left after it.
+        "timeout_graceful_shutdown": 2,
+        "ws_max_size": max(settings.max_body_bytes, 1 << 20),
+        # PCM barely compresses; deflating every audio message only costs CPU on both ends.
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
@@ -97,16 +114,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"sparrow serve: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Open streams finish during the drain; this only bounds what is left after it.
-        timeout_graceful_shutdown=2,
-        ws_max_size=max(settings.max_body_bytes, 1 << 20),
-        lifespan="on",
-    )
+    config = uvicorn_config(app, settings)
     server = DrainingServer(config, app, settings.drain_timeout_s)
     app.state.on_fatal = server.fatal
     server.run()

@@ -38,10 +38,13 @@ from server.workers.affinity import pin_to_core, single_threaded_env
 
 logger = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.005
-"""Frames are batched per stream for at most this long: one pipe message per ~5 ms instead of one
-per frame (a tiny model makes a frame in ~50 µs), far below any playback buffer. The first frame
-of every utterance is sent at once so time-to-first-audio never waits for a batch."""
+FLUSH_INTERVAL_S = 0.02
+"""Frames are batched per stream: one pipe message (and one websocket message) per burst
+instead of one per frame, since per-message costs in the server process (unpickling, the event
+loop, websocket framing) exceed a frame's compute with small models. A batch is sent when the
+stream has nothing more to compute (its burst ended), when it completes an utterance, and at
+least every 20 ms (far below any playback buffer; lateness is judged when frames are sent).
+The first frame of every utterance is sent at once so time-to-first-audio never waits."""
 
 
 @dataclass
@@ -189,11 +192,11 @@ class Scheduler:
         s.frames += 1
         s.utt_samples += len(pcm) // 2
         s.ready_since = t1
-        if s.eager:
-            self._flush(s)
-            s.eager = False
         if s.vs.finished:
             self._complete(s)
+        elif s.eager or s.vs.pending() == 0:
+            self._flush(s)
+            s.eager = False
 
     def pick(self) -> _Stream | None:
         """The runnable stream whose next frame is due first (EDF), or None.

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from server.app import create_app
 from server.config import Settings
+from server.serve import uvicorn_config
 
 
 def tiny_settings(model_dir: Path, **overrides: Any) -> Settings:
@@ -66,14 +67,7 @@ class LiveServer:
 
 def start_live_server(settings: Settings, wait: bool = True) -> LiveServer:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=2,
-    )
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
     thread.start()
