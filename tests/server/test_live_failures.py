@@ -250,3 +250,28 @@ async def test_busy_websocket_is_not_idle(
     # it idles out only after the flush was delivered
     assert code == 4408 and [e["type"] for e in events] == ["start", "flushed", "error"]
     assert len(audio) == 3000 * 600
+
+
+async def test_worker_death_mid_http_stream_truncates_the_body(
+    server_with: Callable[..., LiveServer],
+) -> None:
+    """A streamed body whose worker dies is cut off (never ends like a complete file)."""
+    live = server_with(cores=CORES[:1])
+    text = " ".join(f"Sentence number {i} keeps this stream going." for i in range(8))
+    got = 0
+    async with (
+        httpx.AsyncClient(base_url=live.url, timeout=30) as c,
+        c.stream(
+            "POST",
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": text, "response_format": "pcm"},
+        ) as r,
+    ):
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for chunk in r.aiter_bytes():
+                if got == 0:
+                    os.kill(readyz(live)["workers"][0]["pid"], signal.SIGKILL)
+                got += len(chunk)
+    assert got > 0
+    await wait_for(lambda: readyz(live)["ready"], 60, "the restarted worker")
