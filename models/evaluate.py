@@ -131,7 +131,9 @@ class TestUtterance:
     text: str
 
 
-def load_test_set(corpus: Path, limit: int | None, max_seconds: float | None) -> list[TestUtterance]:
+def load_test_set(
+    corpus: Path, limit: int | None, max_seconds: float | None
+) -> list[TestUtterance]:
     meta = corpus / "metadata.csv"
     if not meta.exists():
         raise EvalError(f"no corpus at {corpus} (expected {meta}); run `sparrow data` first")
@@ -169,7 +171,9 @@ def evaluate(
     "griffin-lim" unless griffin_lim_iters is None. summary[name] = {lsd_db, mcd_db, rtf, n}.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
-    per: dict[str, dict[str, list[float]]] = {n: {"lsd_db": [], "mcd_db": [], "seconds": []} for n in names}
+    per: dict[str, dict[str, list[float]]] = {
+        n: {"lsd_db": [], "mcd_db": [], "seconds": []} for n in names
+    }
     audio_out: dict[str, dict[str, np.ndarray]] = {}
     total_audio = 0.0
     for utt in utterances:
@@ -185,7 +189,13 @@ def evaluate(
             per[name]["lsd_db"].append(log_spectral_distance(utt.audio, y))
             per[name]["mcd_db"].append(mel_cepstral_distortion(utt.audio, y))
             outs[name] = y[: utt.audio.shape[0]]
-            logger.info("%s %-20s LSD %.2f dB  MCD %.2f dB", utt.id, name, per[name]["lsd_db"][-1], per[name]["mcd_db"][-1])
+            logger.info(
+                "%s %-20s LSD %.2f dB  MCD %.2f dB",
+                utt.id,
+                name,
+                per[name]["lsd_db"][-1],
+                per[name]["mcd_db"][-1],
+            )
         audio_out[utt.id] = outs
     summary = {
         n: {
@@ -205,7 +215,9 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
         "|---|---|---|---|---|",
     ]
     for name, m in summary.items():
-        lines.append(f"| {name} | {m['lsd_db']:.2f} | {m['mcd_db']:.2f} | {m['rtf']:.3f} | {m['n']} |")
+        lines.append(
+            f"| {name} | {m['lsd_db']:.2f} | {m['mcd_db']:.2f} | {m['rtf']:.3f} | {m['n']} |"
+        )
     return "\n".join(lines)
 
 
@@ -222,7 +234,9 @@ def save_spectrograms(path: Path, outs: dict[str, np.ndarray], title: str) -> No
         db = 20 * np.log10(magnitude_spectrogram(y).T + 1e-5)
         top = float(db.max()) if top is None else top
         extent = (0, y.shape[0] / SPEC.sample_rate, 0, SPEC.sample_rate / 2000)
-        ax.imshow(db, origin="lower", aspect="auto", extent=extent, vmin=top - 90, vmax=top, cmap="magma")
+        ax.imshow(
+            db, origin="lower", aspect="auto", extent=extent, vmin=top - 90, vmax=top, cmap="magma"
+        )
         ax.set_title(name)
         ax.set_xlabel("s")
     np.atleast_1d(axes)[0].set_ylabel("kHz")
@@ -233,31 +247,50 @@ def save_spectrograms(path: Path, outs: dict[str, np.ndarray], title: str) -> No
     plt.close(fig)
 
 
-def write_quality_doc(path: Path, summary: dict[str, dict[str, float]], args: argparse.Namespace,
-                      plots: list[str], samples: list[str], manifests: dict[str, dict]) -> None:
+def write_quality_doc(
+    path: Path,
+    summary: dict[str, dict[str, float]],
+    args: argparse.Namespace,
+    plots: list[str],
+    samples: list[str],
+    manifests: dict[str, dict],
+) -> None:
     models = "\n".join(
         f"- `{name}`: {m.get('description') or ''} (trained: {m.get('trained')}, ISA module used: "
         f"{m.get('_isa', '?')})"
         for name, m in manifests.items()
     )
+    intro = (
+        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds}` on the "
+        "held-out (`split == test`) utterances of the Festival corpus: each original log-mel is vocoded "
+        "through the TVM runtime (`VocoderRuntime.generate`, the server's own path) and by Griffin-Lim "
+        "(32 iterations, NNLS mel inversion) from the same mel, and compared with the original audio. "
+        "Lower is better for both metrics; the real-time factor is wall time / audio time on this shared "
+        "machine (Griffin-Lim includes librosa)."
+    )
+    lsd = (
+        "- **LSD** (log-spectral distance): RMS over STFT bins of the dB difference, averaged over active "
+        "frames (within 40 dB of the loudest), 2048-point FFT, 50 ms window, 12.5 ms hop."
+    )
+    mcd = (
+        "- **MCD** (mel-cepstral distortion): `10/ln10 * sqrt(2 * sum (c_d - c'_d)^2)` over cepstra 1..24 "
+        "(true-cepstrum scaling) of the 80-band natural-log magnitude mel spectrum, active frames only; a "
+        "filterbank cepstrum rather than SPTK's all-pass mel-cepstrum, so compare rows with each other first."
+    )
+    sampling = (
+        "- The vocoder samples its output, so its waveform never matches the original sample for sample; "
+        "the metrics only look at magnitude spectra, where a good vocoder does match."
+    )
     lines = [
         "## Vocoding quality",
         "",
-        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds}` on the held-out "
-        "(`split == test`) utterances of the Festival corpus: each original log-mel is vocoded through the TVM "
-        "runtime (`VocoderRuntime.generate`, the server's own path) and by Griffin-Lim (32 iterations, NNLS mel "
-        "inversion) from the same mel, and compared with the original audio. Lower is better for both metrics; "
-        "the real-time factor is wall time / audio time on this shared machine (Griffin-Lim includes librosa).",
+        intro,
         "",
         format_table(summary),
         "",
-        "- **LSD** (log-spectral distance): RMS over STFT bins of the dB difference, averaged over active frames "
-        "(within 40 dB of the loudest), 2048-point FFT, 50 ms window, 12.5 ms hop.",
-        "- **MCD** (mel-cepstral distortion): `10/ln10 * sqrt(2 * sum (c_d - c'_d)^2)` over cepstra 1..24 "
-        "(true-cepstrum scaling) of the 80-band natural-log magnitude mel spectrum, active frames only; a "
-        "filterbank cepstrum rather than SPTK's all-pass mel-cepstrum, so compare rows with each other first.",
-        "- The vocoder samples its output, so its waveform never matches the original sample for sample; the "
-        "metrics only look at magnitude spectra, where a good vocoder does match.",
+        lsd,
+        mcd,
+        sampling,
         "",
         "Models:",
         models,
@@ -265,35 +298,61 @@ def write_quality_doc(path: Path, summary: dict[str, dict[str, float]], args: ar
     ]
     if plots:
         lines += ["Spectrograms (original, then each system):", ""]
-        lines += [f"![{Path(p).stem}]({Path(p).relative_to(path.parent).as_posix()})" for p in plots]
+        lines += [
+            f"![{Path(p).stem}]({Path(p).relative_to(path.parent).as_posix()})" for p in plots
+        ]
         lines.append("")
     if samples:
-        lines += ["Listen: " + ", ".join(f"[{Path(s).stem}]({Path(s).relative_to(path.parent).as_posix()})" for s in samples), ""]
+        lines += [
+            "Listen: "
+            + ", ".join(
+                f"[{Path(s).stem}]({Path(s).relative_to(path.parent).as_posix()})" for s in samples
+            ),
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument(
-        "--model", action="append", metavar="NAME=DIR",
+        "--model",
+        action="append",
+        metavar="NAME=DIR",
         help="compiled model to score (repeatable); default trained=compiled/wavernn-slt and "
         "untrained=compiled/wavernn-untrained",
     )
     parser.add_argument("--limit", type=int, default=8, help="held-out utterances to use (0 = all)")
-    parser.add_argument("--max-seconds", type=float, default=4.0, help="crop each utterance (0 = whole)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=4.0, help="crop each utterance (0 = whole)"
+    )
     parser.add_argument("--no-griffin-lim", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="write the summary (and per-model info) here")
-    parser.add_argument("--img-dir", type=Path, default=None, help="spectrogram PNGs (e.g. docs/img)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the summary (and per-model info) here"
+    )
+    parser.add_argument(
+        "--img-dir", type=Path, default=None, help="spectrogram PNGs (e.g. docs/img)"
+    )
     parser.add_argument("--plots", type=int, default=2, help="utterances to plot")
-    parser.add_argument("--samples-dir", type=Path, default=None, help="WAVs of a few utterances (e.g. docs/samples)")
+    parser.add_argument(
+        "--samples-dir",
+        type=Path,
+        default=None,
+        help="WAVs of a few utterances (e.g. docs/samples)",
+    )
     parser.add_argument("--samples", type=int, default=2, help="utterances to save as WAV")
-    parser.add_argument("--doc", type=Path, default=None, help="write the Markdown report here (docs/quality.md)")
+    parser.add_argument(
+        "--doc", type=Path, default=None, help="write the Markdown report here (docs/quality.md)"
+    )
 
 
 def _parse_models(specs: list[str] | None) -> dict[str, Path]:
     if not specs:
-        return {"trained": Path("compiled/wavernn-slt"), "untrained": Path("compiled/wavernn-untrained")}
+        return {
+            "trained": Path("compiled/wavernn-slt"),
+            "untrained": Path("compiled/wavernn-untrained"),
+        }
     out = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -334,7 +393,10 @@ def run(args: argparse.Namespace) -> int:
                 sf.write(p, np.clip(y, -1, 1), SPEC.sample_rate, subtype="PCM_16")
                 samples.append(str(p))
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "utterances": [u.id for u in utterances]}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"summary": summary, "utterances": [u.id for u in utterances]}, indent=2)
+            + "\n"
+        )
     if args.doc:
         write_quality_doc(args.doc, summary, args, plots, samples, manifests)
     return 0

@@ -73,7 +73,9 @@ class Corpus:
         """Load utterances added to metadata.csv since the last call; returns how many were added."""
         meta = self.root / "metadata.csv"
         if not meta.exists():
-            raise CorpusError(f"no corpus at {self.root} (expected {meta}); run `sparrow data` first")
+            raise CorpusError(
+                f"no corpus at {self.root} (expected {meta}); run `sparrow data` first"
+            )
         with meta.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         added = 0
@@ -92,11 +94,22 @@ class Corpus:
             except (OSError, ValueError, RuntimeError) as exc:
                 logger.warning("skipping %s: %s", uid, exc)
                 continue
-            if sr != self.config.sample_rate or audio.ndim != 1 or m.shape != (
-                audio.shape[0] // hop + 1,
-                self.config.n_mels,
+            if (
+                sr != self.config.sample_rate
+                or audio.ndim != 1
+                or m.shape
+                != (
+                    audio.shape[0] // hop + 1,
+                    self.config.n_mels,
+                )
             ):
-                logger.warning("skipping %s: sr=%s audio %s mel %s break the contract", uid, sr, audio.shape, m.shape)
+                logger.warning(
+                    "skipping %s: sr=%s audio %s mel %s break the contract",
+                    uid,
+                    sr,
+                    audio.shape,
+                    m.shape,
+                )
                 continue
             utt = Utterance(uid, mulaw_encode(audio).astype(np.uint8), pad_mel(m))
             if utt.usable_frames >= 1:
@@ -110,7 +123,11 @@ class Corpus:
 
 
 def sample_batch(
-    utts: list[Utterance], config: VocoderConfig, batch: int, crop_frames: int, rng: np.random.Generator
+    utts: list[Utterance],
+    config: VocoderConfig,
+    batch: int,
+    crop_frames: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random crops of `crop_frames` frames, utterances drawn in proportion to their length.
 
@@ -133,6 +150,48 @@ def sample_batch(
         target[b] = u.classes[start : start + n]
         prev[b] = prev_inputs(u.classes, start, n)
     return mel, prev, target
+
+
+def write_synthetic_corpus(
+    root: Path, n_train: int = 6, n_test: int = 2, seconds: float = 0.6, seed: int = 0
+) -> Path:
+    """A tiny corpus in the `sparrow data` layout for smoke runs and tests: harmonic tones with a
+    pitch glide (learnable structure, no Festival needed)."""
+    from models.features import log_mel
+
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    (root / "mel").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_train + n_test):
+        uid = f"u{i:03d}"
+        n = int(seconds * 24_000) + int(rng.integers(0, 300))
+        t = np.arange(n) / 24_000
+        phase = 2 * np.pi * np.cumsum(120 + 60 * rng.random() + 40 * t) / 24_000
+        audio = sum(0.3 / k * np.sin(k * phase) for k in (1, 2, 3)) + 0.003 * rng.normal(size=n)
+        sf.write(root / "wav" / f"{uid}.wav", audio.astype(np.float32), 24_000, subtype="PCM_16")
+        mel = log_mel(
+            sf.read(root / "wav" / f"{uid}.wav", dtype="float32")[0]
+        )  # of the 16-bit audio
+        np.save(root / "mel" / f"{uid}.npy", mel)
+        split = "train" if i < n_train else "test"
+        rows.append(
+            {
+                "id": uid,
+                "speed": 1.0,
+                "samples": n,
+                "frames": mel.shape[0],
+                "split": split,
+                "text": "tone",
+            }
+        )
+    with (root / "metadata.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(
+            fh, fieldnames=["id", "speed", "samples", "frames", "split", "text"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
 
 
 # --- schedules and pruning -------------------------------------------------------------------------
@@ -185,11 +244,15 @@ class Pruner:
         self.masks = {k: m.float() for k, m in state["masks"].items()}
 
 
-def finalize_sparsity(weights: dict[str, np.ndarray], config: VocoderConfig) -> dict[str, np.ndarray]:
+def finalize_sparsity(
+    weights: dict[str, np.ndarray], config: VocoderConfig
+) -> dict[str, np.ndarray]:
     """Prune the sparse matrices to exactly the target density (a no-op once training reached it)."""
     out = dict(weights)
     for name in SPARSE_WEIGHTS:
-        mask = magnitude_block_mask(weights[name], (config.block_rows, config.block_cols), config.density)
+        mask = magnitude_block_mask(
+            weights[name], (config.block_rows, config.block_cols), config.density
+        )
         out[name] = (weights[name] * mask).astype(np.float32)
     return out
 
@@ -272,7 +335,9 @@ class TrainSettings:
     grad_clip: float = 1.0
 
 
-def _progress(step: int, train_seconds: float, steps: int | None, budget_seconds: float | None) -> float:
+def _progress(
+    step: int, train_seconds: float, steps: int | None, budget_seconds: float | None
+) -> float:
     parts = [0.0]
     if steps:
         parts.append(step / steps)
@@ -282,7 +347,9 @@ def _progress(step: int, train_seconds: float, steps: int | None, budget_seconds
 
 
 @torch.no_grad()
-def evaluate_loss(model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool) -> float:
+def evaluate_loss(
+    model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool
+) -> float:
     mel, prev, target = (torch.from_numpy(a) for a in batch)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(mel, prev)
@@ -309,8 +376,13 @@ def train(args: argparse.Namespace) -> int:
             config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
         model = WaveRNN(config)
     s = TrainSettings(
-        batch=args.batch, crop_frames=args.crop_frames, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
-        prune_start=args.prune_start, prune_end=args.prune_end,
+        batch=args.batch,
+        crop_frames=args.crop_frames,
+        lr=args.lr,
+        warmup=args.warmup,
+        bf16=not args.fp32,
+        prune_start=args.prune_start,
+        prune_end=args.prune_end,
     )
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999))
     pruner = Pruner(model, config)
@@ -326,6 +398,8 @@ def train(args: argparse.Namespace) -> int:
             warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
 
+    if args.synthetic:
+        args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
     corpus = Corpus(Path(args.corpus), "train", config)
     corpus.refresh()
     held_out = Corpus(Path(args.corpus), "test", config)
@@ -334,13 +408,24 @@ def train(args: argparse.Namespace) -> int:
         raise CorpusError(f"no usable training utterances in {args.corpus}")
     val_rng = np.random.default_rng(1234)
     val_batch = (
-        sample_batch(held_out.utterances, config, 32, s.crop_frames, val_rng) if held_out.utterances else None
+        sample_batch(held_out.utterances, config, 32, s.crop_frames, val_rng)
+        if held_out.utterances
+        else None
     )
     logger.info(
         "training H=%d F=%d block %dx%d density %.2f | %d utterances (%d frames) | batch %d x %d samples, "
         "%d threads, bf16=%s",
-        config.hidden_size, config.fc_size, config.block_rows, config.block_cols, config.density,
-        len(corpus.utterances), corpus.frames, s.batch, s.crop_frames * config.hop_length, args.threads, s.bf16,
+        config.hidden_size,
+        config.fc_size,
+        config.block_rows,
+        config.block_cols,
+        config.density,
+        len(corpus.utterances),
+        corpus.frames,
+        s.batch,
+        s.crop_frames * config.hop_length,
+        args.threads,
+        s.bf16,
     )
 
     def snapshot(seconds: float) -> dict[str, Any]:
@@ -372,14 +457,21 @@ def train(args: argparse.Namespace) -> int:
         density = cubic_density(progress, config.density, s.prune_start, s.prune_end)
         # Masks follow the schedule every `prune_every` steps (and once more exactly at the target).
         # Once at the target the masks are frozen, so the kept blocks can settle.
-        if density < 1.0 and pruner.density != config.density:
-            if step % args.prune_every == 0 or density == config.density:
-                pruner.update(density)
+        at_target = density == config.density
+        if (
+            density < 1.0
+            and pruner.density != config.density
+            and (step % args.prune_every == 0 or at_target)
+        ):
+            pruner.update(density)
         lr = learning_rate(progress, step - warm_from, s.lr, s.warmup, s.final_lr)
         for g in opt.param_groups:
             g["lr"] = lr
 
-        mel, prev, target = (torch.from_numpy(a) for a in sample_batch(corpus.utterances, config, s.batch, s.crop_frames, rng))
+        mel, prev, target = (
+            torch.from_numpy(a)
+            for a in sample_batch(corpus.utterances, config, s.batch, s.crop_frames, rng)
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
             logits = model(mel, prev)
         loss = F.cross_entropy(logits.float().reshape(-1, config.n_classes), target.reshape(-1))
@@ -398,8 +490,13 @@ def train(args: argparse.Namespace) -> int:
         if now - last_log >= args.log_seconds or (args.steps and step == args.steps):
             rate = window_steps / max(now - window_t, 1e-9)
             entry = {
-                "step": step, "loss": window_loss / window_steps, "lr": lr, "density": pruner.density,
-                "steps_per_s": rate, "samples_per_s": rate * samples_per_step, "progress": progress,
+                "step": step,
+                "loss": window_loss / window_steps,
+                "lr": lr,
+                "density": pruner.density,
+                "steps_per_s": rate,
+                "samples_per_s": rate * samples_per_step,
+                "progress": progress,
                 "minutes": (prior_seconds + now - t_start) / 60,
             }
             if val_batch is not None and step % max(1, args.val_every) < window_steps:
@@ -409,8 +506,15 @@ def train(args: argparse.Namespace) -> int:
             history.append(entry)
             logger.info(
                 "step %d | loss %.4f%s | lr %.2e | density %.3f | %.2f steps/s %.0f samples/s | %.1f%% | %.1f min",
-                step, entry["loss"], f" val {entry['val_loss']:.4f}" if "val_loss" in entry else "", lr,
-                pruner.density, rate, entry["samples_per_s"], 100 * progress, entry["minutes"],
+                step,
+                entry["loss"],
+                f" val {entry['val_loss']:.4f}" if "val_loss" in entry else "",
+                lr,
+                pruner.density,
+                rate,
+                entry["samples_per_s"],
+                100 * progress,
+                entry["minutes"],
             )
             window_steps, window_loss, window_t, last_log = 0, 0.0, now, now
         if now - last_refresh >= args.refresh_minutes * 60:
@@ -434,39 +538,81 @@ def train(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", default="data/corpus", help="directory written by `sparrow data`")
-    parser.add_argument("--name", default="wavernn-slt", help="run name: checkpoints go to RUN_DIR/NAME/")
+    parser.add_argument(
+        "--corpus", default="data/corpus", help="directory written by `sparrow data`"
+    )
+    parser.add_argument(
+        "--name", default="wavernn-slt", help="run name: checkpoints go to RUN_DIR/NAME/"
+    )
     parser.add_argument("--run-dir", default="runs")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None,
-                        help="continue from RUN_DIR/NAME/checkpoint.pt, or from the given checkpoint file")
-    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (in total)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of this run")
-    parser.add_argument("--tiny", action="store_true", help="models.config.TINY-sized model (smoke tests)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="continue from RUN_DIR/NAME/checkpoint.pt, or from the given checkpoint file",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="stop after this many steps (in total)"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop after this many minutes of this run"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="models.config.TINY-sized model (smoke tests)"
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="train on a tiny generated tone corpus (written to RUN_DIR/NAME/) instead of --corpus",
+    )
     parser.add_argument("--hidden-size", type=int, default=None)
     parser.add_argument("--fc-size", type=int, default=None)
     parser.add_argument("--batch", type=int, default=48)
-    parser.add_argument("--crop-frames", type=int, default=3, help="mel frames (x hop samples) per crop")
+    parser.add_argument(
+        "--crop-frames", type=int, default=3, help="mel frames (x hop samples) per crop"
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--prune-start", type=float, default=0.15, help="progress at which pruning starts")
-    parser.add_argument("--prune-end", type=float, default=0.65, help="progress at which density hits target")
+    parser.add_argument(
+        "--prune-start", type=float, default=0.15, help="progress at which pruning starts"
+    )
+    parser.add_argument(
+        "--prune-end", type=float, default=0.65, help="progress at which density hits target"
+    )
     parser.add_argument("--prune-every", type=int, default=25, help="steps between mask updates")
-    parser.add_argument("--fp32", action="store_true", help="no bfloat16 autocast (slower, bit-closer)")
+    parser.add_argument(
+        "--fp32", action="store_true", help="no bfloat16 autocast (slower, bit-closer)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-seconds", type=float, default=30.0)
-    parser.add_argument("--val-every", type=int, default=100, help="steps between held-out loss checks")
+    parser.add_argument(
+        "--val-every", type=int, default=100, help="steps between held-out loss checks"
+    )
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    parser.add_argument("--refresh-minutes", type=float, default=5.0, help="re-read metadata.csv this often")
-    parser.add_argument("--export", default=None, metavar="DIR",
-                        help="write DIR/weights.npz + config.json (after training, or from --resume with --steps 0)")
-    parser.add_argument("--save-small", default=None, metavar="PATH", help="also write a compact fp16 checkpoint")
+    parser.add_argument(
+        "--refresh-minutes", type=float, default=5.0, help="re-read metadata.csv this often"
+    )
+    parser.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="write DIR/weights.npz + config.json (after training, or from --resume with --steps 0)",
+    )
+    parser.add_argument(
+        "--save-small", default=None, metavar="PATH", help="also write a compact fp16 checkpoint"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     # Export-only: `sparrow train --resume [CKPT] --export DIR --steps 0` skips the corpus entirely.
     if args.resume and args.steps == 0:
-        state = load_checkpoint(Path(args.resume) if args.resume != "auto" else Path(args.run_dir) / args.name / CHECKPOINT)
+        state = load_checkpoint(
+            Path(args.resume)
+            if args.resume != "auto"
+            else Path(args.run_dir) / args.name / CHECKPOINT
+        )
         if args.export:
             export(state, Path(args.export))
         if args.save_small:

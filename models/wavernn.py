@@ -119,7 +119,11 @@ class WaveRNN(nn.Module):
 
     def sparse_parameters(self) -> dict[str, nn.Parameter]:
         """The block-pruned matrices, keyed by their reference names."""
-        return {"gru.w_hh": self.gru.weight_hh_l0, "fc1.weight": self.fc1.weight, "fc2.weight": self.fc2.weight}
+        return {
+            "gru.w_hh": self.gru.weight_hh_l0,
+            "fc1.weight": self.fc1.weight,
+            "fc2.weight": self.fc2.weight,
+        }
 
 
 def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:

@@ -67,9 +67,20 @@ def _corpus(root: Path, n: int = 2) -> Path:
         uid = f"t{i:02d}"
         y = _speechlike(0.4, 10 + i)
         sf.write(root / "wav" / f"{uid}.wav", y, SPEC.sample_rate, subtype="PCM_16")
-        np.save(root / "mel" / f"{uid}.npy", log_mel(sf.read(root / "wav" / f"{uid}.wav", dtype="float32")[0]))
-        rows.append({"id": uid, "speed": 1.0, "samples": y.size, "frames": 0,
-                     "split": "test" if i < n else "train", "text": f"tone {i}"})
+        np.save(
+            root / "mel" / f"{uid}.npy",
+            log_mel(sf.read(root / "wav" / f"{uid}.wav", dtype="float32")[0]),
+        )
+        rows.append(
+            {
+                "id": uid,
+                "speed": 1.0,
+                "samples": y.size,
+                "frames": 0,
+                "split": "test" if i < n else "train",
+                "text": f"tone {i}",
+            }
+        )
     with (root / "metadata.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -83,7 +94,9 @@ def test_evaluate_runtime_and_griffin_lim(tiny_model_dir: Path, tmp_path: Path) 
 
     utts = ev.load_test_set(_corpus(tmp_path / "c"), limit=None, max_seconds=None)
     assert [u.id for u in utts] == ["t00", "t01"]  # test split only
-    summary, audio = ev.evaluate(utts, {"tiny": VocoderRuntime.load(tiny_model_dir)}, griffin_lim_iters=4)
+    summary, audio = ev.evaluate(
+        utts, {"tiny": VocoderRuntime.load(tiny_model_dir)}, griffin_lim_iters=4
+    )
     assert list(summary) == ["tiny", "griffin-lim"]
     for m in summary.values():
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
@@ -95,17 +108,32 @@ def test_evaluate_runtime_and_griffin_lim(tiny_model_dir: Path, tmp_path: Path) 
     assert summary["griffin-lim"]["lsd_db"] < summary["tiny"]["lsd_db"]
 
 
-def test_cli_writes_table_doc_plots_and_samples(tiny_model_dir: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_table_doc_plots_and_samples(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("matplotlib")
     corpus = _corpus(tmp_path / "c")
     parser = argparse.ArgumentParser()
     ev.add_arguments(parser)
-    args = parser.parse_args([
-        "--corpus", str(corpus), "--model", f"tiny={tiny_model_dir}", "--no-griffin-lim", "--limit", "1",
-        "--json", str(tmp_path / "q.json"), "--doc", str(tmp_path / "quality.md"),
-        "--img-dir", str(tmp_path / "img"), "--samples-dir", str(tmp_path / "samples"),
-    ])
+    args = parser.parse_args(
+        [
+            "--corpus",
+            str(corpus),
+            "--model",
+            f"tiny={tiny_model_dir}",
+            "--no-griffin-lim",
+            "--limit",
+            "1",
+            "--json",
+            str(tmp_path / "q.json"),
+            "--doc",
+            str(tmp_path / "quality.md"),
+            "--img-dir",
+            str(tmp_path / "img"),
+            "--samples-dir",
+            str(tmp_path / "samples"),
+        ]
+    )
     assert ev.run(args) == 0
     assert "| tiny |" in capsys.readouterr().out
     data = json.loads((tmp_path / "q.json").read_text())
@@ -120,7 +148,17 @@ def test_cli_writes_table_doc_plots_and_samples(tiny_model_dir: Path, tmp_path: 
 def test_cli_bad_inputs_fail_cleanly(tiny_model_dir: Path, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     ev.add_arguments(parser)
-    assert ev.run(parser.parse_args(["--corpus", str(tmp_path / "none"), "--model", f"t={tiny_model_dir}"])) == 1
+    assert (
+        ev.run(
+            parser.parse_args(
+                ["--corpus", str(tmp_path / "none"), "--model", f"t={tiny_model_dir}"]
+            )
+        )
+        == 1
+    )
     corpus = _corpus(tmp_path / "c")
     assert ev.run(parser.parse_args(["--corpus", str(corpus), "--model", "no-equals-sign"])) == 1
-    assert ev.run(parser.parse_args(["--corpus", str(corpus), "--model", f"x={tmp_path / 'missing'}"])) == 1
+    assert (
+        ev.run(parser.parse_args(["--corpus", str(corpus), "--model", f"x={tmp_path / 'missing'}"]))
+        == 1
+    )

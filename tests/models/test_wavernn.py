@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.config import TINY, VocoderConfig  # noqa: E402
-from models.reference import WEIGHT_SHAPES, mulaw_encode, random_weights, teacher_forced_logits  # noqa: E402
-from models.wavernn import (  # noqa: E402
+from models.config import TINY, VocoderConfig
+from models.reference import WEIGHT_SHAPES, mulaw_encode, random_weights, teacher_forced_logits
+from models.wavernn import (
     WaveRNN,
     from_reference_weights,
     pad_mel,
@@ -38,7 +38,9 @@ def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndar
     full[: audio.size] = audio
     prev = prev_inputs(mulaw_encode(full), 0, full.size)
     with torch.no_grad():
-        logits = model(torch.from_numpy(padded)[None], torch.from_numpy(prev)[None], utterance_end=True)
+        logits = model(
+            torch.from_numpy(padded)[None], torch.from_numpy(prev)[None], utterance_end=True
+        )
     return logits[0].numpy()
 
 
@@ -64,7 +66,14 @@ def test_teacher_forced_logits_match_reference(seed: int) -> None:
     w = random_weights(CONFIG, seed=seed)
     # Non-zero biases so every term of the formulas is exercised.
     rng = np.random.default_rng(seed + 10)
-    for name in ("cond.conv1.bias", "cond.conv2.bias", "gru.b_ih", "gru.b_hh", "fc1.bias", "fc2.bias"):
+    for name in (
+        "cond.conv1.bias",
+        "cond.conv2.bias",
+        "gru.b_ih",
+        "gru.b_hh",
+        "fc1.bias",
+        "fc2.bias",
+    ):
         w[name] = rng.normal(0, 0.3, size=w[name].shape).astype(np.float32)
     w["fc2.weight"] *= 4.0  # trained-model-sized logits (several units), not near-uniform ones
     mel, audio = _inputs(CONFIG, frames=4, seed=seed)
@@ -83,5 +92,7 @@ def test_a_different_model_gives_different_logits() -> None:
     """Guards the test above against comparing something trivially equal."""
     mel, audio = _inputs(CONFIG, frames=3, seed=0)
     ref = teacher_forced_logits(random_weights(CONFIG, seed=0), CONFIG, mel, audio)
-    other = _torch_logits(from_reference_weights(random_weights(CONFIG, seed=1), CONFIG), mel, audio)
+    other = _torch_logits(
+        from_reference_weights(random_weights(CONFIG, seed=1), CONFIG), mel, audio
+    )
     assert np.abs(other - ref).max() > 0.1
