@@ -101,11 +101,10 @@ class Session:
                 }
             )
             code = await self._serve()
-            status = str(code)
+            self.handle.close()  # all audio is out: free the worker slot before the handshake
+            status = str(code) if code is not None else "client_closed"
             if code is not None:
                 await self._close(code)
-            else:
-                status = "client_closed"
         except (WebSocketDisconnect, OSError):
             status = "client_closed"
         except Exception as exc:  # every error ends as an error event + a close code
