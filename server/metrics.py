@@ -175,6 +175,8 @@ class Metrics:
             registry=r,
         )
 
+        self._per_core: dict[int, tuple[Any, Any, Any, Any]] = {}
+
     def init_core(self, core: int) -> None:
         """Create a core's label sets at zero, so dashboards see them before the first stream."""
         c = str(core)
@@ -197,16 +199,24 @@ class Metrics:
         late: int,
     ) -> None:
         """A batch of frames a worker reported: per-frame compute and queue-wait seconds."""
-        c = str(core)
-        hist = self.sample_duration.labels(core=c)
+        children = self._per_core.get(core)
+        if children is None:  # labels() lookups cost more than the observations: do them once
+            c = str(core)
+            children = self._per_core[core] = (
+                self.sample_duration.labels(core=c),
+                self.samples_generated.labels(core=c),
+                self.worker_busy.labels(core=c),
+                self.late_frames.labels(core=c),
+            )
+        hist, samples, busy, late_frames = children
         for t in computes:
             hist.observe(t / samples_per_frame)
         for w in waits:
             self.queue_wait.observe(w)
-        self.samples_generated.labels(core=c).inc(samples_per_frame * len(computes))
-        self.worker_busy.labels(core=c).inc(sum(computes))
+        samples.inc(samples_per_frame * len(computes))
+        busy.inc(sum(computes))
         if late:
-            self.late_frames.labels(core=c).inc(late)
+            late_frames.inc(late)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
