@@ -256,14 +256,37 @@ def normalize_mel(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
     return ((mel.astype(f32) - f32(config.mel_mean)) / f32(config.mel_std)).astype(f32)
 
 
-def condition_window(x5: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+@dataclass(frozen=True)
+class CondMatrices:
+    """The two k=3 convolutions as matrices over flattened windows (one matmul per layer)."""
+
+    w1: np.ndarray  # [3 * n_mels, cond_hidden]
+    b1: np.ndarray
+    w2: np.ndarray  # [3 * cond_hidden, cond_size]
+    b2: np.ndarray
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, np.ndarray]) -> CondMatrices:
+        def flat(w: np.ndarray) -> np.ndarray:  # [Cout, Cin, 3] -> [3 * Cin, Cout], tap-major
+            return np.ascontiguousarray(w.transpose(2, 1, 0).reshape(-1, w.shape[0]).astype(f32))
+
+        return cls(
+            flat(weights["cond.conv1.weight"]),
+            weights["cond.conv1.bias"].astype(f32),
+            flat(weights["cond.conv2.weight"]),
+            weights["cond.conv2.bias"].astype(f32),
+        )
+
+
+def condition_window(x5: np.ndarray, m: CondMatrices) -> np.ndarray:
     """Conditioning of one frame from its normalised mel window [5, n_mels] (frames f-2..f+2).
 
     Computed one frame at a time, with the same shapes whatever the chunking, so streaming and
     whole-utterance vocoding give bit-identical conditioning.
     """
-    h = np.maximum(conv1d_k3(x5, weights["cond.conv1.weight"], weights["cond.conv1.bias"]), f32(0))
-    return fast_tanh(conv1d_k3(h, weights["cond.conv2.weight"], weights["cond.conv2.bias"]))[0]
+    cols = np.lib.stride_tricks.sliding_window_view(x5, (3, x5.shape[1]))[:, 0].reshape(3, -1)
+    h = np.maximum(cols @ m.w1 + m.b1, f32(0))  # conv1 at frames f-1, f, f+1: [3, cond_hidden]
+    return fast_tanh(h.reshape(-1) @ m.w2 + m.b2)  # conv2 at frame f: [cond_size]
 
 
 def window_indices(f: int, n: int) -> np.ndarray:
@@ -275,7 +298,8 @@ def condition(mel: np.ndarray, weights: dict[str, np.ndarray], config: VocoderCo
     """Log-mel [N, n_mels] -> conditioning [N, cond_size]; two frames of look-ahead per frame."""
     x = normalize_mel(mel, config)
     n = x.shape[0]
-    return np.stack([condition_window(x[window_indices(f, n)], weights) for f in range(n)]).astype(f32)
+    m = CondMatrices.from_weights(weights)
+    return np.stack([condition_window(x[window_indices(f, n)], m) for f in range(n)]).astype(f32)
 
 
 # --- the autoregressive frame -----------------------------------------------------------------------
