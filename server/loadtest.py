@@ -299,8 +299,8 @@ async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> 
         body["mel"] = np.round(plan.mel, 3).tolist()
     else:
         body["text"] = plan.text
-    if plan.voice:
-        body["voice"] = plan.voice
+    if plan.voice and plan.text is not None:
+        body["voice"] = plan.voice  # voices belong to the text front end
     t0 = time.perf_counter()
     try:
         async with asyncio.timeout(plan.timeout):

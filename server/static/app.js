@@ -31,6 +31,7 @@ let t0 = 0;
 let firstAudioAt = 0;
 let waveform = []; // [min, max] per 300-sample frame, for drawing
 let sampleMelPromise = null;
+let textAvailable = true;
 
 function setStatus(text, kind) {
   const el = $("status");
@@ -56,19 +57,14 @@ async function getJSON(path) {
 
 // --- model and voices ---------------------------------------------------------------------------
 
-function findUsPerSample(obj) {
-  // The model card carries the measured compute per sample; accept the spellings we know.
-  if (!obj || typeof obj !== "object") return null;
-  for (const key of ["us_per_sample", "measured_us_per_sample", "compute_us_per_sample"]) {
-    if (typeof obj[key] === "number") return obj[key];
-  }
-  for (const value of Object.values(obj)) {
-    if (value && typeof value === "object" && !Array.isArray(value)) {
-      const found = findUsPerSample(value);
-      if (found !== null) return found;
-    }
-  }
-  return null;
+function findUsPerSample(model) {
+  // The model card lists its workers, each with the per-sample cost it measured on its core;
+  // the slowest worker is the one that sets the real-time margin.
+  if (!model || !Array.isArray(model.workers)) return null;
+  const measured = model.workers
+    .map((w) => w.us_per_sample)
+    .filter((v) => typeof v === "number" && isFinite(v));
+  return measured.length ? Math.max(...measured) : null;
 }
 
 function showUsPerSample(us) {
@@ -101,7 +97,7 @@ async function loadModel() {
 async function loadVoices() {
   try {
     const body = await getJSON("/v1/voices");
-    const list = Array.isArray(body) ? body : body.voices || body.data || [];
+    const list = Array.isArray(body) ? body : body.data || body.voices || [];
     const select = $("voice");
     select.innerHTML = "";
     for (const v of list) {
@@ -110,8 +106,15 @@ async function loadVoices() {
       const opt = document.createElement("option");
       opt.value = id;
       opt.textContent = typeof v === "object" && v.name && v.name !== id ? v.name + " (" + id + ")" : id;
+      if (body.default === id) opt.selected = true;
       select.appendChild(opt);
       state.voices.push(id);
+    }
+    if (body.text_available === false) {
+      // No Festival on the server: text cannot be spoken, the sample mel still can.
+      textAvailable = false;
+      $("speak").disabled = true;
+      $("speak").title = body.message || "the server has no text front end";
     }
     if (!select.options.length) select.innerHTML = '<option value="">default</option>';
   } catch (err) {
@@ -234,7 +237,7 @@ function ensureAudio() {
 
 function setRunning(running) {
   state.running = running;
-  $("speak").disabled = running;
+  $("speak").disabled = running || !textAvailable;
   $("sample").disabled = running;
   $("stop").disabled = !running;
 }
