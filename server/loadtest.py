@@ -329,6 +329,8 @@ async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> 
                             res.samples += n
                             res.arrivals.append((now, n))
                     res.ok = res.samples > 0
+                    rtf = resp.headers.get("X-Real-Time-Factor")
+                    res.server_rtf = float(rtf) if rtf else None
                     if not res.ok:
                         res.error = "empty audio"
     except TimeoutError:
@@ -463,7 +465,8 @@ def summarize(results: Sequence[StreamResult], plan: Plan, wall_s: float) -> dic
         "late_frames": late_total,
         "frames": frames_total,
         "streams_with_late_frames": sum(r.late_frames > 0 for r in ok),
-        "real_time": bool(ok) and late_total == 0 and not errors,
+        # Real time = every stream admitted, served and played without a gap.
+        "real_time": bool(ok) and late_total == 0 and not errors and len(ok) == len(results),
     }
 
 
@@ -494,7 +497,20 @@ def format_table(s: dict[str, Any]) -> str:
     ]
     for kind, n in sorted(s["error_kinds"].items(), key=lambda kv: -kv[1])[:5]:
         lines.append(f"error x{n}: {kind}")
-    lines.append("verdict: " + ("REAL-TIME" if s["real_time"] else "NOT real-time"))
+    if s["real_time"]:
+        verdict = "REAL-TIME: every stream served with no late frame"
+    else:
+        reasons = [
+            f"{n} {what}"
+            for n, what in (
+                (s["late_frames"], "late frames"),
+                (s["refused"], "streams refused (over capacity)"),
+                (s["errors"], "errors"),
+            )
+            if n
+        ]
+        verdict = "NOT real-time: " + (", ".join(reasons) or "no stream completed")
+    lines.append("verdict: " + verdict)
     return "\n".join(lines)
 
 
@@ -595,6 +611,8 @@ def run(args: argparse.Namespace) -> int:
     except LoadtestError as exc:
         print(f"sparrow loadtest: {exc}", file=sys.stderr)
         return 2
+    # One INFO line per request from httpx would bury the progress bar.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     progress = Progress(not args.no_progress, plan.requests, plan.duration)
     results, wall = asyncio.run(run_load(plan, progress))
     summary = summarize(results, plan, wall)

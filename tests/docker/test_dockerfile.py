@@ -133,7 +133,9 @@ def test_every_copy_source_exists_in_the_build_context() -> None:
 def test_requirements_step_lists_pyproject_dependencies() -> None:
     run = next(a for w, a in instructions() if w == "RUN" and "tomllib" in a)
     extract = run.split(">")[0]  # the python -c ... part, before the redirect
-    out = subprocess.run(["sh", "-c", extract], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        ["sh", "-c", extract], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert out.stdout.split() == deps
 
@@ -141,9 +143,22 @@ def test_requirements_step_lists_pyproject_dependencies() -> None:
 def test_installed_package_has_demo_and_all_subpackages(tmp_path: Path) -> None:
     """`pip install .` (non-editable, as in the image) must ship static/ and every subpackage."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

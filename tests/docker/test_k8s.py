@@ -43,7 +43,13 @@ def test_manifest_validates_against_kubernetes_schema(name: str, doc: dict[str, 
 
 def test_expected_kinds_present() -> None:
     kinds = _by_kind()
-    for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"):
+    for kind in (
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+    ):
         assert kind in kinds, f"missing {kind}"
     assert kinds["HorizontalPodAutoscaler"]["apiVersion"] == "autoscaling/v2"
 

@@ -88,8 +88,18 @@ def test_default_bound_is_one_utterance_per_stream() -> None:
 def test_unreachable_server_is_an_error_not_a_hang(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 9 (discard) on localhost is closed: every stream fails fast and the exit code says so.
     rc = loadtest.run(
-        _args("--url", "http://127.0.0.1:9", "--streams", "2", "--mel-frames", "8",
-              "--timeout", "5", "--json", "--no-progress")
+        _args(
+            "--url",
+            "http://127.0.0.1:9",
+            "--streams",
+            "2",
+            "--mel-frames",
+            "8",
+            "--timeout",
+            "5",
+            "--json",
+            "--no-progress",
+        )
     )
     assert rc == 1
     summary = json.loads(capsys.readouterr().out)
