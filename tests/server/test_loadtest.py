@@ -105,3 +105,93 @@ def test_unreachable_server_is_an_error_not_a_hang(capsys: pytest.CaptureFixture
     summary = json.loads(capsys.readouterr().out)
     assert summary["streams"] == 2 and summary["errors"] == 2 and summary["ok"] == 0
     assert summary["real_time"] is False
+
+
+# --- against a real server (tiny model, real pinned workers) ------------------------------------
+
+
+def _run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
+    rc = loadtest.run(_args(*argv, "--json", "--no-progress", "--timeout", "60"))
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def test_more_streams_than_cores_all_served(live, capsys: pytest.CaptureFixture[str]) -> None:
+    cores = len(live.app.state.pool.workers)
+    streams = cores + 2
+    frames = 120
+    rc, s = _run_json(
+        capsys,
+        "--url",
+        live.url,
+        "--streams",
+        str(streams),
+        "--requests",
+        str(2 * streams),
+        "--mel-frames",
+        str(frames),
+    )
+    assert rc == 0, s
+    assert s["streams"] == 2 * streams and s["ok"] == 2 * streams
+    assert s["refused"] == 0 and s["errors"] == 0
+    # Every utterance came back whole: one 300-sample frame per mel frame.
+    assert s["audio_s"] == pytest.approx(2 * streams * frames * 300 / 24_000)
+    assert s["frames"] == 2 * streams * frames
+    assert s["ttfa_ms"]["p50"] > 0 and s["server_rtf"]["p50"] > 0
+
+
+def test_table_report(live, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = loadtest.run(
+        _args("--url", live.url, "--streams", "3", "--mel-frames", "40", "--no-progress")
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    for needle in ("time to first audio ms", "real-time factor server", "late frames", "p99"):
+        assert needle in out
+    assert "streams: 3  ok: 3  refused: 0  errors: 0" in out
+
+
+def test_http_mode(live, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, s = _run_json(
+        capsys,
+        "--url",
+        live.url,
+        "--http",
+        "--streams",
+        "2",
+        "--requests",
+        "3",
+        "--mel-frames",
+        "60",
+    )
+    assert rc == 0, s
+    assert s["mode"] == "http" and s["ok"] == 3
+    assert s["audio_s"] == pytest.approx(3 * 60 * 300 / 24_000)
+    assert s["server_rtf"]["p50"] is not None  # from the X-Real-Time-Factor header
+
+
+def test_tiny_capacity_refuses_streams(
+    live_server_factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One core admitting one stream: six simultaneous long utterances cannot all get in.
+    server = live_server_factory(cores=1, max_streams=1)
+    rc, s = _run_json(
+        capsys, "--url", server.url, "--streams", "6", "--requests", "6", "--mel-frames", "800"
+    )
+    assert s["refused"] >= 1, s
+    assert s["ok"] >= 1 and s["errors"] == 0
+    assert s["ok"] + s["refused"] == 6
+    assert s["real_time"] is False  # refusals mean the deployment is too small
+    assert rc == 0  # refusals are the server working as designed, not a load-test failure
+    rc, s = _run_json(
+        capsys,
+        "--url",
+        server.url,
+        "--http",
+        "--streams",
+        "6",
+        "--requests",
+        "6",
+        "--mel-frames",
+        "800",
+    )
+    assert s["refused"] >= 1 and s["errors"] == 0, s
