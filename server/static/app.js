@@ -87,6 +87,7 @@ async function loadModel() {
     showUsPerSample(us);
     const parts = [model && model.id ? model.id : "model"];
     if (model && model.isa) parts.push(model.isa);
+    if (model && model.trained === false) parts.push("untrained weights: expect hiss");
     if (us !== null) parts.push(us.toFixed(1) + " µs/sample");
     $("model").textContent = parts.join(" · ");
   } catch (err) {
@@ -359,6 +360,7 @@ function stop() {
 }
 
 window.addEventListener("DOMContentLoaded", () => {
+  $("form").addEventListener("submit", (ev) => ev.preventDefault()); // Enter must not reload
   $("speak").addEventListener("click", () => start("text"));
   $("sample").addEventListener("click", () => start("mel"));
   $("stop").addEventListener("click", stop);
