@@ -34,7 +34,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
-    "--window-size=1280,800",
+    "--window-size=1280,920",
 ]
 
 
