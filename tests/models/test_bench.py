@@ -34,7 +34,7 @@ def test_bench_json_reports_all_engines(tiny_model: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     engines = [r["engine"] for r in report["results"]]
-    assert engines[0] == "tvm avx2"
+    assert engines[:2] == ["tvm avx2 kernel only", "tvm avx2 stream"]
     assert "numpy reference" in engines
     try:
         import torch  # noqa: F401
@@ -52,6 +52,6 @@ def test_bench_json_reports_all_engines(tiny_model: Path) -> None:
 def test_bench_table_and_bad_core(tiny_model: Path) -> None:
     proc = run_bench("--model", str(tiny_model), "--frames", "1", "--repeats", "1", "--numpy-repeats", "1", "--no-torch")
     assert proc.returncode == 0, proc.stderr
-    assert "min us/sample" in proc.stdout and "tvm avx2" in proc.stdout
+    assert "min us/sample" in proc.stdout and "tvm avx2 stream" in proc.stdout
     proc = run_bench("--model", str(tiny_model), "--core", "4096")
     assert proc.returncode != 0 and "not available" in proc.stderr
