@@ -360,6 +360,15 @@ function stop() {
 }
 
 window.addEventListener("DOMContentLoaded", () => {
+  // A key in the page URL (/?api_key=...) pre-fills the field, so a protected server's model card
+  // and voices load at once; changing the field reloads them.
+  const urlKey = new URLSearchParams(location.search).get("api_key");
+  if (urlKey) $("apikey").value = urlKey;
+  $("apikey").addEventListener("change", () => {
+    state.voices = [];
+    loadModel();
+    loadVoices();
+  });
   $("form").addEventListener("submit", (ev) => ev.preventDefault()); // Enter must not reload
   $("speak").addEventListener("click", () => start("text"));
   $("sample").addEventListener("click", () => start("mel"));

@@ -116,3 +116,15 @@ def test_hpa_scales_on_streams_in_flight_served_by_adapter() -> None:
     assert rule["resources"]["overrides"]["pod"]["resource"] == "pod"
     # One series per core: the adapter must sum them into one value per pod.
     assert rule["metricsQuery"].startswith("sum(")
+
+
+def test_hpa_scales_out_before_admission_refuses() -> None:
+    """The HPA target must sit below what a pod admits (cores x max streams per core)."""
+    kinds = _by_kind()
+    c = _container(kinds)
+    cores = int(c["resources"]["limits"]["cpu"])
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    per_pod = cores * int(env["SPARROW_MAX_STREAMS"])
+    (metric,) = kinds["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    target = float(metric["pods"]["target"]["averageValue"])
+    assert 0 < target < per_pod

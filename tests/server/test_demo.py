@@ -84,8 +84,8 @@ def console_problems(driver: Any) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
-def open_page(driver: Any, url: str) -> None:
-    driver.get(url + "/")
+def open_page(driver: Any, url: str, path: str = "/") -> None:
+    driver.get(url + path)
     # The page has loaded the model card and the voice list.
     wait_for(driver, lambda s: s["model"] is not None and s["voices"], timeout=20)
 
@@ -144,6 +144,23 @@ def test_text_is_spoken(live, browser: Any, tmp_path: Path) -> None:
     shot = tmp_path / "demo.png"
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_api_key_from_page_url(live_server_factory, browser: Any) -> None:
+    server = live_server_factory(api_key="s3cret-key")
+    open_page(browser, server.url, "/?api_key=s3cret-key")
+    s = click_and_finish(browser, "sample")
+    assert s["error"] is None and s["samplesReceived"] > 0
+    assert console_problems(browser) == []
+    # A wrong key: the model card is refused and the stream is closed with 1008 (policy).
+    browser.get(server.url + "/?api_key=wrong")
+    from selenium.webdriver.common.by import By
+
+    wait_for(browser, lambda s: s is not None)
+    browser.find_element(By.ID, "sample").click()
+    s = wait_for(browser, lambda s: s["done"] or s["error"], timeout=30)
+    assert s["done"] is False and s["error"], s
+    assert s["samplesReceived"] == 0
 
 
 def save_screenshot(url: str, out: Path = ROOT / "docs" / "img" / "demo.png") -> dict[str, Any]:

@@ -195,3 +195,27 @@ def test_tiny_capacity_refuses_streams(
         "800",
     )
     assert s["refused"] >= 1 and s["errors"] == 0, s
+
+
+def test_api_key(live_server_factory, capsys: pytest.CaptureFixture[str]) -> None:
+    server = live_server_factory(cores=1, api_key="k-123")
+    rc, s = _run_json(capsys, "--url", server.url, "--streams", "2", "--mel-frames", "40")
+    assert rc == 1 and s["errors"] == 2 and s["ok"] == 0
+    assert any("1008" in kind for kind in s["error_kinds"]), s["error_kinds"]
+    rc, s = _run_json(
+        capsys, "--url", server.url, "--streams", "2", "--mel-frames", "40", "--api-key", "k-123"
+    )
+    assert rc == 0 and s["ok"] == 2
+    rc, s = _run_json(
+        capsys,
+        "--url",
+        server.url,
+        "--http",
+        "--streams",
+        "1",
+        "--mel-frames",
+        "40",
+        "--api-key",
+        "k-123",
+    )
+    assert rc == 0 and s["ok"] == 1
