@@ -132,13 +132,13 @@ class TestUtterance:
 
 
 def load_test_set(
-    corpus: Path, limit: int | None, max_seconds: float | None
+    corpus: Path, limit: int | None, max_seconds: float | None, split: str = "test"
 ) -> list[TestUtterance]:
     meta = corpus / "metadata.csv"
     if not meta.exists():
         raise EvalError(f"no corpus at {corpus} (expected {meta}); run `sparrow data` first")
     with meta.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("split") == "test"]
+        rows = [r for r in csv.DictReader(fh) if r.get("split") == split]
     rows.sort(key=lambda r: r["id"])
     out = []
     for row in rows[:limit] if limit else rows:
@@ -151,7 +151,7 @@ def load_test_set(
             mel, audio = mel[:frames], audio[: frames * SPEC.hop_length]
         out.append(TestUtterance(row["id"], audio, mel, row.get("text", "")))
     if not out:
-        raise EvalError(f"no test utterances in {meta}")
+        raise EvalError(f"no {split!r} utterances in {meta}")
     return out
 
 
@@ -326,6 +326,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-seconds", type=float, default=4.0, help="crop each utterance (0 = whole)"
     )
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="corpus split to score: `test` for reporting, `train` for tuning export knobs",
+    )
     parser.add_argument("--no-griffin-lim", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -366,7 +371,9 @@ def run(args: argparse.Namespace) -> int:
     from models.runtime import ModelLoadError, VocoderRuntime
 
     try:
-        utterances = load_test_set(args.corpus, args.limit or None, args.max_seconds or None)
+        utterances = load_test_set(
+            args.corpus, args.limit or None, args.max_seconds or None, args.split
+        )
         systems: dict[str, object] = {}
         manifests: dict[str, dict] = {}
         for name, path in _parse_models(args.model).items():

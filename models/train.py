@@ -290,10 +290,23 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig
     return model, config
 
 
-def export(state: dict[str, Any], out_dir: Path) -> dict[str, np.ndarray]:
-    """Checkpoint -> out_dir/{weights.npz, config.json}, exactly block-sparse at the target density."""
+def export(state: dict[str, Any], out_dir: Path, temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """Checkpoint -> out_dir/{weights.npz, config.json}, exactly block-sparse at the target density.
+
+    temperature < 1 sharpens the output distribution by scaling FC2 (weights and bias) by
+    1 / temperature: logits / T is then baked into the weights, so the kernel's sampler is unchanged
+    and the sparsity pattern is untouched. An undertrained model's wide tails let a single unlucky
+    draw in silence start a loud excursion that the previous-sample input then sustains.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     model, config = model_from_checkpoint(state)
     weights = finalize_sparsity(to_reference_weights(model), config)
+    if temperature != 1.0:
+        inv = np.float32(1.0 / temperature)
+        weights["fc2.weight"] = (weights["fc2.weight"] * inv).astype(np.float32)
+        weights["fc2.bias"] = (weights["fc2.bias"] * inv).astype(np.float32)
+        logger.info("baked sampling temperature %.3g into fc2", temperature)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "weights.npz", **weights)
     config.save(out_dir / "config.json")
@@ -531,7 +544,7 @@ def train(args: argparse.Namespace) -> int:
     save_checkpoint(ckpt_path, final)
     logger.info("finished at step %d; checkpoint %s", step, ckpt_path)
     if args.export:
-        export(final, Path(args.export))
+        export(final, Path(args.export), args.temperature)
     if args.save_small:
         save_small(final, Path(args.save_small))
     return 0
@@ -601,6 +614,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write DIR/weights.npz + config.json (after training, or from --resume with --steps 0)",
     )
     parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature baked into the exported FC2 (< 1 sharpens; see docs/training.md)",
+    )
+    parser.add_argument(
         "--save-small", default=None, metavar="PATH", help="also write a compact fp16 checkpoint"
     )
 
@@ -614,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
             else Path(args.run_dir) / args.name / CHECKPOINT
         )
         if args.export:
-            export(state, Path(args.export))
+            export(state, Path(args.export), args.temperature)
         if args.save_small:
             save_small(state, Path(args.save_small))
         return 0
