@@ -131,8 +131,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     y[br * R + r] = (acc[0, r] + acc[1, r]) + (acc[2, r] + acc[3, r]) + bias[br * R + r]
 
     @T.macro
-    def project_cond(cond, w_cond_t, p0, p1):
-        # conditioning projection of this frame and the next: two [3H, C] matvecs per frame
+    def project_cond(cond, w_cond_t, b_ih, p0, p1):
+        # conditioning projection of this frame and the next: two [3H, C] matvecs per frame,
+        # kept as base = P0 + b_ih and slope = P1 - P0 so each step interpolates with one FMA
         for jo in range(G // V):
             for ji in T.vectorized(V):
                 p0[jo * V + ji] = T.float32(0)
@@ -141,24 +142,25 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 for ji in T.vectorized(V):
                     p0[jo * V + ji] = p0[jo * V + ji] + cond[0, c] * w_cond_t[c, jo * V + ji]
                     p1[jo * V + ji] = p1[jo * V + ji] + cond[1, c] * w_cond_t[c, jo * V + ji]
+            for ji in T.vectorized(V):
+                p1[jo * V + ji] = p1[jo * V + ji] - p0[jo * V + ji]
+                p0[jo * V + ji] = p0[jo * V + ji] + b_ih[jo * V + ji]
 
     @T.macro
-    def gru_update(sc, p0, p1, w_sample, b_ih, gh, h, s):
+    def gru_update(sc, p0, p1, w_sample, gh, h, s):
         # gates r, z, n and the new state, V lanes at a time; sc[0] = a, sc[3] = previous sample
         for io in range(H // V):
             for ii in T.vectorized(V):
                 # s[0] = gi_r + gh_r ; s[1] = gi_z + gh_z (input projection interpolated)
                 s[0, ii] = (
-                    (T.float32(1) - sc[0]) * p0[io * V + ii]
+                    p0[io * V + ii]
                     + sc[0] * p1[io * V + ii]
                     + w_sample[io * V + ii] * sc[3]
-                    + b_ih[io * V + ii]
                 ) + gh[io * V + ii]
                 s[1, ii] = (
-                    (T.float32(1) - sc[0]) * p0[H + io * V + ii]
+                    p0[H + io * V + ii]
                     + sc[0] * p1[H + io * V + ii]
                     + w_sample[H + io * V + ii] * sc[3]
-                    + b_ih[H + io * V + ii]
                 ) + gh[H + io * V + ii]
                 # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
                 s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
@@ -181,10 +183,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 )
                 # n = tanh(gi_n + r * gh_n)
                 s[4, ii] = (
-                    (T.float32(1) - sc[0]) * p0[2 * H + io * V + ii]
+                    p0[2 * H + io * V + ii]
                     + sc[0] * p1[2 * H + io * V + ii]
                     + w_sample[2 * H + io * V + ii] * sc[3]
-                    + b_ih[2 * H + io * V + ii]
                 ) + s[0, ii] * gh[2 * H + io * V + ii]
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
@@ -363,12 +364,12 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         sc = T.alloc_buffer((4,), "float32", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((NACC, R), "float32", scope="local")
-        project_cond(cond, w_cond_t, p0, p1)
+        project_cond(cond, w_cond_t, b_ih, p0, p1)
         sc[3] = xprev[0]
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             f_matvec(hh_data, hh_idx, hh_ptr, h, G // R, b_hh, gh, acc, False)
-            gru_update(sc, p0, p1, w_sample, b_ih, gh, h, s)
+            gru_update(sc, p0, p1, w_sample, gh, h, s)
             f_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
             f_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
@@ -422,13 +423,13 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         yq = T.alloc_buffer((F // 4, XW), "int32")
         qs = T.alloc_buffer((4, V), "int32", scope="local")
         ys = T.alloc_buffer((2,), "float32", scope="local")
-        project_cond(cond, w_cond_t, p0, p1)
+        project_cond(cond, w_cond_t, b_ih, p0, p1)
         sc[3] = xprev[0]
         quantize4(h, H // 4, T.float32(Q), hq, qs)
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             q_matvec(hh_data, hh_idx, hh_ptr, hq, G // R, hh_scale, hh_corr, T.float32(1), b_hh, gh, acc, False)
-            gru_update(sc, p0, p1, w_sample, b_ih, gh, h, s)
+            gru_update(sc, p0, p1, w_sample, gh, h, s)
             quantize4(h, H // 4, T.float32(Q), hq, qs)
             q_matvec(fc1_data, fc1_idx, fc1_ptr, hq, F // R, fc1_scale, fc1_corr, T.float32(1), fc1_b, y1, acc, True)
             # FC2 input scale: max(y1) / 127 this step (y1 >= 0 after the ReLU)

@@ -363,7 +363,10 @@ def run_frame(
     assert cond_pair.shape == (2, config.cond_size)
     assert uniforms.shape == (T,)
     proj = (cond_pair.astype(f32) @ weights["gru.w_cond"].T).astype(f32)  # [2, 3H]
-    w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
+    # (1 - a) P0 + a P1 + b_ih, written as base + a * slope: one FMA per step in the kernel
+    base = (proj[0] + weights["gru.b_ih"]).astype(f32)
+    slope = (proj[1] - proj[0]).astype(f32)
+    w_s, b_hh = weights["gru.w_sample"], weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     table = mulaw_table()
     int8 = config.weight_dtype == "int8"
@@ -373,7 +376,7 @@ def run_frame(
     h, x = state.h.astype(f32), f32(state.x)
     for t in range(T):
         a = f32(t) / f32(T)
-        gi = (f32(1) - a) * proj[0] + a * proj[1] + w_s * x + b_ih
+        gi = (fma32(slope, a, base) + w_s * x).astype(f32)
         if quantized is not None:
             hq = quantize_unit(h)
             gh = qmatvec(quantized.hh, quantized.hh_scale, hq, b_hh)
