@@ -228,22 +228,30 @@ def save_spectrograms(path: Path, outs: dict[str, np.ndarray], title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(outs), figsize=(4 * len(outs), 3.2), sharey=True)
+    ncols = min(3, len(outs))
+    nrows = -(-len(outs) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.4 * ncols, 2.4 * nrows), sharex=True, sharey=True, squeeze=False
+    )
+    for ax in axes.ravel()[len(outs) :]:
+        ax.axis("off")
     top = None  # one colour scale for all panels, set by the first (the original)
-    for ax, (name, y) in zip(np.atleast_1d(axes), outs.items()):
+    for ax, (name, y) in zip(axes.ravel(), outs.items()):
         db = 20 * np.log10(magnitude_spectrogram(y).T + 1e-5)
         top = float(db.max()) if top is None else top
         extent = (0, y.shape[0] / SPEC.sample_rate, 0, SPEC.sample_rate / 2000)
         ax.imshow(
             db, origin="lower", aspect="auto", extent=extent, vmin=top - 90, vmax=top, cmap="magma"
         )
-        ax.set_title(name)
+        ax.set_title(name, fontsize=9)
+    for ax in axes[-1]:
         ax.set_xlabel("s")
-    np.atleast_1d(axes)[0].set_ylabel("kHz")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("kHz")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
@@ -261,7 +269,7 @@ def write_quality_doc(
         for name, m in manifests.items()
     )
     intro = (
-        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds}` on the "
+        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds:g}` on the "
         "held-out (`split == test`) utterances of the Festival corpus: each original log-mel is vocoded "
         "through the TVM runtime (`VocoderRuntime.generate`, the server's own path) and by Griffin-Lim "
         "(32 iterations, NNLS mel inversion) from the same mel, and compared with the original audio. "
