@@ -113,22 +113,32 @@ async def ws_session(
     import json
 
     from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, **connect_kw) as ws:
+        for m in messages:
+            await ws.send(m if isinstance(m, (bytes, str)) else json.dumps(m))
+        events, audio = await drain_ws(ws)
+        return events, audio, ws.close_code, ws.close_reason or ""
+
+
+async def drain_ws(ws: Any) -> tuple[list[Any], bytes]:
+    """Read a websocket until it closes: (JSON events, concatenated binary audio). A close with
+    an error code ends the read quietly; the caller checks ws.close_code."""
+    import json
+
     from websockets.exceptions import ConnectionClosed
 
     events: list[Any] = []
     audio = b""
-    async with connect(url, max_size=None, **connect_kw) as ws:
-        for m in messages:
-            await ws.send(m if isinstance(m, (bytes, str)) else json.dumps(m))
-        try:
-            async for msg in ws:
-                if isinstance(msg, bytes):
-                    audio += msg
-                else:
-                    events.append(json.loads(msg))
-        except ConnectionClosed:
-            pass
-        return events, audio, ws.close_code, ws.close_reason or ""
+    try:
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                audio += msg
+            else:
+                events.append(json.loads(msg))
+    except ConnectionClosed:
+        pass
+    return events, audio
 
 
 def free_port() -> int:

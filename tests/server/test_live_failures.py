@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from serverkit import (
     LiveServer,
+    drain_ws,
     mel_bytes_b64,
     metric_value,
     start_live_server,
@@ -26,7 +27,6 @@ from serverkit import (
     ws_session,
 )
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.anyio
 CORES = sorted(os.sched_getaffinity(0))
@@ -70,19 +70,6 @@ async def opened(url: str, **kw: Any) -> ClientConnection:
     ws = await connect(url, max_size=None, **kw)
     assert json.loads(await ws.recv())["type"] == "start"
     return ws
-
-
-async def drain_ws(ws: ClientConnection) -> tuple[list[dict[str, Any]], bytes]:
-    events, audio = [], b""
-    try:
-        async for msg in ws:
-            if isinstance(msg, bytes):
-                audio += msg
-            else:
-                events.append(json.loads(msg))
-    except ConnectionClosed:
-        pass  # closed with an error code: the caller checks ws.close_code
-    return events, audio
 
 
 async def test_over_capacity_is_refused_and_admitted_streams_keep_real_time(

@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serverkit import free_port, mel_bytes_b64, wait_ready
+from serverkit import drain_ws, free_port, mel_bytes_b64, wait_ready
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.anyio
 SERVE = [sys.executable, "-m", "server", "serve"]
@@ -122,15 +121,7 @@ async def test_sigterm_drains_open_streams_then_exits(
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
 
         # the websocket stream is wrapped up: its buffered mel vocoded, `end`, close 1001
-        events, audio = [], b""
-        try:
-            async for msg in ws:
-                if isinstance(msg, bytes):
-                    audio += msg
-                else:
-                    events.append(json.loads(msg))
-        except ConnectionClosed:
-            pass
+        events, audio = await drain_ws(ws)
         assert ws.close_code == 1001 and events[-1]["type"] == "end" and len(audio) == 24 * 600
         # the in-flight HTTP request completes in full
         r = await asyncio.wait_for(http, 60)
