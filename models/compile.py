@@ -113,6 +113,7 @@ def build_artifact(
             "density": measured_density(weights),
         },
         "kernel_dtype": config.weight_dtype,
+        "kernel_abi": kernel.KERNEL_ABI,
         "isas": {isa: {"file": f"{isa}.so", "target": kernel.ISA_TARGETS[isa]} for isa in isas},
         "training": training or {},
     }

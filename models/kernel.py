@@ -50,12 +50,20 @@ ISA_FLAGS: dict[str, frozenset[str]] = {
     "avx2": frozenset({"avx2", "fma", "f16c"}),
 }
 ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
-# How each ISA level runs an int8 block (16 rows x 4 columns):
+# The calling convention of the compiled frame function: its arguments, their layouts and the
+# quantisation they assume. Bump it whenever those change; the loader refuses modules built for
+# another ABI rather than feed them mis-shaped weights. 2: one int32 of 4 weights per block row on
+# every ISA, weight pairs bounded for vpmaddubsw.
+KERNEL_ABI = 2
+# How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
-#   avx512bw: int8 -> int16 (vpmovsxbw), then two vpmaddwd (s16 x s16, pairs summed per lane)
-#   avx2:     the same with 256-bit registers (four vpmaddwd)
+#   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
+#             summed into int32): the VNNI emulation LPCNet uses; it cannot saturate because
+#             reference.quantize_rows bounds every weight pair by 128
+#   avx2:     the same with 256-bit registers (two of each per block)
 #   generic:  plain integer SIMD that LLVM vectorises for any CPU (host fallback)
-# All are exact integer sums, so every ISA level produces the same samples.
+# All are exact integer sums, so every ISA level produces the same samples. (The earlier avx2 path,
+# sign-extend to int16 then vpmaddwd, took twice the instructions per block.)
 INT8_VARIANT = {"avx512vnni": "vnni", "avx512": "avx512bw", "avx2": "avx2"}
 
 
@@ -83,14 +91,10 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     NH, N1, N2 = shape.nnzb_hh, shape.nnzb_fc1, shape.nnzb_fc2
     WD = cfg.weight_dtype
     INT8 = WD == "int8"
-    PMADD = variant in ("avx512bw", "avx2")
-    XW = 2 if PMADD else 1  # int32 words per 4-column input group (two u16 pairs for vpmaddwd)
     if INT8:
         assert CB == 4, "int8 blocks hold the 4 columns one VNNI dot product sums"
         assert R == 16 or variant == "generic", "the SIMD int8 paths use 16 int32 lanes"
     assert variant in ("vnni", "avx512bw", "avx2", "generic")
-    DSHAPE = (lambda n: (n, 2, 2 * R)) if PMADD else (lambda n: (n, R))
-    DDT = "int8" if PMADD else "int32"
     V = 16  # vector width for elementwise stages; 512-bit = 16 fp32 lanes
     assert H % V == 0 and F % V == 0 and K % V == 0 and G % V == 0
     KG = K // V  # groups of the two-level inverse-CDF search
@@ -255,22 +259,30 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
             )
         elif variant == "avx512bw":
-            for half in T.unroll(2):
-                acc[a, T.ramp(0, 1, R)] = acc[a, T.ramp(0, 1, R)] + T.call_llvm_pure_intrin(
-                    "int32x16",
-                    "llvm.x86.avx512.pmaddw.d.512",
-                    T.Cast("int16x32", data[j, half, T.ramp(0, 1, 2 * R)]),
-                    T.reinterpret("int16x32", T.broadcast(xq[k, half], R)),
-                )
+            acc[a, T.ramp(0, 1, R)] = acc[a, T.ramp(0, 1, R)] + T.call_llvm_pure_intrin(
+                "int32x16",
+                "llvm.x86.avx512.pmaddw.d.512",
+                T.call_llvm_pure_intrin(
+                    "int16x32",
+                    "llvm.x86.avx512.pmaddubs.w.512",
+                    T.reinterpret("int8x64", T.broadcast(xq[k, 0], R)),
+                    T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
+                ),
+                T.broadcast(T.int16(1), 32),
+            )
         elif variant == "avx2":
-            for half in T.unroll(2):
-                for rr in T.unroll(2):
-                    acc[a, T.ramp(rr * 8, 1, 8)] = acc[a, T.ramp(rr * 8, 1, 8)] + T.call_llvm_pure_intrin(
-                        "int32x8",
-                        "llvm.x86.avx2.pmadd.wd",
-                        T.Cast("int16x16", data[j, half, T.ramp(rr * 16, 1, 16)]),
-                        T.reinterpret("int16x16", T.broadcast(xq[k, half], 8)),
-                    )
+            for rr in T.unroll(2):
+                acc[a, T.ramp(rr * 8, 1, 8)] = acc[a, T.ramp(rr * 8, 1, 8)] + T.call_llvm_pure_intrin(
+                    "int32x8",
+                    "llvm.x86.avx2.pmadd.wd",
+                    T.call_llvm_pure_intrin(
+                        "int16x16",
+                        "llvm.x86.avx2.pmadd.ub.sw",
+                        T.reinterpret("int8x32", T.broadcast(xq[k, 0], 8)),
+                        T.reinterpret("int8x32", data[j, T.ramp(rr * 8, 1, 8)]),
+                    ),
+                    T.broadcast(T.int16(1), 16),
+                )
         else:
             for r in T.vectorized(R):
                 acc[a, r] = (
@@ -311,21 +323,14 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     )
 
     @T.macro
-    def quantize4(x, n_groups, scale, xq, qs):
-        # inputs of column group k: floor(x[4k+c] * scale + 0.5) + 128 (as models.reference
-        # rounds), packed as 4 bytes (vpdpbusd) or as two pairs of 16-bit values (vpmaddwd)
-        for ko in range(n_groups // V):
-            for ki in T.vectorized(V):
-                for c in T.unroll(4):
-                    qs[c, ki] = T.Cast("int32", T.floor(x[(ko * V + ki) * 4 + c] * scale + T.float32(0.5))) + 128
-                if PMADD:
-                    xq[ko * V + ki, 0] = T.bitwise_or(qs[0, ki], T.shift_left(qs[1, ki], 16))
-                    xq[ko * V + ki, 1] = T.bitwise_or(qs[2, ki], T.shift_left(qs[3, ki], 16))
-                else:
-                    xq[ko * V + ki, 0] = T.bitwise_or(
-                        T.bitwise_or(qs[0, ki], T.shift_left(qs[1, ki], 8)),
-                        T.bitwise_or(T.shift_left(qs[2, ki], 16), T.shift_left(qs[3, ki], 24)),
-                    )
+    def quantize4(x, n, scale, xq8):
+        # inputs: floor(x[i] * scale + 0.5) + 128 (as models.reference rounds), stored as
+        # contiguous bytes; the matvec reads them 4 at a time through an int32 view of the same
+        # memory, the u8 operand of vpdpbusd / vpmaddubsw. (Packing the 4 bytes with shifts from
+        # stride-4 loads cost ~0.5 us/sample on AVX2.)
+        for io in range(n // V):
+            for ii in T.vectorized(V):
+                xq8[io * V + ii] = T.Cast("uint8", T.Cast("int32", T.floor(x[io * V + ii] * scale + T.float32(0.5))) + 128)
 
     @T.prim_func
     def frame_float(
@@ -387,18 +392,18 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         w_sample: T.Buffer((G,), "float32"),
         b_ih: T.Buffer((G,), "float32"),
         b_hh: T.Buffer((G,), "float32"),
-        hh_data: T.Buffer(DSHAPE(NH), DDT),
+        hh_data: T.Buffer((NH, R), "int32"),
         hh_idx: T.Buffer((NH,), "int32"),
         hh_ptr: T.Buffer((G // R + 1,), "int32"),
         hh_scale: T.Buffer((G,), "float32"),
         hh_corr: T.Buffer((G,), "int32"),
-        fc1_data: T.Buffer(DSHAPE(N1), DDT),
+        fc1_data: T.Buffer((N1, R), "int32"),
         fc1_idx: T.Buffer((N1,), "int32"),
         fc1_ptr: T.Buffer((F // R + 1,), "int32"),
         fc1_scale: T.Buffer((F,), "float32"),
         fc1_corr: T.Buffer((F,), "int32"),
         fc1_b: T.Buffer((F,), "float32"),
-        fc2_data: T.Buffer(DSHAPE(N2), DDT),
+        fc2_data: T.Buffer((N2, R), "int32"),
         fc2_idx: T.Buffer((N2,), "int32"),
         fc2_ptr: T.Buffer((K // R + 1,), "int32"),
         fc2_scale: T.Buffer((K,), "float32"),
@@ -419,18 +424,19 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         sc = T.alloc_buffer((4,), "float32", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((NACC, R), "int32", scope="local")
-        hq = T.alloc_buffer((H // 4, XW), "int32")
-        yq = T.alloc_buffer((F // 4, XW), "int32")
-        qs = T.alloc_buffer((4, V), "int32", scope="local")
+        hq8 = T.alloc_buffer((H,), "uint8")
+        hq = T.decl_buffer((H // 4, 1), "int32", data=hq8.data)
+        yq8 = T.alloc_buffer((F,), "uint8")
+        yq = T.decl_buffer((F // 4, 1), "int32", data=yq8.data)
         ys = T.alloc_buffer((2,), "float32", scope="local")
         project_cond(cond, w_cond_t, b_ih, p0, p1)
         sc[3] = xprev[0]
-        quantize4(h, H // 4, T.float32(Q), hq, qs)
+        quantize4(h, H, T.float32(Q), hq8)
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             q_matvec(hh_data, hh_idx, hh_ptr, hq, G // R, hh_scale, hh_corr, T.float32(1), b_hh, gh, acc, False)
             gru_update(sc, p0, p1, w_sample, gh, h, s)
-            quantize4(h, H // 4, T.float32(Q), hq, qs)
+            quantize4(h, H, T.float32(Q), hq8)
             q_matvec(fc1_data, fc1_idx, fc1_ptr, hq, F // R, fc1_scale, fc1_corr, T.float32(1), fc1_b, y1, acc, True)
             # FC2 input scale: max(y1) / 127 this step (y1 >= 0 after the ReLU)
             for ii in T.vectorized(V):
@@ -443,7 +449,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 ys[0] = T.max(ys[0], m[ii])
             ys[1] = ys[0] / T.float32(Q)
             ys[0] = T.if_then_else(ys[0] > T.float32(0), T.float32(Q) / ys[0], T.float32(0))
-            quantize4(y1, F // 4, ys[0], yq, qs)
+            quantize4(y1, F, ys[0], yq8)
             q_matvec(fc2_data, fc2_idx, fc2_ptr, yq, K // R, fc2_scale, fc2_corr, ys[1], fc2_b, logit, acc, False)
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
             sc[3] = table[out[t]]
@@ -481,12 +487,11 @@ def pack_weights(
 
     if config.weight_dtype == "int8":
         q = QuantizedWeights.from_weights(weights)
-        pairs = INT8_VARIANT.get(isa or "", "generic") in ("avx512bw", "avx2")
         sparse = [
-            *int8_args(q.hh, q.hh_scale, block, pairs),
-            *int8_args(q.fc1, q.fc1_scale, block, pairs),
+            *int8_args(q.hh, q.hh_scale, block),
+            *int8_args(q.fc1, q.fc1_scale, block),
             weights["fc1.bias"].astype(np.float32),
-            *int8_args(q.fc2, q.fc2_scale, block, pairs),
+            *int8_args(q.fc2, q.fc2_scale, block),
         ]
     else:
         sparse = [*bsr_args("gru.w_hh"), *bsr_args("fc1.weight"), weights["fc1.bias"].astype(np.float32), *bsr_args("fc2.weight")]
@@ -508,22 +513,15 @@ def pack_weights(
     return shape, args
 
 
-def int8_args(
-    wq: np.ndarray, scale: np.ndarray, block: tuple[int, int], pairs: bool = False
-) -> list[np.ndarray]:
+def int8_args(wq: np.ndarray, scale: np.ndarray, block: tuple[int, int]) -> list[np.ndarray]:
     """int8 matrix -> (packed data, indices, indptr, scale, corr) for the kernel.
 
-    Default layout [nnzb, R] int32: each int32 holds one row's 4 int8 weights of a block
-    (little-endian byte order = column order), the operand layout of vpdpbusd. With `pairs`,
-    [nnzb, 2, 2R] int8: columns (0, 1) of every row, then columns (2, 3), the layout of vpmaddwd
-    after sign extension. corr = 128 * row sum undoes the +128 offset that makes inputs unsigned.
+    Layout [nnzb, R] int32: each int32 holds one row's 4 int8 weights of a block (little-endian
+    byte order = column order), the operand layout of vpdpbusd and vpmaddubsw alike.
+    corr = 128 * row sum undoes the +128 offset that makes inputs unsigned.
     """
     b = to_bsr(wq, block)
     data = np.ascontiguousarray(b.data.astype(np.int8))  # [nnzb, R, 4]
-    if pairs:
-        n, r, _ = data.shape
-        packed = data.reshape(n, r, 2, 2).transpose(0, 2, 1, 3).reshape(n, 2, 2 * r)
-    else:
-        packed = data.view(np.int32)[:, :, 0]
+    packed = data.view(np.int32)[:, :, 0]
     corr = (128 * wq.astype(np.int64).sum(axis=1)).astype(np.int32)
     return [np.ascontiguousarray(packed), b.indices, b.indptr, scale.astype(np.float32), corr]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.signal import lfilter
 
 from models.config import VocoderConfig
 
@@ -106,6 +107,35 @@ def mulaw_decode(k: np.ndarray) -> np.ndarray:
     return mulaw_table()[np.asarray(k, dtype=np.int64)]
 
 
+# --- pre-emphasis ----------------------------------------------------------------------------------
+
+
+def preemphasize(audio: np.ndarray, coef: float) -> np.ndarray:
+    """Training target domain: x[n] - coef x[n-1] (x[-1] = 0), float32 [L]."""
+    x = np.asarray(audio, dtype=np.float64)
+    if coef == 0.0:
+        return x.astype(f32)
+    return lfilter([1.0, -coef], [1.0], x).astype(f32)
+
+
+class Deemphasis:
+    """The inverse filter y[n] = x[n] + coef y[n-1], its state carried from one frame to the next.
+
+    Output is clipped to [-1, 1]; the state keeps the unclipped value so the filter stays the exact
+    inverse of `preemphasize`.
+    """
+
+    def __init__(self, coef: float) -> None:
+        self.coef = float(coef)
+        self._zi = np.zeros(1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.coef == 0.0:
+            return np.asarray(x, dtype=f32)
+        y, self._zi = lfilter([1.0], [1.0, -self.coef], np.asarray(x, dtype=np.float64), zi=self._zi)
+        return np.clip(y, -1.0, 1.0).astype(f32)
+
+
 # --- weights ----------------------------------------------------------------------------------------
 
 WEIGHT_SHAPES = {
@@ -195,9 +225,19 @@ def fma32(a: np.ndarray, b: np.ndarray | np.float32, c: np.ndarray | np.float32)
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """W [M, K] float -> (int8 [M, K], per-row float32 scale [M]) with W ~ int8 * scale."""
-    amax = np.abs(w).max(axis=1).astype(f32)
-    scale = np.where(amax > 0, amax / f32(Q), f32(1)).astype(f32)
+    """W [M, K] float -> (int8 [M, K], per-row float32 scale [M]) with W ~ int8 * scale.
+
+    The scale bounds each pair of adjacent weights, |q[2i]| + |q[2i+1]| <= 128, rather than each
+    weight: CPUs without VNNI multiply with vpmaddubsw, which sums u8 x s8 products in pairs into a
+    saturating int16, and 255 * 128 = 32640 still fits. So every ISA computes the same exact integer
+    sums (as LPCNet's weight constraint does). It costs at most one bit on rows whose largest
+    weights sit side by side, and nothing on rows whose large weights are isolated.
+    """
+    m, k = w.shape
+    assert k % 2 == 0, "columns pair up"
+    pair = np.abs(w.astype(f32)).reshape(m, k // 2, 2).sum(axis=2).max(axis=1)
+    scale = np.where(pair > 0, pair / f32(Q), f32(1)).astype(f32)
+    # |w0| / s + |w1| / s <= 127, and rounding adds at most 1/2 to each: the pair bound is 128
     wq = np.clip(np.floor(w / scale[:, None] + 0.5), -Q, Q).astype(np.int8)
     return wq, scale
 
@@ -411,11 +451,13 @@ def vocode(
     rng = np.random.default_rng(seed)
     state = FrameState.zeros(config)
     quantized = QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
+    deemphasis = Deemphasis(config.preemphasis)
     frames = []
     for f in range(mel.shape[0]):
         u = rng.random(config.hop_length, dtype=np.float32)
-        frames.append(run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized))
-    return mulaw_decode(np.concatenate(frames)) if frames else np.zeros(0, f32)
+        k = run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized)
+        frames.append(deemphasis(mulaw_decode(k)))
+    return np.concatenate(frames) if frames else np.zeros(0, f32)
 
 
 # --- teacher forcing (training checks; appended for models/wavernn.py's tests) --------------------
@@ -427,8 +469,8 @@ def teacher_forced_logits(
     """Logits the reference computes when fed the true previous sample instead of its own draw.
 
     mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
-    Input at sample n is mulaw_decode(mulaw_encode(audio[n - 1])) (0.0 for n = 0), exactly what
-    training uses. Returns float32 [L, 256] logits (same GRU/FC math and fast exp/tanh as run_frame).
+    Input at sample n is mulaw_decode(mulaw_encode(e[n - 1])) (0.0 for n = 0) where e is the
+    pre-emphasised audio, exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC math and fast exp/tanh as run_frame).
     """
     H, T = config.hidden_size, config.hop_length
     audio = np.asarray(audio, dtype=f32)
@@ -436,7 +478,8 @@ def teacher_forced_logits(
     cond = condition(mel, weights, config)
     cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
     proj = (cond @ weights["gru.w_cond"].T).astype(f32)  # [N + 1, 3H]
-    prev = np.concatenate([np.zeros(1, f32), mulaw_decode(mulaw_encode(audio[:-1]))]).astype(f32)
+    e = preemphasize(audio, config.preemphasis)
+    prev = np.concatenate([np.zeros(1, f32), mulaw_decode(mulaw_encode(e[:-1]))]).astype(f32)
     w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     h = np.zeros(H, f32)

@@ -30,6 +30,7 @@ from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.reference import (
     CondMatrices,
+    Deemphasis,
     check_weights,
     condition_window,
     mulaw_table,
@@ -107,11 +108,21 @@ class VocoderRuntime:
         model_dir = Path(model_dir)
         manifest = _read_manifest(model_dir)
         _verify_files(model_dir, manifest)
+        abi = manifest.get("kernel_abi", 1)  # artefacts from before the field existed are ABI 1
+        if abi != kernel.KERNEL_ABI:
+            raise ModelLoadError(
+                f"{model_dir} was compiled for kernel ABI {abi}, this Sparrow runs ABI {kernel.KERNEL_ABI}: "
+                f"rebuild it with `sparrow compile --weights {model_dir}/weights.npz --out {model_dir}`"
+            )
         try:
             config = VocoderConfig.load(model_dir / "config.json")
         except (ValueError, TypeError, AssertionError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{model_dir}/config.json is not a valid vocoder config: {exc}") from exc
-        if config.to_dict() != manifest.get("config"):
+        try:
+            declared = VocoderConfig.from_dict(manifest.get("config") or {})
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise ModelLoadError(f"{model_dir}/manifest.json has an invalid config: {exc}") from exc
+        if config != declared:
             raise ModelLoadError(f"{model_dir}: config.json does not match the manifest's config")
         weights = load_weights(model_dir / "weights.npz")
         try:
@@ -185,6 +196,7 @@ class VocoderStream:
         # per-call inputs live in preallocated tensors: allocating them each frame cost ~40 us
         self._cond_pair = tvm.runtime.tensor(np.zeros((2, c.cond_size), np.float32))
         self._uniforms = tvm.runtime.tensor(np.zeros(c.hop_length, np.float32))
+        self._deemphasis = Deemphasis(c.preemphasis)
 
     @property
     def frames_received(self) -> int:
@@ -230,7 +242,7 @@ class VocoderStream:
         self.frames_done += 1
         if self.frames_done >= 2:  # conditioning behind the current frame is no longer needed
             self._cond[self.frames_done - 2] = _RELEASED
-        return self.runtime.table[self._out.numpy()]
+        return self._deemphasis(self.runtime.table[self._out.numpy()])
 
 
 _RELEASED = np.zeros(0, np.float32)
@@ -289,7 +301,7 @@ def _choose_module(
             return candidate, model_dir / shipped[candidate]["file"]
     # None fits: compile for this host into the cache, keyed by the weights' hash.
     cache = (cache_dir or default_cache_dir()) / model_dir.name
-    path = cache / f"host-{manifest['files']['weights.npz'][:16]}.so"
+    path = cache / f"host-abi{kernel.KERNEL_ABI}-{manifest['files']['weights.npz'][:16]}.so"
     log.warning(
         "no shipped module of %s runs on this CPU (shipped: %s); compiling for the host into %s",
         model_dir.name,

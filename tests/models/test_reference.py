@@ -46,6 +46,18 @@ def test_quantize_rows_reconstructs() -> None:
     assert np.all(wq[3] == 0)
 
 
+def test_quantized_pairs_never_saturate_maddubs() -> None:
+    """u8 x s8 pair sums (vpmaddubsw, int16) stay below 32767 for any uint8 input."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(64, 128)).astype(np.float32)
+    w[:, 6:8] = 5.0  # a row's two largest weights side by side: the worst case for the pair bound
+    w[7, 10:12] = [-3.0, 3.0]
+    wq, _ = ref.quantize_rows(w)
+    pair = np.abs(wq.astype(np.int32)).reshape(64, 64, 2).sum(axis=2)
+    assert pair.max() <= 128 and 255 * pair.max() <= 32767
+    assert pair.max() >= 120  # the bound is used, not wasted
+
+
 def test_check_weights_rejects_bad_shapes_and_nan() -> None:
     w = ref.random_weights(TINY, 0)
     ref.check_weights(w, TINY)
@@ -67,3 +79,14 @@ def test_vocode_is_deterministic_and_seed_dependent() -> None:
     assert np.array_equal(a, ref.vocode(w, TINY, mel, seed=1))
     assert not np.array_equal(a, ref.vocode(w, TINY, mel, seed=2))
     assert np.all(np.abs(a) <= 1)
+
+
+def test_deemphasis_inverts_preemphasis_across_frames() -> None:
+    """The runtime de-emphasises frame by frame; carried state makes it the exact inverse."""
+    x = (0.5 * np.sin(np.arange(1500) * 0.05)).astype(np.float32)
+    e = ref.preemphasize(x, 0.85)
+    assert np.abs(e).max() < 0.2 * np.abs(x).max() + 0.05  # low frequencies are attenuated
+    d = ref.Deemphasis(0.85)
+    y = np.concatenate([d(e[i : i + 300]) for i in range(0, 1500, 300)])
+    np.testing.assert_allclose(y, x, atol=1e-5)
+    assert np.array_equal(ref.preemphasize(x, 0.0), x) and np.array_equal(ref.Deemphasis(0.0)(x), x)

@@ -114,6 +114,30 @@ def test_missing_manifest_and_mismatched_config(tiny_dir: Path, tmp_path: Path) 
         VocoderRuntime.load(d)
 
 
+def test_module_from_another_kernel_abi_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    """An artefact compiled before the weight layout changed must not be fed the new layout."""
+    d = copy_model(tiny_dir, tmp_path / "m")
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["kernel_abi"] == kernel.KERNEL_ABI
+    del manifest["kernel_abi"]  # as written before the field existed
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="kernel ABI 1.*sparrow compile"):
+        VocoderRuntime.load(d)
+
+
+def test_old_artefacts_without_preemphasis_load_as_plain_signal(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy_model(tiny_dir, tmp_path / "m")
+    manifest = json.loads((d / "manifest.json").read_text())
+    for cfg in (manifest["config"],):
+        cfg.pop("preemphasis")
+    config = json.loads((d / "config.json").read_text())
+    config.pop("preemphasis")
+    (d / "config.json").write_text(json.dumps(config))
+    manifest["files"]["config.json"] = comp.sha256_file(d / "config.json")
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    assert VocoderRuntime.load(d).config.preemphasis == 0.0
+
+
 def test_module_for_missing_cpu_features_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     d = copy_model(tiny_dir, tmp_path / "m")
     manifest = json.loads((d / "manifest.json").read_text())

@@ -8,7 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.config import TINY, VocoderConfig
-from models.reference import WEIGHT_SHAPES, mulaw_encode, random_weights, teacher_forced_logits
+from models.reference import (
+    WEIGHT_SHAPES,
+    mulaw_encode,
+    preemphasize,
+    random_weights,
+    teacher_forced_logits,
+)
 from models.wavernn import (
     WaveRNN,
     from_reference_weights,
@@ -36,7 +42,8 @@ def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndar
     # Inputs past the end of the audio only affect logits past the end, which callers drop.
     full = np.zeros(mel.shape[0] * model.config.hop_length, np.float32)
     full[: audio.size] = audio
-    prev = prev_inputs(mulaw_encode(full), 0, full.size)
+    # Training's target domain: the pre-emphasised signal (see VocoderConfig.preemphasis).
+    prev = prev_inputs(mulaw_encode(preemphasize(full, model.config.preemphasis)), 0, full.size)
     with torch.no_grad():
         logits = model(
             torch.from_numpy(padded)[None], torch.from_numpy(prev)[None], utterance_end=True
