@@ -32,6 +32,7 @@ from models.reference import (
     TANH_BETA,
     TANH_CLAMP,
     Q,
+    CondMatrices,
     QuantizedWeights,
     mulaw_table,
 )
@@ -53,8 +54,8 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 # The calling convention of the compiled frame function: its arguments, their layouts and the
 # quantisation they assume. Bump it whenever those change; the loader refuses modules built for
 # another ABI rather than feed them mis-shaped weights. 2: one int32 of 4 weights per block row on
-# every ISA, weight pairs bounded for vpmaddubsw.
-KERNEL_ABI = 2
+# every ISA, weight pairs bounded for vpmaddubsw. 3: the module also holds "condition".
+KERNEL_ABI = 3
 # How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
@@ -458,14 +459,85 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     return frame_int8 if INT8 else frame_float
 
 
+def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
+    """The conditioning network for one frame, shifted into a stream's conditioning pair.
+
+    x5 holds the normalised mel frames f-2..f+2 (edge-clamped by the caller); the function moves
+    pair[1] to pair[0] and writes cond(f) = tanh(conv2(relu(conv1(x5)))) to pair[1], so a stream
+    calls it once per frame and hands `pair` to the frame kernel as-is. Dot products accumulate in
+    float64 (float32 x float32 products are exact there) and round to float32 once, as
+    models.reference.condition_window does: the result does not depend on summation order, so it
+    matches numpy's BLAS bit for bit (a float64 sum would need to land within ~1e-16 of a float32
+    rounding edge to differ).
+    """
+    M, CH, C = cfg.n_mels, cfg.cond_hidden, cfg.cond_size
+    V = 16
+    assert CH % V == 0 and C % V == 0
+    clamp = float(TANH_CLAMP)
+    a0, a1, a2, a3, a4, a5, a6 = (float(c) for c in TANH_ALPHA)
+    b0, b1_, b2_, b3 = (float(c) for c in TANH_BETA)
+
+    @T.prim_func
+    def condition(
+        x5: T.Buffer((5, M), "float32"),
+        pair: T.Buffer((2, C), "float32"),
+        w1: T.Buffer((3 * M, CH), "float32"),
+        b1: T.Buffer((CH,), "float32"),
+        w2: T.Buffer((3 * CH, C), "float32"),
+        b2: T.Buffer((C,), "float32"),
+    ):
+        T.func_attr({"global_symbol": "condition", "tirx.noalias": True})
+        hid = T.alloc_buffer((3 * CH,), "float32")  # conv1 at frames f-1, f, f+1, position-major
+        acc = T.alloc_buffer((V,), "float64", scope="local")
+        s = T.alloc_buffer((2, V), "float32", scope="local")
+        for c in T.vectorized(C):
+            pair[0, c] = pair[1, c]
+        for p in range(3):
+            for oo in range(CH // V):
+                for oi in T.vectorized(V):
+                    acc[oi] = T.float64(0)
+                for i in range(3 * M):
+                    for oi in T.vectorized(V):
+                        acc[oi] = acc[oi] + T.Cast("float64", x5[p + i // M, i % M]) * T.Cast("float64", w1[i, oo * V + oi])
+                for oi in T.vectorized(V):
+                    hid[p * CH + oo * V + oi] = T.max(
+                        T.Cast("float32", acc[oi] + T.Cast("float64", b1[oo * V + oi])), T.float32(0)
+                    )
+        for oo in range(C // V):
+            for oi in T.vectorized(V):
+                acc[oi] = T.float64(0)
+            for i in range(3 * CH):
+                for oi in T.vectorized(V):
+                    acc[oi] = acc[oi] + T.Cast("float64", hid[i]) * T.Cast("float64", w2[i, oo * V + oi])
+            for oi in T.vectorized(V):
+                # fast tanh exactly as models.reference.fast_tanh: clamp, square, rational
+                s[0, oi] = T.Cast("float32", acc[oi] + T.Cast("float64", b2[oo * V + oi]))
+                s[0, oi] = T.min(T.max(s[0, oi], T.float32(-clamp)), T.float32(clamp))
+                s[1, oi] = s[0, oi] * s[0, oi]
+                pair[1, oo * V + oi] = (
+                    ((((((T.float32(a0) * s[1, oi] + T.float32(a1)) * s[1, oi] + T.float32(a2)) * s[1, oi] + T.float32(a3)) * s[1, oi] + T.float32(a4)) * s[1, oi] + T.float32(a5)) * s[1, oi] + T.float32(a6))
+                    * s[0, oi]
+                ) / ((((T.float32(b0) * s[1, oi] + T.float32(b1_)) * s[1, oi] + T.float32(b2_)) * s[1, oi] + T.float32(b3)))
+
+    return condition
+
+
 def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None = None) -> tvm.runtime.Module:
-    """Compile the frame kernel for one ISA level (or an explicit target dict)."""
+    """Compile the frame kernel ("main") and the conditioning network ("condition") for one ISA
+    level (or an explicit target dict)."""
     if target is None:
         if isa not in ISA_TARGETS:
             raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_TARGETS)}")
         target = ISA_TARGETS[isa]
     func = make_frame_kernel(shape, INT8_VARIANT.get(isa or "", "generic"))
-    return tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
+    cond = make_condition_kernel(shape.config)
+    return tvm.compile(tvm.IRModule({"main": func, "condition": cond}), target=tvm.target.Target(target))
+
+
+def condition_args(weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Weight arguments of the "condition" function, after (x5, pair)."""
+    m = CondMatrices.from_weights(weights)
+    return [m.w1, m.b1, m.w2, m.b2]
 
 
 STATE_ARGS = ("cond", "uniforms", "h", "xprev", "out")

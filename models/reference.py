@@ -53,18 +53,21 @@ EXP_FLOOR = f32(-87.0)  # below this exp() is 0 for our purposes (softmax after 
 
 def fast_tanh(x: np.ndarray) -> np.ndarray:
     """tanh(x) via a clamped rational polynomial; float32 in, float32 out."""
+    p, q = _tanh_rational(x)
+    return (p / q).astype(f32)
+
+
+def _tanh_rational(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P, Q) with tanh(x) ~ P / Q on the clamped x, Horner steps fused as the kernel's are."""
     x = np.clip(x.astype(f32), -TANH_CLAMP, TANH_CLAMP)
     x2 = x * x
-    a = TANH_ALPHA
-    p = a[0]
-    for c in a[1:]:
-        p = p * x2 + c
-    p = p * x
-    b = TANH_BETA
-    q = b[0]
-    for c in b[1:]:
-        q = q * x2 + c
-    return (p / q).astype(f32)
+    p = np.full_like(x, TANH_ALPHA[0])
+    for c in TANH_ALPHA[1:]:
+        p = fma32(p, x2, c)
+    q = np.full_like(x, TANH_BETA[0])
+    for c in TANH_BETA[1:]:
+        q = fma32(q, x2, c)
+    return (p * x).astype(f32), q
 
 
 def fast_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -300,10 +303,18 @@ def normalize_mel(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
 class CondMatrices:
     """The two k=3 convolutions as matrices over flattened windows (one matmul per layer)."""
 
-    w1: np.ndarray  # [3 * n_mels, cond_hidden]
+    w1: np.ndarray  # [3 * n_mels, cond_hidden] float32
     b1: np.ndarray
-    w2: np.ndarray  # [3 * cond_hidden, cond_size]
+    w2: np.ndarray  # [3 * cond_hidden, cond_size] float32
     b2: np.ndarray
+    w1_64: np.ndarray = field(init=False, repr=False)  # float64 copies for the exact dot products
+    b1_64: np.ndarray = field(init=False, repr=False)
+    w2_64: np.ndarray = field(init=False, repr=False)
+    b2_64: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("w1", "b1", "w2", "b2"):
+            object.__setattr__(self, f"{name}_64", getattr(self, name).astype(np.float64))
 
     @classmethod
     def from_weights(cls, weights: dict[str, np.ndarray]) -> CondMatrices:
@@ -321,12 +332,15 @@ class CondMatrices:
 def condition_window(x5: np.ndarray, m: CondMatrices) -> np.ndarray:
     """Conditioning of one frame from its normalised mel window [5, n_mels] (frames f-2..f+2).
 
-    Computed one frame at a time, with the same shapes whatever the chunking, so streaming and
-    whole-utterance vocoding give bit-identical conditioning.
+    Dot products accumulate in float64 and round to float32 once per output: float32 products are
+    exact in float64, so the result does not depend on the summation order, and the TVM
+    "condition" function (models/kernel.py) and numpy's BLAS agree bit for bit. Computed one frame
+    at a time, so streaming and whole-utterance vocoding give identical conditioning.
     """
-    cols = np.lib.stride_tricks.sliding_window_view(x5, (3, x5.shape[1]))[:, 0].reshape(3, -1)
-    h = np.maximum(cols @ m.w1 + m.b1, f32(0))  # conv1 at frames f-1, f, f+1: [3, cond_hidden]
-    return fast_tanh(h.reshape(-1) @ m.w2 + m.b2)  # conv2 at frame f: [cond_size]
+    x = np.ascontiguousarray(x5, dtype=np.float64)
+    cols = np.lib.stride_tricks.as_strided(x, (3, 3 * x.shape[1]), (x.strides[0], x.strides[1]))
+    h = np.maximum((cols @ m.w1_64 + m.b1_64).astype(f32), f32(0))  # conv1 at f-1, f, f+1
+    return fast_tanh((h.reshape(-1).astype(np.float64) @ m.w2_64 + m.b2_64).astype(f32))
 
 
 def window_indices(f: int, n: int) -> np.ndarray:

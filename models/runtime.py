@@ -29,10 +29,8 @@ from models.compile import MANIFEST, load_weights, sha256_file
 from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.reference import (
-    CondMatrices,
     Deemphasis,
     check_weights,
-    condition_window,
     mulaw_table,
     normalize_mel,
     window_indices,
@@ -95,7 +93,8 @@ class VocoderRuntime:
         self._frame_fn = module["main"]
         _, weight_args = kernel.pack_weights(weights, config, isa)
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
-        self.cond_matrices = CondMatrices.from_weights(weights)
+        self._cond_fn = module["condition"]
+        self._cond_args = [tvm.runtime.tensor(a) for a in kernel.condition_args(weights)]
         self.table = mulaw_table()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -161,6 +160,11 @@ class VocoderRuntime:
         """One kernel call: hop_length samples into `out`; `h` and `x` are updated in place."""
         self._frame_fn(cond_pair, uniforms, h, x, out, *self._weight_args)
 
+    def shift_in_condition(self, window: tvm.runtime.Tensor, cond_pair: tvm.runtime.Tensor) -> None:
+        """cond_pair[0] = cond_pair[1]; cond_pair[1] = conditioning of the normalised mel window
+        [5, n_mels] (frames f-2..f+2), computed by the module's "condition" function."""
+        self._cond_fn(window, cond_pair, *self._cond_args)
+
     def measure_us_per_sample(self, frames: int = 20) -> float:
         """Minimum kernel time per sample over `frames` calls on the calling thread's core."""
         rng = np.random.default_rng(0)
@@ -187,7 +191,8 @@ class VocoderStream:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._mel = np.zeros((0, c.n_mels), np.float32)  # normalised frames received
-        self._cond: list[np.ndarray] = []  # conditioning of frames 0..len-1
+        self._cond_next = 0  # the frame whose conditioning is shifted into _cond_pair next
+        self._window = tvm.runtime.tensor(np.zeros((5, c.n_mels), np.float32))
         self._finished = False
         self.frames_done = 0
         self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
@@ -222,30 +227,29 @@ class VocoderStream:
         ready = self.frames_received if self._finished else self.frames_received - LOOKAHEAD
         return max(0, ready - self.frames_done)
 
-    def _cond_at(self, f: int) -> np.ndarray:
+    def _condition_through(self, f: int) -> None:
+        """Leave _cond_pair = [cond(f), cond(f + 1)], where frames past the end repeat the last.
+
+        Conditioning of frame g is final once frames g+2 exist or the stream is finished, which
+        pending() guarantees for g = f + 1; each frame's conditioning is computed exactly once.
+        """
         n = self.frames_received
-        f = min(f, n - 1)  # the last frame interpolates towards itself
-        # Conditioning of frame f is final once frames f+2 exist or the stream is finished.
-        while len(self._cond) <= f:
-            g = len(self._cond)
-            self._cond.append(condition_window(self._mel[window_indices(g, n)], self.runtime.cond_matrices))
-        return self._cond[f]
+        while self._cond_next <= f + 1:
+            g = min(self._cond_next, n - 1)  # the last frame interpolates towards itself
+            self._window.copyfrom(self._mel[window_indices(g, n)])
+            self.runtime.shift_in_condition(self._window, self._cond_pair)
+            self._cond_next += 1
 
     def step(self) -> np.ndarray:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
         f = self.frames_done
-        self._cond_pair.copyfrom(np.stack([self._cond_at(f), self._cond_at(f + 1)]))
+        self._condition_through(f)
         self._uniforms.copyfrom(self._rng.random(self.runtime.config.hop_length, dtype=np.float32))
         self.runtime.run_frame(self._cond_pair, self._uniforms, self._h, self._x, self._out)
         self.frames_done += 1
-        if self.frames_done >= 2:  # conditioning behind the current frame is no longer needed
-            self._cond[self.frames_done - 2] = _RELEASED
         return self._deemphasis(self.runtime.table[self._out.numpy()])
-
-
-_RELEASED = np.zeros(0, np.float32)
 
 
 # -- artefact checks ---------------------------------------------------------------------------------
