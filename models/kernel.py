@@ -4,9 +4,11 @@ The call does, for one frame (T samples):
   1. project the conditioning of this frame and the next through W_cond (2 x [3H, C] matvecs;
      per-sample conditioning is their interpolation, so no per-sample matmul is needed);
   2. T times: block-sparse GRU recurrent matvec, gates with fast sigmoid/tanh, block-sparse
-     FC1 + ReLU, block-sparse FC2, softmax with fast exp, inverse-CDF sample, mu-law feedback.
-The GRU state and previous sample are read from and written back to in/out buffers, so a
-stream's state survives between calls without copies.
+     FC1 + ReLU, block-sparse FC2, softmax with fast exp, inverse-CDF sample, mu-law feedback;
+  3. de-emphasis of the frame's decoded samples into float PCM.
+The GRU state, previous sample and de-emphasis state are read from and written back to in/out
+buffers, so a stream's state survives between calls without copies. The module's second
+function, "condition", is the conditioning network, shifted into the next call's cond pair.
 
 The math is models/reference.py's; tests/models/test_kernel.py checks them against each other.
 Intermediates inside vectorised loops are staged in local buffers: binding them to Python names
@@ -55,7 +57,8 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 # quantisation they assume. Bump it whenever those change; the loader refuses modules built for
 # another ABI rather than feed them mis-shaped weights. 2: one int32 of 4 weights per block row on
 # every ISA, weight pairs bounded for vpmaddubsw. 3: the module also holds "condition".
-KERNEL_ABI = 3
+# 4: xprev holds [previous sample, de-emphasis state] and the frame also writes float PCM.
+KERNEL_ABI = 4
 # How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
@@ -106,6 +109,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     e0, e1, e2, e3, e4, e5 = (float(c) for c in EXP2_POLY)
     log2e = float(LOG2E)
     exp_floor = float(EXP_FLOOR)
+    preemph = float(cfg.preemphasis)
 
     NACC = 4  # independent accumulator sets: hides FMA latency behind the block loop
     # int8: vpdpbusd accumulates in place (a 4-5 cycle chain), so VNNI wants the same 4 sets; the
@@ -253,6 +257,18 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     si[1] = 1
 
     @T.macro
+    def deemphasize(out, table, xprev, pcm, sc):
+        # pcm[t] = y[t] clipped to [-1, 1], y[t] = table[out[t]] + p * y[t - 1]: the inverse of the
+        # pre-emphasis the net was trained on; y carries over in xprev[1]. Done here, the stream
+        # gets float PCM from one read instead of a table lookup and a filter call per frame.
+        sc[1] = xprev[1]
+        for t in range(TT):
+            # an explicit fused multiply-add: the same rounding with or without FMA hardware
+            sc[1] = T.call_llvm_pure_intrin("float32", "llvm.fma.f32", T.float32(preemph), sc[1], table[out[t]])
+            pcm[t] = T.min(T.max(sc[1], T.float32(-1)), T.float32(1))
+        xprev[1] = sc[1]
+
+    @T.macro
     def dot4(acc, a, data, j, xq, k):
         # acc[a, :] += the 4-column int8 block j times the uint8 inputs of column group k
         if variant == "vnni":
@@ -346,8 +362,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         cond: T.Buffer((2, C), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
-        xprev: T.Buffer((1,), "float32"),
+        xprev: T.Buffer((2,), "float32"),
         out: T.Buffer((TT,), "int32"),
+        pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
         w_sample: T.Buffer((G,), "float32"),
         b_ih: T.Buffer((G,), "float32"),
@@ -389,14 +406,16 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
             sc[3] = table[out[t]]
         xprev[0] = sc[3]
+        deemphasize(out, table, xprev, pcm, sc)
 
     @T.prim_func
     def frame_int8(
         cond: T.Buffer((2, C), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
-        xprev: T.Buffer((1,), "float32"),
+        xprev: T.Buffer((2,), "float32"),
         out: T.Buffer((TT,), "int32"),
+        pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
         w_sample: T.Buffer((G,), "float32"),
         b_ih: T.Buffer((G,), "float32"),
@@ -463,6 +482,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
             sc[3] = table[out[t]]
         xprev[0] = sc[3]
+        deemphasize(out, table, xprev, pcm, sc)
 
     return frame_int8 if INT8 else frame_float
 
@@ -548,7 +568,7 @@ def condition_args(weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [m.w1, m.b1, m.w2, m.b2]
 
 
-STATE_ARGS = ("cond", "uniforms", "h", "xprev", "out")
+STATE_ARGS = ("cond", "uniforms", "h", "xprev", "out", "pcm")
 """Per-call arguments, in order; the weight arguments follow them."""
 
 

@@ -124,19 +124,23 @@ def preemphasize(audio: np.ndarray, coef: float) -> np.ndarray:
 class Deemphasis:
     """The inverse filter y[n] = x[n] + coef y[n-1], its state carried from one frame to the next.
 
-    Output is clipped to [-1, 1]; the state keeps the unclipped value so the filter stays the exact
-    inverse of `preemphasize`.
+    float32 with one fused multiply-add per sample, exactly as the kernel's de-emphasis runs; the
+    output is clipped to [-1, 1] while the state keeps the unclipped value, so the filter stays
+    the exact inverse of `preemphasize`.
     """
 
-    def __init__(self, coef: float) -> None:
-        self.coef = float(coef)
-        self._zi = np.zeros(1)
+    def __init__(self, coef: float, state: float = 0.0) -> None:
+        self.coef = float(f32(coef))
+        self._y = f32(state)  # y[-1]: the previous frame's last unclipped output
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.coef == 0.0:
-            return np.asarray(x, dtype=f32)
-        y, self._zi = lfilter([1.0], [1.0, -self.coef], np.asarray(x, dtype=np.float64), zi=self._zi)
-        return np.clip(y, -1.0, 1.0).astype(f32)
+        out = np.empty(len(x), f32)
+        y, c = self._y, self.coef
+        for i, v in enumerate(np.asarray(x, dtype=f32).tolist()):
+            y = f32(c * float(y) + v)  # float32 product exact in float64: one rounding, as an FMA
+            out[i] = y
+        self._y = y
+        return np.clip(out, f32(-1), f32(1))
 
 
 # --- weights ----------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from models.compile import MANIFEST, load_weights, sha256_file
 from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.reference import (
-    Deemphasis,
     check_weights,
     mulaw_table,
     normalize_mel,
@@ -156,9 +155,11 @@ class VocoderRuntime:
         h: tvm.runtime.Tensor,
         x: tvm.runtime.Tensor,
         out: tvm.runtime.Tensor,
+        pcm: tvm.runtime.Tensor,
     ) -> None:
-        """One kernel call: hop_length samples into `out`; `h` and `x` are updated in place."""
-        self._frame_fn(cond_pair, uniforms, h, x, out, *self._weight_args)
+        """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
+        PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state]) update in place."""
+        self._frame_fn(cond_pair, uniforms, h, x, out, pcm, *self._weight_args)
 
     def shift_in_condition(self, window: tvm.runtime.Tensor, cond_pair: tvm.runtime.Tensor) -> None:
         """cond_pair[0] = cond_pair[1]; cond_pair[1] = conditioning of the normalised mel window
@@ -170,14 +171,15 @@ class VocoderRuntime:
         rng = np.random.default_rng(0)
         c = self.config
         h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
-        x = tvm.runtime.tensor(np.zeros(1, np.float32))
+        x = tvm.runtime.tensor(np.zeros(2, np.float32))
         out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
+        pcm = tvm.runtime.tensor(np.zeros(c.hop_length, np.float32))
         cond = tvm.runtime.tensor(rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32))
         best = float("inf")
         for _ in range(max(1, frames)):
             u = tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32))
             t0 = time.perf_counter()
-            self.run_frame(cond, u, h, x, out)
+            self.run_frame(cond, u, h, x, out, pcm)
             best = min(best, time.perf_counter() - t0)
         return best / c.hop_length * 1e6
 
@@ -196,12 +198,12 @@ class VocoderStream:
         self._finished = False
         self.frames_done = 0
         self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
-        self._x = tvm.runtime.tensor(np.zeros(1, np.float32))
+        self._x = tvm.runtime.tensor(np.zeros(2, np.float32))  # [previous sample, de-emphasis state]
         self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
+        self._pcm = tvm.runtime.tensor(np.zeros(c.hop_length, np.float32))
         # per-call inputs live in preallocated tensors: allocating them each frame cost ~40 us
         self._cond_pair = tvm.runtime.tensor(np.zeros((2, c.cond_size), np.float32))
         self._uniforms = tvm.runtime.tensor(np.zeros(c.hop_length, np.float32))
-        self._deemphasis = Deemphasis(c.preemphasis)
 
     @property
     def frames_received(self) -> int:
@@ -247,9 +249,9 @@ class VocoderStream:
         f = self.frames_done
         self._condition_through(f)
         self._uniforms.copyfrom(self._rng.random(self.runtime.config.hop_length, dtype=np.float32))
-        self.runtime.run_frame(self._cond_pair, self._uniforms, self._h, self._x, self._out)
+        self.runtime.run_frame(self._cond_pair, self._uniforms, self._h, self._x, self._out, self._pcm)
         self.frames_done += 1
-        return self._deemphasis(self.runtime.table[self._out.numpy()])
+        return self._pcm.numpy()
 
 
 # -- artefact checks ---------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
     quantized = ref.QuantizedWeights.from_weights(w) if config.weight_dtype == "int8" else None
     arr = tvm.runtime.tensor
     h = arr(np.zeros(config.hidden_size, np.float32))
-    x = arr(np.zeros(1, np.float32))
+    x = arr(np.zeros(2, np.float32))
     out = arr(np.zeros(config.hop_length, np.int32))
+    pcm = arr(np.zeros(config.hop_length, np.float32))
     weights_args = [arr(a) for a in wargs]
     steps = mismatches = 0
     max_h_err = 0.0
@@ -42,8 +43,11 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
         state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]))
         trace = ref.FrameTrace()
         expected = ref.run_frame(w, config, cond[f : f + 2], u, state, trace, quantized=quantized)
-        fn(arr(np.ascontiguousarray(cond[f : f + 2])), arr(u), h, x, out, *weights_args)
+        deemphasis = ref.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
+        fn(arr(np.ascontiguousarray(cond[f : f + 2])), arr(u), h, x, out, pcm, *weights_args)
         got = out.numpy()
+        # the kernel's PCM is its own classes, decoded and de-emphasised exactly as the reference does
+        assert np.array_equal(pcm.numpy(), deemphasis(ref.mulaw_decode(got)))
         differ = np.nonzero(got != expected)[0]
         steps += len(got)
         if len(differ):
