@@ -164,6 +164,19 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
         train_mod.run(parse(*common, "--steps", "6", "--resume", str(small), "--name", "r2")) == 0
     )
     assert train_mod.load_checkpoint(tmp_path / "r2")["step"] == 6
+    # Resuming with another pre-emphasis fine-tunes into that target domain; the export says so.
+    assert TINY.preemphasis != 0.5
+    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r3", "--preemphasis", "0.5")
+    args.export = str(tmp_path / "e3")
+    assert train_mod.run(args) == 0
+    assert VocoderConfig.load(tmp_path / "e3" / "config.json").preemphasis == 0.5
+
+
+def test_precision_auto_uses_bf16_only_with_native_support() -> None:
+    from models.runtime import cpu_flags
+
+    assert train_mod.use_bf16("bf16") and not train_mod.use_bf16("fp32")
+    assert train_mod.use_bf16("auto") == bool(cpu_flags() & train_mod.NATIVE_BF16_FLAGS)
 
 
 def test_tiny_synthetic_smoke_run(tmp_path: Path) -> None:
