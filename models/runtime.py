@@ -30,7 +30,6 @@ from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.reference import (
     check_weights,
-    mulaw_table,
     normalize_mel,
     window_indices,
 )
@@ -94,7 +93,6 @@ class VocoderRuntime:
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
         self._cond_fn = module["condition"]
         self._cond_args = [tvm.runtime.tensor(a) for a in kernel.condition_args(weights)]
-        self.table = mulaw_table()
 
     # -- loading ---------------------------------------------------------------------------------
 
