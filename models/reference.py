@@ -488,7 +488,8 @@ def teacher_forced_logits(
 
     mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
     Input at sample n is mulaw_decode(mulaw_encode(e[n - 1])) (0.0 for n = 0) where e is the
-    pre-emphasised audio, exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC math and fast exp/tanh as run_frame).
+    pre-emphasised audio, exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC
+    math and fast exp/tanh as run_frame).
     """
     H, T = config.hidden_size, config.hop_length
     audio = np.asarray(audio, dtype=f32)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,6 +97,13 @@ def copy_model(src: Path, dst: Path) -> Path:
     return dst
 
 
+def edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite an artefact's JSON file after `edit` changed its parsed content in place."""
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
 def test_corrupt_file_is_detected(tiny_dir: Path, tmp_path: Path) -> None:
     d = copy_model(tiny_dir, tmp_path / "m")
     so = next(d.glob("*.so"))
@@ -107,9 +116,7 @@ def test_missing_manifest_and_mismatched_config(tiny_dir: Path, tmp_path: Path) 
     with pytest.raises(ModelLoadError, match="manifest"):
         VocoderRuntime.load(tmp_path)
     d = copy_model(tiny_dir, tmp_path / "m")
-    manifest = json.loads((d / "manifest.json").read_text())
-    manifest["config"]["hidden_size"] = 1024
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    edit_json(d / "manifest.json", lambda m: m["config"].update(hidden_size=1024))
     with pytest.raises(ModelLoadError, match="does not match"):
         VocoderRuntime.load(d)
 
@@ -117,24 +124,21 @@ def test_missing_manifest_and_mismatched_config(tiny_dir: Path, tmp_path: Path) 
 def test_module_from_another_kernel_abi_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     """An artefact compiled before the weight layout changed must not be fed the new layout."""
     d = copy_model(tiny_dir, tmp_path / "m")
-    manifest = json.loads((d / "manifest.json").read_text())
-    assert manifest["kernel_abi"] == kernel.KERNEL_ABI
-    del manifest["kernel_abi"]  # as written before the field existed
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    assert json.loads((d / "manifest.json").read_text())["kernel_abi"] == kernel.KERNEL_ABI
+    edit_json(d / "manifest.json", lambda m: m.pop("kernel_abi"))  # as written before the field existed
     with pytest.raises(ModelLoadError, match="kernel ABI 1.*sparrow compile"):
         VocoderRuntime.load(d)
 
 
 def test_old_artefacts_without_preemphasis_load_as_plain_signal(tiny_dir: Path, tmp_path: Path) -> None:
     d = copy_model(tiny_dir, tmp_path / "m")
-    manifest = json.loads((d / "manifest.json").read_text())
-    for cfg in (manifest["config"],):
-        cfg.pop("preemphasis")
-    config = json.loads((d / "config.json").read_text())
-    config.pop("preemphasis")
-    (d / "config.json").write_text(json.dumps(config))
-    manifest["files"]["config.json"] = comp.sha256_file(d / "config.json")
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    edit_json(d / "config.json", lambda c: c.pop("preemphasis"))
+
+    def drop_field(manifest: dict[str, Any]) -> None:
+        manifest["config"].pop("preemphasis")
+        manifest["files"]["config.json"] = comp.sha256_file(d / "config.json")
+
+    edit_json(d / "manifest.json", drop_field)
     assert VocoderRuntime.load(d).config.preemphasis == 0.0
 
 
