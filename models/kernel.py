@@ -71,6 +71,22 @@ KERNEL_ABI = 4
 INT8_VARIANT = {"avx512vnni": "vnni", "avx512": "avx512bw", "avx2": "avx2"}
 
 
+def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+    """fast_tanh's rational P(x2) * x / Q(x2) on an already clamped x, with x2 = x * x.
+
+    A plain Python builder, called from the TVMScript below: the expression tree (Horner order,
+    which LLVM contracts into FMAs as models.reference._tanh_rational assumes) is written once for
+    the GRU gates and the conditioning net.
+    """
+    p = T.float32(float(TANH_ALPHA[0]))
+    for c in TANH_ALPHA[1:]:
+        p = p * x2 + T.float32(float(c))
+    q = T.float32(float(TANH_BETA[0]))
+    for c in TANH_BETA[1:]:
+        q = q * x2 + T.float32(float(c))
+    return p * x / q
+
+
 @dataclass(frozen=True)
 class KernelShape:
     """Everything the compiled function is specialised on (weights are arguments, not constants)."""
@@ -104,8 +120,6 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     KG = K // V  # groups of the two-level inverse-CDF search
 
     clamp = float(TANH_CLAMP)
-    a0, a1, a2, a3, a4, a5, a6 = (float(c) for c in TANH_ALPHA)
-    b0, b1, b2, b3 = (float(c) for c in TANH_BETA)
     e0, e1, e2, e3, e4, e5 = (float(c) for c in EXP2_POLY)
     log2e = float(LOG2E)
     exp_floor = float(EXP_FLOOR)
@@ -180,20 +194,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[1, ii] = T.min(T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
                 s[2, ii] = s[0, ii] * s[0, ii]
                 s[3, ii] = s[1, ii] * s[1, ii]
-                s[0, ii] = T.float32(0.5) + T.float32(0.5) * (
-                    (
-                        ((((((T.float32(a0) * s[2, ii] + T.float32(a1)) * s[2, ii] + T.float32(a2)) * s[2, ii] + T.float32(a3)) * s[2, ii] + T.float32(a4)) * s[2, ii] + T.float32(a5)) * s[2, ii] + T.float32(a6))
-                        * s[0, ii]
-                    )
-                    / ((((T.float32(b0) * s[2, ii] + T.float32(b1)) * s[2, ii] + T.float32(b2)) * s[2, ii] + T.float32(b3)))
-                )
-                s[1, ii] = T.float32(0.5) + T.float32(0.5) * (
-                    (
-                        ((((((T.float32(a0) * s[3, ii] + T.float32(a1)) * s[3, ii] + T.float32(a2)) * s[3, ii] + T.float32(a3)) * s[3, ii] + T.float32(a4)) * s[3, ii] + T.float32(a5)) * s[3, ii] + T.float32(a6))
-                        * s[1, ii]
-                    )
-                    / ((((T.float32(b0) * s[3, ii] + T.float32(b1)) * s[3, ii] + T.float32(b2)) * s[3, ii] + T.float32(b3)))
-                )
+                s[0, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[0, ii], s[2, ii])
+                s[1, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[1, ii], s[3, ii])
                 # n = tanh(gi_n + r * gh_n)
                 s[4, ii] = (
                     p0[2 * H + io * V + ii]
@@ -202,10 +204,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 ) + s[0, ii] * gh[2 * H + io * V + ii]
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
-                s[4, ii] = (
-                    ((((((T.float32(a0) * s[5, ii] + T.float32(a1)) * s[5, ii] + T.float32(a2)) * s[5, ii] + T.float32(a3)) * s[5, ii] + T.float32(a4)) * s[5, ii] + T.float32(a5)) * s[5, ii] + T.float32(a6))
-                    * s[4, ii]
-                ) / ((((T.float32(b0) * s[5, ii] + T.float32(b1)) * s[5, ii] + T.float32(b2)) * s[5, ii] + T.float32(b3)))
+                s[4, ii] = tanh_rational(s[4, ii], s[5, ii])
                 h[io * V + ii] = (T.float32(1) - s[1, ii]) * s[4, ii] + s[1, ii] * h[io * V + ii]
 
     @T.macro
@@ -502,8 +501,6 @@ def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
     V = 16
     assert CH % V == 0 and C % V == 0
     clamp = float(TANH_CLAMP)
-    a0, a1, a2, a3, a4, a5, a6 = (float(c) for c in TANH_ALPHA)
-    b0, b1_, b2_, b3 = (float(c) for c in TANH_BETA)
 
     @T.prim_func
     def condition(
@@ -542,10 +539,7 @@ def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
                 s[0, oi] = T.Cast("float32", acc[oi] + T.Cast("float64", b2[oo * V + oi]))
                 s[0, oi] = T.min(T.max(s[0, oi], T.float32(-clamp)), T.float32(clamp))
                 s[1, oi] = s[0, oi] * s[0, oi]
-                pair[1, oo * V + oi] = (
-                    ((((((T.float32(a0) * s[1, oi] + T.float32(a1)) * s[1, oi] + T.float32(a2)) * s[1, oi] + T.float32(a3)) * s[1, oi] + T.float32(a4)) * s[1, oi] + T.float32(a5)) * s[1, oi] + T.float32(a6))
-                    * s[0, oi]
-                ) / ((((T.float32(b0) * s[1, oi] + T.float32(b1_)) * s[1, oi] + T.float32(b2_)) * s[1, oi] + T.float32(b3)))
+                pair[1, oo * V + oi] = tanh_rational(s[0, oi], s[1, oi])
 
     return condition
 
