@@ -80,20 +80,11 @@ def tvm_engine(rt: VocoderRuntime, frames: int) -> Callable[[], None]:
 def kernel_engine(rt: VocoderRuntime, frames: int) -> Callable[[], None]:
     """One call = `frames` bare kernel calls on prepared tensors: the compiled function alone,
     without the stream's per-frame work (conditioning network call, RNG, tensor copies)."""
-    import tvm
-
-    c = rt.config
-    rng = np.random.default_rng(0)
-    cond = tvm.runtime.tensor(rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32))
-    u = tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32))
-    h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
-    x = tvm.runtime.tensor(np.zeros(2, np.float32))
-    out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
-    pcm = tvm.runtime.tensor(np.zeros(c.hop_length, np.float32))
+    frame = rt.synthetic_frame()
 
     def run() -> None:
         for _ in range(frames):
-            rt.run_frame(cond, u, h, x, out, pcm)
+            frame.run(rt)
 
     return run
 

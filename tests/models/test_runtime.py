@@ -39,6 +39,17 @@ def test_loads_best_isa_for_this_cpu(runtime: VocoderRuntime) -> None:
     assert runtime.measure_us_per_sample(frames=3) > 0
 
 
+def test_synthetic_frame_runs_the_kernel_and_carries_state(runtime: VocoderRuntime) -> None:
+    frame = runtime.synthetic_frame(seed=1)
+    frame.run(runtime)
+    out, pcm, h = frame.out.numpy(), frame.pcm.numpy(), frame.h.numpy()
+    assert out.shape == (TINY.hop_length,) and ((out >= 0) & (out < TINY.n_classes)).all()
+    assert np.isfinite(pcm).all() and np.abs(h).max() > 0  # the zero state moved
+    frame.redraw_uniforms()
+    frame.run(runtime)
+    assert not np.array_equal(frame.h.numpy(), h)  # the state is carried into the next call
+
+
 def test_generate_equals_numpy_reference(runtime: VocoderRuntime) -> None:
     m = mel(7)
     audio = np.concatenate(list(runtime.generate(m, seed=5)))
