@@ -1,4 +1,4 @@
-"""Audio encoding: float frames -> s16le PCM, and PCM -> WAV / FLAC containers.
+"""Audio encoding: float frames -> s16le PCM, and PCM -> WAV / FLAC / MP3 / Ogg Opus containers.
 
 Pure functions on bytes and arrays (no I/O besides in-memory buffers). Shapes: float audio is
 float32 [samples] in [-1, 1]; PCM is mono signed 16-bit little-endian, 2 bytes a sample.
@@ -13,11 +13,17 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-AudioFormat = Literal["wav", "flac", "pcm"]
+AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
+STREAMED_FORMATS: frozenset[str] = frozenset({"wav", "pcm"})
+"""Formats whose bytes can be sent as frames are made. The compressed ones are encoded when the
+audio is complete: FLAC's header holds the length, libsndfile rewrites MP3's LAME/Xing header when
+it closes, and it emits Ogg Opus pages only at the end."""
 
 CONTENT_TYPES: dict[str, str] = {
     "wav": "audio/wav",
     "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",  # Opus in an Ogg container (RFC 7845), as browsers and OpenAI's clients expect
     # OpenAI's "pcm" is the same raw 24 kHz s16le; the rate goes in a header as well.
     "pcm": "audio/pcm",
 }
@@ -64,12 +70,23 @@ def encode(pcm: bytes, fmt: AudioFormat, sample_rate: int) -> bytes:
         return pcm
     if fmt == "wav":
         return wav_header(sample_rate, len(pcm) // 2) + pcm
-    if fmt == "flac":
+    if fmt in _LIBSNDFILE:
         samples = np.frombuffer(pcm, dtype="<i2")
         if samples.size == 0:
-            # libsndfile cannot write an empty FLAC; a header-only WAV is not FLAC, so refuse.
-            raise ValueError("cannot encode empty audio as FLAC")
+            # libsndfile writes no readable FLAC/MP3/Opus for zero samples; refuse rather than
+            # hand out a file no decoder opens.
+            raise ValueError(f"cannot encode empty audio as {fmt}")
+        container, subtype = _LIBSNDFILE[fmt]
         buf = io.BytesIO()
-        sf.write(buf, samples, sample_rate, format="FLAC", subtype="PCM_16")
+        sf.write(buf, samples, sample_rate, format=container, subtype=subtype)
         return buf.getvalue()
-    raise ValueError(f"unknown audio format {fmt!r}; use wav, flac or pcm")
+    raise ValueError(f"unknown audio format {fmt!r}; use one of {', '.join(CONTENT_TYPES)}")
+
+
+# libsndfile (bundled with the soundfile wheel, 1.2.x: LAME for MP3, libopus) container + codec.
+# Opus runs at 8/12/16/24/48 kHz, so 24 kHz audio goes in without resampling.
+_LIBSNDFILE: dict[str, tuple[str, str]] = {
+    "flac": ("FLAC", "PCM_16"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "opus": ("OGG", "OPUS"),
+}

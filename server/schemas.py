@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.features import MelInputError
+from server.audio import AudioFormat
 
 N_MELS = 80
 SEED_MAX = 2**63 - 1
@@ -64,9 +65,6 @@ def mel_to_array(mel: list[list[float]] | MelData) -> np.ndarray:
     )
 
 
-AudioFormat = Literal["wav", "flac", "pcm"]
-
-
 class SynthesizeRequest(Strict):
     """POST /v1/synthesize: exactly one of `text` or `mel`."""
 
@@ -77,7 +75,9 @@ class SynthesizeRequest(Strict):
         0, ge=0, le=SEED_MAX, description="sampling seed: same seed + input = same audio"
     )
     speed: float = Field(1.0, gt=0.0, le=10.0, description="speaking rate (text input only)")
-    format: AudioFormat = Field("wav", description="wav, flac or pcm (raw s16le)")
+    format: AudioFormat = Field(
+        "wav", description="wav, flac, mp3, opus (Ogg) or pcm (raw s16le)"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesizeRequest:
@@ -109,12 +109,14 @@ OPENAI_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 
 
 class SpeechRequest(Strict):
-    """POST /v1/audio/speech, OpenAI-compatible (subset: the formats a CPU server can stream)."""
+    """POST /v1/audio/speech, OpenAI-compatible (all formats but aac; wav and pcm stream)."""
 
     model: str = Field(description="this server's model name, 'sparrow', or an OpenAI TTS name")
     input: str = Field(description="text to speak")
     voice: str = Field("slt", description="voice id; OpenAI voice names map to the default voice")
-    response_format: str = Field("wav", description="wav, flac or pcm (24 kHz s16le)")
+    response_format: str = Field(
+        "wav", description="wav or pcm (24 kHz s16le; streamed as made), flac, mp3 or opus"
+    )
     speed: float = Field(1.0, ge=0.25, le=4.0)
     stream_format: str = Field("audio", description="only 'audio' (raw bytes streamed as made)")
 

@@ -1,8 +1,8 @@
 """POST /v1/audio/speech: OpenAI-compatible text to speech, streamed chunk by chunk as made.
 
 Works with the official client (`client.audio.speech.create(...)` and its streaming variant).
-Formats: wav (streamed with an unknown-length header), pcm (raw 24 kHz s16le, streamed), flac
-(encoded when complete). Errors use OpenAI's `{"error": {...}}` shape like every Sparrow route.
+Formats: wav (streamed with an unknown-length header), pcm (raw 24 kHz s16le, streamed), and flac,
+mp3 and opus (Ogg), encoded when the audio is complete (see server.audio.STREAMED_FORMATS). Errors use OpenAI's `{"error": {...}}` shape like every Sparrow route.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from server.workers.pool import StreamHandle
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"], dependencies=[ApiKey])
 ROUTE = "/v1/audio/speech"
-FORMATS = ("wav", "flac", "pcm")
+FORMATS = ("wav", "pcm", "flac", "mp3", "opus")  # OpenAI's aac: libsndfile has no encoder
 
 
 class BadParameter(InvalidInput):
@@ -86,11 +86,11 @@ async def speech(
     headers = {"X-Sample-Rate": str(pool.sample_rate)}
     media_type = audio.CONTENT_TYPES[fmt]
     try:
-        if fmt == "flac":  # FLAC needs the whole signal for its header: encode when complete
+        if fmt not in audio.STREAMED_FORMATS:
             pcm = await unless_disconnected(request.receive, collect(handle))
             cleanup()
             return Response(
-                audio.encode(pcm, "flac", pool.sample_rate), media_type=media_type, headers=headers
+                audio.encode(pcm, fmt, pool.sample_rate), media_type=media_type, headers=headers
             )
         chunks = audio_chunks(handle)
         # Wait for the first audio before sending headers, so a failure before any audio is a

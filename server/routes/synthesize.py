@@ -1,4 +1,4 @@
-"""POST /v1/synthesize: text or mel in, a whole audio file out (wav, flac or raw s16le)."""
+"""POST /v1/synthesize: text or mel in, a whole audio file out (wav, flac, mp3, opus or raw s16le)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ ROUTE = "/v1/synthesize"
 
 AUDIO_RESPONSES = {
     200: {
-        "content": {"audio/wav": {}, "audio/flac": {}, "audio/pcm": {}},
+        "content": {t: {} for t in audio.CONTENT_TYPES.values()},
         "description": "24 kHz mono audio; headers X-Sample-Rate, X-Time-To-First-Audio-Ms",
     },
     413: {"description": "text, mel or body too large"},

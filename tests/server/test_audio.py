@@ -1,4 +1,4 @@
-"""Audio encoding: PCM conversion, WAV/FLAC containers, the streaming WAV header."""
+"""Audio encoding: PCM conversion, WAV/FLAC/MP3/Opus containers, the streaming WAV header."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def test_containers_decode_to_the_same_samples(fmt: str) -> None:
     assert data.tobytes() == pcm
 
 
+@pytest.mark.parametrize(("fmt", "container"), [("mp3", "MP3"), ("opus", "OGG")])
+def test_lossy_containers_keep_length_rate_and_waveform(fmt: str, container: str) -> None:
+    x = _tone(24000)
+    data, sr = sf.read(io.BytesIO(audio.encode(audio.float_to_pcm16(x), fmt, 24000)), dtype="float32")
+    assert sr == 24000 and data.shape == x.shape  # the encoder's delay and padding are trimmed
+    assert sf.info(io.BytesIO(audio.encode(audio.float_to_pcm16(x), fmt, 24000))).format == container
+    assert np.corrcoef(data, x)[0, 1] > 0.99  # lossy, but the same tone in the same place
+
+
 def test_pcm_is_raw() -> None:
     pcm = audio.float_to_pcm16(_tone())
     assert audio.encode(pcm, "pcm", 24000) == pcm
@@ -45,8 +54,9 @@ def test_streaming_wav_header_reads_to_eof() -> None:
     assert sr == 24000 and data.tobytes() == pcm
 
 
-def test_unknown_format_and_empty_flac_are_value_errors() -> None:
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])
+def test_unknown_format_and_empty_compressed_audio_are_value_errors(fmt: str) -> None:
     with pytest.raises(ValueError, match="unknown audio format"):
-        audio.encode(b"", "mp3", 24000)  # type: ignore[arg-type]
+        audio.encode(b"", "aac", 24000)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
-        audio.encode(b"", "flac", 24000)
+        audio.encode(b"", fmt, 24000)
