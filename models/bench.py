@@ -1,7 +1,7 @@
 """`sparrow bench`: µs per audio sample on one pinned core, TVM vs numpy vs PyTorch, same weights.
 
 Machines are shared and noisy, so every engine reports the minimum and the median over repeats,
-and speedups are ratios of minima measured in the same run. The real-time budget at 24 kHz is
+the engines' repeats are interleaved, and speedups are ratios of minima measured in the same run. The real-time budget at 24 kHz is
 1 / 24,000 s = 41.7 µs per sample; we round it to 40 µs, as the product promises.
 """
 
@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +52,30 @@ def pin_to_core(core: int | None) -> int:
     return chosen
 
 
-def timed(fn: Callable[[], None], repeats: int, samples_per_call: int, progress: Callable[[], None]) -> list[float]:
-    """µs/sample of each of `repeats` calls to fn (after one warm-up call)."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) / samples_per_call * 1e6)
-        progress()
-    return out
+@dataclass
+class Engine:
+    name: str
+    run: Callable[[], None]
+    repeats: int
+    samples_per_call: int
+    times: list[float] = field(default_factory=list)  # µs/sample of each timed call
+
+
+def time_interleaved(engines: list[Engine], progress: Callable[[], None]) -> None:
+    """Time every engine's calls round-robin (one warm-up call each first), filling `times`.
+
+    Interleaved rather than one engine after another, so a burst of load from a neighbour on a
+    shared machine lands on all engines alike and the same-run ratios of minima stay fair.
+    """
+    for e in engines:
+        e.run()
+    for r in range(max(e.repeats for e in engines)):
+        for e in engines:
+            if r < e.repeats:
+                t0 = time.perf_counter()
+                e.run()
+                e.times.append((time.perf_counter() - t0) / e.samples_per_call * 1e6)
+                progress()
 
 
 def tvm_engine(rt: VocoderRuntime, frames: int) -> Callable[[], None]:
@@ -187,21 +202,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"\rbenchmarking on core {core}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
     samples = args.frames * config.hop_length
-    results = [
-        stats(f"tvm {base.isa} kernel only", timed(kernel_engine(base, args.frames), args.repeats, samples, progress))
-    ]
+    engines = [Engine(f"tvm {base.isa} kernel only", kernel_engine(base, args.frames), args.repeats, samples)]
     for isa in runnable:
         rt = base if isa == base.isa else VocoderRuntime.load(model_dir, isa=isa)
-        results.append(stats(f"tvm {isa} stream", timed(tvm_engine(rt, args.frames), args.repeats, samples, progress)))
-    results.append(
-        stats(
-            "numpy reference",
-            timed(numpy_engine(base.weights, config), args.numpy_repeats, config.hop_length, progress),
-        )
+        engines.append(Engine(f"tvm {isa} stream", tvm_engine(rt, args.frames), args.repeats, samples))
+    engines.append(
+        Engine("numpy reference", numpy_engine(base.weights, config), args.numpy_repeats, config.hop_length)
     )
     torch_run = None if args.no_torch else torch_engine(base.weights, config, args.torch_steps)
     if torch_run is not None:
-        results.append(stats("pytorch eager (dense)", timed(torch_run, args.torch_repeats, args.torch_steps, progress)))
+        engines.append(Engine("pytorch eager (dense)", torch_run, args.torch_repeats, args.torch_steps))
+    time_interleaved(engines, progress)
+    results = [stats(e.name, e.times) for e in engines]
     print(file=sys.stderr)
     fastest = min(r["min_us_per_sample"] for r in results)
     for r in results:

@@ -55,3 +55,16 @@ def test_bench_table_and_bad_core(tiny_model: Path) -> None:
     assert "min us/sample" in proc.stdout and "tvm avx2 stream" in proc.stdout
     proc = run_bench("--model", str(tiny_model), "--core", "4096")
     assert proc.returncode != 0 and "not available" in proc.stderr
+
+
+def test_engines_are_timed_round_robin() -> None:
+    from models.bench import Engine, time_interleaved
+
+    calls: list[str] = []
+    engines = [Engine(n, lambda n=n: calls.append(n), reps, 10) for n, reps in (("a", 3), ("b", 1), ("c", 2))]
+    ticks: list[int] = []
+    time_interleaved(engines, lambda: ticks.append(1))
+    # one warm-up call each, then rounds; an engine drops out once its repeats are done
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "c", "a"]
+    assert [len(e.times) for e in engines] == [3, 1, 2] and len(ticks) == 6
+    assert all(t >= 0 for e in engines for t in e.times)
