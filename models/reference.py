@@ -333,31 +333,33 @@ class CondMatrices:
         )
 
 
-def condition_window(x5: np.ndarray, m: CondMatrices) -> np.ndarray:
-    """Conditioning of one frame from its normalised mel window [5, n_mels] (frames f-2..f+2).
+def pad_mel(mel: np.ndarray) -> np.ndarray:
+    """Repeat the two end frames on each side: [N, M] -> [N + 4, M]. Frame f's conditioning reads
+    padded rows f..f+4 (mel frames f-2..f+2, edge-clamped)."""
+    return np.concatenate([mel[:1], mel[:1], mel, mel[-1:], mel[-1:]])
 
-    Dot products accumulate in float64 and round to float32 once per output: float32 products are
-    exact in float64, so the result does not depend on the summation order, and the TVM
-    "condition" function (models/kernel.py) and numpy's BLAS agree bit for bit. Computed one frame
-    at a time, so streaming and whole-utterance vocoding give identical conditioning.
+
+def condition_rows(xpad: np.ndarray, m: CondMatrices) -> np.ndarray:
+    """Conditioning of k consecutive frames from their padded normalised mel rows [k + 4, n_mels].
+
+    conv1 runs once per mel position (k + 2 of them) and conv2 once per frame, as the TVM
+    "condition" function does (models/kernel.py). Dot products accumulate in float64 and round to
+    float32 once per output: float32 products are exact in float64, so the result does not depend
+    on the summation order and the kernel and numpy's BLAS agree bit for bit; nor does it depend on
+    how a stream splits frames into calls, since every output is the same dot product.
     """
-    x = np.ascontiguousarray(x5, dtype=np.float64)
-    cols = np.lib.stride_tricks.as_strided(x, (3, 3 * x.shape[1]), (x.strides[0], x.strides[1]))
-    h = np.maximum((cols @ m.w1_64 + m.b1_64).astype(f32), f32(0))  # conv1 at f-1, f, f+1
-    return fast_tanh((h.reshape(-1).astype(np.float64) @ m.w2_64 + m.b2_64).astype(f32))
-
-
-def window_indices(f: int, n: int) -> np.ndarray:
-    """Mel frames feeding frame f's conditioning: f-2..f+2, clamped to [0, n-1] (edge repeat)."""
-    return np.clip(np.arange(f - 2, f + 3), 0, n - 1)
+    x = np.ascontiguousarray(xpad, dtype=np.float64)
+    k = x.shape[0] - 4
+    cols = np.lib.stride_tricks.as_strided(x, (k + 2, 3 * x.shape[1]), (x.strides[0], x.strides[1]))
+    h = np.maximum((cols @ m.w1_64 + m.b1_64).astype(f32), f32(0)).astype(np.float64)  # [k + 2, CH]
+    cols2 = np.lib.stride_tricks.as_strided(h, (k, 3 * h.shape[1]), (h.strides[0], h.strides[1]))
+    return fast_tanh((cols2 @ m.w2_64 + m.b2_64).astype(f32))
 
 
 def condition(mel: np.ndarray, weights: dict[str, np.ndarray], config: VocoderConfig) -> np.ndarray:
     """Log-mel [N, n_mels] -> conditioning [N, cond_size]; two frames of look-ahead per frame."""
-    x = normalize_mel(mel, config)
-    n = x.shape[0]
     m = CondMatrices.from_weights(weights)
-    return np.stack([condition_window(x[window_indices(f, n)], m) for f in range(n)]).astype(f32)
+    return condition_rows(pad_mel(normalize_mel(mel, config)), m).astype(f32)
 
 
 # --- the autoregressive frame -----------------------------------------------------------------------

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from models.config import TINY, VocoderConfig
-from models.reference import SPARSE_WEIGHTS, mulaw_encode, preemphasize
+from models.reference import SPARSE_WEIGHTS, mulaw_encode, pad_mel, preemphasize
 from models.sparsity import block_norms, magnitude_block_mask
-from models.wavernn import SAMPLE_GAIN, WaveRNN, pad_mel, prev_inputs, to_reference_weights
+from models.wavernn import SAMPLE_GAIN, WaveRNN, prev_inputs, to_reference_weights
 
 logger = logging.getLogger(__name__)
 

@@ -36,11 +36,6 @@ class CondNet(nn.Module):
         return torch.tanh(self.conv2(h)).transpose(1, 2)
 
 
-def pad_mel(mel: np.ndarray) -> np.ndarray:
-    """Repeat the two end frames on each side, as reference.condition does: [N, M] -> [N + 4, M]."""
-    return np.concatenate([mel[:1], mel[:1], mel, mel[-1:], mel[-1:]])
-
-
 def prev_inputs(classes: np.ndarray, start: int, length: int) -> np.ndarray:
     """Teacher-forcing inputs for samples [start, start + length) of one utterance.
 

@@ -106,8 +106,8 @@ def test_int8_packing_layout() -> None:
 
 @pytest.mark.parametrize("config", [TINY, VocoderConfig()], ids=["tiny", "full"])
 def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig) -> None:
-    """The module's "condition" (float64 dot products) equals reference.condition_window exactly,
-    and shifts the previous conditioning into row 0 of the pair."""
+    """The module's "condition" (float64 dot products) equals reference.condition_rows exactly,
+    for any batch size k, and batches of a padded mel give the whole-utterance conditioning."""
     w = ref.random_weights(config, 3)
     rng = np.random.default_rng(4)
     for name in ("cond.conv1.bias", "cond.conv2.bias"):
@@ -115,17 +115,21 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
     shape, _ = kernel.pack_weights(w, config, host_isas()[0])
     fn = kernel.build(shape, host_isas()[0])["condition"]
     args = [tvm.runtime.tensor(a) for a in kernel.condition_args(w)]
-    m = ref.CondMatrices.from_weights(w)
-    mel = ref.normalize_mel(rng.normal(-5, 2.5, size=(40, config.n_mels)).astype(np.float32), config)
-    pair = tvm.runtime.tensor(np.zeros((2, config.cond_size), np.float32))
-    window = tvm.runtime.tensor(np.zeros((5, config.n_mels), np.float32))
-    previous = np.zeros(config.cond_size, np.float32)
-    for f in range(mel.shape[0]):
-        window.copyfrom(mel[ref.window_indices(f, mel.shape[0])])
-        fn(window, pair, *args)
-        expected = ref.condition_window(mel[ref.window_indices(f, mel.shape[0])], m)
-        got = pair.numpy()
-        assert np.array_equal(got[1], expected), f"frame {f}: max diff {np.abs(got[1] - expected).max()}"
-        assert np.array_equal(got[0], previous)
-        previous = expected
-    assert np.abs(previous).max() > 0.1  # not a saturated or all-zero conditioning
+    mel = rng.normal(-5, 2.5, size=(40, config.n_mels)).astype(np.float32)
+    xpad = ref.pad_mel(ref.normalize_mel(mel, config))
+    whole = ref.condition(mel, w, config)
+    got = np.zeros_like(whole)
+    g = 0
+    for k in (1, 16, 2, 5, 16):  # uneven batches covering all 40 frames
+        cond = tvm.runtime.tensor(np.zeros((k, config.cond_size), np.float32))
+        hid = tvm.runtime.tensor(np.zeros((k + 2, config.cond_hidden), np.float32))
+        fn(cond, tvm.runtime.tensor(xpad[g : g + k + 4]), hid, *args)
+        got[g : g + k] = cond.numpy()
+        assert np.array_equal(got[g : g + k], ref.condition_rows(xpad[g : g + k + 4], ref.CondMatrices.from_weights(w)))
+        g += k
+    assert g == mel.shape[0]
+    bad = np.flatnonzero((got != whole).any(axis=1))
+    assert bad.size == 0, f"frames {bad}: max diff {np.abs(got - whole).max()}"
+    assert np.abs(whole).max() > 0.1  # not a saturated or all-zero conditioning
+    with pytest.raises(Exception, match="shape"):  # a window that does not fit k is refused
+        fn(cond, tvm.runtime.tensor(xpad[: k + 3]), hid, *args)

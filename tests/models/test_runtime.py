@@ -50,16 +50,18 @@ def test_synthetic_frame_runs_the_kernel_and_carries_state(runtime: VocoderRunti
     assert not np.array_equal(frame.h.numpy(), h)  # the state is carried into the next call
 
 
-def test_generate_equals_numpy_reference(runtime: VocoderRuntime) -> None:
-    m = mel(7)
+@pytest.mark.parametrize("frames", [1, 7, 40])
+def test_generate_equals_numpy_reference(runtime: VocoderRuntime, frames: int) -> None:
+    m = mel(frames)
     audio = np.concatenate(list(runtime.generate(m, seed=5)))
-    assert audio.dtype == np.float32 and audio.shape == (7 * TINY.hop_length,)
+    assert audio.dtype == np.float32 and audio.shape == (frames * TINY.hop_length,)
     assert np.array_equal(audio, vocode(random_weights(TINY, 0), TINY, m, seed=5))
 
 
-@pytest.mark.parametrize("chunks", [[1] * 9, [4, 5], [2, 0, 7]])
+# 70 frames: several conditioning batches and buffer growth past 64 rows
+@pytest.mark.parametrize("chunks", [[1] * 9, [4, 5], [2, 0, 7], [30, 1, 20, 19]])
 def test_chunked_streaming_equals_whole(runtime: VocoderRuntime, chunks: list[int]) -> None:
-    m = mel(9, seed=2)
+    m = mel(sum(chunks), seed=2)
     whole = np.concatenate(list(runtime.generate(m, seed=1)))
     stream = runtime.open_stream(seed=1)
     parts, at = [], 0
@@ -72,7 +74,7 @@ def test_chunked_streaming_equals_whole(runtime: VocoderRuntime, chunks: list[in
     stream.finish()
     while stream.pending():
         parts.append(stream.step())
-    assert stream.finished and stream.frames_done == 9
+    assert stream.finished and stream.frames_done == sum(chunks)
     assert np.array_equal(np.concatenate(parts), whole)
 
 

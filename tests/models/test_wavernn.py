@@ -11,6 +11,7 @@ from models.config import TINY, VocoderConfig
 from models.reference import (
     WEIGHT_SHAPES,
     mulaw_encode,
+    pad_mel,
     preemphasize,
     random_weights,
     teacher_forced_logits,
@@ -18,7 +19,6 @@ from models.reference import (
 from models.wavernn import (
     WaveRNN,
     from_reference_weights,
-    pad_mel,
     prev_inputs,
     to_reference_weights,
 )
