@@ -505,6 +505,16 @@ def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
     assert CH % V == 0 and C % V == 0
     clamp = float(TANH_CLAMP)
 
+    @T.macro
+    def dot3(acc, src, row, width, w, oo):
+        # k=3 convolution output lanes oo*V..oo*V+V-1 at `row`: the float64 dot product of
+        # src rows row..row+2 (flattened, tap-major as w) with columns of w
+        for oi in T.vectorized(V):
+            acc[oi] = T.float64(0)
+        for i in range(3 * width):
+            for oi in T.vectorized(V):
+                acc[oi] = acc[oi] + T.Cast("float64", src[row + i // width, i % width]) * T.Cast("float64", w[i, oo * V + oi])
+
     @T.prim_func
     def condition(
         cond_h: T.handle,
@@ -524,22 +534,14 @@ def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
         s = T.alloc_buffer((2, V), "float32", scope="local")
         for q in range(k + 2):
             for oo in range(CH // V):
-                for oi in T.vectorized(V):
-                    acc[oi] = T.float64(0)
-                for i in range(3 * M):
-                    for oi in T.vectorized(V):
-                        acc[oi] = acc[oi] + T.Cast("float64", x[q + i // M, i % M]) * T.Cast("float64", w1[i, oo * V + oi])
+                dot3(acc, x, q, M, w1, oo)
                 for oi in T.vectorized(V):
                     hid[q, oo * V + oi] = T.max(
                         T.Cast("float32", acc[oi] + T.Cast("float64", b1[oo * V + oi])), T.float32(0)
                     )
         for g in range(k):
             for oo in range(C // V):
-                for oi in T.vectorized(V):
-                    acc[oi] = T.float64(0)
-                for i in range(3 * CH):
-                    for oi in T.vectorized(V):
-                        acc[oi] = acc[oi] + T.Cast("float64", hid[g + i // CH, i % CH]) * T.Cast("float64", w2[i, oo * V + oi])
+                dot3(acc, hid, g, CH, w2, oo)
                 for oi in T.vectorized(V):
                     # fast tanh exactly as models.reference.fast_tanh: clamp, square, rational
                     s[0, oi] = T.Cast("float32", acc[oi] + T.Cast("float64", b2[oo * V + oi]))
