@@ -36,6 +36,7 @@ import soundfile as sf
 from scipy.fft import dct
 
 from models.features import SPEC, log_mel, magnitude_spectrogram, mel_filterbank
+from models.lpc import lpc_noise_vocoder
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +164,18 @@ def evaluate(
     systems: dict[str, object],
     *,
     griffin_lim_iters: int | None = 32,
+    lpc_noise: bool = True,
     seed: int = 0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
     """Score every system on every utterance. Returns (summary, audio by utterance and system).
 
-    systems: name -> a VocoderRuntime (anything with generate(mel, seed)). Griffin-Lim is added as
-    "griffin-lim" unless griffin_lim_iters is None. summary[name] = {lsd_db, mcd_db, rtf, n}.
+    systems: name -> a VocoderRuntime (anything with generate(mel, seed)). Baselines from the same
+    mel: Griffin-Lim ("griffin-lim", unless griffin_lim_iters is None) and white noise through the
+    mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False).
+    summary[name] = {lsd_db, mcd_db, rtf, n}.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
+    names += ["lpc-noise"] if lpc_noise else []
     per: dict[str, dict[str, list[float]]] = {
         n: {"lsd_db": [], "mcd_db": [], "seconds": []} for n in names
     }
@@ -183,6 +188,8 @@ def evaluate(
             t0 = time.perf_counter()
             if name == "griffin-lim":
                 y = griffin_lim(utt.mel, n_iter=griffin_lim_iters or 32, seed=seed)
+            elif name == "lpc-noise":
+                y = lpc_noise_vocoder(utt.mel, seed=seed)
             else:
                 y = vocode_runtime(systems[name], utt.mel, seed=seed)
             per[name]["seconds"].append(time.perf_counter() - t0)
@@ -271,8 +278,10 @@ def write_quality_doc(
     intro = (
         f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds:g}` on the "
         "held-out (`split == test`) utterances of the Festival corpus: each original log-mel is vocoded "
-        "through the TVM runtime (`VocoderRuntime.generate`, the server's own path) and by Griffin-Lim "
-        "(32 iterations, NNLS mel inversion) from the same mel, and compared with the original audio. "
+        "through the TVM runtime (`VocoderRuntime.generate`, the server's own path), by Griffin-Lim "
+        "(32 iterations, NNLS mel inversion) and by `lpc-noise` (white noise through each frame's "
+        "24-pole LPC envelope fitted to the mel, pre-emphasis 0.85: no learned part, models/lpc.py) "
+        "from the same mel, and compared with the original audio. "
         "Lower is better for both metrics; the real-time factor is wall time / audio time on this shared "
         "machine (Griffin-Lim includes librosa)."
     )
@@ -340,6 +349,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="corpus split to score: `test` for reporting, `train` for tuning export knobs",
     )
     parser.add_argument("--no-griffin-lim", action="store_true")
+    parser.add_argument("--no-lpc-noise", action="store_true", help="skip the LPC + white noise baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--json", type=Path, default=None, help="write the summary (and per-model info) here"
@@ -392,7 +402,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"sparrow eval: {exc}", file=sys.stderr)
         return 1
     summary, audio = evaluate(
-        utterances, systems, griffin_lim_iters=None if args.no_griffin_lim else 32, seed=args.seed
+        utterances,
+        systems,
+        griffin_lim_iters=None if args.no_griffin_lim else 32,
+        lpc_noise=not args.no_lpc_noise,
+        seed=args.seed,
     )
     print(format_table(summary))
     plots, samples = [], []

@@ -88,7 +88,7 @@ def _corpus(root: Path, n: int = 2) -> Path:
     return root
 
 
-def test_evaluate_runtime_and_griffin_lim(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("librosa")
     from models.runtime import VocoderRuntime
 
@@ -97,15 +97,16 @@ def test_evaluate_runtime_and_griffin_lim(tiny_model_dir: Path, tmp_path: Path) 
     summary, audio = ev.evaluate(
         utts, {"tiny": VocoderRuntime.load(tiny_model_dir)}, griffin_lim_iters=4
     )
-    assert list(summary) == ["tiny", "griffin-lim"]
+    assert list(summary) == ["tiny", "griffin-lim", "lpc-noise"]
     for m in summary.values():
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
     for u in utts:
-        assert set(audio[u.id]) == {"original", "tiny", "griffin-lim"}
+        assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
         for y in audio[u.id].values():
             assert y.shape == u.audio.shape and np.all(np.isfinite(y))
-    # Griffin-Lim from the true mel is far closer to the original than an untrained vocoder.
+    # Both baselines from the true mel are far closer to the original than an untrained vocoder.
     assert summary["griffin-lim"]["lsd_db"] < summary["tiny"]["lsd_db"]
+    assert summary["lpc-noise"]["lsd_db"] < summary["tiny"]["lsd_db"]
 
 
 def test_cli_writes_table_doc_plots_and_samples(
@@ -122,6 +123,7 @@ def test_cli_writes_table_doc_plots_and_samples(
             "--model",
             f"tiny={tiny_model_dir}",
             "--no-griffin-lim",
+            "--no-lpc-noise",
             "--limit",
             "1",
             "--json",

@@ -1,0 +1,95 @@
+"""Linear prediction from the mel contract: the spectral envelope of each frame as an all-pole filter.
+
+LPCNet's observation is that a vocoder need not learn the spectral envelope sample by sample: the
+features already carry it, and an all-pole filter 1/A(z) fitted to them shapes any excitation into
+it (and shapes the sampling noise like the speech, which log-spectral distances reward). Here the
+envelope comes from the 80-band log-mel of models.features: band magnitudes are spread back over
+the FFT bins, turned into a power spectral density, and the autocorrelation (its inverse FFT) is
+solved for A(z) by Levinson-Durbin (scipy's Toeplitz solver).
+
+`lpc_noise_vocoder` drives each frame's filter with white noise of the predicted error power: a
+vocoder with no learned part at all, which `sparrow eval` reports as a baseline ("lpc-noise").
+Shapes: N = mel frames, M = n_mels, K = n_fft // 2 + 1 bins, P = order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_toeplitz
+from scipy.signal import lfilter, lfiltic
+
+from models.features import SPEC, MelSpec, mel_filterbank
+
+DEFAULT_ORDER = 24  # poles: 24 kHz speech keeps ~12 formant pairs below Nyquist
+LAG_WINDOW_HZ = 60.0  # Gaussian lag window: widens sharp peaks so the fit stays well conditioned
+NOISE_FLOOR = 1e-4  # white-noise correction: r[0] *= 1 + NOISE_FLOOR
+
+
+def mel_to_psd(log_mel: np.ndarray, spec: MelSpec = SPEC) -> np.ndarray:
+    """Log-mel [N, M] -> smooth power spectral density per sample [N, K] (float64).
+
+    Each band's magnitude is its mel value over its filter's area; a bin's magnitude is the mean of
+    the bands covering it, weighted by the filters. |STFT|^2 of a unit-variance white signal is
+    sum(window^2), so dividing by that gives power per sample.
+    """
+    fb = mel_filterbank(spec).astype(np.float64)  # [M, K]
+    band = np.exp(np.asarray(log_mel, np.float64)) / np.maximum(fb.sum(axis=1), 1e-12)  # [N, M]
+    magnitude = (band @ fb) / np.maximum(fb.sum(axis=0), 1e-12)  # [N, K]
+    window = np.hanning(spec.win_length + 1)[:-1]  # periodic Hann, as models.features
+    return magnitude**2 / np.sum(window**2)
+
+
+def lpc_from_mel(
+    log_mel: np.ndarray, order: int = DEFAULT_ORDER, preemphasis: float = 0.0, spec: MelSpec = SPEC
+) -> tuple[np.ndarray, np.ndarray]:
+    """All-pole fit of every frame: (A [N, P + 1] with A[:, 0] = 1, error power [N]).
+
+    The frame's envelope is approximately error_power / |A(e^jw)|^2. With `preemphasis` c the fit
+    is to the spectrum of x[n] - c x[n-1] (as the vocoder's pre-emphasised output domain).
+    """
+    psd = mel_to_psd(log_mel, spec)
+    if preemphasis:
+        w = np.linspace(0.0, np.pi, psd.shape[1])
+        psd = psd * np.abs(1.0 - preemphasis * np.exp(-1j * w)) ** 2
+    r = np.fft.irfft(psd, n=spec.n_fft, axis=1)[:, : order + 1]
+    lags = np.arange(order + 1)
+    r = r * np.exp(-0.5 * (2 * np.pi * LAG_WINDOW_HZ * lags / spec.sample_rate) ** 2)
+    r[:, 0] *= 1.0 + NOISE_FLOOR
+    a = np.empty((r.shape[0], order + 1))
+    err = np.empty(r.shape[0])
+    for f, row in enumerate(r):
+        if row[0] <= 0.0:  # silence below the log floor: a flat, silent frame
+            a[f] = np.eye(1, order + 1)[0]
+            err[f] = 0.0
+            continue
+        coef = solve_toeplitz(row[:order], -row[1:])
+        a[f, 0], a[f, 1:] = 1.0, coef
+        err[f] = max(row[0] + float(np.dot(coef, row[1:])), 0.0)
+    return a, err
+
+
+def lpc_noise_vocoder(
+    log_mel: np.ndarray,
+    seed: int = 0,
+    order: int = DEFAULT_ORDER,
+    preemphasis: float = 0.85,
+    spec: MelSpec = SPEC,
+) -> np.ndarray:
+    """Log-mel [N, M] -> float32 audio [N * hop]: white noise through each frame's 1/A(z).
+
+    Frame f fills samples [f * hop, (f + 1) * hop) as the neural vocoder does. The filter runs in
+    direct form I across frames (its memory is the previous output samples), so coefficient changes
+    at frame edges do not click; the result is de-emphasised when fitted in that domain.
+    """
+    a, err = lpc_from_mel(log_mel, order, preemphasis, spec)
+    hop = spec.hop_length
+    rng = np.random.default_rng(seed)
+    y = np.zeros(a.shape[0] * hop)
+    for f in range(a.shape[0]):
+        start = f * hop
+        excitation = rng.normal(0.0, np.sqrt(err[f]), hop)
+        past = y[max(0, start - order) : start][::-1]  # most recent first
+        y[start : start + hop], _ = lfilter([1.0], a[f], excitation, zi=lfiltic([1.0], a[f], past))
+    if preemphasis:
+        y = lfilter([1.0], [1.0, -preemphasis], y)
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
