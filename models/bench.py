@@ -109,9 +109,12 @@ def numpy_engine(weights: dict[str, np.ndarray], config: VocoderConfig) -> Calla
     cond = rng.uniform(-1, 1, (2, config.cond_size)).astype(np.float32)
     u = rng.random(config.hop_length, dtype=np.float32)
     quantized = ref.QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
+    lpc = np.zeros(config.lpc_order, np.float32)  # the prediction's cost, not its value
 
     def run() -> None:
-        ref.run_frame(weights, config, cond, u, ref.FrameState.zeros(config), quantized=quantized)
+        ref.run_frame(
+            weights, config, cond, u, ref.FrameState.zeros(config), quantized=quantized, lpc=lpc
+        )
 
     return run
 

@@ -33,6 +33,11 @@ class VocoderConfig:
     # like speech, low at high frequencies. Measured on the corpus: mu-law quantisation alone costs
     # 6.1 dB of log-spectral distance without it and 2.8 dB with p = 0.85. 0 turns it off.
     preemphasis: float = 0.85
+    # Linear prediction (LPCNet): with P > 0 the net predicts the excitation e[n] = s[n] - p[n] of
+    # the pre-emphasised signal s, where p[n] = -sum_i a_i s[n - i] uses the frame's P-pole filter
+    # fitted to its mel (models/lpc.py); the sample is p[n] + e[n]. The spectral envelope then
+    # comes from the features and the sampling noise is shaped like it. 0 turns it off.
+    lpc_order: int = 0
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
     density: float = 0.10
@@ -56,6 +61,7 @@ class VocoderConfig:
         assert self.weight_dtype in ("float32", "float16", "int8")
         assert self.hop_length > 0 and self.sample_rate > 0
         assert 0.0 <= self.preemphasis < 1.0
+        assert 0 <= self.lpc_order <= 32
 
     @property
     def frame_seconds(self) -> float:

@@ -59,7 +59,8 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 # every ISA, weight pairs bounded for vpmaddubsw. 3: the module also holds "condition".
 # 4: xprev holds [previous sample, de-emphasis state] and the frame also writes float PCM.
 # 5: "condition" computes k frames per call from padded mel rows (cond, x, hid, weights).
-KERNEL_ABI = 5
+# 6: the frame takes lpc [max(P, 1)] after cond, and xprev is [2 + P] (+ the LPC history).
+KERNEL_ABI = 6
 # How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
@@ -125,6 +126,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     log2e = float(LOG2E)
     exp_floor = float(EXP_FLOOR)
     preemph = float(cfg.preemphasis)
+    P = cfg.lpc_order
+    PL = max(P, 1)  # the lpc argument is a 1-element placeholder without linear prediction
 
     NACC = 4  # independent accumulator sets: hides FMA latency behind the block loop
     # int8: vpdpbusd accumulates in place (a 4-5 cycle chain), so VNNI wants the same 4 sets; the
@@ -257,14 +260,31 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     si[1] = 1
 
     @T.macro
-    def deemphasize(out, table, xprev, pcm, sc):
-        # pcm[t] = y[t] clipped to [-1, 1], y[t] = table[out[t]] + p * y[t - 1]: the inverse of the
+    def next_sample(t, out, table, lpc, xprev, sig, sc, d64):
+        # sc[3] = sig[t] = this step's sample of the pre-emphasised signal: the decoded class, plus
+        # with LPC the prediction -sum_i a_i s[t-i] from the history xprev[2:] (float64 products
+        # and sum, rounded once, as reference.predict), which then shifts in the new sample.
+        if P > 0:
+            d64[0] = T.float64(0)
+            for i in range(P):
+                d64[0] = d64[0] + T.Cast("float64", lpc[i]) * T.Cast("float64", xprev[2 + i])
+            sc[3] = T.min(T.max(T.Cast("float32", -d64[0]) + table[out[t]], T.float32(-1)), T.float32(1))
+            for j in range(P - 1):
+                xprev[P + 1 - j] = xprev[P - j]
+            xprev[2] = sc[3]
+        else:
+            sc[3] = table[out[t]]
+        sig[t] = sc[3]
+
+    @T.macro
+    def deemphasize(sig, xprev, pcm, sc):
+        # pcm[t] = y[t] clipped to [-1, 1], y[t] = sig[t] + p * y[t - 1]: the inverse of the
         # pre-emphasis the net was trained on; y carries over in xprev[1]. Done here, the stream
-        # gets float PCM from one read instead of a table lookup and a filter call per frame.
+        # gets float PCM from one read instead of a filter call per frame.
         sc[1] = xprev[1]
         for t in range(TT):
             # an explicit fused multiply-add: the same rounding with or without FMA hardware
-            sc[1] = T.call_llvm_pure_intrin("float32", "llvm.fma.f32", T.float32(preemph), sc[1], table[out[t]])
+            sc[1] = T.call_llvm_pure_intrin("float32", "llvm.fma.f32", T.float32(preemph), sc[1], sig[t])
             pcm[t] = T.min(T.max(sc[1], T.float32(-1)), T.float32(1))
         xprev[1] = sc[1]
 
@@ -360,9 +380,10 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     @T.prim_func
     def frame_float(
         cond: T.Buffer((2, C), "float32"),
+        lpc: T.Buffer((PL,), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
-        xprev: T.Buffer((2,), "float32"),
+        xprev: T.Buffer((2 + P,), "float32"),
         out: T.Buffer((TT,), "int32"),
         pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
@@ -393,6 +414,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
         sc = T.alloc_buffer((4,), "float32", scope="local")
+        sig = T.alloc_buffer((TT,), "float32")
+        d64 = T.alloc_buffer((1,), "float64", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((NACC, R), "float32", scope="local")
         project_cond(cond, w_cond_t, b_ih, p0, p1)
@@ -404,16 +427,17 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             f_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
             f_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
-            sc[3] = table[out[t]]
+            next_sample(t, out, table, lpc, xprev, sig, sc, d64)
         xprev[0] = sc[3]
-        deemphasize(out, table, xprev, pcm, sc)
+        deemphasize(sig, xprev, pcm, sc)
 
     @T.prim_func
     def frame_int8(
         cond: T.Buffer((2, C), "float32"),
+        lpc: T.Buffer((PL,), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
-        xprev: T.Buffer((2,), "float32"),
+        xprev: T.Buffer((2 + P,), "float32"),
         out: T.Buffer((TT,), "int32"),
         pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
@@ -450,6 +474,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
         sc = T.alloc_buffer((4,), "float32", scope="local")
+        sig = T.alloc_buffer((TT,), "float32")
+        d64 = T.alloc_buffer((1,), "float64", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((4, R), "int32", scope="local")
         hq8 = T.alloc_buffer((H,), "uint8")
@@ -480,9 +506,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             quantize4(y1, F, ys[0], yq8)
             q_matvec(fc2_data, fc2_idx, fc2_ptr, yq, K // R, fc2_scale, fc2_corr, ys[1], fc2_b, logit, acc, False)
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
-            sc[3] = table[out[t]]
+            next_sample(t, out, table, lpc, xprev, sig, sc, d64)
         xprev[0] = sc[3]
-        deemphasize(out, table, xprev, pcm, sc)
+        deemphasize(sig, xprev, pcm, sc)
 
     return frame_int8 if INT8 else frame_float
 
@@ -571,7 +597,7 @@ def condition_args(weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [m.w1, m.b1, m.w2, m.b2]
 
 
-STATE_ARGS = ("cond", "uniforms", "h", "xprev", "out", "pcm")
+STATE_ARGS = ("cond", "lpc", "uniforms", "h", "xprev", "out", "pcm")
 """Per-call arguments, in order; the weight arguments follow them."""
 
 

@@ -5,7 +5,7 @@ features already carry it, and an all-pole filter 1/A(z) fitted to them shapes a
 it (and shapes the sampling noise like the speech, which log-spectral distances reward). Here the
 envelope comes from the 80-band log-mel of models.features: band magnitudes are spread back over
 the FFT bins, turned into a power spectral density, and the autocorrelation (its inverse FFT) is
-solved for A(z) by Levinson-Durbin (scipy's Toeplitz solver).
+solved for A(z) by Levinson-Durbin, vectorised over frames.
 
 `lpc_noise_vocoder` drives each frame's filter with white noise of the predicted error power: a
 vocoder with no learned part at all, which `sparrow eval` reports as a baseline ("lpc-noise").
@@ -14,8 +14,9 @@ Shapes: N = mel frames, M = n_mels, K = n_fft // 2 + 1 bins, P = order.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter, lfiltic
 
 from models.features import SPEC, MelSpec, mel_filterbank
@@ -32,11 +33,19 @@ def mel_to_psd(log_mel: np.ndarray, spec: MelSpec = SPEC) -> np.ndarray:
     the bands covering it, weighted by the filters. |STFT|^2 of a unit-variance white signal is
     sum(window^2), so dividing by that gives power per sample.
     """
+    spread, window_power = _inversion(spec)
+    magnitude = np.exp(np.asarray(log_mel, np.float64)) @ spread  # [N, K]
+    return magnitude**2 / window_power
+
+
+@functools.lru_cache(maxsize=4)
+def _inversion(spec: MelSpec) -> tuple[np.ndarray, float]:
+    """(spread [M, K], sum(window^2)): band value -> per-bin magnitude in one matrix product."""
     fb = mel_filterbank(spec).astype(np.float64)  # [M, K]
-    band = np.exp(np.asarray(log_mel, np.float64)) / np.maximum(fb.sum(axis=1), 1e-12)  # [N, M]
-    magnitude = (band @ fb) / np.maximum(fb.sum(axis=0), 1e-12)  # [N, K]
+    spread = fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-12) / np.maximum(fb.sum(axis=0), 1e-12)
+    spread.setflags(write=False)
     window = np.hanning(spec.win_length + 1)[:-1]  # periodic Hann, as models.features
-    return magnitude**2 / np.sum(window**2)
+    return spread, float(np.sum(window**2))
 
 
 def lpc_from_mel(
@@ -49,23 +58,39 @@ def lpc_from_mel(
     """
     psd = mel_to_psd(log_mel, spec)
     if preemphasis:
-        w = np.linspace(0.0, np.pi, psd.shape[1])
-        psd = psd * np.abs(1.0 - preemphasis * np.exp(-1j * w)) ** 2
+        psd = psd * _emphasis_gain(preemphasis, psd.shape[1])
     r = np.fft.irfft(psd, n=spec.n_fft, axis=1)[:, : order + 1]
     lags = np.arange(order + 1)
     r = r * np.exp(-0.5 * (2 * np.pi * LAG_WINDOW_HZ * lags / spec.sample_rate) ** 2)
     r[:, 0] *= 1.0 + NOISE_FLOOR
-    a = np.empty((r.shape[0], order + 1))
-    err = np.empty(r.shape[0])
-    for f, row in enumerate(r):
-        if row[0] <= 0.0:  # silence below the log floor: a flat, silent frame
-            a[f] = np.eye(1, order + 1)[0]
-            err[f] = 0.0
-            continue
-        coef = solve_toeplitz(row[:order], -row[1:])
-        a[f, 0], a[f, 1:] = 1.0, coef
-        err[f] = max(row[0] + float(np.dot(coef, row[1:])), 0.0)
-    return a, err
+    return levinson(r)
+
+
+@functools.lru_cache(maxsize=8)
+def _emphasis_gain(coef: float, bins: int) -> np.ndarray:
+    """|1 - coef e^{-jw}|^2 on `bins` frequencies from 0 to Nyquist."""
+    gain = np.abs(1.0 - coef * np.exp(-1j * np.linspace(0.0, np.pi, bins))) ** 2
+    gain.setflags(write=False)
+    return gain
+
+
+def levinson(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Levinson-Durbin on autocorrelations r [N, P + 1], all frames at once: (A [N, P + 1], error
+    power [N]). A frame whose r[0] is not positive (digital silence) gets A = 1 and error 0."""
+    n, p1 = r.shape
+    a = np.zeros((n, p1))
+    a[:, 0] = 1.0
+    err = r[:, 0].copy()
+    live = err > 0.0
+    err[~live] = 0.0
+    safe = np.where(live, err, 1.0)
+    for i in range(1, p1):
+        acc = np.einsum("nj,nj->n", a[:, :i], r[:, i:0:-1])  # sum_j a_j r[i - j], j < i
+        k = np.where(live, -acc / safe, 0.0)
+        a[:, 1 : i + 1] = a[:, 1 : i + 1] + k[:, None] * a[:, i - 1 :: -1][:, :i]
+        safe = safe * (1.0 - k * k)
+        err = np.where(live, safe, 0.0)
+    return a, np.maximum(err, 0.0)
 
 
 def lpc_noise_vocoder(

@@ -143,6 +143,47 @@ class Deemphasis:
         return np.clip(out, f32(-1), f32(1))
 
 
+# --- linear prediction ------------------------------------------------------------------------------
+
+
+def frame_lpc(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
+    """Per-frame predictor coefficients a_1..a_P of the pre-emphasised signal, float32 [N, P]
+    ([N, 0] when config.lpc_order is 0): what the kernel and training use (models/lpc.py)."""
+    if not config.lpc_order:
+        return np.zeros((mel.shape[0], 0), f32)
+    from models.lpc import lpc_from_mel
+
+    a, _ = lpc_from_mel(mel, config.lpc_order, config.preemphasis)
+    return np.ascontiguousarray(a[:, 1:], dtype=f32)
+
+
+def predict(lpc: np.ndarray, hist: np.ndarray) -> np.float32:
+    """p[n] = -sum_i a_i s[n - i] for hist = [s[n-1], ..., s[n-P]]: float64 products and sum (exact
+    products of float32 values), rounded to float32 once, as the kernel computes it."""
+    return f32(-np.dot(lpc.astype(np.float64), hist.astype(np.float64)))
+
+
+def excitation_targets(signal: np.ndarray, lpc: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher forcing for a pre-emphasised signal s [L] and per-frame coefficients lpc [N, P].
+
+    Returns (classes [L] int64, prev [L] float32): the mu-law classes of the excitation
+    e[n] = s[n] - p[n] (p from the true past, sample n in frame n // hop; with P = 0, e = s), and
+    each step's input, the previous sample as generation makes it: p + decoded class, 0 at n = 0.
+    """
+    s = np.asarray(signal, dtype=np.float64)
+    P = lpc.shape[1]
+    if P:
+        past = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(P), s]), P)[: s.size]
+        rows = lpc[np.arange(s.size) // hop].astype(np.float64)  # [L, P]
+        pred = -np.einsum("lp,lp->l", rows, past[:, ::-1])  # past[:, ::-1] = s[n-1], ..., s[n-P]
+    else:
+        pred = np.zeros_like(s)
+    classes = mulaw_encode(s - pred)
+    made = np.clip(pred + mulaw_table()[classes], -1.0, 1.0).astype(f32)
+    prev = np.concatenate([np.zeros(1, f32), made[:-1]]) if s.size else made
+    return classes, prev
+
+
 # --- weights ----------------------------------------------------------------------------------------
 
 WEIGHT_SHAPES = {
@@ -370,14 +411,15 @@ class FrameState:
     """What a stream carries from one frame to the next."""
 
     h: np.ndarray  # [H] float32 GRU state
-    x: float = 0.0  # previous sample's decoded value (input to the next step)
+    x: float = 0.0  # previous sample's value (input to the next step)
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(0, f32))  # [P] s[n-1], ..., s[n-P]
 
     @classmethod
     def zeros(cls, config: VocoderConfig) -> FrameState:
-        return cls(h=np.zeros(config.hidden_size, f32), x=0.0)
+        return cls(h=np.zeros(config.hidden_size, f32), x=0.0, hist=np.zeros(config.lpc_order, f32))
 
     def copy(self) -> FrameState:
-        return FrameState(h=self.h.copy(), x=self.x)
+        return FrameState(h=self.h.copy(), x=self.x, hist=self.hist.copy())
 
 
 @dataclass
@@ -410,14 +452,17 @@ def run_frame(
     state: FrameState,
     trace: FrameTrace | None = None,
     quantized: QuantizedWeights | None = None,
-) -> np.ndarray:
+    lpc: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Generate one frame (hop_length samples) and advance `state` in place.
 
     cond_pair: [2, C] conditioning of this frame and the next; per-sample conditioning is their
         linear interpolation, so its GRU projection is two matvecs per frame, not one per sample.
     uniforms:  [T] float32 in [0, 1), one per sample (the stream's RNG lives outside).
     quantized: int8 forms of the sparse weights (derived here when the config asks for int8).
-    returns:   [T] int32 mu-law classes.
+    lpc:       [P] float32 predictor coefficients of this frame (config.lpc_order > 0).
+    returns:   ([T] int32 mu-law classes drawn, [T] float32 samples of the pre-emphasised signal:
+               the decoded class, plus the linear prediction when P > 0).
     """
     H, T = config.hidden_size, config.hop_length
     assert cond_pair.shape == (2, config.cond_size)
@@ -432,8 +477,12 @@ def run_frame(
     int8 = config.weight_dtype == "int8"
     if int8 and quantized is None:
         quantized = QuantizedWeights.from_weights(weights)
+    P = config.lpc_order
+    if P:
+        assert lpc is not None and lpc.shape == (P,), "an LPC model needs the frame's coefficients"
     out = np.empty(T, np.int32)
-    h, x = state.h.astype(f32), f32(state.x)
+    signal = np.empty(T, f32)
+    h, x, hist = state.h.astype(f32), f32(state.x), state.hist.astype(f32).copy()
     for t in range(T):
         a = f32(t) / f32(T)
         gi = (fma32(slope, a, base) + w_s * x).astype(f32)
@@ -457,9 +506,14 @@ def run_frame(
         if trace is not None:
             trace.cdf_margin.append(margin)
         out[t] = k
-        x = table[k]
-    state.h, state.x = h, float(x)
-    return out
+        if P:
+            x = np.clip(predict(lpc, hist) + table[k], f32(-1), f32(1))
+            hist = np.concatenate([[x], hist[:-1]]).astype(f32)
+        else:
+            x = table[k]
+        signal[t] = x
+    state.h, state.x, state.hist = h, float(x), hist
+    return out, signal
 
 
 def vocode(
@@ -472,11 +526,12 @@ def vocode(
     state = FrameState.zeros(config)
     quantized = QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
     deemphasis = Deemphasis(config.preemphasis)
+    lpc = frame_lpc(mel, config)
     frames = []
     for f in range(mel.shape[0]):
         u = rng.random(config.hop_length, dtype=np.float32)
-        k = run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized)
-        frames.append(deemphasis(mulaw_decode(k)))
+        _, signal = run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f])
+        frames.append(deemphasis(signal))
     return np.concatenate(frames) if frames else np.zeros(0, f32)
 
 
@@ -489,8 +544,9 @@ def teacher_forced_logits(
     """Logits the reference computes when fed the true previous sample instead of its own draw.
 
     mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
-    Input at sample n is mulaw_decode(mulaw_encode(e[n - 1])) (0.0 for n = 0) where e is the
-    pre-emphasised audio, exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC
+    Input at sample n is the previous sample as generation makes it (`excitation_targets`: the
+    decoded mu-law class of the pre-emphasised audio, plus the linear prediction for LPC models),
+    exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC
     math and fast exp/tanh as run_frame).
     """
     H, T = config.hidden_size, config.hop_length
@@ -500,7 +556,7 @@ def teacher_forced_logits(
     cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
     proj = (cond @ weights["gru.w_cond"].T).astype(f32)  # [N + 1, 3H]
     e = preemphasize(audio, config.preemphasis)
-    prev = np.concatenate([np.zeros(1, f32), mulaw_decode(mulaw_encode(e[:-1]))]).astype(f32)
+    _, prev = excitation_targets(e, frame_lpc(mel, config), T)
     w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     h = np.zeros(H, f32)

@@ -29,7 +29,7 @@ from models import kernel
 from models.compile import MANIFEST, load_weights, sha256_file
 from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
-from models.reference import check_weights, normalize_mel
+from models.reference import check_weights, frame_lpc, normalize_mel
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ COND_BATCH = 16
 """Frames of conditioning computed per "condition" call, ahead of need (as far as the mel received
 allows). The call streams the conditioning weights (0.6 MB) into cache once per batch instead of
 once per frame; 16 frames cost ~0.3 ms, so the first audio is not noticeably delayed."""
+LPC_BATCH = 64  # frames per LPC fit (LPC models): ~0.4 ms fixed + ~20 µs per frame
 
 
 class ModelLoadError(RuntimeError):
@@ -150,6 +151,7 @@ class VocoderRuntime:
     def run_frame(
         self,
         cond_pair: tvm.runtime.Tensor,
+        lpc: tvm.runtime.Tensor,
         uniforms: tvm.runtime.Tensor,
         h: tvm.runtime.Tensor,
         x: tvm.runtime.Tensor,
@@ -157,8 +159,9 @@ class VocoderRuntime:
         pcm: tvm.runtime.Tensor,
     ) -> None:
         """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
-        PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state]) update in place."""
-        self._frame_fn(cond_pair, uniforms, h, x, out, pcm, *self._weight_args)
+        PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, LPC history]) update in
+        place. lpc: the frame's predictor coefficients [P] ([1], unused, without LPC)."""
+        self._frame_fn(cond_pair, lpc, uniforms, h, x, out, pcm, *self._weight_args)
 
     def condition(
         self, cond: tvm.runtime.Tensor, xpad: tvm.runtime.Tensor, hid: tvm.runtime.Tensor
@@ -189,6 +192,7 @@ class SyntheticFrame:
     random conditioning and uniforms, zero GRU and de-emphasis state, output buffers."""
 
     cond: tvm.runtime.Tensor
+    lpc: tvm.runtime.Tensor
     uniforms: tvm.runtime.Tensor
     h: tvm.runtime.Tensor
     x: tvm.runtime.Tensor
@@ -200,9 +204,10 @@ class SyntheticFrame:
     def random(cls, c: VocoderConfig, rng: np.random.Generator) -> SyntheticFrame:
         return cls(
             cond=tvm.runtime.tensor(rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32)),
+            lpc=tvm.runtime.tensor(np.zeros(max(c.lpc_order, 1), np.float32)),  # no prediction
             uniforms=tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32)),
             h=tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32)),
-            x=tvm.runtime.tensor(np.zeros(2, np.float32)),
+            x=tvm.runtime.tensor(np.zeros(2 + c.lpc_order, np.float32)),
             out=tvm.runtime.tensor(np.zeros(c.hop_length, np.int32)),
             pcm=tvm.runtime.tensor(np.zeros(c.hop_length, np.float32)),
             rng=rng,
@@ -212,7 +217,7 @@ class SyntheticFrame:
         self.uniforms = tvm.runtime.tensor(self.rng.random(self.out.shape[0], dtype=np.float32))
 
     def run(self, runtime: VocoderRuntime) -> None:
-        runtime.run_frame(self.cond, self.uniforms, self.h, self.x, self.out, self.pcm)
+        runtime.run_frame(self.cond, self.lpc, self.uniforms, self.h, self.x, self.out, self.pcm)
 
 
 class VocoderStream:
@@ -231,10 +236,19 @@ class VocoderStream:
         self._cond = _aligned((64, c.cond_size))
         self._cond_done = 0
         self._hid = _aligned((COND_BATCH + 2, c.cond_hidden))  # the condition call's scratch
+        # LPC models: the raw log-mel received, and the predictor coefficients of frames
+        # [0, _lpc_done), fitted in batches as frames are needed (a fit has a fixed cost of
+        # ~0.4 ms per call, so one call per pushed frame would cost more than the frame); rows are
+        # padded to 64 bytes so each is a view.
+        self._raw = np.zeros((64, c.n_mels), np.float32)
+        self._lpc_width = max(c.lpc_order, 1)
+        self._lpc = _aligned((64, -(-self._lpc_width // 16) * 16))
+        self._lpc_done = 0
         self._finished = False
         self.frames_done = 0
         self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
-        self._x = tvm.runtime.tensor(np.zeros(2, np.float32))  # [previous sample, de-emphasis state]
+        # [previous sample, de-emphasis state, the last lpc_order samples (newest first)]
+        self._x = tvm.runtime.tensor(np.zeros(2 + c.lpc_order, np.float32))
         self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
         # Per-frame inputs and output live in aligned numpy buffers the kernel sees through
         # zero-copy DLPack views: a tensor copy in or out costs ~9 us each, a view ~1 us.
@@ -256,7 +270,12 @@ class VocoderStream:
             raise MelInputError("mel pushed after finish()")
         if isinstance(mel, np.ndarray) and mel.shape == (0, self.runtime.config.n_mels):
             return  # an empty chunk is a no-op for a stream (a whole request must have frames)
-        mel = normalize_mel(validate_mel(mel), self.runtime.config)
+        raw = validate_mel(mel)
+        config = self.runtime.config
+        if config.lpc_order:
+            self._raw = _fit(self._raw, self._n, self._n + raw.shape[0])
+            self._raw[self._n : self._n + raw.shape[0]] = raw
+        mel = normalize_mel(raw, config)
         if self._n == 0:
             self._append_rows(np.concatenate([mel[:1], mel[:1], mel]))
         else:
@@ -301,15 +320,33 @@ class VocoderStream:
             )
             self._cond_done += k
 
+    def _lpc_through(self, f: int) -> int:
+        """Fit predictor coefficients up to frame f (with up to LPC_BATCH frames per fit, as far as
+        the mel received goes); returns f, the row to hand to the kernel."""
+        if self._lpc_done <= f:
+            end = min(self._n, self._lpc_done + LPC_BATCH)
+            self._lpc = _fit(self._lpc, self._lpc_done, end)
+            order = self.runtime.config.lpc_order
+            self._lpc[self._lpc_done : end, :order] = frame_lpc(self._raw[self._lpc_done : end], self.runtime.config)
+            self._lpc_done = end
+        return f
+
     def step(self) -> np.ndarray:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
         f = self.frames_done
         self._condition_through(f)
+        lpc_row = self._lpc_through(f) if self.runtime.config.lpc_order else 0
         self._rng.random(dtype=np.float32, out=self._uniforms_np)
         self.runtime.run_frame(
-            _view(self._cond[f : f + 2]), self._uniforms, self._h, self._x, self._out, self._pcm
+            _view(self._cond[f : f + 2]),
+            _view(self._lpc[lpc_row, : self._lpc_width]),
+            self._uniforms,
+            self._h,
+            self._x,
+            self._out,
+            self._pcm,
         )
         self.frames_done += 1
         return self._pcm_np.copy()

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from models.config import TINY, VocoderConfig
-from models.reference import SPARSE_WEIGHTS, mulaw_encode, pad_mel, preemphasize
+from models.reference import SPARSE_WEIGHTS, excitation_targets, frame_lpc, pad_mel, preemphasize
 from models.sparsity import block_norms, magnitude_block_mask
-from models.wavernn import SAMPLE_GAIN, WaveRNN, prev_inputs, to_reference_weights
+from models.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class CorpusError(ValueError):
 @dataclass
 class Utterance:
     id: str
-    classes: np.ndarray  # [samples] uint8 mu-law classes of the pre-emphasised audio
+    classes: np.ndarray  # [samples] uint8 mu-law targets: the pre-emphasised audio (or its LPC excitation)
+    prev: np.ndarray  # [samples] float32 step inputs: the previous sample as generation makes it
     mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
 
     @property
@@ -113,7 +114,8 @@ class Corpus:
                 )
                 continue
             target = preemphasize(audio, self.config.preemphasis)
-            utt = Utterance(uid, mulaw_encode(target).astype(np.uint8), pad_mel(m))
+            classes, prev = excitation_targets(target, frame_lpc(m, self.config), hop)
+            utt = Utterance(uid, classes.astype(np.uint8), prev, pad_mel(m))
             if utt.usable_frames >= 1:
                 self.utterances.append(utt)
                 added += 1
@@ -150,7 +152,7 @@ def sample_batch(
         mel[b] = u.mel[f0 : f0 + crop_frames + 5]  # padded rows f..f+4 condition frame f
         start = f0 * hop
         target[b] = u.classes[start : start + n]
-        prev[b] = prev_inputs(u.classes, start, n)
+        prev[b] = u.prev[start : start + n]
     return mel, prev, target
 
 
@@ -400,11 +402,17 @@ def train(args: argparse.Namespace) -> int:
             # Fine-tuning into a new output domain: the network is kept, the targets change.
             logger.info("pre-emphasis %.2f -> %.2f", config.preemphasis, args.preemphasis)
             config = dataclasses.replace(config, preemphasis=args.preemphasis)
+        if args.lpc_order is not None and args.lpc_order != config.lpc_order:
+            # The same: the net now predicts the LPC excitation (or the signal again, with 0).
+            logger.info("LPC order %d -> %d", config.lpc_order, args.lpc_order)
+            config = dataclasses.replace(config, lpc_order=args.lpc_order)
     else:
         config = TINY if args.tiny else VocoderConfig()
         overrides = {k: getattr(args, k) for k in ("hidden_size", "fc_size") if getattr(args, k)}
         if args.preemphasis is not None:
             overrides["preemphasis"] = args.preemphasis
+        if args.lpc_order is not None:
+            overrides["lpc_order"] = args.lpc_order
         if overrides:
             config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
         model = WaveRNN(config)
@@ -606,6 +614,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="pre-emphasis of the target (default: the model config's; on --resume, switches domain)",
+    )
+    parser.add_argument(
+        "--lpc-order",
+        type=int,
+        default=None,
+        help="predict the excitation of this many LPC poles fitted to each frame's mel, LPCNet-style "
+        "(default: the model config's, 0 = off; on --resume, switches domain)",
     )
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument(

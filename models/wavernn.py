@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VocoderConfig
-from models.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, check_weights, mulaw_table
+from models.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, check_weights
 
-MULAW_TABLE = mulaw_table()
 
 
 class CondNet(nn.Module):
@@ -34,21 +33,6 @@ class CondNet(nn.Module):
         x = (mel - self.config.mel_mean) / self.config.mel_std
         h = F.relu(self.conv1(x.transpose(1, 2)))
         return torch.tanh(self.conv2(h)).transpose(1, 2)
-
-
-def prev_inputs(classes: np.ndarray, start: int, length: int) -> np.ndarray:
-    """Teacher-forcing inputs for samples [start, start + length) of one utterance.
-
-    classes: [L_utt] mu-law classes of the whole utterance. Input n is the decoded class of
-    sample n - 1, and exactly 0.0 for the utterance's first sample (the reference's initial x).
-    """
-    out = np.empty(length, np.float32)
-    if start == 0:
-        out[0] = 0.0
-        out[1:] = MULAW_TABLE[classes[: length - 1]]
-    else:
-        out[:] = MULAW_TABLE[classes[start - 1 : start + length - 1]]
-    return out
 
 
 def interpolate_cond(cond: torch.Tensor, hop: int) -> torch.Tensor:
@@ -98,7 +82,7 @@ class WaveRNN(nn.Module):
         mel:  [B, N + 5, n_mels] padded mel: rows f..f+4 give the conditioning of frame f, and the
               N + 1 conditioning frames cover the N frames generated plus the interpolation target.
         prev: [B, N * T] float decoded value of the previous sample's mu-law class (0.0 before the
-              first sample of an utterance), see `prev_inputs`.
+              first sample of an utterance), see reference.excitation_targets.
         h0:   optional [B, H] initial GRU state (zeros by default).
         utterance_end: mel is [B, N + 4] and ends the utterance, so the last frame interpolates
               towards its own conditioning (reference.vocode) instead of a following frame's.

@@ -18,6 +18,19 @@ from models.config import TINY, VocoderConfig
 BOUNDARY_MARGIN = 1e-4
 
 
+def signal_of(classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pre-emphasised samples a frame's classes make, and the LPC history after them."""
+    table = ref.mulaw_table()
+    out = np.empty(len(classes), np.float32)
+    for t, k in enumerate(classes):
+        if len(lpc):
+            out[t] = np.clip(ref.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1))
+            hist = np.concatenate([[out[t]], hist[:-1]]).astype(np.float32)
+        else:
+            out[t] = table[k]
+    return out, hist
+
+
 def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0) -> dict[str, float]:
     """Run `frames` kernel calls; before each, run the reference from the kernel's own state."""
     w = ref.random_weights(config, seed)
@@ -29,10 +42,11 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
     rng = np.random.default_rng(seed + 1)
     mel = rng.normal(-5, 2, size=(frames + 1, config.n_mels)).astype(np.float32)
     cond = ref.condition(mel, w, config)
+    lpc = ref.frame_lpc(mel, config)  # [frames + 1, P]
     quantized = ref.QuantizedWeights.from_weights(w) if config.weight_dtype == "int8" else None
     arr = tvm.runtime.tensor
     h = arr(np.zeros(config.hidden_size, np.float32))
-    x = arr(np.zeros(2, np.float32))
+    x = arr(np.zeros(2 + config.lpc_order, np.float32))
     out = arr(np.zeros(config.hop_length, np.int32))
     pcm = arr(np.zeros(config.hop_length, np.float32))
     weights_args = [arr(a) for a in wargs]
@@ -40,14 +54,20 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
     max_h_err = 0.0
     for f in range(frames):
         u = rng.random(config.hop_length, dtype=np.float32)
-        state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]))
+        hist = x.numpy()[2:].copy()
+        state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy())
         trace = ref.FrameTrace()
-        expected = ref.run_frame(w, config, cond[f : f + 2], u, state, trace, quantized=quantized)
+        expected, _ = ref.run_frame(
+            w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f]
+        )
         deemphasis = ref.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
-        fn(arr(np.ascontiguousarray(cond[f : f + 2])), arr(u), h, x, out, pcm, *weights_args)
+        frame_lpc = arr(lpc[f] if config.lpc_order else np.zeros(1, np.float32))
+        fn(arr(np.ascontiguousarray(cond[f : f + 2])), frame_lpc, arr(u), h, x, out, pcm, *weights_args)
         got = out.numpy()
-        # the kernel's PCM is its own classes, decoded and de-emphasised exactly as the reference does
-        assert np.array_equal(pcm.numpy(), deemphasis(ref.mulaw_decode(got)))
+        # the kernel's PCM is its own classes (plus its prediction), de-emphasised as the reference
+        signal, hist = signal_of(got, lpc[f], hist)
+        assert np.array_equal(pcm.numpy(), deemphasis(signal))
+        assert np.array_equal(x.numpy()[2:], hist)  # the LPC history it carries on
         differ = np.nonzero(got != expected)[0]
         steps += len(got)
         if len(differ):
@@ -66,17 +86,19 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
 
 @pytest.mark.parametrize("isa", host_isas())
 @pytest.mark.parametrize("dtype", ["int8", "float32", "float16"])
-def test_tiny_kernel_matches_reference(isa: str, dtype: str) -> None:
-    config = dataclasses.replace(TINY, weight_dtype=dtype)
+@pytest.mark.parametrize("lpc_order", [0, 8], ids=["plain", "lpc"])
+def test_tiny_kernel_matches_reference(isa: str, dtype: str, lpc_order: int) -> None:
+    config = dataclasses.replace(TINY, weight_dtype=dtype, lpc_order=lpc_order)
     r = run_and_compare(config, isa, frames=4)
     assert r["mismatch_rate"] <= 0.01
     assert r["max_h_err"] < 1e-5
     assert r["classes"] > 20  # the sampler really explores the distribution
 
 
-def test_full_size_int8_kernel_matches_reference() -> None:
+@pytest.mark.parametrize("lpc_order", [0, 24], ids=["plain", "lpc"])
+def test_full_size_int8_kernel_matches_reference(lpc_order: int) -> None:
     """The shipped size (H=512, 16x4 blocks, 10% density) on the best ISA of this CPU."""
-    r = run_and_compare(VocoderConfig(weight_dtype="int8"), host_isas()[0], frames=2)
+    r = run_and_compare(VocoderConfig(weight_dtype="int8", lpc_order=lpc_order), host_isas()[0], frames=2)
     assert r["mismatch_rate"] <= 0.01
     assert r["max_h_err"] < 1e-5
 

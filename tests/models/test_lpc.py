@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.signal import freqz, lfilter
 
 from models.evaluate import log_spectral_distance
@@ -65,3 +66,19 @@ def test_noise_vocoder_matches_level_and_envelope() -> None:
     white = np.random.default_rng(3).normal(0, np.sqrt(np.mean(x**2)), x.size)
     assert log_spectral_distance(x, y) + 5 < log_spectral_distance(x, white)
     assert np.array_equal(y, lpc_noise_vocoder(mel, seed=0))  # seeded
+
+
+def test_vectorised_levinson_equals_a_toeplitz_solve() -> None:
+    from scipy.linalg import solve_toeplitz
+
+    from models.lpc import levinson
+
+    x = np.random.default_rng(5).normal(size=(4, 3000))
+    x[:, 1:] += 0.9 * x[:, :-1]  # correlated, so the solution is not trivial
+    r = np.array([[np.dot(row[: row.size - k], row[k:]) for k in range(17)] for row in x])
+    r = np.vstack([r, np.zeros(17)])  # and a silent frame
+    a, err = levinson(r)
+    for f in range(4):
+        np.testing.assert_allclose(a[f, 1:], solve_toeplitz(r[f, :16], -r[f, 1:]), atol=1e-10)
+        assert err[f] == pytest.approx(r[f, 0] + np.dot(a[f, 1:], r[f, 1:]), rel=1e-9)
+    assert np.array_equal(a[4], np.eye(1, 17)[0]) and err[4] == 0.0

@@ -1,5 +1,7 @@
 """The reference's fast math and mu-law against exact numpy."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,29 @@ def test_deemphasis_inverts_preemphasis_across_frames() -> None:
     y = np.concatenate([d(e[i : i + 300]) for i in range(0, 1500, 300)])
     np.testing.assert_allclose(y, x, atol=1e-5)
     assert np.array_equal(ref.preemphasize(x, 0.0), x) and np.array_equal(ref.Deemphasis(0.0)(x), x)
+
+
+def test_excitation_targets_plain_and_lpc() -> None:
+    from scipy.signal import lfilter
+
+    from models.features import log_mel
+
+    hop = 300
+    rng = np.random.default_rng(0)
+    # an all-pole (speech-like) signal: white noise through two resonances
+    a = np.convolve([1, -2 * 0.97 * np.cos(0.13), 0.97**2], [1, -2 * 0.95 * np.cos(0.4), 0.95**2])
+    x = lfilter([1.0], a, rng.normal(size=12_000))
+    x = (0.1 * x / np.abs(x).max()).astype(np.float32)
+    # plain: the classes of the signal, and input n = decoded class n - 1
+    classes, prev = ref.excitation_targets(x, np.zeros((41, 0), np.float32), hop)
+    assert np.array_equal(classes, ref.mulaw_encode(x))
+    assert prev[0] == 0 and np.array_equal(prev[1:], ref.mulaw_decode(classes[:-1]))
+    # LPC fitted to the signal's own mel: the excitation is much smaller than the signal
+    config = dataclasses.replace(TINY, lpc_order=16, preemphasis=0.0)
+    lpc = ref.frame_lpc(log_mel(x), config)
+    assert lpc.shape == (41, 16) and lpc.dtype == np.float32
+    e_classes, e_prev = ref.excitation_targets(x, lpc, hop)
+    e = ref.mulaw_decode(e_classes)
+    assert np.sqrt(np.mean(e[600:] ** 2)) < 0.3 * np.sqrt(np.mean(x[600:] ** 2))  # > 10 dB gain
+    # inputs are the signal as generation would make it: close to the truth, exact at n = 0
+    assert e_prev[0] == 0 and np.abs(e_prev[1:] - x[:-1]).max() < 0.01

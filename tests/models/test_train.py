@@ -46,6 +46,23 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
     np.testing.assert_array_equal(prev[:, 1:], mulaw_decode(target[:, :-1]))
 
 
+def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
+    """With LPC the targets are the classes of e = s - p, and input n is p + decoded e of n - 1."""
+    import dataclasses
+
+    from models.reference import mulaw_decode
+
+    config = dataclasses.replace(TINY, lpc_order=8)
+    plain, lpc = train_mod.Corpus(corpus, "train", TINY), train_mod.Corpus(corpus, "train", config)
+    plain.refresh(), lpc.refresh()
+    u, v = plain.utterances[0], lpc.utterances[0]
+    assert v.classes.shape == u.classes.shape and not np.array_equal(v.classes, u.classes)
+    # the excitation of a predictable (tonal) signal is far smaller than the signal itself
+    assert np.abs(mulaw_decode(v.classes)).mean() < 0.5 * np.abs(mulaw_decode(u.classes)).mean()
+    # generation's inputs track the true signal either way (within mu-law resolution)
+    assert np.abs(v.prev - u.prev).max() < 0.05
+
+
 def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
     args = parse(
         "--tiny", "--steps", "1", "--corpus", str(tmp_path / "nope"), "--run-dir", str(tmp_path)
@@ -170,6 +187,11 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     args.export = str(tmp_path / "e3")
     assert train_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e3" / "config.json").preemphasis == 0.5
+    # The same for linear prediction: the net goes on, now predicting the LPC excitation.
+    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r4", "--lpc-order", "8")
+    args.export = str(tmp_path / "e4")
+    assert train_mod.run(args) == 0
+    assert VocoderConfig.load(tmp_path / "e4" / "config.json").lpc_order == 8
 
 
 def test_precision_auto_uses_bf16_only_with_native_support() -> None:

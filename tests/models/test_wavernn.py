@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,8 @@ torch = pytest.importorskip("torch")
 from models.config import TINY, VocoderConfig
 from models.reference import (
     WEIGHT_SHAPES,
-    mulaw_encode,
+    excitation_targets,
+    frame_lpc,
     pad_mel,
     preemphasize,
     random_weights,
@@ -19,7 +22,6 @@ from models.reference import (
 from models.wavernn import (
     WaveRNN,
     from_reference_weights,
-    prev_inputs,
     to_reference_weights,
 )
 
@@ -42,8 +44,9 @@ def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndar
     # Inputs past the end of the audio only affect logits past the end, which callers drop.
     full = np.zeros(mel.shape[0] * model.config.hop_length, np.float32)
     full[: audio.size] = audio
-    # Training's target domain: the pre-emphasised signal (see VocoderConfig.preemphasis).
-    prev = prev_inputs(mulaw_encode(preemphasize(full, model.config.preemphasis)), 0, full.size)
+    # Training's inputs: the pre-emphasised signal (see VocoderConfig.preemphasis), as generated.
+    signal = preemphasize(full, model.config.preemphasis)
+    _, prev = excitation_targets(signal, frame_lpc(mel, model.config), model.config.hop_length)
     with torch.no_grad():
         logits = model(
             torch.from_numpy(padded)[None], torch.from_numpy(prev)[None], utterance_end=True
@@ -67,10 +70,12 @@ def test_malformed_weights_are_rejected() -> None:
         from_reference_weights(w, TINY)
 
 
+@pytest.mark.parametrize("lpc_order", [0, 8], ids=["plain", "lpc"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_teacher_forced_logits_match_reference(seed: int) -> None:
+def test_teacher_forced_logits_match_reference(seed: int, lpc_order: int) -> None:
     """Exact torch math vs the reference's fast exp/tanh: the kernel's approximations are harmless."""
-    w = random_weights(CONFIG, seed=seed)
+    config = dataclasses.replace(CONFIG, lpc_order=lpc_order)
+    w = random_weights(config, seed=seed)
     # Non-zero biases so every term of the formulas is exercised.
     rng = np.random.default_rng(seed + 10)
     for name in (
@@ -83,10 +88,10 @@ def test_teacher_forced_logits_match_reference(seed: int) -> None:
     ):
         w[name] = rng.normal(0, 0.3, size=w[name].shape).astype(np.float32)
     w["fc2.weight"] *= 4.0  # trained-model-sized logits (several units), not near-uniform ones
-    mel, audio = _inputs(CONFIG, frames=4, seed=seed)
-    audio = audio[: 3 * CONFIG.hop_length + 7]  # a partial last frame, like real utterances
-    ref = teacher_forced_logits(w, CONFIG, mel, audio)
-    got = _torch_logits(from_reference_weights(w, CONFIG), mel, audio)[: audio.size]
+    mel, audio = _inputs(config, frames=4, seed=seed)
+    audio = audio[: 3 * config.hop_length + 7]  # a partial last frame, like real utterances
+    ref = teacher_forced_logits(w, config, mel, audio)
+    got = _torch_logits(from_reference_weights(w, config), mel, audio)[: audio.size]
     assert ref.shape == got.shape == (audio.size, 256)
     scale = float(np.abs(ref).max())
     assert scale > 1.0  # the comparison is not between near-zero vectors
