@@ -15,6 +15,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from models.config import VocoderConfig
+from models.lpc import lpc_from_mel
 
 f32 = np.float32
 
@@ -151,8 +152,6 @@ def frame_lpc(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
     ([N, 0] when config.lpc_order is 0): what the kernel and training use (models/lpc.py)."""
     if not config.lpc_order:
         return np.zeros((mel.shape[0], 0), f32)
-    from models.lpc import lpc_from_mel
-
     a, _ = lpc_from_mel(mel, config.lpc_order, config.preemphasis)
     return np.ascontiguousarray(a[:, 1:], dtype=f32)
 
