@@ -1,8 +1,9 @@
 """`sparrow bench`: µs per audio sample on one pinned core, TVM vs numpy vs PyTorch, same weights.
 
 Machines are shared and noisy, so every engine reports the minimum and the median over repeats,
-the engines' repeats are interleaved, and speedups are ratios of minima measured in the same run. The real-time budget at 24 kHz is
-1 / 24,000 s = 41.7 µs per sample; we round it to 40 µs, as the product promises.
+the engines' repeats are interleaved, and speedups are ratios of minima measured in the same run.
+The real-time budget at 24 kHz is 1 / 24,000 s = 41.7 µs per sample; we round it to 40 µs, as the
+product promises.
 """
 
 from __future__ import annotations

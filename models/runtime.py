@@ -241,9 +241,10 @@ class VocoderStream:
         # ~0.4 ms per call, so one call per pushed frame would cost more than the frame); rows are
         # padded to 64 bytes so each is a view.
         self._raw = np.zeros((64, c.n_mels), np.float32)
-        self._lpc_width = max(c.lpc_order, 1)
-        self._lpc = _aligned((64, -(-self._lpc_width // 16) * 16))
+        self._lpc = _aligned((64, -(-max(c.lpc_order, 1) // 16) * 16))
         self._lpc_done = 0
+        # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
+        self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
         self.frames_done = 0
         self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
@@ -316,20 +317,25 @@ class VocoderStream:
                 continue
             k = min(final - g0, COND_BATCH)
             self.runtime.condition(
-                _view(self._cond[g0 : g0 + k]), _view(self._mel[g0 : g0 + k + 4]), _view(self._hid[: k + 2])
+                _view(self._cond[g0 : g0 + k]),
+                _view(self._mel[g0 : g0 + k + 4]),
+                _view(self._hid[: k + 2]),
             )
             self._cond_done += k
 
-    def _lpc_through(self, f: int) -> int:
-        """Fit predictor coefficients up to frame f (with up to LPC_BATCH frames per fit, as far as
-        the mel received goes); returns f, the row to hand to the kernel."""
+    def _frame_lpc(self, f: int) -> tvm.runtime.Tensor:
+        """Frame f's predictor coefficients for the kernel, fitting them first if needed (up to
+        LPC_BATCH frames per fit, as far as the mel received goes)."""
+        if self._no_lpc is not None:
+            return self._no_lpc
+        config = self.runtime.config
         if self._lpc_done <= f:
             end = min(self._n, self._lpc_done + LPC_BATCH)
             self._lpc = _fit(self._lpc, self._lpc_done, end)
-            order = self.runtime.config.lpc_order
-            self._lpc[self._lpc_done : end, :order] = frame_lpc(self._raw[self._lpc_done : end], self.runtime.config)
+            rows = self._raw[self._lpc_done : end]
+            self._lpc[self._lpc_done : end, : config.lpc_order] = frame_lpc(rows, config)
             self._lpc_done = end
-        return f
+        return _view(self._lpc[f, : config.lpc_order])
 
     def step(self) -> np.ndarray:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
@@ -337,11 +343,10 @@ class VocoderStream:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
         f = self.frames_done
         self._condition_through(f)
-        lpc_row = self._lpc_through(f) if self.runtime.config.lpc_order else 0
         self._rng.random(dtype=np.float32, out=self._uniforms_np)
         self.runtime.run_frame(
             _view(self._cond[f : f + 2]),
-            _view(self._lpc[lpc_row, : self._lpc_width]),
+            self._frame_lpc(f),
             self._uniforms,
             self._h,
             self._x,

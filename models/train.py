@@ -50,7 +50,7 @@ class CorpusError(ValueError):
 @dataclass
 class Utterance:
     id: str
-    classes: np.ndarray  # [samples] uint8 mu-law targets: the pre-emphasised audio (or its LPC excitation)
+    classes: np.ndarray  # [samples] uint8 mu-law targets: pre-emphasised audio or LPC excitation
     prev: np.ndarray  # [samples] float32 step inputs: the previous sample as generation makes it
     mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
 

@@ -18,7 +18,6 @@ from models.config import VocoderConfig
 from models.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, check_weights
 
 
-
 class CondNet(nn.Module):
     """Log-mel -> conditioning: two 'valid' k=3 convolutions, ReLU then tanh (reference.condition)."""
 
@@ -81,8 +80,9 @@ class WaveRNN(nn.Module):
 
         mel:  [B, N + 5, n_mels] padded mel: rows f..f+4 give the conditioning of frame f, and the
               N + 1 conditioning frames cover the N frames generated plus the interpolation target.
-        prev: [B, N * T] float decoded value of the previous sample's mu-law class (0.0 before the
-              first sample of an utterance), see reference.excitation_targets.
+        prev: [B, N * T] float value of the previous sample as generation makes it: its decoded
+              mu-law class, plus the linear prediction for LPC models (0.0 before the first
+              sample of an utterance), see reference.excitation_targets.
         h0:   optional [B, H] initial GRU state (zeros by default).
         utterance_end: mel is [B, N + 4] and ends the utterance, so the last frame interpolates
               towards its own conditioning (reference.vocode) instead of a following frame's.

@@ -2,7 +2,8 @@
 
 Works with the official client (`client.audio.speech.create(...)` and its streaming variant).
 Formats: wav (streamed with an unknown-length header), pcm (raw 24 kHz s16le, streamed), and flac,
-mp3 and opus (Ogg), encoded when the audio is complete (see server.audio.STREAMED_FORMATS). Errors use OpenAI's `{"error": {...}}` shape like every Sparrow route.
+mp3 and opus (Ogg), encoded when the audio is complete (see server.audio.STREAMED_FORMATS).
+Errors use OpenAI's `{"error": {...}}` shape like every Sparrow route.
 """
 
 from __future__ import annotations

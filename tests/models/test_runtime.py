@@ -68,7 +68,9 @@ def test_generate_equals_numpy_reference(runtime: VocoderRuntime, frames: int) -
     assert np.array_equal(audio, vocode(random_weights(TINY, 0), TINY, m, seed=5))
 
 
-def test_lpc_model_equals_numpy_reference_whole_and_streamed(lpc_runtime: VocoderRuntime) -> None:
+def test_lpc_model_equals_numpy_reference_whole_and_streamed(
+    lpc_runtime: VocoderRuntime, tmp_path: Path
+) -> None:
     # the reference for 20 frames (the kernel's h differs from numpy's by float rounding, ~1e-7,
     # so over long runs a draw on a CDF edge may differ: tests/models/test_kernel.py bounds that)
     short = mel(20, seed=4)
@@ -89,15 +91,9 @@ def test_lpc_model_equals_numpy_reference_whole_and_streamed(lpc_runtime: Vocode
         parts.append(stream.step())
     assert np.array_equal(np.concatenate(parts), whole)
     # the prediction matters: the same weights without LPC make other audio
-    plain = VocoderRuntime.load(lpc_runtime_dir_without_lpc(lpc_runtime))
+    plain_dir = comp.build_artifact(lpc_runtime.weights, TINY, tmp_path / "plain", isas=None)
+    plain = VocoderRuntime.load(plain_dir)
     assert not np.array_equal(np.concatenate(list(plain.generate(m, seed=2))), whole)
-
-
-def lpc_runtime_dir_without_lpc(rt: VocoderRuntime) -> Path:
-    import tempfile
-
-    out = Path(tempfile.mkdtemp()) / "plain"
-    return comp.build_artifact(rt.weights, TINY, out, isas=None)
 
 
 # 70 frames: several conditioning batches and buffer growth past 64 rows
