@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headroom=settings.headroom,
             max_streams=settings.max_streams,
             initial_buffer_s=settings.initial_buffer_s,
+            adaptive=settings.capacity_recovery_s > 0,
+            recovery_s=settings.capacity_recovery_s,
         )
         pool.on_fatal = getattr(app.state, "on_fatal", None)
         app.state.pool = pool

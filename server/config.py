@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     headroom: float = Field(
         0.8, gt=0.0, le=1.0, description="fraction of a core's real-time budget streams may use"
     )
+    capacity_recovery_s: float = Field(
+        30.0,
+        ge=0.0,
+        description="late frames lower a worker's capacity to its streams minus one; it rises by "
+        "one per this many seconds without late frames (0: capacity stays as measured)",
+    )
     initial_buffer_s: float = Field(
         0.1, ge=0.0, le=10.0, description="playback buffer allowed before a frame counts as late"
     )

@@ -32,6 +32,12 @@ FLAGS: list[tuple[str, type, str]] = [
     ("max-body-bytes", int, "largest request body (default 8 MiB)"),
     ("max-streams", int, "cap on concurrent streams per worker"),
     ("headroom", float, "fraction of each core's real-time budget to admit (default 0.8)"),
+    (
+        "capacity-recovery-s",
+        float,
+        "after late frames lower a core's capacity, add a stream back per this many quiet "
+        "seconds (default 30; 0: no adaptation)",
+    ),
     ("initial-buffer-s", float, "playback buffer before a frame counts late (default 0.1)"),
     ("idle-timeout-s", float, "close idle websockets after this (default 30)"),
     ("drain-timeout-s", float, "on SIGTERM, wait this long for open streams (default 30)"),

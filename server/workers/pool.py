@@ -4,7 +4,13 @@ Lives in the server process, on its event loop. Each worker gets a duplex pipe s
 threads: a writer (so a large mel push never blocks the event loop) and a reader that hands every
 message to the loop. A stream is admitted to the least-loaded worker that is below its capacity
 (`floor(headroom * 40 µs / measured µs per sample)`, capped by `max_streams`) and stays there, since
-its recurrent state lives in that process. When a worker dies its streams fail at once with
+its recurrent state lives in that process.
+
+The start-up measurement sees an idle core; serving costs more (the server's own I/O, other
+processes, cache pressure), so capacity also follows the outcome that matters: when a worker's
+frames go late, its capacity drops to the streams it holds minus one (admitted streams go on;
+new ones go elsewhere or are refused), and after `recovery_s` without late frames it climbs back
+by one stream per `recovery_s`, never above the measured figure. When a worker dies its streams fail at once with
 `WorkerDied`, the others go on, and a new process is started for the core.
 
 Processes come from a forkserver that has imported the runtime (and TVM) once, so starting or
@@ -73,7 +79,9 @@ class _Worker:
     outbox: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     us_per_sample: float | None = None
     kernel_us_per_sample: float | None = None
-    capacity: int = 0
+    capacity: int = 0  # streams admitted now: measured_capacity, lowered after late frames
+    measured_capacity: int = 0  # from the start-up measurement
+    changed_at: float = 0.0  # last late frame or capacity step (recovery waits from here)
     pid: int | None = None
     ready_at: float = 0.0
     restarts: int = 0
@@ -193,6 +201,8 @@ class WorkerPool:
         max_streams: int | None = None,
         initial_buffer_s: float = 0.1,
         measure_frames: int = 20,
+        adaptive: bool = True,
+        recovery_s: float = 30.0,
     ) -> None:
         if not cores:
             raise ValueError("the pool needs at least one core")
@@ -204,6 +214,8 @@ class WorkerPool:
         self.max_streams = max_streams
         self.initial_buffer_s = initial_buffer_s
         self.measure_frames = measure_frames
+        self.adaptive = adaptive
+        self.recovery_s = recovery_s
         self.workers = [_Worker(core=c) for c in self.cores]
         self.model_info: dict[str, Any] = {}
         self.sample_rate = 24_000
@@ -231,6 +243,10 @@ class WorkerPool:
         for w in self.workers:
             self.metrics.init_core(w.core)
             self._spawn_later(w, 0.0)
+        if self.adaptive:
+            task = asyncio.ensure_future(self._recover_capacity())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until every worker is ready; raise RuntimeError on a fatal start-up error."""
@@ -331,6 +347,7 @@ class WorkerPool:
                 "us_per_sample": w.us_per_sample,
                 "kernel_us_per_sample": w.kernel_us_per_sample,
                 "capacity": w.capacity,
+                "measured_capacity": w.measured_capacity,
                 "streams": len(w.streams),
                 "restarts": w.restarts,
                 "error": w.error,
@@ -447,6 +464,8 @@ class WorkerPool:
         if kind == "frames":
             _, sid, pcm, computes, waits, late = msg
             self.metrics.record_frames(w.core, self.hop_length, computes, waits, late)
+            if late:
+                self._on_late(w)
             h = w.streams.get(sid)
             if h is not None:
                 h._on_audio(pcm, sum(computes))
@@ -472,7 +491,8 @@ class WorkerPool:
     def _on_ready(self, w: _Worker, info: dict[str, Any]) -> None:
         w.us_per_sample = float(info["us_per_sample"])
         w.kernel_us_per_sample = info.get("kernel_us_per_sample")
-        w.capacity = capacity_for(w.us_per_sample, self.headroom, self.max_streams)
+        w.measured_capacity = capacity_for(w.us_per_sample, self.headroom, self.max_streams)
+        w.capacity, w.changed_at = w.measured_capacity, time.monotonic()
         w.state, w.ready_at, w.pid = "ready", time.monotonic(), info.get("pid", w.pid)
         cfg = info.get("config", {})
         self.sample_rate = int(cfg.get("sample_rate", self.sample_rate))
@@ -492,6 +512,59 @@ class WorkerPool:
             w.capacity,
         )
         self._notify()
+
+    # --- adaptive capacity (event loop thread) ------------------------------------------------
+
+    def _set_capacity(self, w: _Worker, capacity: int) -> None:
+        w.capacity = capacity
+        w.changed_at = time.monotonic()
+        self.metrics.stream_capacity.labels(core=str(w.core)).set(capacity)
+        self._notify()
+
+    def _on_late(self, w: _Worker) -> None:
+        w.changed_at = time.monotonic()
+        if not self.adaptive or w.state != "ready":
+            return
+        # Not below one: a lone late stream is the core's speed, not its load (capacity_for warns).
+        limit = max(1, min(w.capacity, len(w.streams) - 1))
+        if limit < w.capacity:
+            logger.warning(
+                "late frames on core %d with %d streams: capacity %d -> %d (back up by one per "
+                "%.0f s without late frames, to %d)",
+                w.core,
+                len(w.streams),
+                w.capacity,
+                limit,
+                self.recovery_s,
+                w.measured_capacity,
+            )
+            self._set_capacity(w, limit)
+
+    def _recover_one(self, w: _Worker, now: float) -> None:
+        if (
+            w.state == "ready"
+            and w.capacity < w.measured_capacity
+            and now - w.changed_at >= self.recovery_s
+        ):
+            self._set_capacity(w, w.capacity + 1)
+            logger.info(
+                "core %d: no late frames for %.0f s; capacity -> %d",
+                w.core,
+                self.recovery_s,
+                w.capacity,
+            )
+
+    async def _recover_capacity(self) -> None:
+        assert self._stop_event is not None
+        tick = max(0.05, self.recovery_s / 4)
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), tick)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            for w in self.workers:
+                self._recover_one(w, now)
 
     def _on_load_error(self, w: _Worker, message: str) -> None:
         w.error = message

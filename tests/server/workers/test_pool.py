@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from models.runtime import VocoderRuntime
 from server.audio import float_to_pcm16
@@ -97,6 +98,84 @@ async def test_admission_and_least_loaded_placement(tiny_model_dir: Path) -> Non
         pool.open_stream().close()  # the freed slot is usable again
         text = pool.metrics.render().decode()
         assert 'sparrow_streams_refused_total{reason="capacity"} 1.0' in text
+    finally:
+        await pool.stop()
+
+
+def core_metric(pool: WorkerPool, name: str, core: int) -> float:
+    """The value of sample `name`{core=...} in the pool's exposition, via the official parser."""
+    families = text_string_to_metric_families(pool.metrics.render().decode())
+    return next(
+        s.value
+        for f in families
+        for s in f.samples
+        if s.name == name and s.labels == {"core": str(core)}
+    )
+
+
+async def late_utterances(pool: WorkerPool, n: int, make_mel: Callable[..., np.ndarray]) -> list:
+    """Open n streams and vocode an utterance on each; with no playback buffer, each is late."""
+    handles = [pool.open_stream(seed=i) for i in range(n)]
+    for h in handles:
+        h.push(make_mel(4))
+        h.finish()
+    for h in handles:
+        await read_utterance(h)
+    return handles
+
+
+async def test_late_frames_lower_capacity_until_a_quiet_spell(
+    tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
+) -> None:
+    # initial_buffer_s=0: a frame is due the moment its stream's input arrives, so it is late.
+    pool = await started(
+        make_pool(
+            tiny_model_dir, cores=CORES[:1], max_streams=4, initial_buffer_s=0.0, recovery_s=1.0
+        )
+    )
+    w = pool.workers[0]
+    try:
+        assert w.capacity == w.measured_capacity == 4
+        handles = await late_utterances(pool, 3, make_mel)
+        assert core_metric(pool, "sparrow_late_frames_total", w.core) >= 3
+        assert w.capacity == 2  # the streams it held when frames went late, minus one
+        assert core_metric(pool, "sparrow_stream_capacity", w.core) == 2
+        with pytest.raises(NoCapacity):  # the measured figure (4) would have let it in
+            pool.open_stream()
+        status = pool.worker_status()[0]
+        assert (status["capacity"], status["measured_capacity"]) == (2, 4)
+        for h in handles:
+            h.close()
+        # One stream back per quiet second, up to the measured capacity and no further.
+        seen = [w.capacity]
+        deadline = asyncio.get_running_loop().time() + 30
+        while w.capacity < 4 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            if w.capacity != seen[-1]:
+                seen.append(w.capacity)
+        assert seen == [2, 3, 4]
+        await asyncio.sleep(1.5)
+        assert w.capacity == 4 and core_metric(pool, "sparrow_stream_capacity", w.core) == 4
+        pool.open_stream().close()
+    finally:
+        await pool.stop()
+
+
+async def test_capacity_stays_as_measured_without_adaptation(
+    tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
+) -> None:
+    pool = await started(
+        make_pool(
+            tiny_model_dir, cores=CORES[:1], max_streams=4, initial_buffer_s=0.0, adaptive=False
+        )
+    )
+    try:
+        handles = await late_utterances(pool, 3, make_mel)
+        assert core_metric(pool, "sparrow_late_frames_total", CORES[0]) >= 3
+        assert pool.workers[0].capacity == 4
+        pool.open_stream().close()
+        for h in handles:
+            h.close()
     finally:
         await pool.stop()
 
