@@ -162,23 +162,43 @@ def predict(lpc: np.ndarray, hist: np.ndarray) -> np.float32:
     return f32(-np.dot(lpc.astype(np.float64), hist.astype(np.float64)))
 
 
-def excitation_targets(signal: np.ndarray, lpc: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
+def _lpc_prediction(s: np.ndarray, lpc: np.ndarray, hop: int) -> np.ndarray:
+    """p[n] = -sum_i a_i s[n - i] for every n of float64 s [L] (zeros before the start)."""
+    P = lpc.shape[1]
+    past = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(P), s]), P)[: s.size]
+    rows = lpc[np.arange(s.size) // hop].astype(np.float64)  # [L, P]
+    return -np.einsum("lp,lp->l", rows, past[:, ::-1])  # past[:, ::-1] = s[n-1], ..., s[n-P]
+
+
+def excitation_targets(
+    signal: np.ndarray, lpc: np.ndarray, hop: int, noise: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Teacher forcing for a pre-emphasised signal s [L] and per-frame coefficients lpc [N, P].
 
     Returns (classes [L] int64, prev [L] float32): the mu-law classes of the excitation
     e[n] = s[n] - p[n] (p from the true past, sample n in frame n // hop; with P = 0, e = s), and
     each step's input, the previous sample as generation makes it: p + decoded class, 0 at n = 0.
+
+    `noise` [L] (integer mu-law steps, LPCNet's noise injection; LPC only): the past the prediction
+    and the inputs see is the signal made from excitation classes off by `noise`, as a sampler's
+    slips would make it, while the targets stay e[n] = s[n] - p[n] from that noisy past. So the
+    net learns to steer a prediction its own errors have bent back to the true signal, instead
+    of compounding them (without it, sampling above T ~0.6 runs away to full scale).
     """
     s = np.asarray(signal, dtype=np.float64)
     P = lpc.shape[1]
-    if P:
-        past = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(P), s]), P)[: s.size]
-        rows = lpc[np.arange(s.size) // hop].astype(np.float64)  # [L, P]
-        pred = -np.einsum("lp,lp->l", rows, past[:, ::-1])  # past[:, ::-1] = s[n-1], ..., s[n-P]
+    pred = _lpc_prediction(s, lpc, hop) if P else np.zeros_like(s)
+    if P and noise is not None:
+        # made = p + decode(class + noise) = s + (decode(class + noise) - e): each step's slip lands
+        # in the history once and does not compound, since every target corrects the past's slips.
+        # (Vectorised: the slip's size follows the class of the excitation from the clean past.)
+        made = pred + mulaw_table().astype(np.float64)[np.clip(mulaw_encode(s - pred) + noise, 0, MU)]
+        pred = _lpc_prediction(made, lpc, hop)
+        classes = mulaw_encode(s - pred)
+        made = np.clip(made, -1.0, 1.0).astype(f32)
     else:
-        pred = np.zeros_like(s)
-    classes = mulaw_encode(s - pred)
-    made = np.clip(pred + mulaw_table()[classes], -1.0, 1.0).astype(f32)
+        classes = mulaw_encode(s - pred)
+        made = np.clip(pred + mulaw_table()[classes], -1.0, 1.0).astype(f32)
     prev = np.concatenate([np.zeros(1, f32), made[:-1]]) if s.size else made
     return classes, prev
 

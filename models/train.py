@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,21 @@ class Corpus:
     root: Path
     split: str
     config: VocoderConfig
+    input_noise: float = 0.0  # LPC only: largest per-utterance Laplace scale of injected slips
     utterances: list[Utterance] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
+
+    def _noise(self, uid: str, size: int) -> np.ndarray | None:
+        """Mu-law slips for one utterance (LPCNet's noise injection), None when off.
+
+        Each utterance draws its own level, uniform in [0, input_noise] mu-law steps, so the net
+        sees clean and noisy pasts alike; seeded by the id, so a resumed run sees the same data.
+        """
+        if not (self.input_noise > 0 and self.config.lpc_order):
+            return None
+        rng = np.random.default_rng(zlib.crc32(uid.encode()))
+        scale = rng.uniform(0.0, self.input_noise)
+        return np.rint(rng.laplace(0.0, scale, size)).astype(np.int64)
 
     def refresh(self) -> int:
         """Load utterances added to metadata.csv since the last call; returns how many were added."""
@@ -114,7 +128,9 @@ class Corpus:
                 )
                 continue
             target = preemphasize(audio, self.config.preemphasis)
-            classes, prev = excitation_targets(target, frame_lpc(m, self.config), hop)
+            classes, prev = excitation_targets(
+                target, frame_lpc(m, self.config), hop, self._noise(uid, target.size)
+            )
             utt = Utterance(uid, classes.astype(np.uint8), prev, pad_mel(m))
             if utt.usable_frames >= 1:
                 self.utterances.append(utt)
@@ -441,7 +457,7 @@ def train(args: argparse.Namespace) -> int:
 
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
-    corpus = Corpus(Path(args.corpus), "train", config)
+    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise)
     corpus.refresh()
     held_out = Corpus(Path(args.corpus), "test", config)
     held_out.refresh()
@@ -621,6 +637,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="predict the excitation of this many LPC poles fitted to each frame's mel, LPCNet-style "
         "(default: the model config's, 0 = off; on --resume, switches domain)",
+    )
+    parser.add_argument(
+        "--input-noise",
+        type=float,
+        default=0.0,
+        help="LPC models: inject mu-law slips into the past the net sees, Laplace-distributed with "
+        "a per-utterance scale up to this many steps, so sampling does not run away (LPCNet; "
+        "0 = off)",
     )
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument(

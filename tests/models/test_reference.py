@@ -118,3 +118,30 @@ def test_excitation_targets_plain_and_lpc() -> None:
     assert np.sqrt(np.mean(e[600:] ** 2)) < 0.3 * np.sqrt(np.mean(x[600:] ** 2))  # > 10 dB gain
     # inputs are the signal as generation would make it: close to the truth, exact at n = 0
     assert e_prev[0] == 0 and np.abs(e_prev[1:] - x[:-1]).max() < 0.01
+
+
+def test_noise_injection_targets_correct_the_bent_past() -> None:
+    """With slips injected into the past, each target is still e = s - p, p from that noisy past."""
+    from scipy.signal import lfilter
+
+    hop, P = 300, 2
+    rng = np.random.default_rng(1)
+    a = np.array([1.0, -2 * 0.97 * np.cos(0.13), 0.97**2])
+    x = lfilter([1.0], a, rng.normal(size=6_000))
+    x = (0.2 * x / np.abs(x).max()).astype(np.float32)
+    lpc = np.tile(a[1:].astype(np.float32), (21, 1))
+    _, clean_prev = ref.excitation_targets(x, lpc, hop)
+    bends = []
+    for scale in (1.0, 4.0):
+        noise = np.rint(rng.laplace(0.0, scale, x.size)).astype(np.int64)
+        classes, prev = ref.excitation_targets(x, lpc, hop, noise)
+        # the kernel's own prediction from the inputs' history gives back each target's class
+        # (a class boundary may fall between float32 inputs and the float64 history: rare)
+        hist = np.concatenate([np.zeros(P, np.float32), prev])  # prev[n] = made[n - 1]
+        pred = np.array(
+            [ref.predict(lpc[n // hop], hist[n + P : n : -1]) for n in range(1, x.size)]
+        )
+        again = ref.mulaw_encode(x[1:].astype(np.float64) - pred)
+        assert np.mean(again == classes[1:]) > 0.99
+        bends.append(np.abs(prev - clean_prev).mean())
+    assert 0 < bends[0] < bends[1]  # more noise, a more bent past

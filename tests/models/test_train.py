@@ -63,6 +63,28 @@ def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
     assert np.abs(v.prev - u.prev).max() < 0.05
 
 
+def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
+    import dataclasses
+
+    config = dataclasses.replace(TINY, lpc_order=8)
+    clean, noisy, again = (
+        train_mod.Corpus(corpus, "train", config, input_noise=n) for n in (0.0, 6.0, 6.0)
+    )
+    for c in (clean, noisy, again):
+        c.refresh()
+    bent = [np.abs(u.prev - v.prev).mean() for u, v in zip(clean.utterances, noisy.utterances)]
+    assert max(bent) > 1e-4  # the noisy past differs from the clean one...
+    for u, v in zip(noisy.utterances, again.utterances):  # ...the same way on every load (resume)
+        assert np.array_equal(u.prev, v.prev) and np.array_equal(u.classes, v.classes)
+    # A plain (non-LPC) corpus has no prediction to bend: the option changes nothing.
+    plain, plain_noisy = (
+        train_mod.Corpus(corpus, "train", TINY, input_noise=n) for n in (0.0, 6.0)
+    )
+    plain.refresh(), plain_noisy.refresh()
+    for u, v in zip(plain.utterances, plain_noisy.utterances):
+        assert np.array_equal(u.prev, v.prev) and np.array_equal(u.classes, v.classes)
+
+
 def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
     args = parse(
         "--tiny", "--steps", "1", "--corpus", str(tmp_path / "nope"), "--run-dir", str(tmp_path)
@@ -188,7 +210,10 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     assert train_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e3" / "config.json").preemphasis == 0.5
     # The same for linear prediction: the net goes on, now predicting the LPC excitation.
-    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r4", "--lpc-order", "8")
+    args = parse(
+        *common, "--steps", "7", "--resume", str(small), "--name", "r4", "--lpc-order", "8",
+        "--input-noise", "3",
+    )
     args.export = str(tmp_path / "e4")
     assert train_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e4" / "config.json").lpc_order == 8
