@@ -75,6 +75,27 @@ def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.mean(np.sqrt(np.mean(diff**2, axis=1))))
 
 
+BANDS_HZ = (0, 150, 500, 1000, 2000, 4000, 8000, 12000)
+"""Edges of the bands `band_bias_db` reports: the voice's F0/first-harmonic region, F1, F2, ..."""
+
+
+def band_bias_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Energy of `out` minus energy of `ref` per band of BANDS_HZ (dB, active frames): float [bands].
+
+    LSD says how far two spectra are; this says which way: a vocoder that is too quiet where the
+    voice is loud (or booms below it) shows here as a sign, not only as a larger distance.
+    """
+    ref, out = _align(ref, out)
+    p_ref = magnitude_spectrogram(ref) ** 2
+    p_out = magnitude_spectrogram(out) ** 2
+    active = active_frames(p_ref)
+    freqs = np.arange(p_ref.shape[1]) * SPEC.sample_rate / SPEC.n_fft
+    band = np.digitize(freqs, BANDS_HZ[1:-1])  # 0 .. len(BANDS_HZ) - 2
+    e_ref = np.array([p_ref[active][:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
+    e_out = np.array([p_out[active][:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
+    return 10 * np.log10((e_out + POWER_FLOOR) / (e_ref + POWER_FLOOR))
+
+
 def mel_cepstrum(audio: np.ndarray, n: int = N_CEPSTRA) -> np.ndarray:
     """Cepstra c_1..c_n of the natural-log magnitude mel spectrum: float64 [frames, n].
 
@@ -172,12 +193,13 @@ def evaluate(
     systems: name -> a VocoderRuntime (anything with generate(mel, seed)). Baselines from the same
     mel: Griffin-Lim ("griffin-lim", unless griffin_lim_iters is None) and white noise through the
     mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False).
-    summary[name] = {lsd_db, mcd_db, rtf, n}.
+    summary[name] = {lsd_db, mcd_db, rtf, n, lsd_max_db (the worst utterance: a runaway shows
+    here), band_bias_db (mean over utterances of band_bias_db), per_utterance (LSD, MCD lists)}.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
     names += ["lpc-noise"] if lpc_noise else []
     per: dict[str, dict[str, list[float]]] = {
-        n: {"lsd_db": [], "mcd_db": [], "seconds": []} for n in names
+        n: {"lsd_db": [], "mcd_db": [], "seconds": [], "bias": []} for n in names
     }
     audio_out: dict[str, dict[str, np.ndarray]] = {}
     total_audio = 0.0
@@ -195,6 +217,7 @@ def evaluate(
             per[name]["seconds"].append(time.perf_counter() - t0)
             per[name]["lsd_db"].append(log_spectral_distance(utt.audio, y))
             per[name]["mcd_db"].append(mel_cepstral_distortion(utt.audio, y))
+            per[name]["bias"].append(band_bias_db(utt.audio, y))
             outs[name] = y[: utt.audio.shape[0]]
             logger.info(
                 "%s %-20s LSD %.2f dB  MCD %.2f dB",
@@ -210,21 +233,34 @@ def evaluate(
             "mcd_db": float(np.mean(v["mcd_db"])),
             "rtf": float(np.sum(v["seconds"]) / total_audio),
             "n": len(v["lsd_db"]),
+            "lsd_max_db": float(np.max(v["lsd_db"])),
+            "band_bias_db": [float(b) for b in np.mean(v["bias"], axis=0)],
+            "per_utterance": {"lsd_db": v["lsd_db"], "mcd_db": v["mcd_db"]},
         }
         for n, v in per.items()
     }
     return summary, audio_out
 
 
-def format_table(summary: dict[str, dict[str, float]]) -> str:
+def format_table(summary: dict[str, dict]) -> str:
     lines = [
-        "| system | LSD (dB) ↓ | MCD (dB) ↓ | real-time factor | utterances |",
-        "|---|---|---|---|---|",
+        "| system | LSD (dB) ↓ | worst utterance LSD | MCD (dB) ↓ | real-time factor | utterances |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in summary.items():
         lines.append(
-            f"| {name} | {m['lsd_db']:.2f} | {m['mcd_db']:.2f} | {m['rtf']:.3f} | {m['n']} |"
+            f"| {name} | {m['lsd_db']:.2f} | {m['lsd_max_db']:.2f} | {m['mcd_db']:.2f} "
+            f"| {m['rtf']:.3f} | {m['n']} |"
         )
+    return "\n".join(lines)
+
+
+def format_bias_table(summary: dict[str, dict]) -> str:
+    """Band energy of each system minus the original's (dB), mean over utterances."""
+    edges = [f"{a / 1000:g}–{b / 1000:g} kHz" for a, b in zip(BANDS_HZ[:-1], BANDS_HZ[1:])]
+    lines = ["| system | " + " | ".join(edges) + " |", "|---" * (len(edges) + 1) + "|"]
+    for name, m in summary.items():
+        lines.append(f"| {name} | " + " | ".join(f"{b:+.1f}" for b in m["band_bias_db"]) + " |")
     return "\n".join(lines)
 
 
@@ -298,6 +334,10 @@ def write_quality_doc(
         "- The vocoder samples its output, so its waveform never matches the original sample for sample; "
         "the metrics only look at magnitude spectra, where a good vocoder does match."
     )
+    bias = (
+        "Band energy, output minus original (dB, active frames, mean over utterances): the sign "
+        "of the distance, e.g. a vocoder too quiet where the voice is loud, or booming below it."
+    )
     lines = [
         "## Vocoding quality",
         "",
@@ -308,6 +348,10 @@ def write_quality_doc(
         lsd,
         mcd,
         sampling,
+        "",
+        bias,
+        "",
+        format_bias_table(summary),
         "",
         "Models:",
         models,
@@ -409,6 +453,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(format_table(summary))
+    print(format_bias_table(summary))
     plots, samples = [], []
     for i, utt in enumerate(utterances):
         if args.img_dir and i < args.plots:

@@ -52,6 +52,21 @@ def test_half_gain_is_six_db_of_lsd_and_no_mcd() -> None:
     assert ev.mel_cepstral_distortion(y, 0.5 * y) < 0.05
 
 
+def test_band_bias_has_the_sign_and_place_of_the_difference() -> None:
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(3)
+    x = 0.1 * rng.normal(size=24_000)
+    assert np.allclose(ev.band_bias_db(x, x), 0.0)
+    assert np.allclose(ev.band_bias_db(x, 0.5 * x), -6.02, atol=0.01)  # every band 6 dB down
+    # Cut everything above 2 kHz: the top bands fall far, the bands below stay put.
+    low = sosfilt(butter(8, 1800, "lowpass", fs=SPEC.sample_rate, output="sos"), x)
+    bias = ev.band_bias_db(x, low)
+    top = [i for i, lo in enumerate(ev.BANDS_HZ[:-1]) if lo >= 2000]
+    assert all(bias[i] < -20 for i in top)
+    assert np.all(np.abs(bias[: ev.BANDS_HZ.index(1000)]) < 0.5)
+
+
 def test_lengths_are_aligned_and_empty_rejected() -> None:
     y = _speechlike(0.3, 3)
     assert ev.log_spectral_distance(y, np.concatenate([y, np.ones(500, np.float32)])) == 0.0
@@ -100,6 +115,8 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
     assert list(summary) == ["tiny", "griffin-lim", "lpc-noise"]
     for m in summary.values():
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
+        assert m["lsd_max_db"] == max(m["per_utterance"]["lsd_db"]) >= m["lsd_db"]
+        assert len(m["band_bias_db"]) == len(ev.BANDS_HZ) - 1
     for u in utts:
         assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
         for y in audio[u.id].values():
@@ -142,6 +159,7 @@ def test_cli_writes_table_doc_plots_and_samples(
     assert data["utterances"] == ["t00"] and data["summary"]["tiny"]["n"] == 1
     doc = (tmp_path / "quality.md").read_text()
     assert "| tiny |" in doc and "img/spectrogram-t00.png" in doc
+    assert doc.count("| tiny |") == 2  # the distance table and the band-energy table
     assert (tmp_path / "img" / "spectrogram-t00.png").stat().st_size > 1000
     y, sr = sf.read(tmp_path / "samples" / "t00-tiny.wav")
     assert sr == SPEC.sample_rate and y.shape[0] == int(0.4 * SPEC.sample_rate)
