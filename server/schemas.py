@@ -191,7 +191,9 @@ class WorkerStatus(BaseModel):
     kernel_us_per_sample: float | None = Field(
         None, description="kernel-only time (min of repeats)"
     )
-    capacity: int = Field(description="streams admitted now (lowered for a while after late frames)")
+    capacity: int = Field(
+        description="streams admitted now (lowered for a while after late frames)"
+    )
     measured_capacity: int = Field(0, description="capacity from the start-up measurement")
     streams: int
     restarts: int

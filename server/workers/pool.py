@@ -10,8 +10,10 @@ The start-up measurement sees an idle core; serving costs more (the server's own
 processes, cache pressure), so capacity also follows the outcome that matters: when a worker's
 frames go late, its capacity drops to the streams it holds minus one (admitted streams go on;
 new ones go elsewhere or are refused), and after `recovery_s` without late frames it climbs back
-by one stream per `recovery_s`, never above the measured figure. When a worker dies its streams fail at once with
-`WorkerDied`, the others go on, and a new process is started for the core.
+by one stream per `recovery_s`, never above the measured figure.
+
+When a worker dies its streams fail at once with `WorkerDied`, the others go on, and a new process
+is started for the core.
 
 Processes come from a forkserver that has imported the runtime (and TVM) once, so starting or
 restarting a worker costs a fork, not a multi-second import, and no worker is forked from the
