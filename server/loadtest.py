@@ -192,6 +192,7 @@ class Plan:
     buffer_s: float
     timeout: float
     chunk_frames: int
+    retry_after_s: float = 1.0
 
 
 def _ws_url(url: str) -> str:
@@ -407,6 +408,10 @@ async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], 
                     res = await run_ws_stream(plan, seed)
                 results.append(res)
                 progress.add(res)
+                if res.refused:
+                    # As a client honouring the server's Retry-After would, instead of a storm of
+                    # refused connects that eats the very core being measured.
+                    await asyncio.sleep(plan.retry_after_s)
 
         async def ticker() -> None:
             while True:
@@ -553,6 +558,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per-utterance timeout, s")
     parser.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        help="seconds a slot waits after a refusal before its next stream (as Retry-After)",
+    )
+    parser.add_argument(
         "--chunk-frames", type=int, default=40, help="mel frames per websocket message"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -577,6 +588,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise LoadtestError("--chunk-frames must be at least 1")
     if args.buffer_ms < 0:
         raise LoadtestError("--buffer-ms must not be negative")
+    if args.retry_after < 0:
+        raise LoadtestError("--retry-after must not be negative")
     requests = args.requests
     if requests is None and args.duration is None:
         requests = args.streams
@@ -598,6 +611,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         buffer_s=args.buffer_ms / 1000.0,
         timeout=args.timeout,
         chunk_frames=args.chunk_frames,
+        retry_after_s=args.retry_after,
     )
 
 

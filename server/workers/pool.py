@@ -8,9 +8,10 @@ its recurrent state lives in that process.
 
 The start-up measurement sees an idle core; serving costs more (the server's own I/O, other
 processes, cache pressure), so capacity also follows the outcome that matters: when a worker's
-frames go late, its capacity drops to the streams it holds minus one (admitted streams go on;
-new ones go elsewhere or are refused), and after `recovery_s` without late frames it climbs back
-by one stream per `recovery_s`, never above the measured figure.
+frames go late, its capacity drops by one stream (at most once per `recovery_s / 6`, since frames
+already queued were computed under the old load; admitted streams go on, new ones go elsewhere
+or are refused), and after `recovery_s` without late frames it climbs back by one stream per
+`recovery_s`, never above the measured figure.
 
 When a worker dies its streams fail at once with `WorkerDied`, the others go on, and a new process
 is started for the core.
@@ -84,6 +85,7 @@ class _Worker:
     capacity: int = 0  # streams admitted now: measured_capacity, lowered after late frames
     measured_capacity: int = 0  # from the start-up measurement
     changed_at: float = 0.0  # last late frame or capacity step (recovery waits from here)
+    cut_at: float = -math.inf  # last decrease
     pid: int | None = None
     ready_at: float = 0.0
     restarts: int = 0
@@ -524,23 +526,27 @@ class WorkerPool:
         self._notify()
 
     def _on_late(self, w: _Worker) -> None:
-        w.changed_at = time.monotonic()
-        if not self.adaptive or w.state != "ready":
+        now = time.monotonic()
+        w.changed_at = now
+        if not self.adaptive or w.state != "ready" or now - w.cut_at < self.recovery_s / 6:
             return
-        # Not below one: a lone late stream is the core's speed, not its load (capacity_for warns).
-        limit = max(1, min(w.capacity, len(w.streams) - 1))
-        if limit < w.capacity:
+        # One stream at a time: late reports trail the load that caused them (a backlog drains
+        # slowly, and streams ending together report at once), so cutting to "streams held - 1"
+        # collapsed capacity to 1 in a load test. Not below one: a lone late stream is the
+        # core's speed, not its load (capacity_for warns about that).
+        if w.capacity > 1:
+            w.cut_at = now
             logger.warning(
                 "late frames on core %d with %d streams: capacity %d -> %d (back up by one per "
                 "%.0f s without late frames, to %d)",
                 w.core,
                 len(w.streams),
                 w.capacity,
-                limit,
+                w.capacity - 1,
                 self.recovery_s,
                 w.measured_capacity,
             )
-            self._set_capacity(w, limit)
+            self._set_capacity(w, w.capacity - 1)
 
     def _recover_one(self, w: _Worker, now: float) -> None:
         if (
