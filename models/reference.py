@@ -192,7 +192,8 @@ def excitation_targets(
         # made = p + decode(class + noise) = s + (decode(class + noise) - e): each step's slip lands
         # in the history once and does not compound, since every target corrects the past's slips.
         # (Vectorised: the slip's size follows the class of the excitation from the clean past.)
-        made = pred + mulaw_table().astype(np.float64)[np.clip(mulaw_encode(s - pred) + noise, 0, MU)]
+        slipped = np.clip(mulaw_encode(s - pred) + noise, 0, MU)
+        made = pred + mulaw_table().astype(np.float64)[slipped]
         pred = _lpc_prediction(made, lpc, hop)
         classes = mulaw_encode(s - pred)
         made = np.clip(made, -1.0, 1.0).astype(f32)

@@ -195,6 +195,14 @@ def test_tiny_capacity_refuses_streams(
         "800",
     )
     assert s["refused"] >= 1 and s["errors"] == 0, s
+    # A refused slot waits --retry-after before trying again, as a client honouring Retry-After
+    # would: over 3 s, two slots kept out by the third refuse a handful of times, not hundreds.
+    rc, s = _run_json(
+        capsys, "--url", server.url, "--streams", "3", "--duration", "3",
+        "--retry-after", "1", "--mel-frames", "400",
+    )
+    assert s["ok"] >= 1 and s["errors"] == 0, s
+    assert 1 <= s["refused"] <= 12, s
 
 
 def test_api_key(live_server_factory, capsys: pytest.CaptureFixture[str]) -> None:
