@@ -422,6 +422,12 @@ def train(args: argparse.Namespace) -> int:
             # The same: the net now predicts the LPC excitation (or the signal again, with 0).
             logger.info("LPC order %d -> %d", config.lpc_order, args.lpc_order)
             config = dataclasses.replace(config, lpc_order=args.lpc_order)
+        if args.input_noise is None:
+            # A training setting, not part of the model: carried in the checkpoint's args so a
+            # plain --resume goes on as the run it continues did.
+            args.input_noise = float(state.get("args", {}).get("input_noise") or 0.0)
+            if args.input_noise:
+                logger.info("input noise %.1f mu-law steps (from the checkpoint)", args.input_noise)
     else:
         config = TINY if args.tiny else VocoderConfig()
         overrides = {k: getattr(args, k) for k in ("hidden_size", "fc_size") if getattr(args, k)}
@@ -457,7 +463,7 @@ def train(args: argparse.Namespace) -> int:
 
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
-    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise)
+    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise or 0.0)
     corpus.refresh()
     held_out = Corpus(Path(args.corpus), "test", config)
     held_out.refresh()
@@ -641,10 +647,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-noise",
         type=float,
-        default=0.0,
+        default=None,
         help="LPC models: inject mu-law slips into the past the net sees, Laplace-distributed with "
         "a per-utterance scale up to this many steps, so sampling does not run away (LPCNet; "
-        "0 = off)",
+        "default: the resumed run's, else 0 = off)",
     )
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument(

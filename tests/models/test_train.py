@@ -217,6 +217,14 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     args.export = str(tmp_path / "e4")
     assert train_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e4" / "config.json").lpc_order == 8
+    # Noise injection is a training setting the checkpoint carries: a plain resume keeps it,
+    # an explicit flag overrides it.
+    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
+    assert train_mod.run(parse(*common, "--steps", "8", "--resume", "--name", "r4")) == 0
+    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
+    args = parse(*common, "--steps", "9", "--resume", "--name", "r4", "--input-noise", "0")
+    assert train_mod.run(args) == 0
+    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 0
 
 
 def test_precision_auto_uses_bf16_only_with_native_support() -> None:
