@@ -65,13 +65,20 @@ def active_frames(ref_power: np.ndarray, within_db: float = ACTIVE_DB) -> np.nda
     return energy_db >= energy_db.max() - within_db
 
 
-def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
-    """LSD in dB between two sample-aligned signals float [L] (truncated to the shorter one)."""
+def _active_power(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectrograms [active frames, bins] of two sample-aligned signals (truncated to the
+    shorter one), keeping the frames that are active in `ref`."""
     ref, out = _align(ref, out)
     p_ref = magnitude_spectrogram(ref) ** 2  # [frames, bins]
     p_out = magnitude_spectrogram(out) ** 2
     active = active_frames(p_ref)
-    diff = 10 * np.log10(p_ref[active] + POWER_FLOOR) - 10 * np.log10(p_out[active] + POWER_FLOOR)
+    return p_ref[active], p_out[active]
+
+
+def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
+    """LSD in dB between two sample-aligned signals float [L] (truncated to the shorter one)."""
+    p_ref, p_out = _active_power(ref, out)
+    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
     return float(np.mean(np.sqrt(np.mean(diff**2, axis=1))))
 
 
@@ -85,14 +92,11 @@ def band_bias_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     LSD says how far two spectra are; this says which way: a vocoder that is too quiet where the
     voice is loud (or booms below it) shows here as a sign, not only as a larger distance.
     """
-    ref, out = _align(ref, out)
-    p_ref = magnitude_spectrogram(ref) ** 2
-    p_out = magnitude_spectrogram(out) ** 2
-    active = active_frames(p_ref)
+    p_ref, p_out = _active_power(ref, out)
     freqs = np.arange(p_ref.shape[1]) * SPEC.sample_rate / SPEC.n_fft
     band = np.digitize(freqs, BANDS_HZ[1:-1])  # 0 .. len(BANDS_HZ) - 2
-    e_ref = np.array([p_ref[active][:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
-    e_out = np.array([p_out[active][:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
+    e_ref = np.array([p_ref[:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
+    e_out = np.array([p_out[:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
     return 10 * np.log10((e_out + POWER_FLOOR) / (e_ref + POWER_FLOOR))
 
 

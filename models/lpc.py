@@ -80,17 +80,14 @@ def levinson(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, p1 = r.shape
     a = np.zeros((n, p1))
     a[:, 0] = 1.0
-    err = r[:, 0].copy()
-    live = err > 0.0
-    err[~live] = 0.0
-    safe = np.where(live, err, 1.0)
+    live = r[:, 0] > 0.0
+    err = np.where(live, r[:, 0], 1.0)  # dead frames divide by 1 and keep k = 0
     for i in range(1, p1):
         acc = np.einsum("nj,nj->n", a[:, :i], r[:, i:0:-1])  # sum_j a_j r[i - j], j < i
-        k = np.where(live, -acc / safe, 0.0)
+        k = np.where(live, -acc / err, 0.0)
         a[:, 1 : i + 1] = a[:, 1 : i + 1] + k[:, None] * a[:, i - 1 :: -1][:, :i]
-        safe = safe * (1.0 - k * k)
-        err = np.where(live, safe, 0.0)
-    return a, np.maximum(err, 0.0)
+        err = err * (1.0 - k * k)
+    return a, np.where(live, np.maximum(err, 0.0), 0.0)
 
 
 def lpc_noise_vocoder(

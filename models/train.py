@@ -435,6 +435,7 @@ def train(args: argparse.Namespace) -> int:
             overrides["preemphasis"] = args.preemphasis
         if args.lpc_order is not None:
             overrides["lpc_order"] = args.lpc_order
+        args.input_noise = args.input_noise or 0.0
         if overrides:
             config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
         model = WaveRNN(config)
@@ -463,7 +464,7 @@ def train(args: argparse.Namespace) -> int:
 
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
-    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise or 0.0)
+    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise)
     corpus.refresh()
     held_out = Corpus(Path(args.corpus), "test", config)
     held_out.refresh()
