@@ -129,11 +129,12 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
         return None
     torch.set_num_threads(1)
     H = config.hidden_size
-    gru = torch.nn.GRUCell(1 + config.cond_size, H)
+    gru = torch.nn.GRUCell(len(ref.STEP_INPUTS) + config.cond_size, H)
     fc1 = torch.nn.Linear(H, config.fc_size)
     fc2 = torch.nn.Linear(config.fc_size, config.n_classes)
     with torch.no_grad():
-        gru.weight_ih.copy_(torch.from_numpy(np.concatenate([weights["gru.w_sample"][:, None], weights["gru.w_cond"]], 1)))
+        w_in = [weights[k][:, None] for k in ref.STEP_INPUTS]
+        gru.weight_ih.copy_(torch.from_numpy(np.concatenate([*w_in, weights["gru.w_cond"]], 1)))
         gru.weight_hh.copy_(torch.from_numpy(weights["gru.w_hh"]))
         gru.bias_ih.copy_(torch.from_numpy(weights["gru.b_ih"]))
         gru.bias_hh.copy_(torch.from_numpy(weights["gru.b_hh"]))
@@ -149,10 +150,11 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
     def run() -> None:
         h = torch.zeros(1, H)
         x = torch.zeros(1, 1)
+        p = torch.zeros(1, 1)  # the prediction's cost is left out: it flatters torch, not us
         for t in range(steps):
             a = t / config.hop_length
             c = (1 - a) * cond[0:1] + a * cond[1:2]
-            h = gru(torch.cat([x, c], dim=1), h)
+            h = gru(torch.cat([x, p, x, c], dim=1), h)
             logits = fc2(torch.relu(fc1(h)))
             k = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen)
             x = table[k].reshape(1, 1)

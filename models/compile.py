@@ -26,7 +26,7 @@ import tvm
 
 from models import kernel
 from models.config import VocoderConfig
-from models.reference import SPARSE_WEIGHTS, check_weights, random_weights
+from models.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def update_index(root: Path, name: str, *, make_default: bool) -> None:
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+        return upgrade_weights({k: data[k] for k in data.files})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ The call does, for one frame (T samples):
   1. project the conditioning of this frame and the next through W_cond (2 x [3H, C] matvecs;
      per-sample conditioning is their interpolation, so no per-sample matmul is needed);
   2. T times: block-sparse GRU recurrent matvec, gates with fast sigmoid/tanh, block-sparse
-     FC1 + ReLU, block-sparse FC2, softmax with fast exp, inverse-CDF sample, mu-law feedback;
+     FC1 + ReLU, block-sparse FC2, softmax with fast exp, inverse-CDF sample, feedback of the
+     sample, the linear prediction and the excitation;
   3. de-emphasis of the frame's decoded samples into float PCM.
 The GRU state, previous sample and de-emphasis state are read from and written back to in/out
 buffers, so a stream's state survives between calls without copies. The module's second
@@ -35,6 +36,7 @@ from models.reference import (
     TANH_CLAMP,
     Q,
     CondMatrices,
+    STEP_INPUTS,
     QuantizedWeights,
     mulaw_table,
 )
@@ -60,7 +62,9 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 # 4: xprev holds [previous sample, de-emphasis state] and the frame also writes float PCM.
 # 5: "condition" computes k frames per call from padded mel rows (cond, x, hid, weights).
 # 6: the frame takes lpc [max(P, 1)] after cond, and xprev is [2 + P] (+ the LPC history).
-KERNEL_ABI = 6
+# 7: the GRU also sees p[n] and e[n-1]: w_sample becomes w_in [3, 3H] (reference.STEP_INPUTS)
+#    and xprev is [3 + P]: [previous sample, de-emphasis state, previous excitation, history].
+KERNEL_ABI = 7
 # How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
@@ -178,20 +182,25 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 p0[jo * V + ji] = p0[jo * V + ji] + b_ih[jo * V + ji]
 
     @T.macro
-    def gru_update(sc, p0, p1, w_sample, gh, h, s):
-        # gates r, z, n and the new state, V lanes at a time; sc[0] = a, sc[3] = previous sample
+    def gru_update(sc, p0, p1, w_in, gh, h, s):
+        # gates r, z, n and the new state, V lanes at a time; sc[0] = a, and the step inputs
+        # sc[3] = previous sample, sc[4] = prediction, sc[5] = previous excitation
         for io in range(H // V):
             for ii in T.vectorized(V):
                 # s[0] = gi_r + gh_r ; s[1] = gi_z + gh_z (input projection interpolated)
                 s[0, ii] = (
                     p0[io * V + ii]
                     + sc[0] * p1[io * V + ii]
-                    + w_sample[io * V + ii] * sc[3]
+                    + w_in[0, io * V + ii] * sc[3]
+                    + w_in[1, io * V + ii] * sc[4]
+                    + w_in[2, io * V + ii] * sc[5]
                 ) + gh[io * V + ii]
                 s[1, ii] = (
                     p0[H + io * V + ii]
                     + sc[0] * p1[H + io * V + ii]
-                    + w_sample[H + io * V + ii] * sc[3]
+                    + w_in[0, H + io * V + ii] * sc[3]
+                    + w_in[1, H + io * V + ii] * sc[4]
+                    + w_in[2, H + io * V + ii] * sc[5]
                 ) + gh[H + io * V + ii]
                 # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
                 s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
@@ -204,7 +213,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[4, ii] = (
                     p0[2 * H + io * V + ii]
                     + sc[0] * p1[2 * H + io * V + ii]
-                    + w_sample[2 * H + io * V + ii] * sc[3]
+                    + w_in[0, 2 * H + io * V + ii] * sc[3]
+                    + w_in[1, 2 * H + io * V + ii] * sc[4]
+                    + w_in[2, 2 * H + io * V + ii] * sc[5]
                 ) + s[0, ii] * gh[2 * H + io * V + ii]
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
@@ -260,20 +271,30 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     si[1] = 1
 
     @T.macro
-    def next_sample(t, out, table, lpc, xprev, sig, sc, d64):
-        # sc[3] = sig[t] = this step's sample of the pre-emphasised signal: the decoded class, plus
-        # with LPC the prediction -sum_i a_i s[t-i] from the history xprev[2:] (float64 products
-        # and sum, rounded once, as reference.predict), which then shifts in the new sample.
+    def predict(lpc, xprev, sc, d64):
+        # sc[4] = p[t] = -sum_i a_i s[t-i] from the history xprev[3:] (float64 products and sum,
+        # rounded once, as reference.predict); 0 without LPC
         if P > 0:
             d64[0] = T.float64(0)
             for i in range(P):
-                d64[0] = d64[0] + T.Cast("float64", lpc[i]) * T.Cast("float64", xprev[2 + i])
-            sc[3] = T.min(T.max(T.Cast("float32", -d64[0]) + table[out[t]], T.float32(-1)), T.float32(1))
-            for j in range(P - 1):
-                xprev[P + 1 - j] = xprev[P - j]
-            xprev[2] = sc[3]
+                d64[0] = d64[0] + T.Cast("float64", lpc[i]) * T.Cast("float64", xprev[3 + i])
+            sc[4] = T.Cast("float32", -d64[0])
         else:
-            sc[3] = table[out[t]]
+            sc[4] = T.float32(0)
+
+    @T.macro
+    def next_sample(t, out, table, xprev, sig, sc):
+        # sc[5] = the drawn class's excitation; sc[3] = sig[t] = this step's sample of the
+        # pre-emphasised signal: the excitation plus, with LPC, the prediction sc[4], which then
+        # shifts into the history.
+        sc[5] = table[out[t]]
+        if P > 0:
+            sc[3] = T.min(T.max(sc[4] + sc[5], T.float32(-1)), T.float32(1))
+            for j in range(P - 1):
+                xprev[P + 2 - j] = xprev[P + 1 - j]
+            xprev[3] = sc[3]
+        else:
+            sc[3] = sc[5]
         sig[t] = sc[3]
 
     @T.macro
@@ -383,11 +404,11 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         lpc: T.Buffer((PL,), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
-        xprev: T.Buffer((2 + P,), "float32"),
+        xprev: T.Buffer((3 + P,), "float32"),
         out: T.Buffer((TT,), "int32"),
         pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
-        w_sample: T.Buffer((G,), "float32"),
+        w_in: T.Buffer((3, G), "float32"),
         b_ih: T.Buffer((G,), "float32"),
         b_hh: T.Buffer((G,), "float32"),
         hh_data: T.Buffer((NH, CB, R), WD),
@@ -413,22 +434,25 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         gsum = T.alloc_buffer((KG,), "float32")
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
-        sc = T.alloc_buffer((4,), "float32", scope="local")
+        sc = T.alloc_buffer((6,), "float32", scope="local")
         sig = T.alloc_buffer((TT,), "float32")
         d64 = T.alloc_buffer((1,), "float64", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((NACC, R), "float32", scope="local")
         project_cond(cond, w_cond_t, b_ih, p0, p1)
         sc[3] = xprev[0]
+        sc[5] = xprev[2]
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             f_matvec(hh_data, hh_idx, hh_ptr, h, G // R, b_hh, gh, acc, False)
-            gru_update(sc, p0, p1, w_sample, gh, h, s)
+            predict(lpc, xprev, sc, d64)
+            gru_update(sc, p0, p1, w_in, gh, h, s)
             f_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
             f_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
-            next_sample(t, out, table, lpc, xprev, sig, sc, d64)
+            next_sample(t, out, table, xprev, sig, sc)
         xprev[0] = sc[3]
+        xprev[2] = sc[5]
         deemphasize(sig, xprev, pcm, sc)
 
     @T.prim_func
@@ -437,11 +461,11 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         lpc: T.Buffer((PL,), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
-        xprev: T.Buffer((2 + P,), "float32"),
+        xprev: T.Buffer((3 + P,), "float32"),
         out: T.Buffer((TT,), "int32"),
         pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
-        w_sample: T.Buffer((G,), "float32"),
+        w_in: T.Buffer((3, G), "float32"),
         b_ih: T.Buffer((G,), "float32"),
         b_hh: T.Buffer((G,), "float32"),
         hh_data: T.Buffer((NH, R), "int32"),
@@ -473,7 +497,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         gsum = T.alloc_buffer((KG,), "float32")
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
-        sc = T.alloc_buffer((4,), "float32", scope="local")
+        sc = T.alloc_buffer((6,), "float32", scope="local")
         sig = T.alloc_buffer((TT,), "float32")
         d64 = T.alloc_buffer((1,), "float64", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
@@ -485,11 +509,13 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         ys = T.alloc_buffer((2,), "float32", scope="local")
         project_cond(cond, w_cond_t, b_ih, p0, p1)
         sc[3] = xprev[0]
+        sc[5] = xprev[2]
         quantize4(h, H, T.float32(Q), hq8)
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             q_matvec(hh_data, hh_idx, hh_ptr, hq, G // R, hh_scale, hh_corr, T.float32(1), b_hh, gh, acc, False)
-            gru_update(sc, p0, p1, w_sample, gh, h, s)
+            predict(lpc, xprev, sc, d64)
+            gru_update(sc, p0, p1, w_in, gh, h, s)
             quantize4(h, H, T.float32(Q), hq8)
             q_matvec(fc1_data, fc1_idx, fc1_ptr, hq, F // R, fc1_scale, fc1_corr, T.float32(1), fc1_b, y1, acc, True)
             # FC2 input scale: max(y1) / 127 this step (y1 >= 0 after the ReLU)
@@ -506,8 +532,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             quantize4(y1, F, ys[0], yq8)
             q_matvec(fc2_data, fc2_idx, fc2_ptr, yq, K // R, fc2_scale, fc2_corr, ys[1], fc2_b, logit, acc, False)
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
-            next_sample(t, out, table, lpc, xprev, sig, sc, d64)
+            next_sample(t, out, table, xprev, sig, sc)
         xprev[0] = sc[3]
+        xprev[2] = sc[5]
         deemphasize(sig, xprev, pcm, sc)
 
     return frame_int8 if INT8 else frame_float
@@ -626,7 +653,7 @@ def pack_weights(
         sparse = [*bsr_args("gru.w_hh"), *bsr_args("fc1.weight"), weights["fc1.bias"].astype(np.float32), *bsr_args("fc2.weight")]
     args = [
         np.ascontiguousarray(weights["gru.w_cond"].T.astype(np.float32)),
-        weights["gru.w_sample"].astype(np.float32),
+        np.ascontiguousarray(np.stack([weights[k] for k in STEP_INPUTS]).astype(np.float32)),
         weights["gru.b_ih"].astype(np.float32),
         weights["gru.b_hh"].astype(np.float32),
         *sparse,

@@ -175,9 +175,11 @@ def excitation_targets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Teacher forcing for a pre-emphasised signal s [L] and per-frame coefficients lpc [N, P].
 
-    Returns (classes [L] int64, prev [L] float32): the mu-law classes of the excitation
+    Returns (classes [L] int64, inputs [L, 3] float32): the mu-law classes of the excitation
     e[n] = s[n] - p[n] (p from the true past, sample n in frame n // hop; with P = 0, e = s), and
-    each step's input, the previous sample as generation makes it: p + decoded class, 0 at n = 0.
+    each step's GRU inputs as generation makes them (`STEP_INPUTS`): the previous sample (p + the
+    decoded class, clipped), this step's prediction p[n] and the previous decoded excitation,
+    all 0 at n = 0 (p is 0 throughout without LPC).
 
     `noise` [L] (integer mu-law steps, LPCNet's noise injection; LPC only): the past the prediction
     and the inputs see is the signal made from excitation classes off by `noise`, as a sampler's
@@ -187,21 +189,33 @@ def excitation_targets(
     """
     s = np.asarray(signal, dtype=np.float64)
     P = lpc.shape[1]
+    table = mulaw_table().astype(np.float64)
     pred = _lpc_prediction(s, lpc, hop) if P else np.zeros_like(s)
     if P and noise is not None:
         # made = p + decode(class + noise) = s + (decode(class + noise) - e): each step's slip lands
         # in the history once and does not compound, since every target corrects the past's slips.
         # (Vectorised: the slip's size follows the class of the excitation from the clean past.)
         slipped = np.clip(mulaw_encode(s - pred) + noise, 0, MU)
-        made = pred + mulaw_table().astype(np.float64)[slipped]
+        made = pred + table[slipped]
         pred = _lpc_prediction(made, lpc, hop)
         classes = mulaw_encode(s - pred)
-        made = np.clip(made, -1.0, 1.0).astype(f32)
+        drawn = made - pred  # the excitation a sampler drew, seen from the prediction it had
     else:
         classes = mulaw_encode(s - pred)
-        made = np.clip(pred + mulaw_table()[classes], -1.0, 1.0).astype(f32)
-    prev = np.concatenate([np.zeros(1, f32), made[:-1]]) if s.size else made
-    return classes, prev
+        drawn = table[classes]
+        made = pred + drawn
+    inputs = np.zeros((s.size, 3), f32)
+    inputs[1:, 0] = np.clip(made[:-1], -1.0, 1.0)
+    inputs[:, 1] = pred
+    inputs[1:, 2] = drawn[:-1]
+    return classes, inputs
+
+
+STEP_INPUTS = ("gru.w_sample", "gru.w_pred", "gru.w_exc")
+"""The per-step scalar inputs of the GRU and their weight columns, in the order of
+`excitation_targets`' input columns: the previous sample x[n-1], this step's linear prediction
+p[n] and the previous excitation e[n-1] (LPCNet's inputs: the net sees the prediction it
+corrects and the excitation history where pitch pulses stand out; p = 0 without LPC)."""
 
 
 # --- weights ----------------------------------------------------------------------------------------
@@ -214,6 +228,8 @@ WEIGHT_SHAPES = {
     "cond.conv2.bias": lambda c: (c.cond_size,),
     "gru.w_cond": lambda c: (3 * c.hidden_size, c.cond_size),
     "gru.w_sample": lambda c: (3 * c.hidden_size,),
+    "gru.w_pred": lambda c: (3 * c.hidden_size,),
+    "gru.w_exc": lambda c: (3 * c.hidden_size,),
     "gru.b_ih": lambda c: (3 * c.hidden_size,),
     "gru.w_hh": lambda c: (3 * c.hidden_size, c.hidden_size),
     "gru.b_hh": lambda c: (3 * c.hidden_size,),
@@ -224,6 +240,16 @@ WEIGHT_SHAPES = {
 }
 SPARSE_WEIGHTS = ("gru.w_hh", "fc1.weight", "fc2.weight")
 """Stored dense (zeros outside kept blocks); packed to BSR by models/sparsity.py at compile time."""
+
+
+def upgrade_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weights saved before the GRU saw p[n] and e[n-1] (kernel ABI < 7): those columns are zero,
+    which is exactly the older model, so it can be compiled again or fine-tuned from."""
+    out = dict(weights)
+    if "gru.w_sample" in out:
+        for name in STEP_INPUTS[1:]:
+            out.setdefault(name, np.zeros_like(out["gru.w_sample"], dtype=f32))
+    return out
 
 
 def check_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> None:
@@ -273,6 +299,9 @@ def random_weights(config: VocoderConfig, seed: int = 0) -> dict[str, np.ndarray
         mask = random_block_mask(shape, (c.block_rows, c.block_cols), c.density, rng)
         gain = 3.0 if name == "fc2.weight" else 1.5
         w[name] = (uniform(shape, fan_in, gain=gain / np.sqrt(c.density)) * mask).astype(f32)
+    # Drawn last, so the weights above are those of the models seeded before these inputs existed.
+    for name in STEP_INPUTS[1:]:
+        w[name] = uniform((3 * c.hidden_size,), 1, gain=0.5)
     return w
 
 
@@ -433,13 +462,14 @@ class FrameState:
     h: np.ndarray  # [H] float32 GRU state
     x: float = 0.0  # previous sample's value (input to the next step)
     hist: np.ndarray = field(default_factory=lambda: np.zeros(0, f32))  # [P] s[n-1], ..., s[n-P]
+    e: float = 0.0  # previous sample's decoded excitation (input to the next step)
 
     @classmethod
     def zeros(cls, config: VocoderConfig) -> FrameState:
         return cls(h=np.zeros(config.hidden_size, f32), x=0.0, hist=np.zeros(config.lpc_order, f32))
 
     def copy(self) -> FrameState:
-        return FrameState(h=self.h.copy(), x=self.x, hist=self.hist.copy())
+        return FrameState(h=self.h.copy(), x=self.x, hist=self.hist.copy(), e=self.e)
 
 
 @dataclass
@@ -491,7 +521,8 @@ def run_frame(
     # (1 - a) P0 + a P1 + b_ih, written as base + a * slope: one FMA per step in the kernel
     base = (proj[0] + weights["gru.b_ih"]).astype(f32)
     slope = (proj[1] - proj[0]).astype(f32)
-    w_s, b_hh = weights["gru.w_sample"], weights["gru.b_hh"]
+    w_s, w_p, w_e = (weights[k] for k in STEP_INPUTS)
+    b_hh = weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     table = mulaw_table()
     int8 = config.weight_dtype == "int8"
@@ -502,10 +533,12 @@ def run_frame(
         assert lpc is not None and lpc.shape == (P,), "an LPC model needs the frame's coefficients"
     out = np.empty(T, np.int32)
     signal = np.empty(T, f32)
-    h, x, hist = state.h.astype(f32), f32(state.x), state.hist.astype(f32).copy()
+    h, x, e, hist = state.h.astype(f32), f32(state.x), f32(state.e), state.hist.astype(f32).copy()
+    zero = f32(0)
     for t in range(T):
         a = f32(t) / f32(T)
-        gi = (fma32(slope, a, base) + w_s * x).astype(f32)
+        p = predict(lpc, hist) if P else zero
+        gi = (((fma32(slope, a, base) + w_s * x) + w_p * p) + w_e * e).astype(f32)
         if quantized is not None:
             hq = quantize_unit(h)
             gh = qmatvec(quantized.hh, quantized.hh_scale, hq, b_hh)
@@ -526,13 +559,14 @@ def run_frame(
         if trace is not None:
             trace.cdf_margin.append(margin)
         out[t] = k
+        e = table[k]
         if P:
-            x = np.clip(predict(lpc, hist) + table[k], f32(-1), f32(1))
+            x = np.clip(p + e, f32(-1), f32(1))
             hist = np.concatenate([[x], hist[:-1]]).astype(f32)
         else:
-            x = table[k]
+            x = e
         signal[t] = x
-    state.h, state.x, state.hist = h, float(x), hist
+    state.h, state.x, state.hist, state.e = h, float(x), hist, float(e)
     return out, signal
 
 
@@ -564,9 +598,9 @@ def teacher_forced_logits(
     """Logits the reference computes when fed the true previous sample instead of its own draw.
 
     mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
-    Input at sample n is the previous sample as generation makes it (`excitation_targets`: the
-    decoded mu-law class of the pre-emphasised audio, plus the linear prediction for LPC models),
-    exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC
+    Inputs at sample n are the step inputs as generation makes them from the true past
+    (`excitation_targets`: previous sample, prediction, previous excitation), exactly what
+    training uses. Returns float32 [L, 256] logits (same GRU/FC
     math and fast exp/tanh as run_frame).
     """
     H, T = config.hidden_size, config.hop_length
@@ -576,15 +610,16 @@ def teacher_forced_logits(
     cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
     proj = (cond @ weights["gru.w_cond"].T).astype(f32)  # [N + 1, 3H]
     e = preemphasize(audio, config.preemphasis)
-    _, prev = excitation_targets(e, frame_lpc(mel, config), T)
-    w_s, b_ih, b_hh = weights["gru.w_sample"], weights["gru.b_ih"], weights["gru.b_hh"]
+    _, inputs = excitation_targets(e, frame_lpc(mel, config), T)
+    w_in = np.stack([weights[k] for k in STEP_INPUTS], axis=1)  # [3H, 3]
+    b_ih, b_hh = weights["gru.b_ih"], weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     h = np.zeros(H, f32)
     out = np.empty((audio.shape[0], config.n_classes), f32)
     for n in range(audio.shape[0]):
         f, t = divmod(n, T)
         a = f32(t) / f32(T)
-        gi = (f32(1) - a) * proj[f] + a * proj[f + 1] + w_s * prev[n] + b_ih
+        gi = (f32(1) - a) * proj[f] + a * proj[f + 1] + w_in @ inputs[n] + b_ih
         gh = w_hh @ h + b_hh
         r = fast_sigmoid(gi[:H] + gh[:H])
         z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])

@@ -159,8 +159,8 @@ class VocoderRuntime:
         pcm: tvm.runtime.Tensor,
     ) -> None:
         """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
-        PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, LPC history]) update in
-        place. lpc: the frame's predictor coefficients [P] ([1], unused, without LPC)."""
+        PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, previous excitation, LPC
+        history]) update in place. lpc: the frame's predictor coefficients [P] ([1], unused, without LPC)."""
         self._frame_fn(cond_pair, lpc, uniforms, h, x, out, pcm, *self._weight_args)
 
     def condition(
@@ -207,7 +207,7 @@ class SyntheticFrame:
             lpc=tvm.runtime.tensor(np.zeros(max(c.lpc_order, 1), np.float32)),  # no prediction
             uniforms=tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32)),
             h=tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32)),
-            x=tvm.runtime.tensor(np.zeros(2 + c.lpc_order, np.float32)),
+            x=tvm.runtime.tensor(np.zeros(3 + c.lpc_order, np.float32)),
             out=tvm.runtime.tensor(np.zeros(c.hop_length, np.int32)),
             pcm=tvm.runtime.tensor(np.zeros(c.hop_length, np.float32)),
             rng=rng,
@@ -248,8 +248,9 @@ class VocoderStream:
         self._finished = False
         self.frames_done = 0
         self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
-        # [previous sample, de-emphasis state, the last lpc_order samples (newest first)]
-        self._x = tvm.runtime.tensor(np.zeros(2 + c.lpc_order, np.float32))
+        # [previous sample, de-emphasis state, previous excitation, the last lpc_order samples
+        # (newest first)]
+        self._x = tvm.runtime.tensor(np.zeros(3 + c.lpc_order, np.float32))
         self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
         # Per-frame inputs and output live in aligned numpy buffers the kernel sees through
         # zero-copy DLPack views: a tensor copy in or out costs ~9 us each, a view ~1 us.

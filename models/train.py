@@ -3,7 +3,8 @@
 Reads the corpus written by `sparrow data` (data/corpus/metadata.csv, wav/<id>.wav, mel/<id>.npy),
 re-reading metadata.csv every few minutes so training can start while the corpus still grows.
 Each step takes random crops of a few mel frames (plus the conditioning context around them),
-runs the GRU over the crop's samples with the true previous sample as input, and minimises
+runs the GRU over the crop's samples with the true past as input (previous sample, linear
+prediction, previous excitation: reference.excitation_targets), and minimises
 cross-entropy over the 256 mu-law classes. W_hh, FC1 and FC2 are pruned to `config.density` in
 blocks of `(block_rows, block_cols)` on a cubic schedule; masks are re-applied after every step.
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from models.config import TINY, VocoderConfig
 from models.reference import SPARSE_WEIGHTS, excitation_targets, frame_lpc, pad_mel, preemphasize
 from models.sparsity import block_norms, magnitude_block_mask
-from models.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights
+from models.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights, widen_input_columns
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class CorpusError(ValueError):
 class Utterance:
     id: str
     classes: np.ndarray  # [samples] uint8 mu-law targets: pre-emphasised audio or LPC excitation
-    prev: np.ndarray  # [samples] float32 step inputs: the previous sample as generation makes it
+    inputs: np.ndarray  # [samples, 3] float32 step inputs as generation makes them
     mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
 
     @property
@@ -128,10 +129,10 @@ class Corpus:
                 )
                 continue
             target = preemphasize(audio, self.config.preemphasis)
-            classes, prev = excitation_targets(
+            classes, inputs = excitation_targets(
                 target, frame_lpc(m, self.config), hop, self._noise(uid, target.size)
             )
-            utt = Utterance(uid, classes.astype(np.uint8), prev, pad_mel(m))
+            utt = Utterance(uid, classes.astype(np.uint8), inputs, pad_mel(m))
             if utt.usable_frames >= 1:
                 self.utterances.append(utt)
                 added += 1
@@ -151,7 +152,8 @@ def sample_batch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random crops of `crop_frames` frames, utterances drawn in proportion to their length.
 
-    Returns mel [B, crop + 5, n_mels], prev [B, crop * hop] float32, target [B, crop * hop] int64.
+    Returns mel [B, crop + 5, n_mels], inputs [B, crop * hop, 3] float32,
+    target [B, crop * hop] int64.
     """
     hop = config.hop_length
     lengths = np.array([max(0, u.usable_frames - crop_frames + 1) for u in utts], np.float64)
@@ -160,7 +162,7 @@ def sample_batch(
     picks = rng.choice(len(utts), size=batch, p=lengths / lengths.sum())
     n = crop_frames * hop
     mel = np.empty((batch, crop_frames + 5, config.n_mels), np.float32)
-    prev = np.empty((batch, n), np.float32)
+    inputs = np.empty((batch, n, 3), np.float32)
     target = np.empty((batch, n), np.int64)
     for b, i in enumerate(picks):
         u = utts[i]
@@ -168,8 +170,8 @@ def sample_batch(
         mel[b] = u.mel[f0 : f0 + crop_frames + 5]  # padded rows f..f+4 condition frame f
         start = f0 * hop
         target[b] = u.classes[start : start + n]
-        prev[b] = u.prev[start : start + n]
-    return mel, prev, target
+        inputs[b] = u.inputs[start : start + n]
+    return mel, inputs, target
 
 
 def write_synthetic_corpus(
@@ -306,8 +308,22 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig
     model = WaveRNN(config)
     # The input gain is part of what the stored GRU column means.
     model.sample_gain = float(state.get("sample_gain", SAMPLE_GAIN))
-    model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    params = {k: v.float() for k, v in state["model"].items()}
+    params[GRU_INPUT] = widen_input_columns(params[GRU_INPUT], config.cond_size)
+    model.load_state_dict(params)
     return model, config
+
+
+GRU_INPUT = "gru.weight_ih_l0"
+
+
+def _widen_moments(opt: torch.optim.Optimizer, model: WaveRNN, config: VocoderConfig) -> None:
+    """Adam moments of a checkpoint from before p[n] and e[n-1] were inputs: zero moments for the
+    new columns, as for a fresh parameter (the other columns keep theirs)."""
+    moments = opt.state.get(dict(model.named_parameters())[GRU_INPUT], {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in moments:
+            moments[key] = widen_input_columns(moments[key], config.cond_size)
 
 
 def export(state: dict[str, Any], out_dir: Path, temperature: float = 1.0) -> dict[str, np.ndarray]:
@@ -395,9 +411,9 @@ def _progress(
 def evaluate_loss(
     model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool
 ) -> float:
-    mel, prev, target = (torch.from_numpy(a) for a in batch)
+    mel, inputs, target = (torch.from_numpy(a) for a in batch)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(mel, prev)
+        logits = model(mel, inputs)
     return float(F.cross_entropy(logits.float().reshape(-1, 256), target.reshape(-1)))
 
 
@@ -458,6 +474,7 @@ def train(args: argparse.Namespace) -> int:
         pruner.load_state_dict(state["pruner"])
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
+            _widen_moments(opt, model, config)
         else:
             warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
@@ -532,12 +549,12 @@ def train(args: argparse.Namespace) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
 
-        mel, prev, target = (
+        mel, inputs, target = (
             torch.from_numpy(a)
             for a in sample_batch(corpus.utterances, config, s.batch, s.crop_frames, rng)
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
-            logits = model(mel, prev)
+            logits = model(mel, inputs)
         loss = F.cross_entropy(logits.float().reshape(-1, config.n_classes), target.reshape(-1))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")

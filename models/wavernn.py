@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VocoderConfig
-from models.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, check_weights
+from models.reference import SPARSE_WEIGHTS, STEP_INPUTS, WEIGHT_SHAPES, check_weights
 
 
 class CondNet(nn.Module):
@@ -47,11 +47,23 @@ def interpolate_cond(cond: torch.Tensor, hop: int) -> torch.Tensor:
 
 
 SAMPLE_GAIN = 32.0
-"""Training-only reparametrisation of the previous-sample input: the GRU sees SAMPLE_GAIN * x and
-its weight column holds w_sample / SAMPLE_GAIN (exported multiplied back, so the math is unchanged).
+"""Training-only reparametrisation of the step inputs: the GRU sees SAMPLE_GAIN * x (likewise p
+and e) and each weight column holds w / SAMPLE_GAIN (exported multiplied back, so the math is unchanged).
 Speech samples are small (mean |x| ~ 0.04), so with the plain parametrisation Adam's per-parameter
 step grows w_sample far too slowly and the loss stalls near the marginal entropy; a power of two
 keeps the export round trip exact."""
+
+
+N_INPUTS = len(STEP_INPUTS)
+
+
+def widen_input_columns(w_ih: torch.Tensor, cond_size: int) -> torch.Tensor:
+    """A GRU input matrix (or its Adam moments) from before p[n] and e[n-1] were inputs, [3H, 1 + C],
+    with zero columns for them: the same function, ready to learn to use them. Others unchanged."""
+    if w_ih.shape[1] != 1 + cond_size:
+        return w_ih
+    zeros = w_ih.new_zeros(w_ih.shape[0], N_INPUTS - 1)
+    return torch.cat([w_ih[:, :1], zeros, w_ih[:, 1:]], dim=1)
 
 
 class WaveRNN(nn.Module):
@@ -62,16 +74,16 @@ class WaveRNN(nn.Module):
         self.config = config
         self.sample_gain = SAMPLE_GAIN
         self.cond = CondNet(config)
-        # GRU input = [previous sample's decoded value, interpolated conditioning]; gate order r,z,n
-        # and the b_hn-inside-r formula of nn.GRU are exactly the reference's.
-        self.gru = nn.GRU(1 + config.cond_size, config.hidden_size, batch_first=True)
+        # GRU input = [the step inputs (reference.STEP_INPUTS), interpolated conditioning]; gate
+        # order r,z,n and the b_hn-inside-r formula of nn.GRU are exactly the reference's.
+        self.gru = nn.GRU(N_INPUTS + config.cond_size, config.hidden_size, batch_first=True)
         self.fc1 = nn.Linear(config.hidden_size, config.fc_size)
         self.fc2 = nn.Linear(config.fc_size, config.n_classes)
 
     def forward(
         self,
         mel: torch.Tensor,
-        prev: torch.Tensor,
+        inputs: torch.Tensor,
         h0: torch.Tensor | None = None,
         *,
         utterance_end: bool = False,
@@ -80,9 +92,8 @@ class WaveRNN(nn.Module):
 
         mel:  [B, N + 5, n_mels] padded mel: rows f..f+4 give the conditioning of frame f, and the
               N + 1 conditioning frames cover the N frames generated plus the interpolation target.
-        prev: [B, N * T] float value of the previous sample as generation makes it: its decoded
-              mu-law class, plus the linear prediction for LPC models (0.0 before the first
-              sample of an utterance), see reference.excitation_targets.
+        inputs: [B, N * T, 3] step inputs as generation makes them: previous sample, this step's
+              linear prediction, previous decoded excitation (reference.excitation_targets).
         h0:   optional [B, H] initial GRU state (zeros by default).
         utterance_end: mel is [B, N + 4] and ends the utterance, so the last frame interpolates
               towards its own conditioning (reference.vocode) instead of a following frame's.
@@ -92,7 +103,7 @@ class WaveRNN(nn.Module):
         if utterance_end:
             cond = torch.cat([cond, cond[:, -1:]], dim=1)
         cond = interpolate_cond(cond, self.config.hop_length)  # [B, L, C]
-        x = (prev * self.sample_gain).unsqueeze(-1).to(cond.dtype)  # [B, L, 1]
+        x = (inputs * self.sample_gain).to(cond.dtype)  # [B, L, 3]
         h, _ = self.gru(torch.cat([x, cond], dim=-1), None if h0 is None else h0[None])
         return self.fc2(F.relu(self.fc1(h)))
 
@@ -117,8 +128,8 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
         "cond.conv1.bias": a(model.cond.conv1.bias),
         "cond.conv2.weight": a(model.cond.conv2.weight),
         "cond.conv2.bias": a(model.cond.conv2.bias),
-        "gru.w_sample": np.ascontiguousarray(w_ih[:, 0] * np.float32(model.sample_gain)),
-        "gru.w_cond": np.ascontiguousarray(w_ih[:, 1:]),
+        **{k: np.ascontiguousarray(w_ih[:, i] * np.float32(model.sample_gain)) for i, k in enumerate(STEP_INPUTS)},
+        "gru.w_cond": np.ascontiguousarray(w_ih[:, N_INPUTS:]),
         "gru.b_ih": a(model.gru.bias_ih_l0),
         "gru.w_hh": a(model.gru.weight_hh_l0),
         "gru.b_hh": a(model.gru.bias_hh_l0),
@@ -140,7 +151,7 @@ def from_reference_weights(weights: dict[str, np.ndarray], config: VocoderConfig
     def t(name: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(weights[name], dtype=np.float32).copy())
 
-    w_ih = torch.cat([t("gru.w_sample")[:, None] / model.sample_gain, t("gru.w_cond")], dim=1)
+    w_ih = torch.cat([*(t(k)[:, None] / model.sample_gain for k in STEP_INPUTS), t("gru.w_cond")], dim=1)
     with torch.no_grad():
         model.cond.conv1.weight.copy_(t("cond.conv1.weight"))
         model.cond.conv1.bias.copy_(t("cond.conv1.bias"))

@@ -46,7 +46,7 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
     quantized = ref.QuantizedWeights.from_weights(w) if config.weight_dtype == "int8" else None
     arr = tvm.runtime.tensor
     h = arr(np.zeros(config.hidden_size, np.float32))
-    x = arr(np.zeros(2 + config.lpc_order, np.float32))
+    x = arr(np.zeros(3 + config.lpc_order, np.float32))
     out = arr(np.zeros(config.hop_length, np.int32))
     pcm = arr(np.zeros(config.hop_length, np.float32))
     weights_args = [arr(a) for a in wargs]
@@ -54,8 +54,8 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
     max_h_err = 0.0
     for f in range(frames):
         u = rng.random(config.hop_length, dtype=np.float32)
-        hist = x.numpy()[2:].copy()
-        state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy())
+        hist = x.numpy()[3:].copy()
+        state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy(), e=float(x.numpy()[2]))
         trace = ref.FrameTrace()
         expected, _ = ref.run_frame(
             w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f]
@@ -67,7 +67,8 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
         # the kernel's PCM is its own classes (plus its prediction), de-emphasised as the reference
         signal, hist = signal_of(got, lpc[f], hist)
         assert np.array_equal(pcm.numpy(), deemphasis(signal))
-        assert np.array_equal(x.numpy()[2:], hist)  # the LPC history it carries on
+        assert np.array_equal(x.numpy()[3:], hist)  # the LPC history it carries on
+        assert x.numpy()[2] == ref.mulaw_table()[got[-1]]  # and the last excitation
         differ = np.nonzero(got != expected)[0]
         steps += len(got)
         if len(differ):

@@ -105,19 +105,32 @@ def test_excitation_targets_plain_and_lpc() -> None:
     a = np.convolve([1, -2 * 0.97 * np.cos(0.13), 0.97**2], [1, -2 * 0.95 * np.cos(0.4), 0.95**2])
     x = lfilter([1.0], a, rng.normal(size=12_000))
     x = (0.1 * x / np.abs(x).max()).astype(np.float32)
-    # plain: the classes of the signal, and input n = decoded class n - 1
-    classes, prev = ref.excitation_targets(x, np.zeros((41, 0), np.float32), hop)
+    # plain: the classes of the signal; inputs at n: decoded class n - 1 (as sample and as
+    # excitation), no prediction
+    classes, inputs = ref.excitation_targets(x, np.zeros((41, 0), np.float32), hop)
+    assert inputs.shape == (x.size, 3) and inputs.dtype == np.float32
     assert np.array_equal(classes, ref.mulaw_encode(x))
-    assert prev[0] == 0 and np.array_equal(prev[1:], ref.mulaw_decode(classes[:-1]))
+    assert not inputs[0].any() and not inputs[:, 1].any()
+    assert np.array_equal(inputs[1:, 0], ref.mulaw_decode(classes[:-1]))
+    assert np.array_equal(inputs[1:, 2], inputs[1:, 0])
     # LPC fitted to the signal's own mel: the excitation is much smaller than the signal
     config = dataclasses.replace(TINY, lpc_order=16, preemphasis=0.0)
     lpc = ref.frame_lpc(log_mel(x), config)
     assert lpc.shape == (41, 16) and lpc.dtype == np.float32
-    e_classes, e_prev = ref.excitation_targets(x, lpc, hop)
+    e_classes, e_inputs = ref.excitation_targets(x, lpc, hop)
     e = ref.mulaw_decode(e_classes)
     assert np.sqrt(np.mean(e[600:] ** 2)) < 0.3 * np.sqrt(np.mean(x[600:] ** 2))  # > 10 dB gain
     # inputs are the signal as generation would make it: close to the truth, exact at n = 0
-    assert e_prev[0] == 0 and np.abs(e_prev[1:] - x[:-1]).max() < 0.01
+    prev, pred, exc = e_inputs.T
+    assert prev[0] == 0 and np.abs(prev[1:] - x[:-1]).max() < 0.01
+    # each step's prediction is the kernel's from the true past (whose targets these are), and
+    # the excitation input is the previous decoded class: the sample is the previous step's
+    # prediction plus it
+    padded = np.concatenate([np.zeros(16, np.float32), x])  # padded[n + 15] = x[n - 1]
+    again = [ref.predict(lpc[n // hop], padded[n : n + 16][::-1]) for n in range(x.size)]
+    assert np.abs(pred - np.array(again)).max() < 1e-6
+    assert exc[0] == 0 and np.array_equal(exc[1:], e[:-1])
+    assert np.abs(prev[1:] - (pred[:-1] + exc[1:])).max() < 1e-6
 
 
 def test_noise_injection_targets_correct_the_bent_past() -> None:
@@ -130,11 +143,12 @@ def test_noise_injection_targets_correct_the_bent_past() -> None:
     x = lfilter([1.0], a, rng.normal(size=6_000))
     x = (0.2 * x / np.abs(x).max()).astype(np.float32)
     lpc = np.tile(a[1:].astype(np.float32), (21, 1))
-    _, clean_prev = ref.excitation_targets(x, lpc, hop)
+    clean_prev = ref.excitation_targets(x, lpc, hop)[1][:, 0]
     bends = []
     for scale in (1.0, 4.0):
         noise = np.rint(rng.laplace(0.0, scale, x.size)).astype(np.int64)
-        classes, prev = ref.excitation_targets(x, lpc, hop, noise)
+        classes, inputs = ref.excitation_targets(x, lpc, hop, noise)
+        prev = inputs[:, 0]
         # the kernel's own prediction from the inputs' history gives back each target's class
         # (a class boundary may fall between float32 inputs and the float64 history: rare)
         hist = np.concatenate([np.zeros(P, np.float32), prev])  # prev[n] = made[n - 1]
@@ -143,5 +157,9 @@ def test_noise_injection_targets_correct_the_bent_past() -> None:
         )
         again = ref.mulaw_encode(x[1:].astype(np.float64) - pred)
         assert np.mean(again == classes[1:]) > 0.99
+        # the prediction input is that same prediction; the excitation input is what a sampler
+        # drew, seen from its own prediction
+        assert np.abs(inputs[1:, 1] - pred).max() < 1e-6
+        assert np.abs(inputs[1:, 0] - (inputs[:-1, 1] + inputs[1:, 2])).max() < 1e-6
         bends.append(np.abs(prev - clean_prev).mean())
     assert 0 < bends[0] < bends[1]  # more noise, a more bent past

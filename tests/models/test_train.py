@@ -36,14 +36,14 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
     c = train_mod.Corpus(corpus, "train", TINY)
     assert c.refresh() == 6
     assert c.refresh() == 0  # a second read adds nothing new
-    mel, prev, target = train_mod.sample_batch(c.utterances, TINY, 5, 2, np.random.default_rng(0))
+    mel, inputs, target = train_mod.sample_batch(c.utterances, TINY, 5, 2, np.random.default_rng(0))
     assert mel.shape == (5, 2 + 5, 80)
-    assert prev.shape == target.shape == (5, 600)
+    assert inputs.shape == (*target.shape, 3) and target.shape == (5, 600)
     assert target.min() >= 0 and target.max() <= 255
     # Teacher forcing: input n is the decoded class of target n - 1.
     from models.reference import mulaw_decode
 
-    np.testing.assert_array_equal(prev[:, 1:], mulaw_decode(target[:, :-1]))
+    np.testing.assert_array_equal(inputs[:, 1:, 0], mulaw_decode(target[:, :-1]))
 
 
 def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
@@ -60,7 +60,7 @@ def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
     # the excitation of a predictable (tonal) signal is far smaller than the signal itself
     assert np.abs(mulaw_decode(v.classes)).mean() < 0.5 * np.abs(mulaw_decode(u.classes)).mean()
     # generation's inputs track the true signal either way (within mu-law resolution)
-    assert np.abs(v.prev - u.prev).max() < 0.05
+    assert np.abs(v.inputs[:, 0] - u.inputs[:, 0]).max() < 0.05
 
 
 def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
@@ -72,17 +72,17 @@ def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
     )
     for c in (clean, noisy, again):
         c.refresh()
-    bent = [np.abs(u.prev - v.prev).mean() for u, v in zip(clean.utterances, noisy.utterances)]
+    bent = [np.abs(u.inputs - v.inputs).mean() for u, v in zip(clean.utterances, noisy.utterances)]
     assert max(bent) > 1e-4  # the noisy past differs from the clean one...
     for u, v in zip(noisy.utterances, again.utterances):  # ...the same way on every load (resume)
-        assert np.array_equal(u.prev, v.prev) and np.array_equal(u.classes, v.classes)
+        assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
     # A plain (non-LPC) corpus has no prediction to bend: the option changes nothing.
     plain, plain_noisy = (
         train_mod.Corpus(corpus, "train", TINY, input_noise=n) for n in (0.0, 6.0)
     )
     plain.refresh(), plain_noisy.refresh()
     for u, v in zip(plain.utterances, plain_noisy.utterances):
-        assert np.array_equal(u.prev, v.prev) and np.array_equal(u.classes, v.classes)
+        assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:

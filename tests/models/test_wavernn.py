@@ -46,10 +46,10 @@ def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndar
     full[: audio.size] = audio
     # Training's inputs: the pre-emphasised signal (see VocoderConfig.preemphasis), as generated.
     signal = preemphasize(full, model.config.preemphasis)
-    _, prev = excitation_targets(signal, frame_lpc(mel, model.config), model.config.hop_length)
+    _, inputs = excitation_targets(signal, frame_lpc(mel, model.config), model.config.hop_length)
     with torch.no_grad():
         logits = model(
-            torch.from_numpy(padded)[None], torch.from_numpy(prev)[None], utterance_end=True
+            torch.from_numpy(padded)[None], torch.from_numpy(inputs)[None], utterance_end=True
         )
     return logits[0].numpy()
 
@@ -108,3 +108,42 @@ def test_a_different_model_gives_different_logits() -> None:
         from_reference_weights(random_weights(CONFIG, seed=1), CONFIG), mel, audio
     )
     assert np.abs(other - ref).max() > 0.1
+
+
+def test_checkpoints_from_before_the_lpcnet_inputs_load_as_the_same_model() -> None:
+    """Weights and training checkpoints saved when the GRU saw only the previous sample (kernel
+    ABI < 7) load with zero columns for p[n] and e[n-1]: the same function, ready to fine-tune."""
+    from models.reference import upgrade_weights
+    from models.train import _widen_moments, model_from_checkpoint
+    from models.wavernn import N_INPUTS
+
+    config = dataclasses.replace(CONFIG, lpc_order=8)
+    w = random_weights(config, 3)
+    w["gru.w_pred"][:] = 0
+    w["gru.w_exc"][:] = 0
+    model = from_reference_weights(w, config)
+    mel, audio = _inputs(config, 4, 3)
+    want = _torch_logits(model, mel, audio)
+    # the reference weights of an old export: no w_pred / w_exc
+    old = {k: v for k, v in w.items() if k not in ("gru.w_pred", "gru.w_exc")}
+    up = upgrade_weights(old)
+    assert all(np.array_equal(up[k], w[k]) for k in w)
+    # an old training checkpoint: GRU input matrix [3H, 1 + C], Adam moments of that shape
+    state = model.state_dict()
+    narrow = torch.cat([state["gru.weight_ih_l0"][:, :1], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1)
+    assert narrow.shape == (3 * config.hidden_size, 1 + config.cond_size)
+    old_state = {"config": config.to_dict(), "model": {**state, "gru.weight_ih_l0": narrow}}
+    again, _ = model_from_checkpoint(old_state)
+    np.testing.assert_array_equal(_torch_logits(again, mel, audio), want)
+    opt = torch.optim.Adam(again.parameters())
+    w_ih = again.gru.weight_ih_l0
+    opt.state[w_ih] = {
+        "step": torch.tensor(10.0), "exp_avg": torch.ones_like(narrow), "exp_avg_sq": torch.ones_like(narrow)
+    }
+    _widen_moments(opt, again, config)
+    m = opt.state[w_ih]["exp_avg"]
+    assert m.shape == w_ih.shape and not m[:, 1:N_INPUTS].any() and m[:, 0].all() and m[:, N_INPUTS:].all()
+    # and the new columns learn: one step moves them off zero
+    again(torch.from_numpy(pad_mel(mel))[None], torch.ones(1, 4 * config.hop_length, 3), utterance_end=True).sum().backward()
+    opt.step()
+    assert w_ih[:, 1:N_INPUTS].abs().sum() > 0
