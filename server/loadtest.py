@@ -410,8 +410,12 @@ async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], 
                 progress.add(res)
                 if res.refused:
                     # As a client honouring the server's Retry-After would, instead of a storm of
-                    # refused connects that eats the very core being measured.
-                    await asyncio.sleep(plan.retry_after_s)
+                    # refused connects that eats the very core being measured. Never past the
+                    # deadline: the run ends on time.
+                    wait = plan.retry_after_s
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - time.perf_counter()))
+                    await asyncio.sleep(wait)
 
         async def ticker() -> None:
             while True:

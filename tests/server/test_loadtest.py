@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import pytest
@@ -203,6 +204,15 @@ def test_tiny_capacity_refuses_streams(
     )
     assert s["ok"] >= 1 and s["errors"] == 0, s
     assert 1 <= s["refused"] <= 12, s
+    # ... but never past --duration: a 60 s retry wait is cut short when the run's time is up
+    # (the bound is generous: the admitted 5 s utterance still finishes).
+    t0 = time.monotonic()
+    rc, s = _run_json(
+        capsys, "--url", server.url, "--streams", "3", "--duration", "2",
+        "--retry-after", "60", "--mel-frames", "400",
+    )
+    assert s["refused"] >= 1 and s["errors"] == 0, s
+    assert time.monotonic() - t0 < 30
 
 
 def test_api_key(live_server_factory, capsys: pytest.CaptureFixture[str]) -> None:
