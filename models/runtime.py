@@ -160,7 +160,8 @@ class VocoderRuntime:
     ) -> None:
         """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
         PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, previous excitation, LPC
-        history]) update in place. lpc: the frame's predictor coefficients [P] ([1], unused, without LPC)."""
+        history]) update in place. lpc: the frame's predictor coefficients [P] ([1], unused,
+        without LPC)."""
         self._frame_fn(cond_pair, lpc, uniforms, h, x, out, pcm, *self._weight_args)
 
     def condition(
