@@ -7,9 +7,9 @@ The call does, for one frame (T samples):
      FC1 + ReLU, block-sparse FC2, softmax with fast exp, inverse-CDF sample, feedback of the
      sample, the linear prediction and the excitation;
   3. de-emphasis of the frame's decoded samples into float PCM.
-The GRU state, previous sample and de-emphasis state are read from and written back to in/out
-buffers, so a stream's state survives between calls without copies. The module's second
-function, "condition", is the conditioning network, run for a batch of frames at a time.
+The GRU state, previous sample and excitation, and de-emphasis state are read from and written
+back to in/out buffers, so a stream's state survives between calls without copies. The module's
+second function, "condition", is the conditioning network, run for a batch of frames at a time.
 
 The math is models/reference.py's; tests/models/test_kernel.py checks them against each other.
 Intermediates inside vectorised loops are staged in local buffers: binding them to Python names
@@ -35,8 +35,8 @@ from models.reference import (
     TANH_BETA,
     TANH_CLAMP,
     Q,
-    CondMatrices,
     STEP_INPUTS,
+    CondMatrices,
     QuantizedWeights,
     mulaw_table,
 )
