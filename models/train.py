@@ -303,6 +303,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+GRU_INPUT = "gru.weight_ih_l0"  # the parameter whose columns are the GRU's inputs
+
+
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig]:
     config = VocoderConfig.from_dict(state["config"])
     model = WaveRNN(config)
@@ -312,9 +315,6 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig
     params[GRU_INPUT] = widen_input_columns(params[GRU_INPUT], config.cond_size)
     model.load_state_dict(params)
     return model, config
-
-
-GRU_INPUT = "gru.weight_ih_l0"
 
 
 def _widen_moments(opt: torch.optim.Optimizer, model: WaveRNN, config: VocoderConfig) -> None:

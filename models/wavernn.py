@@ -48,7 +48,8 @@ def interpolate_cond(cond: torch.Tensor, hop: int) -> torch.Tensor:
 
 SAMPLE_GAIN = 32.0
 """Training-only reparametrisation of the step inputs: the GRU sees SAMPLE_GAIN * x (likewise p
-and e) and each weight column holds w / SAMPLE_GAIN (exported multiplied back, so the math is unchanged).
+and e) and each weight column holds w / SAMPLE_GAIN (exported multiplied back, so the math is
+unchanged).
 Speech samples are small (mean |x| ~ 0.04), so with the plain parametrisation Adam's per-parameter
 step grows w_sample far too slowly and the loss stalls near the marginal entropy; a power of two
 keeps the export round trip exact."""
@@ -128,7 +129,10 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
         "cond.conv1.bias": a(model.cond.conv1.bias),
         "cond.conv2.weight": a(model.cond.conv2.weight),
         "cond.conv2.bias": a(model.cond.conv2.bias),
-        **{k: np.ascontiguousarray(w_ih[:, i] * np.float32(model.sample_gain)) for i, k in enumerate(STEP_INPUTS)},
+        **{
+            k: np.ascontiguousarray(w_ih[:, i] * np.float32(model.sample_gain))
+            for i, k in enumerate(STEP_INPUTS)
+        },
         "gru.w_cond": np.ascontiguousarray(w_ih[:, N_INPUTS:]),
         "gru.b_ih": a(model.gru.bias_ih_l0),
         "gru.w_hh": a(model.gru.weight_hh_l0),
@@ -151,7 +155,8 @@ def from_reference_weights(weights: dict[str, np.ndarray], config: VocoderConfig
     def t(name: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(weights[name], dtype=np.float32).copy())
 
-    w_ih = torch.cat([*(t(k)[:, None] / model.sample_gain for k in STEP_INPUTS), t("gru.w_cond")], dim=1)
+    step = [t(k)[:, None] / model.sample_gain for k in STEP_INPUTS]
+    w_ih = torch.cat([*step, t("gru.w_cond")], dim=1)
     with torch.no_grad():
         model.cond.conv1.weight.copy_(t("cond.conv1.weight"))
         model.cond.conv1.bias.copy_(t("cond.conv1.bias"))
