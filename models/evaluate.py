@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import math
@@ -86,6 +87,12 @@ BANDS_HZ = (0, 150, 500, 1000, 2000, 4000, 8000, 12000)
 """Edges of the bands `band_bias_db` reports: the voice's F0/first-harmonic region, F1, F2, ..."""
 
 
+def _band_index(bins: int) -> np.ndarray:
+    """Band of BANDS_HZ each STFT bin falls in: int [bins], 0 .. len(BANDS_HZ) - 2."""
+    freqs = np.arange(bins) * SPEC.sample_rate / SPEC.n_fft
+    return np.digitize(freqs, BANDS_HZ[1:-1])
+
+
 def band_bias_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Energy of `out` minus energy of `ref` per band of BANDS_HZ (dB, active frames): float [bands].
 
@@ -93,11 +100,22 @@ def band_bias_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     voice is loud (or booms below it) shows here as a sign, not only as a larger distance.
     """
     p_ref, p_out = _active_power(ref, out)
-    freqs = np.arange(p_ref.shape[1]) * SPEC.sample_rate / SPEC.n_fft
-    band = np.digitize(freqs, BANDS_HZ[1:-1])  # 0 .. len(BANDS_HZ) - 2
+    band = _band_index(p_ref.shape[1])
     e_ref = np.array([p_ref[:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
     e_out = np.array([p_out[:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
     return 10 * np.log10((e_out + POWER_FLOOR) / (e_ref + POWER_FLOOR))
+
+
+def band_lsd_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """RMS dB difference over the bins of each band of BANDS_HZ (active frames): float [bands].
+
+    Where the LSD comes from: a vocoder whose harmonics are smeared into noise scores badly in the
+    bands the harmonics are resolved in, even when its band energy (band_bias_db) is right.
+    """
+    p_ref, p_out = _active_power(ref, out)
+    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
+    band = _band_index(p_ref.shape[1])
+    return np.sqrt(np.array([np.mean(diff[:, band == b] ** 2) for b in range(len(BANDS_HZ) - 1)]))
 
 
 def mel_cepstrum(audio: np.ndarray, n: int = N_CEPSTRA) -> np.ndarray:
@@ -198,12 +216,12 @@ def evaluate(
     mel: Griffin-Lim ("griffin-lim", unless griffin_lim_iters is None) and white noise through the
     mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False).
     summary[name] = {lsd_db, mcd_db, rtf, n, lsd_max_db (the worst utterance: a runaway shows
-    here), band_bias_db (mean over utterances of band_bias_db), per_utterance (LSD, MCD lists)}.
+    here), band_bias_db and band_lsd_db (means over utterances of those functions), per_utterance (LSD, MCD lists)}.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
     names += ["lpc-noise"] if lpc_noise else []
     per: dict[str, dict[str, list[float]]] = {
-        n: {"lsd_db": [], "mcd_db": [], "seconds": [], "bias": []} for n in names
+        n: {"lsd_db": [], "mcd_db": [], "seconds": [], "bias": [], "band_lsd": []} for n in names
     }
     audio_out: dict[str, dict[str, np.ndarray]] = {}
     total_audio = 0.0
@@ -222,6 +240,7 @@ def evaluate(
             per[name]["lsd_db"].append(log_spectral_distance(utt.audio, y))
             per[name]["mcd_db"].append(mel_cepstral_distortion(utt.audio, y))
             per[name]["bias"].append(band_bias_db(utt.audio, y))
+            per[name]["band_lsd"].append(band_lsd_db(utt.audio, y))
             outs[name] = y[: utt.audio.shape[0]]
             logger.info(
                 "%s %-20s LSD %.2f dB  MCD %.2f dB",
@@ -239,6 +258,7 @@ def evaluate(
             "n": len(v["lsd_db"]),
             "lsd_max_db": float(np.max(v["lsd_db"])),
             "band_bias_db": [float(b) for b in np.mean(v["bias"], axis=0)],
+            "band_lsd_db": [float(b) for b in np.mean(v["band_lsd"], axis=0)],
             "per_utterance": {"lsd_db": v["lsd_db"], "mcd_db": v["mcd_db"]},
         }
         for n, v in per.items()
@@ -259,13 +279,22 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def format_bias_table(summary: dict[str, dict]) -> str:
-    """Band energy of each system minus the original's (dB), mean over utterances."""
-    edges = [f"{a / 1000:g}–{b / 1000:g} kHz" for a, b in zip(BANDS_HZ[:-1], BANDS_HZ[1:])]
+def _format_band_table(summary: dict[str, dict], key: str, fmt: str) -> str:
+    edges = [f"{a / 1000:g}–{b / 1000:g} kHz" for a, b in itertools.pairwise(BANDS_HZ)]
     lines = ["| system | " + " | ".join(edges) + " |", "|---" * (len(edges) + 1) + "|"]
     for name, m in summary.items():
-        lines.append(f"| {name} | " + " | ".join(f"{b:+.1f}" for b in m["band_bias_db"]) + " |")
+        lines.append(f"| {name} | " + " | ".join(format(b, fmt) for b in m[key]) + " |")
     return "\n".join(lines)
+
+
+def format_bias_table(summary: dict[str, dict]) -> str:
+    """Band energy of each system minus the original's (dB), mean over utterances."""
+    return _format_band_table(summary, "band_bias_db", "+.1f")
+
+
+def format_band_lsd_table(summary: dict[str, dict]) -> str:
+    """RMS dB difference per band of each system (dB), mean over utterances."""
+    return _format_band_table(summary, "band_lsd_db", ".1f")
 
 
 def save_spectrograms(path: Path, outs: dict[str, np.ndarray], title: str) -> None:
@@ -342,6 +371,14 @@ def write_quality_doc(
         "Band energy, output minus original (dB, active frames, mean over utterances): the sign "
         "of the distance, e.g. a vocoder too quiet where the voice is loud, or booming below it."
     )
+    band = _band_index(SPEC.n_fft // 2 + 1)
+    shares = ", ".join(f"{np.mean(band == b):.0%}" for b in range(len(BANDS_HZ) - 1))
+    band_lsd = (
+        "LSD per band (RMS dB difference over the band's bins, active frames, mean over utterances): "
+        "where the distance comes from. A band can have the right energy above and still score badly "
+        "here, e.g. when the original's harmonics come out as noise. The bands hold "
+        f"{shares} of the bins."
+    )
     lines = [
         "## Vocoding quality",
         "",
@@ -356,6 +393,10 @@ def write_quality_doc(
         bias,
         "",
         format_bias_table(summary),
+        "",
+        band_lsd,
+        "",
+        format_band_lsd_table(summary),
         "",
         "Models:",
         models,
@@ -397,7 +438,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="corpus split to score: `test` for reporting, `train` for tuning export knobs",
     )
     parser.add_argument("--no-griffin-lim", action="store_true")
-    parser.add_argument("--no-lpc-noise", action="store_true", help="skip the LPC + white noise baseline")
+    parser.add_argument(
+        "--no-lpc-noise", action="store_true", help="skip the LPC + white noise baseline"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--json", type=Path, default=None, help="write the summary (and per-model info) here"
@@ -458,6 +501,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(summary))
     print(format_bias_table(summary))
+    print(format_band_lsd_table(summary))
     plots, samples = [], []
     for i, utt in enumerate(utterances):
         if args.img_dir and i < args.plots:

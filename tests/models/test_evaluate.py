@@ -67,6 +67,30 @@ def test_band_bias_has_the_sign_and_place_of_the_difference() -> None:
     assert np.all(np.abs(bias[: ev.BANDS_HZ.index(1000)]) < 0.5)
 
 
+def test_band_lsd_finds_harmonics_turned_into_noise() -> None:
+    from scipy.signal.windows import tukey
+
+    rng = np.random.default_rng(4)
+    t = np.arange(24_000) / SPEC.sample_rate
+    floor = 1e-3 * rng.normal(size=t.shape)  # the same floor in both signals
+    harmonics = sum(0.05 * np.sin(2 * np.pi * f * t) for f in (200, 300, 400, 600, 700, 800, 900))
+    spectrum = np.fft.rfft(rng.normal(size=t.shape))
+    freqs = np.fft.rfftfreq(t.shape[0], 1 / SPEC.sample_rate)
+    noise = np.fft.irfft(spectrum * ((freqs > 170) & (freqs < 980)), t.shape[0])  # 0.15-1 kHz only
+    noise *= np.std(harmonics) / np.std(noise)
+    fade = tukey(t.shape[0], 0.5)  # no edge for the STFT's reflect padding to turn into a click
+    ref, out = fade * harmonics + floor, fade * noise + floor
+    assert np.allclose(ev.band_lsd_db(ref, ref), 0.0)
+    assert np.allclose(ev.band_lsd_db(ref, 0.5 * ref), 6.02, atol=0.01)
+    # The same energy in the bands the harmonics are in, so the band bias barely moves ...
+    bias, lsd = ev.band_bias_db(ref, out), ev.band_lsd_db(ref, out)
+    lo, hi = ev.BANDS_HZ.index(150), ev.BANDS_HZ.index(1000)
+    assert np.all(np.abs(bias[lo:hi]) < 2.0)
+    # ... but the distance is large there, and nil where the two signals are the same.
+    assert np.all(lsd[lo:hi] > 10.0)
+    assert np.all(lsd[ev.BANDS_HZ.index(4000) :] < 1.0)
+
+
 def test_lengths_are_aligned_and_empty_rejected() -> None:
     y = _speechlike(0.3, 3)
     assert ev.log_spectral_distance(y, np.concatenate([y, np.ones(500, np.float32)])) == 0.0
@@ -116,7 +140,8 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
     for m in summary.values():
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
         assert m["lsd_max_db"] == max(m["per_utterance"]["lsd_db"]) >= m["lsd_db"]
-        assert len(m["band_bias_db"]) == len(ev.BANDS_HZ) - 1
+        assert len(m["band_bias_db"]) == len(m["band_lsd_db"]) == len(ev.BANDS_HZ) - 1
+        assert all(b >= 0 for b in m["band_lsd_db"])
     for u in utts:
         assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
         for y in audio[u.id].values():
@@ -159,7 +184,7 @@ def test_cli_writes_table_doc_plots_and_samples(
     assert data["utterances"] == ["t00"] and data["summary"]["tiny"]["n"] == 1
     doc = (tmp_path / "quality.md").read_text()
     assert "| tiny |" in doc and "img/spectrogram-t00.png" in doc
-    assert doc.count("| tiny |") == 2  # the distance table and the band-energy table
+    assert doc.count("| tiny |") == 3  # the distance, band-energy and band-distance tables
     assert (tmp_path / "img" / "spectrogram-t00.png").stat().st_size > 1000
     y, sr = sf.read(tmp_path / "samples" / "t00-tiny.wav")
     assert sr == SPEC.sample_rate and y.shape[0] == int(0.4 * SPEC.sample_rate)
