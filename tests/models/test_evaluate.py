@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,28 @@ def test_band_lsd_finds_harmonics_turned_into_noise() -> None:
     assert np.all(lsd[ev.BANDS_HZ.index(4000) :] < 1.0)
 
 
+def test_voiced_frames_are_told_from_noise_and_scored_apart() -> None:
+    rng = np.random.default_rng(5)
+    t = np.arange(24_000) / SPEC.sample_rate
+    vowel = sum(0.1 / k * np.sin(2 * np.pi * 180 * k * t) for k in range(1, 8))  # F0 180 Hz
+    noise = 0.05 * rng.normal(size=t.shape)
+    per = ev.periodicity(np.concatenate([vowel, noise]))
+    assert per.shape == (48_000 // SPEC.hop_length + 1,)
+    half = per.shape[0] // 2
+    assert np.all(per[: half - 3] > ev.VOICED_THRESHOLD)  # away from the seam
+    assert np.all(per[half + 3 :] < ev.VOICED_THRESHOLD)
+    assert np.all(ev.periodicity(np.zeros(3000)) == 0.0)  # silence: defined, not NaN
+    ref = np.concatenate([vowel, noise])
+    # Damage only the noise half: the voiced LSD stays 0, the unvoiced one grows.
+    out = np.concatenate([vowel, 0.25 * noise])
+    voiced, unvoiced = ev.lsd_voiced_unvoiced(ref, out)
+    assert voiced < 1.0 and unvoiced > 10.0
+    # Two independent noises of the same spectrum: the ~7.9 dB floor of a sampling vocoder.
+    _, floor = ev.lsd_voiced_unvoiced(noise, 0.05 * rng.normal(size=t.shape))
+    assert 7.0 < floor < 9.0
+    assert math.isnan(ev.lsd_voiced_unvoiced(noise, noise)[0])  # no voiced frames at all
+
+
 def test_lengths_are_aligned_and_empty_rejected() -> None:
     y = _speechlike(0.3, 3)
     assert ev.log_spectral_distance(y, np.concatenate([y, np.ones(500, np.float32)])) == 0.0
@@ -142,6 +165,7 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
         assert m["lsd_max_db"] == max(m["per_utterance"]["lsd_db"]) >= m["lsd_db"]
         assert len(m["band_bias_db"]) == len(m["band_lsd_db"]) == len(ev.BANDS_HZ) - 1
         assert all(b >= 0 for b in m["band_lsd_db"])
+        assert np.isfinite(m["lsd_voiced_db"]) or np.isfinite(m["lsd_unvoiced_db"])
     for u in utts:
         assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
         for y in audio[u.id].values():
