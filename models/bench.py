@@ -257,9 +257,11 @@ def _runs_here(isa: str) -> bool:
 def format_table(report: dict[str, Any]) -> str:
     c = report["config"]
     lines = [
-        f"model {report['model']} ({'trained' if report['trained'] else 'UNTRAINED'}): H={c['hidden_size']}, "
-        f"FC={c['fc_size']}, {c['block_rows']}x{c['block_cols']} blocks at {c['density']:.0%} density, "
-        f"{c['weight_dtype']} weights",
+        (
+            f"model {report['model']} ({'trained' if report['trained'] else 'UNTRAINED'}): "
+            f"H={c['hidden_size']}, FC={c['fc_size']}, {c['block_rows']}x{c['block_cols']} blocks "
+            f"at {c['density']:.0%} density, {c['weight_dtype']} weights"
+        ),
         f"cpu {report['cpu']} [{' '.join(report['cpu_flags'])}], pinned to core {report['core']}",
         f"budget {report['budget_us_per_sample']:.0f} us/sample (24 kHz real time)",
         "",

@@ -103,7 +103,7 @@ def build_artifact(
         "name": out_dir.name,
         "trained": trained,
         "description": description or ("UNTRAINED: deterministic random weights" if not trained else ""),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "tvm_version": tvm.__version__,
         "built_on": {"machine": platform.machine(), "python": platform.python_version()},
         "config": config.to_dict(),

@@ -20,26 +20,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-import numpy as np
-
 from models.config import VocoderConfig
-from models.sparsity import to_bsr
 from models.reference import (
     EXP2_POLY,
     EXP_FLOOR,
     LOG2E,
+    STEP_INPUTS,
     TANH_ALPHA,
     TANH_BETA,
     TANH_CLAMP,
-    Q,
-    STEP_INPUTS,
     CondMatrices,
+    Q,
     QuantizedWeights,
     mulaw_table,
 )
+from models.sparsity import to_bsr
 
 # Target per ISA level. mcpu is explicit: TVM 0.27 rejects "native" and string targets.
 ISA_TARGETS: dict[str, dict[str, object]] = {

@@ -51,7 +51,7 @@ def blocks_to_mask(keep: np.ndarray, block: tuple[int, int]) -> np.ndarray:
 
 
 def _keep_count(n_blocks: int, density: float) -> int:
-    return max(1, int(round(n_blocks * density)))
+    return max(1, round(n_blocks * density))
 
 
 def magnitude_block_mask(w: np.ndarray, block: tuple[int, int], density: float) -> np.ndarray:

@@ -35,8 +35,10 @@ FLAGS: list[tuple[str, type, str]] = [
     (
         "capacity-recovery-s",
         float,
-        "after late frames lower a core's capacity, add a stream back per this many quiet "
-        "seconds (default 30; 0: no adaptation)",
+        (
+            "after late frames lower a core's capacity, add a stream back per this many quiet "
+            "seconds (default 30; 0: no adaptation)"
+        ),
     ),
     ("initial-buffer-s", float, "playback buffer before a frame counts late (default 0.1)"),
     ("idle-timeout-s", float, "close idle websockets after this (default 30)"),

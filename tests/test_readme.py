@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def setup_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sh\n(.*?)\n```", section, flags=re.S)[:2]
+    return re.findall(r"```sh\n(.*?)\n```", section, flags=re.DOTALL)[:2]
 
 
 def test_readme_has_server_and_test_commands() -> None:

@@ -22,7 +22,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
     # A subprocess: bench pins its own process to one core.
     return subprocess.run(
-        [sys.executable, "-m", "server", "bench", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "server", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -121,7 +121,7 @@ def test_int8_packing_layout() -> None:
     rng = np.random.default_rng(0)
     wq = np.zeros((16, 8), np.int8)
     wq[:, 4:8] = rng.integers(-127, 128, size=(16, 4))
-    packed, indices, indptr, scale, corr = kernel.int8_args(wq, np.ones(16, np.float32), (16, 4))
+    packed, indices, indptr, _scale, corr = kernel.int8_args(wq, np.ones(16, np.float32), (16, 4))
     assert list(indices) == [1] and list(indptr) == [0, 1]
     assert np.array_equal(packed.view(np.int8).reshape(1, 16, 4)[0], wq[:, 4:8])
     assert np.array_equal(corr, 128 * wq.astype(np.int32).sum(axis=1))
