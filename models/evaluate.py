@@ -85,23 +85,56 @@ def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
 
 PITCH_HZ = (100.0, 400.0)  # the lags a voiced frame's period is looked for at (slt: ~130-280 Hz)
 VOICED_THRESHOLD = 0.6  # normalised autocorrelation peak above which a frame counts as voiced
+VOICING_KEYS = ("periodicity_original", "periodicity", "f0_error_cents", "vuv_error")
 
 
-def periodicity(audio: np.ndarray) -> np.ndarray:
+def pitch_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per STFT frame (centred, as magnitude_spectrogram's): the highest normalised autocorrelation
-    of the 50 ms window at a lag in PITCH_HZ, float [frames] in [-1, 1]; 0 for silent frames."""
+    of the 50 ms window at a lag in PITCH_HZ, float [frames] in [-1, 1] (0 for silent frames), and
+    that lag in samples, float [frames] (parabolic interpolation between the integer lags)."""
     x = np.asarray(audio, dtype=np.float64)
     win, hop = SPEC.win_length, SPEC.hop_length
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, win // 2), win)[::hop]
-    frames = frames[: x.shape[0] // hop + 1] - frames[: x.shape[0] // hop + 1].mean(
-        axis=1, keepdims=True
-    )
+    frames = frames[: x.shape[0] // hop + 1]
+    frames = frames - frames.mean(axis=1, keepdims=True)
     lo, hi = (round(SPEC.sample_rate / f) for f in reversed(PITCH_HZ))
     n = 1 << (win + hi).bit_length()  # zero padding: a linear, not circular, autocorrelation
     r = np.fft.irfft(np.abs(np.fft.rfft(frames, n, axis=1)) ** 2, n, axis=1)
-    energy = r[:, 0]
-    peak = r[:, lo : hi + 1].max(axis=1)
-    return np.where(energy > 1e-12, peak / np.maximum(energy, 1e-12), 0.0)
+    energy = np.maximum(r[:, 0], 1e-12)
+    k = lo + np.argmax(r[:, lo : hi + 1], axis=1)
+    rows = np.arange(r.shape[0])
+    left, mid, right = r[rows, k - 1], r[rows, k], r[rows, np.minimum(k + 1, r.shape[1] - 1)]
+    curve = left - 2 * mid + right
+    shift = np.where(curve < 0, 0.5 * (left - right) / np.where(curve < 0, curve, -1.0), 0.0)
+    peak = np.where(r[:, 0] > 1e-12, mid / energy, 0.0)
+    return peak, k + np.clip(shift, -0.5, 0.5)
+
+
+def periodicity(audio: np.ndarray) -> np.ndarray:
+    """The first half of pitch_track: how periodic each frame is, float [frames]."""
+    return pitch_track(audio)[0]
+
+
+def voicing_scores(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """How well `out` keeps the voice's harmonics, over the active frames of `ref`.
+
+    periodicity_original / periodicity: mean periodicity of ref / out over ref's voiced frames
+    (noise through the right envelope scores near 0); f0_error_cents: median |pitch difference|
+    over the frames voiced in both (the standard F0 error, robust to the odd octave slip); vuv_error:
+    the fraction of active frames whose voiced/unvoiced decision differs. NaN where undefined.
+    """
+    ref, out = _align(ref, out)
+    active = active_frames(magnitude_spectrogram(ref) ** 2)
+    (per_ref, lag_ref), (per_out, lag_out) = pitch_track(ref), pitch_track(out)
+    v_ref, v_out = per_ref > VOICED_THRESHOLD, per_out > VOICED_THRESHOLD
+    voiced, both = v_ref & active, v_ref & v_out & active
+    cents = 1200 * np.log2(lag_ref[both] / lag_out[both])  # lag is 1 / F0
+    return {
+        "periodicity_original": float(per_ref[voiced].mean()) if voiced.any() else math.nan,
+        "periodicity": float(per_out[voiced].mean()) if voiced.any() else math.nan,
+        "f0_error_cents": float(np.median(np.abs(cents))) if both.any() else math.nan,
+        "vuv_error": float(np.mean(v_ref[active] != v_out[active])),
+    }
 
 
 def lsd_voiced_unvoiced(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]:
@@ -258,7 +291,8 @@ def evaluate(
     mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False).
     summary[name] = {lsd_db, mcd_db, rtf, n, lsd_max_db (the worst utterance: a runaway shows
     here), lsd_voiced_db and lsd_unvoiced_db (lsd_voiced_unvoiced, mean over the utterances that
-    have such frames), band_bias_db and band_lsd_db (means over utterances of those functions), per_utterance (LSD, MCD lists)}.
+    have such frames), the VOICING_KEYS of voicing_scores (likewise),
+    band_bias_db and band_lsd_db (means over utterances of those functions), per_utterance (LSD, MCD lists)}.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
     names += ["lpc-noise"] if lpc_noise else []
@@ -271,6 +305,7 @@ def evaluate(
             "band_lsd": [],
             "voiced": [],
             "unvoiced": [],
+            **{key: [] for key in VOICING_KEYS},
         }
         for n in names
     }
@@ -295,6 +330,8 @@ def evaluate(
             voiced, unvoiced = lsd_voiced_unvoiced(utt.audio, y)
             per[name]["voiced"].append(voiced)
             per[name]["unvoiced"].append(unvoiced)
+            for key, value in voicing_scores(utt.audio, y).items():
+                per[name][key].append(value)
             outs[name] = y[: utt.audio.shape[0]]
             logger.info(
                 "%s %-20s LSD %.2f dB  MCD %.2f dB",
@@ -313,6 +350,7 @@ def evaluate(
             "lsd_max_db": float(np.max(v["lsd_db"])),
             "lsd_voiced_db": _nanmean(v["voiced"]),
             "lsd_unvoiced_db": _nanmean(v["unvoiced"]),
+            **{key: _nanmean(v[key]) for key in VOICING_KEYS},
             "band_bias_db": [float(b) for b in np.mean(v["bias"], axis=0)],
             "band_lsd_db": [float(b) for b in np.mean(v["band_lsd"], axis=0)],
             "per_utterance": {"lsd_db": v["lsd_db"], "mcd_db": v["mcd_db"]},
@@ -329,16 +367,30 @@ def _nanmean(values: list[float]) -> float:
 
 def format_table(summary: dict[str, dict]) -> str:
     lines = [
-        (
-            "| system | LSD (dB) ↓ | worst utterance LSD | LSD voiced frames | LSD unvoiced frames "
-            "| MCD (dB) ↓ | real-time factor | utterances |"
-        ),
-        "|---|---|---|---|---|---|---|---|",
+        "| system | LSD (dB) ↓ | worst utterance LSD | MCD (dB) ↓ | real-time factor | utterances |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in summary.items():
         lines.append(
-            f"| {name} | {m['lsd_db']:.2f} | {m['lsd_max_db']:.2f} | {m['lsd_voiced_db']:.2f} "
-            f"| {m['lsd_unvoiced_db']:.2f} | {m['mcd_db']:.2f} | {m['rtf']:.3f} | {m['n']} |"
+            f"| {name} | {m['lsd_db']:.2f} | {m['lsd_max_db']:.2f} | {m['mcd_db']:.2f} "
+            f"| {m['rtf']:.3f} | {m['n']} |"
+        )
+    return "\n".join(lines)
+
+
+def format_voicing_table(summary: dict[str, dict]) -> str:
+    """LSD over voiced and unvoiced frames apart, and how well the harmonics come out."""
+    lines = [
+        (
+            "| system | LSD voiced frames | LSD unvoiced frames | periodicity (voiced frames) "
+            "| F0 error (median cents) | V/UV disagreement |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in summary.items():
+        lines.append(
+            f"| {name} | {m['lsd_voiced_db']:.2f} | {m['lsd_unvoiced_db']:.2f} "
+            f"| {m['periodicity']:.2f} | {m['f0_error_cents']:.0f} | {m['vuv_error']:.1%} |"
         )
     return "\n".join(lines)
 
@@ -427,13 +479,28 @@ def write_quality_doc(
         "(true-cepstrum scaling) of the 80-band natural-log magnitude mel spectrum, active frames only; a "
         "filterbank cepstrum rather than SPTK's all-pass mel-cepstrum, so compare rows with each other first."
     )
+    first = next(iter(summary.values()))
+    voicing = (
+        "Voicing (active frames; a frame is voiced when its 50 ms window has a normalised "
+        f"autocorrelation peak above {VOICED_THRESHOLD:g} at a lag of {PITCH_HZ[0]:g}-{PITCH_HZ[1]:g} Hz):"
+    )
     split = (
-        "- **LSD voiced / unvoiced frames**: the same LSD over the active frames whose 50 ms window "
-        f"has a normalised autocorrelation peak above {VOICED_THRESHOLD:g} at a lag of "
-        f"{PITCH_HZ[0]:g}-{PITCH_HZ[1]:g} Hz in the original, and over the rest. The two have different "
-        "floors: in an unvoiced frame the original is noise, and a vocoder that samples noise of exactly "
-        "the right spectrum still scores ~7.9 dB (two independent noise spectra), while the smooth "
-        "expected spectrum (roughly what Griffin-Lim makes from a mel) scores ~6.1 dB."
+        "- **LSD voiced / unvoiced frames**: the LSD above over the original's voiced frames and over "
+        "the rest. The two have different floors: in an unvoiced frame the original is noise, and a "
+        "vocoder that samples noise of exactly the right spectrum still scores ~7.9 dB (two independent "
+        "noise spectra), while the smooth expected spectrum (roughly what Griffin-Lim makes from a mel) "
+        "scores ~6.1 dB. In a voiced frame both can approach 0."
+    )
+    periodic = (
+        "- **Periodicity**: that autocorrelation peak, averaged over the original's voiced frames: how "
+        "clearly the voice's harmonics come out (noise through the right envelope scores near 0). The "
+        f"original scores {first['periodicity_original']:.2f} over the same frames."
+    )
+    f0 = (
+        "- **F0 error**: median |pitch difference| in cents (100 = a semitone) over the frames voiced "
+        "in both, the pitch being the peak's lag; **V/UV disagreement**: the share of active frames "
+        "voiced in one signal and not the other. A pitch a few per cent off puts the higher harmonics "
+        "between the original's, which the LSD of the 0.15-2 kHz bands sees."
     )
     sampling = (
         "- The vocoder samples its output, so its waveform never matches the original sample for sample; "
@@ -459,9 +526,16 @@ def write_quality_doc(
         format_table(summary),
         "",
         lsd,
-        split,
         mcd,
         sampling,
+        "",
+        voicing,
+        "",
+        format_voicing_table(summary),
+        "",
+        split,
+        periodic,
+        f0,
         "",
         bias,
         "",
@@ -573,6 +647,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(format_table(summary))
+    print(format_voicing_table(summary))
     print(format_bias_table(summary))
     print(format_band_lsd_table(summary))
     plots, samples = [], []

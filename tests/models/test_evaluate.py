@@ -113,6 +113,23 @@ def test_voiced_frames_are_told_from_noise_and_scored_apart() -> None:
     assert 7.0 < floor < 9.0
     assert math.isnan(ev.lsd_voiced_unvoiced(noise, noise)[0])  # no voiced frames at all
 
+    # The vowel's own harmonics: periodic, its pitch found, every frame voiced in both.
+    same = ev.voicing_scores(ref, out)
+    assert same["periodicity_original"] > 0.8
+    assert same["periodicity"] == pytest.approx(same["periodicity_original"], abs=0.01)
+    assert same["f0_error_cents"] < 1.0 and same["vuv_error"] < 0.05
+    # Noise in the vowel's place: little periodicity, and voiced frames that lost their voicing.
+    hiss = ev.voicing_scores(vowel, 0.2 * rng.normal(size=t.shape))
+    assert hiss["periodicity"] < 0.3 and hiss["vuv_error"] > 0.9
+    # The vowel sung 3% (51 cents) sharp: as periodic, as voiced, and the error is measured.
+    sharp = sum(0.1 / k * np.sin(2 * np.pi * 180 * 1.03 * k * t) for k in range(1, 8))
+    off = ev.voicing_scores(vowel, sharp)
+    assert off["periodicity"] > 0.8 and off["vuv_error"] == 0.0
+    assert off["f0_error_cents"] == pytest.approx(1200 * np.log2(1.03), abs=10)
+    assert all(
+        math.isnan(off) for k, off in ev.voicing_scores(noise, noise).items() if k != "vuv_error"
+    )
+
 
 def test_lengths_are_aligned_and_empty_rejected() -> None:
     y = _speechlike(0.3, 3)
@@ -166,6 +183,11 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
         assert len(m["band_bias_db"]) == len(m["band_lsd_db"]) == len(ev.BANDS_HZ) - 1
         assert all(b >= 0 for b in m["band_lsd_db"])
         assert np.isfinite(m["lsd_voiced_db"]) or np.isfinite(m["lsd_unvoiced_db"])
+        if np.isfinite(m["lsd_voiced_db"]):
+            assert (
+                -1.0 <= m["periodicity"] <= 1.0 and m["periodicity_original"] > ev.VOICED_THRESHOLD
+            )
+        assert 0.0 <= m["vuv_error"] <= 1.0
     for u in utts:
         assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
         for y in audio[u.id].values():
@@ -208,7 +230,7 @@ def test_cli_writes_table_doc_plots_and_samples(
     assert data["utterances"] == ["t00"] and data["summary"]["tiny"]["n"] == 1
     doc = (tmp_path / "quality.md").read_text()
     assert "| tiny |" in doc and "img/spectrogram-t00.png" in doc
-    assert doc.count("| tiny |") == 3  # the distance, band-energy and band-distance tables
+    assert doc.count("| tiny |") == 4  # the distance, voicing, band-energy and band-distance tables
     assert (tmp_path / "img" / "spectrogram-t00.png").stat().st_size > 1000
     y, sr = sf.read(tmp_path / "samples" / "t00-tiny.wav")
     assert sr == SPEC.sample_rate and y.shape[0] == int(0.4 * SPEC.sample_rate)
