@@ -25,6 +25,7 @@ import numpy as np
 
 from models import reference as ref
 from models.config import VocoderConfig
+from models.pitch import source
 from models.runtime import VocoderRuntime, cpu_flags
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,18 @@ def numpy_engine(weights: dict[str, np.ndarray], config: VocoderConfig) -> Calla
     u = rng.random(config.hop_length, dtype=np.float32)
     quantized = ref.QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
     lpc = np.zeros(config.lpc_order, np.float32)  # the prediction's cost, not its value
+    src = source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0]
 
     def run() -> None:
         ref.run_frame(
-            weights, config, cond, u, ref.FrameState.zeros(config), quantized=quantized, lpc=lpc
+            weights,
+            config,
+            cond,
+            u,
+            ref.FrameState.zeros(config),
+            quantized=quantized,
+            lpc=lpc,
+            source=src,
         )
 
     return run
@@ -144,6 +153,7 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
         fc2.bias.copy_(torch.from_numpy(weights["fc2.bias"]))
     table = torch.from_numpy(ref.mulaw_table())
     cond = torch.rand(2, config.cond_size) * 2 - 1
+    src = torch.from_numpy(source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0])
     gen = torch.Generator().manual_seed(0)
 
     @torch.inference_mode()
@@ -154,7 +164,8 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
         for t in range(steps):
             a = t / config.hop_length
             c = (1 - a) * cond[0:1] + a * cond[1:2]
-            h = gru(torch.cat([x, p, x, c], dim=1), h)
+            s = src[t % config.hop_length : t % config.hop_length + 1]
+            h = gru(torch.cat([x, p, x, s, c], dim=1), h)
             logits = fc2(torch.relu(fc1(h)))
             k = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen)
             x = table[k].reshape(1, 1)

@@ -63,7 +63,9 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 # 6: the frame takes lpc [max(P, 1)] after cond, and xprev is [2 + P] (+ the LPC history).
 # 7: the GRU also sees p[n] and e[n-1]: w_sample becomes w_in [3, 3H] (reference.STEP_INPUTS)
 #    and xprev is [3 + P]: [previous sample, de-emphasis state, previous excitation, history].
-KERNEL_ABI = 7
+# 8: the GRU also sees the sine source (models/pitch.py): the frame takes src [T, 2] after lpc,
+#    and w_in is [5, 3H].
+KERNEL_ABI = 8
 # How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
@@ -183,7 +185,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     @T.macro
     def gru_update(sc, p0, p1, w_in, gh, h, s):
         # gates r, z, n and the new state, V lanes at a time; sc[0] = a, and the step inputs
-        # sc[3] = previous sample, sc[4] = prediction, sc[5] = previous excitation
+        # sc[3] = previous sample, sc[4] = prediction, sc[5] = previous excitation,
+        # sc[6], sc[7] = the sine source
         for io in range(H // V):
             for ii in T.vectorized(V):
                 # s[0] = gi_r + gh_r ; s[1] = gi_z + gh_z (input projection interpolated)
@@ -193,6 +196,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     + w_in[0, io * V + ii] * sc[3]
                     + w_in[1, io * V + ii] * sc[4]
                     + w_in[2, io * V + ii] * sc[5]
+                    + w_in[3, io * V + ii] * sc[6]
+                    + w_in[4, io * V + ii] * sc[7]
                 ) + gh[io * V + ii]
                 s[1, ii] = (
                     p0[H + io * V + ii]
@@ -200,6 +205,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     + w_in[0, H + io * V + ii] * sc[3]
                     + w_in[1, H + io * V + ii] * sc[4]
                     + w_in[2, H + io * V + ii] * sc[5]
+                    + w_in[3, H + io * V + ii] * sc[6]
+                    + w_in[4, H + io * V + ii] * sc[7]
                 ) + gh[H + io * V + ii]
                 # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
                 s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
@@ -215,6 +222,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                     + w_in[0, 2 * H + io * V + ii] * sc[3]
                     + w_in[1, 2 * H + io * V + ii] * sc[4]
                     + w_in[2, 2 * H + io * V + ii] * sc[5]
+                    + w_in[3, 2 * H + io * V + ii] * sc[6]
+                    + w_in[4, 2 * H + io * V + ii] * sc[7]
                 ) + s[0, ii] * gh[2 * H + io * V + ii]
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
@@ -401,13 +410,14 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     def frame_float(
         cond: T.Buffer((2, C), "float32"),
         lpc: T.Buffer((PL,), "float32"),
+        src: T.Buffer((TT, 2), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
         xprev: T.Buffer((3 + P,), "float32"),
         out: T.Buffer((TT,), "int32"),
         pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
-        w_in: T.Buffer((3, G), "float32"),
+        w_in: T.Buffer((5, G), "float32"),
         b_ih: T.Buffer((G,), "float32"),
         b_hh: T.Buffer((G,), "float32"),
         hh_data: T.Buffer((NH, CB, R), WD),
@@ -433,7 +443,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         gsum = T.alloc_buffer((KG,), "float32")
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
-        sc = T.alloc_buffer((6,), "float32", scope="local")
+        sc = T.alloc_buffer((8,), "float32", scope="local")
         sig = T.alloc_buffer((TT,), "float32")
         d64 = T.alloc_buffer((1,), "float64", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
@@ -445,6 +455,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             f_matvec(hh_data, hh_idx, hh_ptr, h, G // R, b_hh, gh, acc, False)
             predict(lpc, xprev, sc, d64)
+            sc[6] = src[t, 0]
+            sc[7] = src[t, 1]
             gru_update(sc, p0, p1, w_in, gh, h, s)
             f_matvec(fc1_data, fc1_idx, fc1_ptr, h, F // R, fc1_b, y1, acc, True)
             f_matvec(fc2_data, fc2_idx, fc2_ptr, y1, K // R, fc2_b, logit, acc, False)
@@ -458,13 +470,14 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     def frame_int8(
         cond: T.Buffer((2, C), "float32"),
         lpc: T.Buffer((PL,), "float32"),
+        src: T.Buffer((TT, 2), "float32"),
         uniforms: T.Buffer((TT,), "float32"),
         h: T.Buffer((H,), "float32"),
         xprev: T.Buffer((3 + P,), "float32"),
         out: T.Buffer((TT,), "int32"),
         pcm: T.Buffer((TT,), "float32"),
         w_cond_t: T.Buffer((C, G), "float32"),
-        w_in: T.Buffer((3, G), "float32"),
+        w_in: T.Buffer((5, G), "float32"),
         b_ih: T.Buffer((G,), "float32"),
         b_hh: T.Buffer((G,), "float32"),
         hh_data: T.Buffer((NH, R), "int32"),
@@ -496,7 +509,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         gsum = T.alloc_buffer((KG,), "float32")
         s = T.alloc_buffer((8, V), "float32", scope="local")
         m = T.alloc_buffer((V,), "float32", scope="local")
-        sc = T.alloc_buffer((6,), "float32", scope="local")
+        sc = T.alloc_buffer((8,), "float32", scope="local")
         sig = T.alloc_buffer((TT,), "float32")
         d64 = T.alloc_buffer((1,), "float64", scope="local")
         si = T.alloc_buffer((2,), "int32", scope="local")
@@ -514,6 +527,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
             q_matvec(hh_data, hh_idx, hh_ptr, hq, G // R, hh_scale, hh_corr, T.float32(1), b_hh, gh, acc, False)
             predict(lpc, xprev, sc, d64)
+            sc[6] = src[t, 0]
+            sc[7] = src[t, 1]
             gru_update(sc, p0, p1, w_in, gh, h, s)
             quantize4(h, H, T.float32(Q), hq8)
             q_matvec(fc1_data, fc1_idx, fc1_ptr, hq, F // R, fc1_scale, fc1_corr, T.float32(1), fc1_b, y1, acc, True)
@@ -623,7 +638,7 @@ def condition_args(weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [m.w1, m.b1, m.w2, m.b2]
 
 
-STATE_ARGS = ("cond", "lpc", "uniforms", "h", "xprev", "out", "pcm")
+STATE_ARGS = ("cond", "lpc", "src", "uniforms", "h", "xprev", "out", "pcm")
 """Per-call arguments, in order; the weight arguments follow them."""
 
 

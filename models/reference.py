@@ -16,6 +16,7 @@ from scipy.signal import lfilter
 
 from models.config import VocoderConfig
 from models.lpc import lpc_from_mel
+from models.pitch import mel_pitch, source
 
 f32 = np.float32
 
@@ -156,6 +157,13 @@ def frame_lpc(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
     return np.ascontiguousarray(a[:, 1:], dtype=f32)
 
 
+def frame_source(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
+    """The sine source of a whole utterance from its start, float32 [N * hop, 2] (models/pitch.py):
+    what the kernel gets, frame by frame, and training crops from."""
+    f0, voicing = mel_pitch(mel)
+    return source(f0, voicing, config.hop_length, config.sample_rate)[0]
+
+
 def predict(lpc: np.ndarray, hist: np.ndarray) -> np.float32:
     """p[n] = -sum_i a_i s[n - i] for hist = [s[n-1], ..., s[n-P]]: float64 products and sum (exact
     products of float32 values), rounded to float32 once, as the kernel computes it."""
@@ -211,11 +219,16 @@ def excitation_targets(
     return classes, inputs
 
 
-STEP_INPUTS = ("gru.w_sample", "gru.w_pred", "gru.w_exc")
-"""The per-step scalar inputs of the GRU and their weight columns, in the order of
-`excitation_targets`' input columns: the previous sample x[n-1], this step's linear prediction
-p[n] and the previous excitation e[n-1] (LPCNet's inputs: the net sees the prediction it
-corrects and the excitation history where pitch pulses stand out; p = 0 without LPC)."""
+SIGNAL_INPUTS = ("gru.w_sample", "gru.w_pred", "gru.w_exc")
+"""The per-step inputs made from the signal, in the order of `excitation_targets`' input columns:
+the previous sample x[n-1], this step's linear prediction p[n] and the previous excitation e[n-1]
+(LPCNet's inputs: the net sees the prediction it corrects and the excitation history where pitch
+pulses stand out; p = 0 without LPC)."""
+SOURCE_INPUTS = ("gru.w_sin", "gru.w_cos")
+"""The per-step inputs made from the mel alone: the sine source at the mel's F0 (models/pitch.py),
+so the net need not count samples to time its pitch pulses."""
+STEP_INPUTS = SIGNAL_INPUTS + SOURCE_INPUTS
+"""All scalar inputs of a GRU step and their weight columns, in input-column order."""
 
 
 # --- weights ----------------------------------------------------------------------------------------
@@ -230,6 +243,8 @@ WEIGHT_SHAPES = {
     "gru.w_sample": lambda c: (3 * c.hidden_size,),
     "gru.w_pred": lambda c: (3 * c.hidden_size,),
     "gru.w_exc": lambda c: (3 * c.hidden_size,),
+    "gru.w_sin": lambda c: (3 * c.hidden_size,),
+    "gru.w_cos": lambda c: (3 * c.hidden_size,),
     "gru.b_ih": lambda c: (3 * c.hidden_size,),
     "gru.w_hh": lambda c: (3 * c.hidden_size, c.hidden_size),
     "gru.b_hh": lambda c: (3 * c.hidden_size,),
@@ -243,8 +258,9 @@ SPARSE_WEIGHTS = ("gru.w_hh", "fc1.weight", "fc2.weight")
 
 
 def upgrade_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Weights saved before the GRU saw p[n] and e[n-1] (kernel ABI < 7): those columns are zero,
-    which is exactly the older model, so it can be compiled again or fine-tuned from."""
+    """Weights saved before the GRU saw p[n] and e[n-1] (kernel ABI < 7) or the sine source
+    (ABI < 8): those columns are zero, which is exactly the older model, so it can be compiled
+    again or fine-tuned from."""
     out = dict(weights)
     if "gru.w_sample" in out:
         for name in STEP_INPUTS[1:]:
@@ -299,7 +315,8 @@ def random_weights(config: VocoderConfig, seed: int = 0) -> dict[str, np.ndarray
         mask = random_block_mask(shape, (c.block_rows, c.block_cols), c.density, rng)
         gain = 3.0 if name == "fc2.weight" else 1.5
         w[name] = (uniform(shape, fan_in, gain=gain / np.sqrt(c.density)) * mask).astype(f32)
-    # Drawn last, so the weights above are those of the models seeded before these inputs existed.
+    # Drawn last, in the order the inputs arrived, so the weights above are those of the models
+    # seeded before these inputs existed.
     for name in STEP_INPUTS[1:]:
         w[name] = uniform((3 * c.hidden_size,), 1, gain=0.5)
     return w
@@ -503,6 +520,7 @@ def run_frame(
     trace: FrameTrace | None = None,
     quantized: QuantizedWeights | None = None,
     lpc: np.ndarray | None = None,
+    source: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate one frame (hop_length samples) and advance `state` in place.
 
@@ -511,6 +529,7 @@ def run_frame(
     uniforms:  [T] float32 in [0, 1), one per sample (the stream's RNG lives outside).
     quantized: int8 forms of the sparse weights (derived here when the config asks for int8).
     lpc:       [P] float32 predictor coefficients of this frame (config.lpc_order > 0).
+    source:    [T, 2] float32 sine source of this frame (models/pitch.py); None: zeros.
     returns:   ([T] int32 mu-law classes drawn, [T] float32 samples of the pre-emphasised signal:
                the decoded class, plus the linear prediction when P > 0).
     """
@@ -521,7 +540,11 @@ def run_frame(
     # (1 - a) P0 + a P1 + b_ih, written as base + a * slope: one FMA per step in the kernel
     base = (proj[0] + weights["gru.b_ih"]).astype(f32)
     slope = (proj[1] - proj[0]).astype(f32)
-    w_s, w_p, w_e = (weights[k] for k in STEP_INPUTS)
+    w_s, w_p, w_e, w_sin, w_cos = (weights[k] for k in STEP_INPUTS)
+    if source is None:
+        source = np.zeros((T, 2), f32)
+    assert source.shape == (T, 2)
+    source = source.astype(f32)
     b_hh = weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     table = mulaw_table()
@@ -538,7 +561,8 @@ def run_frame(
     for t in range(T):
         a = f32(t) / f32(T)
         p = predict(lpc, hist) if P else zero
-        gi = (((fma32(slope, a, base) + w_s * x) + w_p * p) + w_e * e).astype(f32)
+        sin, cos = source[t]
+        gi = (((((fma32(slope, a, base) + w_s * x) + w_p * p) + w_e * e) + w_sin * sin) + w_cos * cos).astype(f32)
         if quantized is not None:
             hq = quantize_unit(h)
             gh = qmatvec(quantized.hh, quantized.hh_scale, hq, b_hh)
@@ -581,10 +605,14 @@ def vocode(
     quantized = QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
     deemphasis = Deemphasis(config.preemphasis)
     lpc = frame_lpc(mel, config)
+    src = frame_source(mel, config)
+    T = config.hop_length
     frames = []
     for f in range(mel.shape[0]):
-        u = rng.random(config.hop_length, dtype=np.float32)
-        _, signal = run_frame(weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f])
+        u = rng.random(T, dtype=np.float32)
+        _, signal = run_frame(
+            weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
+        )
         frames.append(deemphasis(signal))
     return np.concatenate(frames) if frames else np.zeros(0, f32)
 
@@ -599,8 +627,8 @@ def teacher_forced_logits(
 
     mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
     Inputs at sample n are the step inputs as generation makes them from the true past
-    (`excitation_targets`: previous sample, prediction, previous excitation), exactly what
-    training uses. Returns float32 [L, 256] logits (same GRU/FC
+    (`excitation_targets`: previous sample, prediction, previous excitation) and the sine source
+    (`frame_source`), exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC
     math and fast exp/tanh as run_frame).
     """
     H, T = config.hidden_size, config.hop_length
@@ -611,7 +639,8 @@ def teacher_forced_logits(
     proj = (cond @ weights["gru.w_cond"].T).astype(f32)  # [N + 1, 3H]
     e = preemphasize(audio, config.preemphasis)
     _, inputs = excitation_targets(e, frame_lpc(mel, config), T)
-    w_in = np.stack([weights[k] for k in STEP_INPUTS], axis=1)  # [3H, 3]
+    inputs = np.concatenate([inputs, frame_source(mel, config)[: audio.shape[0]]], axis=1)
+    w_in = np.stack([weights[k] for k in STEP_INPUTS], axis=1)  # [3H, 5]
     b_ih, b_hh = weights["gru.b_ih"], weights["gru.b_hh"]
     w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     h = np.zeros(H, f32)

@@ -29,6 +29,7 @@ from models import kernel
 from models.compile import MANIFEST, load_weights, sha256_file
 from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
+from models.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.reference import check_weights, frame_lpc, normalize_mel
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class VocoderRuntime:
         self,
         cond_pair: tvm.runtime.Tensor,
         lpc: tvm.runtime.Tensor,
+        src: tvm.runtime.Tensor,
         uniforms: tvm.runtime.Tensor,
         h: tvm.runtime.Tensor,
         x: tvm.runtime.Tensor,
@@ -161,8 +163,8 @@ class VocoderRuntime:
         """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
         PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, previous excitation, LPC
         history]) update in place. lpc: the frame's predictor coefficients [P] ([1], unused,
-        without LPC)."""
-        self._frame_fn(cond_pair, lpc, uniforms, h, x, out, pcm, *self._weight_args)
+        without LPC); src: the frame's sine source [hop_length, 2] (models/pitch.py)."""
+        self._frame_fn(cond_pair, lpc, src, uniforms, h, x, out, pcm, *self._weight_args)
 
     def condition(
         self, cond: tvm.runtime.Tensor, xpad: tvm.runtime.Tensor, hid: tvm.runtime.Tensor
@@ -194,6 +196,7 @@ class SyntheticFrame:
 
     cond: tvm.runtime.Tensor
     lpc: tvm.runtime.Tensor
+    src: tvm.runtime.Tensor
     uniforms: tvm.runtime.Tensor
     h: tvm.runtime.Tensor
     x: tvm.runtime.Tensor
@@ -206,6 +209,8 @@ class SyntheticFrame:
         return cls(
             cond=tvm.runtime.tensor(rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32)),
             lpc=tvm.runtime.tensor(np.zeros(max(c.lpc_order, 1), np.float32)),  # no prediction
+            # a voiced frame at 200 Hz: the source costs the same whatever its values
+            src=tvm.runtime.tensor(source(np.array([200.0]), np.ones(1), c.hop_length, c.sample_rate)[0]),
             uniforms=tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32)),
             h=tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32)),
             x=tvm.runtime.tensor(np.zeros(3 + c.lpc_order, np.float32)),
@@ -218,7 +223,9 @@ class SyntheticFrame:
         self.uniforms = tvm.runtime.tensor(self.rng.random(self.out.shape[0], dtype=np.float32))
 
     def run(self, runtime: VocoderRuntime) -> None:
-        runtime.run_frame(self.cond, self.lpc, self.uniforms, self.h, self.x, self.out, self.pcm)
+        runtime.run_frame(
+            self.cond, self.lpc, self.src, self.uniforms, self.h, self.x, self.out, self.pcm
+        )
 
 
 class VocoderStream:
@@ -237,13 +244,19 @@ class VocoderStream:
         self._cond = _aligned((64, c.cond_size))
         self._cond_done = 0
         self._hid = _aligned((COND_BATCH + 2, c.cond_hidden))  # the condition call's scratch
-        # LPC models: the raw log-mel received, and the predictor coefficients of frames
-        # [0, _lpc_done), fitted in batches as frames are needed (a fit has a fixed cost of
-        # ~0.4 ms per call, so one call per pushed frame would cost more than the frame); rows are
-        # padded to 64 bytes so each is a view.
+        # The raw log-mel received, and what is fitted to it for frames [0, _lpc_done): the
+        # predictor coefficients (LPC models) and the pitch and voicing of the sine source, in
+        # batches as frames are needed (an LPC fit has a fixed cost of ~0.4 ms per call, so one
+        # call per pushed frame would cost more than the frame); LPC rows are padded to 64 bytes
+        # so each is a view.
         self._raw = np.zeros((64, c.n_mels), np.float32)
         self._lpc = _aligned((64, -(-max(c.lpc_order, 1) // 16) * 16))
+        self._pitch = np.zeros((64, 2))  # [F0, voicing] per frame
         self._lpc_done = 0
+        # The sine source of the frame being made, and its phase, carried from frame to frame.
+        self._src_np = _aligned((c.hop_length, SOURCE_COLUMNS))
+        self._src = tvm.runtime.from_dlpack(self._src_np)
+        self._phase = 0.0
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
@@ -275,9 +288,8 @@ class VocoderStream:
             return  # an empty chunk is a no-op for a stream (a whole request must have frames)
         raw = validate_mel(mel)
         config = self.runtime.config
-        if config.lpc_order:
-            self._raw = _fit(self._raw, self._n, self._n + raw.shape[0])
-            self._raw[self._n : self._n + raw.shape[0]] = raw
+        self._raw = _fit(self._raw, self._n, self._n + raw.shape[0])
+        self._raw[self._n : self._n + raw.shape[0]] = raw
         mel = normalize_mel(raw, config)
         if self._n == 0:
             self._append_rows(np.concatenate([mel[:1], mel[:1], mel]))
@@ -325,19 +337,34 @@ class VocoderStream:
             )
             self._cond_done += k
 
+    def _fit_through(self, f: int) -> None:
+        """Fit frame f's predictor coefficients and pitch if not yet done (up to LPC_BATCH frames
+        per fit, as far as the mel received goes)."""
+        if self._lpc_done > f:
+            return
+        config = self.runtime.config
+        start, end = self._lpc_done, min(self._n, self._lpc_done + LPC_BATCH)
+        rows = self._raw[start:end]
+        if config.lpc_order:
+            self._lpc = _fit(self._lpc, start, end)
+            self._lpc[start:end, : config.lpc_order] = frame_lpc(rows, config)
+        if end > self._pitch.shape[0]:  # float64, as reference.frame_source: the phase is exact
+            self._pitch = np.concatenate([self._pitch[:start], np.zeros((2 * end, 2))])
+        self._pitch[start:end] = np.stack(mel_pitch(rows), axis=1)
+        self._lpc_done = end
+
     def _frame_lpc(self, f: int) -> tvm.runtime.Tensor:
-        """Frame f's predictor coefficients for the kernel, fitting them first if needed (up to
-        LPC_BATCH frames per fit, as far as the mel received goes)."""
+        """Frame f's predictor coefficients for the kernel (fitted by _fit_through)."""
         if self._no_lpc is not None:
             return self._no_lpc
-        config = self.runtime.config
-        if self._lpc_done <= f:
-            end = min(self._n, self._lpc_done + LPC_BATCH)
-            self._lpc = _fit(self._lpc, self._lpc_done, end)
-            rows = self._raw[self._lpc_done : end]
-            self._lpc[self._lpc_done : end, : config.lpc_order] = frame_lpc(rows, config)
-            self._lpc_done = end
-        return _view(self._lpc[f, : config.lpc_order])
+        return _view(self._lpc[f, : self.runtime.config.lpc_order])
+
+    def _frame_source(self, f: int) -> tvm.runtime.Tensor:
+        """Frame f's sine source for the kernel, continuing the phase of frame f - 1."""
+        c = self.runtime.config
+        f0, voicing = self._pitch[f : f + 1, 0], self._pitch[f : f + 1, 1]
+        self._src_np[:], self._phase = source(f0, voicing, c.hop_length, c.sample_rate, self._phase)
+        return self._src
 
     def step(self) -> np.ndarray:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
@@ -345,10 +372,12 @@ class VocoderStream:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
         f = self.frames_done
         self._condition_through(f)
+        self._fit_through(f)
         self._rng.random(dtype=np.float32, out=self._uniforms_np)
         self.runtime.run_frame(
             _view(self._cond[f : f + 2]),
             self._frame_lpc(f),
+            self._frame_source(f),
             self._uniforms,
             self._h,
             self._x,

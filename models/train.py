@@ -33,7 +33,16 @@ import torch
 import torch.nn.functional as F
 
 from models.config import TINY, VocoderConfig
-from models.reference import SPARSE_WEIGHTS, excitation_targets, frame_lpc, pad_mel, preemphasize
+from models.pitch import frame_phases, mel_pitch, source
+from models.reference import (
+    SIGNAL_INPUTS,
+    SPARSE_WEIGHTS,
+    STEP_INPUTS,
+    excitation_targets,
+    frame_lpc,
+    pad_mel,
+    preemphasize,
+)
 from models.sparsity import block_norms, magnitude_block_mask
 from models.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights, widen_input_columns
 
@@ -53,8 +62,16 @@ class CorpusError(ValueError):
 class Utterance:
     id: str
     classes: np.ndarray  # [samples] uint8 mu-law targets: pre-emphasised audio or LPC excitation
-    inputs: np.ndarray  # [samples, 3] float32 step inputs as generation makes them
+    inputs: np.ndarray  # [samples, 3] float32 signal inputs as generation makes them
     mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
+    pitch: np.ndarray  # [frames, 2] float64 F0 and voicing from the mel (models/pitch.py)
+    phases: np.ndarray  # [frames + 1] float64 sine-source phase at each frame's start
+
+    def source(self, first: int, frames: int, config: VocoderConfig) -> np.ndarray:
+        """The sine source of frames [first, first + frames): float32 [frames * hop, 2], exactly
+        what generation from the utterance's start feeds the kernel there."""
+        f0, voicing = self.pitch[first : first + frames].T
+        return source(f0, voicing, config.hop_length, config.sample_rate, self.phases[first])[0]
 
     @property
     def usable_frames(self) -> int:
@@ -132,7 +149,9 @@ class Corpus:
             classes, inputs = excitation_targets(
                 target, frame_lpc(m, self.config), hop, self._noise(uid, target.size)
             )
-            utt = Utterance(uid, classes.astype(np.uint8), inputs, pad_mel(m))
+            pitch = np.stack(mel_pitch(m), axis=1)
+            phases = frame_phases(pitch[:, 0], hop, self.config.sample_rate)
+            utt = Utterance(uid, classes.astype(np.uint8), inputs, pad_mel(m), pitch, phases)
             if utt.usable_frames >= 1:
                 self.utterances.append(utt)
                 added += 1
@@ -152,8 +171,8 @@ def sample_batch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random crops of `crop_frames` frames, utterances drawn in proportion to their length.
 
-    Returns mel [B, crop + 5, n_mels], inputs [B, crop * hop, 3] float32,
-    target [B, crop * hop] int64.
+    Returns mel [B, crop + 5, n_mels], inputs [B, crop * hop, 5] float32 (reference.STEP_INPUTS:
+    the signal inputs, then the sine source), target [B, crop * hop] int64.
     """
     hop = config.hop_length
     lengths = np.array([max(0, u.usable_frames - crop_frames + 1) for u in utts], np.float64)
@@ -162,15 +181,17 @@ def sample_batch(
     picks = rng.choice(len(utts), size=batch, p=lengths / lengths.sum())
     n = crop_frames * hop
     mel = np.empty((batch, crop_frames + 5, config.n_mels), np.float32)
-    inputs = np.empty((batch, n, 3), np.float32)
+    inputs = np.empty((batch, n, len(STEP_INPUTS)), np.float32)
     target = np.empty((batch, n), np.int64)
+    signal = len(SIGNAL_INPUTS)
     for b, i in enumerate(picks):
         u = utts[i]
-        f0 = int(rng.integers(0, u.usable_frames - crop_frames + 1))
-        mel[b] = u.mel[f0 : f0 + crop_frames + 5]  # padded rows f..f+4 condition frame f
-        start = f0 * hop
+        first = int(rng.integers(0, u.usable_frames - crop_frames + 1))
+        mel[b] = u.mel[first : first + crop_frames + 5]  # padded rows f..f+4 condition frame f
+        start = first * hop
         target[b] = u.classes[start : start + n]
-        inputs[b] = u.inputs[start : start + n]
+        inputs[b, :, :signal] = u.inputs[start : start + n]
+        inputs[b, :, signal:] = u.source(first, crop_frames, config)
     return mel, inputs, target
 
 
@@ -190,7 +211,8 @@ def write_synthetic_corpus(
         n = int(seconds * 24_000) + int(rng.integers(0, 300))
         t = np.arange(n) / 24_000
         phase = 2 * np.pi * np.cumsum(120 + 60 * rng.random() + 40 * t) / 24_000
-        audio = sum(0.3 / k * np.sin(k * phase) for k in (1, 2, 3)) + 0.003 * rng.normal(size=n)
+        # 15 harmonics (to ~2.7 kHz): a comb models/pitch.py finds in the mel, as in speech
+        audio = sum(0.2 / k * np.sin(k * phase) for k in range(1, 16)) + 0.003 * rng.normal(size=n)
         sf.write(root / "wav" / f"{uid}.wav", audio.astype(np.float32), 24_000, subtype="PCM_16")
         mel = log_mel(
             sf.read(root / "wav" / f"{uid}.wav", dtype="float32")[0]
@@ -318,7 +340,7 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[WaveRNN, VocoderConfig
 
 
 def _widen_moments(opt: torch.optim.Optimizer, model: WaveRNN, config: VocoderConfig) -> None:
-    """Adam moments of a checkpoint from before p[n] and e[n-1] were inputs: zero moments for the
+    """Adam moments of a checkpoint from before some step inputs existed: zero moments for the
     new columns, as for a fresh parameter (the other columns keep theirs)."""
     moments = opt.state.get(dict(model.named_parameters())[GRU_INPUT], {})
     for key in ("exp_avg", "exp_avg_sq"):

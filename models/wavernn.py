@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VocoderConfig
-from models.reference import SPARSE_WEIGHTS, STEP_INPUTS, WEIGHT_SHAPES, check_weights
+from models.reference import (
+    SIGNAL_INPUTS,
+    SPARSE_WEIGHTS,
+    STEP_INPUTS,
+    WEIGHT_SHAPES,
+    check_weights,
+)
 
 
 class CondNet(nn.Module):
@@ -47,24 +53,37 @@ def interpolate_cond(cond: torch.Tensor, hop: int) -> torch.Tensor:
 
 
 SAMPLE_GAIN = 32.0
-"""Training-only reparametrisation of the step inputs: the GRU sees SAMPLE_GAIN * x (likewise p
-and e) and each weight column holds w / SAMPLE_GAIN (exported multiplied back, so the math is
-unchanged).
+"""Training-only reparametrisation of the signal inputs: the GRU sees SAMPLE_GAIN * x (likewise p
+and e; the sine source has SOURCE_GAIN) and each weight column holds w / SAMPLE_GAIN
+(exported multiplied back, so the math is unchanged).
 Speech samples are small (mean |x| ~ 0.04), so with the plain parametrisation Adam's per-parameter
 step grows w_sample far too slowly and the loss stalls near the marginal entropy; a power of two
 keeps the export round trip exact."""
 
 
+SOURCE_GAIN = 4.0
+"""The same reparametrisation for the sine source (amplitude <= 1): its columns start at zero when
+a checkpoint from before the source is fine-tuned, and a gain above 1 lets Adam move them faster
+than the rest of the net, which is already trained."""
+
 N_INPUTS = len(STEP_INPUTS)
 
 
+def input_gains(sample_gain: float) -> list[float]:
+    """The training gain of each step input column (sample_gain on the signal inputs,
+    SOURCE_GAIN on the sine source)."""
+    return [sample_gain if k in SIGNAL_INPUTS else SOURCE_GAIN for k in STEP_INPUTS]
+
+
 def widen_input_columns(w_ih: torch.Tensor, cond_size: int) -> torch.Tensor:
-    """A GRU input matrix (or its Adam moments) from before p[n] and e[n-1] were inputs, [3H, 1 + C],
-    with zero columns for them: the same function, ready to learn to use them. Others unchanged."""
-    if w_ih.shape[1] != 1 + cond_size:
+    """A GRU input matrix (or its Adam moments) from before some step inputs existed: [3H, k + C]
+    with the first k of STEP_INPUTS (1: before p[n] and e[n-1], 3: before the sine source), with
+    zero columns for the rest: the same function, ready to learn to use them. Others unchanged."""
+    k = w_ih.shape[1] - cond_size
+    if not 0 < k < N_INPUTS:
         return w_ih
-    zeros = w_ih.new_zeros(w_ih.shape[0], N_INPUTS - 1)
-    return torch.cat([w_ih[:, :1], zeros, w_ih[:, 1:]], dim=1)
+    zeros = w_ih.new_zeros(w_ih.shape[0], N_INPUTS - k)
+    return torch.cat([w_ih[:, :k], zeros, w_ih[:, k:]], dim=1)
 
 
 class WaveRNN(nn.Module):
@@ -93,8 +112,9 @@ class WaveRNN(nn.Module):
 
         mel:  [B, N + 5, n_mels] padded mel: rows f..f+4 give the conditioning of frame f, and the
               N + 1 conditioning frames cover the N frames generated plus the interpolation target.
-        inputs: [B, N * T, 3] step inputs as generation makes them: previous sample, this step's
-              linear prediction, previous decoded excitation (reference.excitation_targets).
+        inputs: [B, N * T, 5] step inputs as generation makes them: previous sample, this step's
+              linear prediction, previous decoded excitation (reference.excitation_targets),
+              then the sine source (reference.frame_source).
         h0:   optional [B, H] initial GRU state (zeros by default).
         utterance_end: mel is [B, N + 4] and ends the utterance, so the last frame interpolates
               towards its own conditioning (reference.vocode) instead of a following frame's.
@@ -104,7 +124,8 @@ class WaveRNN(nn.Module):
         if utterance_end:
             cond = torch.cat([cond, cond[:, -1:]], dim=1)
         cond = interpolate_cond(cond, self.config.hop_length)  # [B, L, C]
-        x = (inputs * self.sample_gain).to(cond.dtype)  # [B, L, 3]
+        gain = inputs.new_tensor(input_gains(self.sample_gain))
+        x = (inputs * gain).to(cond.dtype)  # [B, L, 5]
         h, _ = self.gru(torch.cat([x, cond], dim=-1), None if h0 is None else h0[None])
         return self.fc2(F.relu(self.fc1(h)))
 
@@ -130,8 +151,8 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
         "cond.conv2.weight": a(model.cond.conv2.weight),
         "cond.conv2.bias": a(model.cond.conv2.bias),
         **{
-            k: np.ascontiguousarray(w_ih[:, i] * np.float32(model.sample_gain))
-            for i, k in enumerate(STEP_INPUTS)
+            k: np.ascontiguousarray(w_ih[:, i] * np.float32(gain))
+            for i, (k, gain) in enumerate(zip(STEP_INPUTS, input_gains(model.sample_gain), strict=True))
         },
         "gru.w_cond": np.ascontiguousarray(w_ih[:, N_INPUTS:]),
         "gru.b_ih": a(model.gru.bias_ih_l0),
@@ -155,7 +176,8 @@ def from_reference_weights(weights: dict[str, np.ndarray], config: VocoderConfig
     def t(name: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(weights[name], dtype=np.float32).copy())
 
-    step = [t(k)[:, None] / model.sample_gain for k in STEP_INPUTS]
+    gains = input_gains(model.sample_gain)
+    step = [t(k)[:, None] / gain for k, gain in zip(STEP_INPUTS, gains, strict=True)]
     w_ih = torch.cat([*step, t("gru.w_cond")], dim=1)
     with torch.no_grad():
         model.cond.conv1.weight.copy_(t("cond.conv1.weight"))

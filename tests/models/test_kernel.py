@@ -12,6 +12,7 @@ from models import kernel
 from models import reference as ref
 from models.compile import host_isas
 from models.config import TINY, VocoderConfig
+from models.pitch import source
 
 # A sampled class may legitimately differ from the reference only when the uniform draw sits
 # within float rounding of a CDF edge; such steps have a tiny reference margin.
@@ -43,6 +44,9 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
     mel = rng.normal(-5, 2, size=(frames + 1, config.n_mels)).astype(np.float32)
     cond = ref.condition(mel, w, config)
     lpc = ref.frame_lpc(mel, config)  # [frames + 1, P]
+    # A voiced sine source of changing pitch and strength (a random mel has no pitch to find).
+    src, _ = source(rng.uniform(120, 300, frames), rng.uniform(0.3, 1.0, frames), config.hop_length, config.sample_rate)
+    T = config.hop_length
     quantized = ref.QuantizedWeights.from_weights(w) if config.weight_dtype == "int8" else None
     arr = tvm.runtime.tensor
     h = arr(np.zeros(config.hidden_size, np.float32))
@@ -58,11 +62,12 @@ def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0)
         state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy(), e=float(x.numpy()[2]))
         trace = ref.FrameTrace()
         expected, _ = ref.run_frame(
-            w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f]
+            w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
         )
         deemphasis = ref.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
         frame_lpc = arr(lpc[f] if config.lpc_order else np.zeros(1, np.float32))
-        fn(arr(np.ascontiguousarray(cond[f : f + 2])), frame_lpc, arr(u), h, x, out, pcm, *weights_args)
+        frame_src = arr(np.ascontiguousarray(src[f * T : (f + 1) * T]))
+        fn(arr(np.ascontiguousarray(cond[f : f + 2])), frame_lpc, frame_src, arr(u), h, x, out, pcm, *weights_args)
         got = out.numpy()
         # the kernel's PCM is its own classes (plus its prediction), de-emphasised as the reference
         signal, hist = signal_of(got, lpc[f], hist)

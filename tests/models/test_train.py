@@ -38,12 +38,29 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
     assert c.refresh() == 0  # a second read adds nothing new
     mel, inputs, target = train_mod.sample_batch(c.utterances, TINY, 5, 2, np.random.default_rng(0))
     assert mel.shape == (5, 2 + 5, 80)
-    assert inputs.shape == (*target.shape, 3) and target.shape == (5, 600)
+    assert inputs.shape == (*target.shape, 5) and target.shape == (5, 600)
     assert target.min() >= 0 and target.max() <= 255
     # Teacher forcing: input n is the decoded class of target n - 1.
     from models.reference import mulaw_decode
 
     np.testing.assert_array_equal(inputs[:, 1:, 0], mulaw_decode(target[:, :-1]))
+    # The last two columns are the sine source the tones' mel gives (they are voiced throughout).
+    assert np.all(np.abs(inputs[:, :, 3:]).max(axis=1) > 0.9)
+
+
+def test_crops_carry_the_source_generation_makes(corpus: Path) -> None:
+    """A crop's sine source is bit for bit the stretch of the whole utterance's source
+    (reference.frame_source, what the runtime feeds the kernel frame by frame) at its place."""
+    from models.reference import frame_source
+
+    c = train_mod.Corpus(corpus, "train", TINY)
+    c.refresh()
+    u = c.utterances[0]
+    mel = np.load(corpus / "mel" / f"{u.id}.npy")
+    whole = frame_source(mel, TINY)
+    hop = TINY.hop_length
+    for first in (0, 1, u.usable_frames - 2):
+        np.testing.assert_array_equal(u.source(first, 2, TINY), whole[first * hop : (first + 2) * hop])
 
 
 def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:

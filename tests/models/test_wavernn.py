@@ -10,10 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.config import TINY, VocoderConfig
+from models.features import SPEC, log_mel
 from models.reference import (
     WEIGHT_SHAPES,
     excitation_targets,
     frame_lpc,
+    frame_source,
     pad_mel,
     preemphasize,
     random_weights,
@@ -31,11 +33,16 @@ CONFIG = VocoderConfig(
 
 
 def _inputs(config: VocoderConfig, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A voiced tone (15 harmonics of ~150-200 Hz) and its mel: the sine source is on."""
     rng = np.random.default_rng(seed)
-    mel = rng.normal(-5.0, 2.0, size=(frames, config.n_mels)).astype(np.float32)
-    t = np.arange(frames * config.hop_length)
-    audio = (0.4 * np.sin(0.07 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
-    return mel, np.clip(audio, -1, 1)
+    # long enough for the mel contract's hop too (the test config's hop is shorter)
+    t = np.arange(frames * max(config.hop_length, SPEC.hop_length)) / config.sample_rate
+    phase = 2 * np.pi * (150 + 50 * rng.random()) * t
+    audio = sum(0.2 / k * np.sin(k * phase) for k in range(1, 16)) + 0.02 * rng.normal(size=t.size)
+    audio = np.clip(audio, -1, 1).astype(np.float32)
+    mel = log_mel(audio)[:frames]
+    assert np.abs(frame_source(mel, config)).max() > 0.9
+    return mel, audio[: frames * config.hop_length]
 
 
 def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndarray:
@@ -47,6 +54,7 @@ def _torch_logits(model: WaveRNN, mel: np.ndarray, audio: np.ndarray) -> np.ndar
     # Training's inputs: the pre-emphasised signal (see VocoderConfig.preemphasis), as generated.
     signal = preemphasize(full, model.config.preemphasis)
     _, inputs = excitation_targets(signal, frame_lpc(mel, model.config), model.config.hop_length)
+    inputs = np.concatenate([inputs, frame_source(mel, model.config)], axis=1)
     with torch.no_grad():
         logits = model(
             torch.from_numpy(padded)[None], torch.from_numpy(inputs)[None], utterance_end=True
@@ -110,28 +118,31 @@ def test_a_different_model_gives_different_logits() -> None:
     assert np.abs(other - ref).max() > 0.1
 
 
-def test_checkpoints_from_before_the_lpcnet_inputs_load_as_the_same_model() -> None:
-    """Weights and training checkpoints saved when the GRU saw only the previous sample (kernel
-    ABI < 7) load with zero columns for p[n] and e[n-1]: the same function, ready to fine-tune."""
-    from models.reference import upgrade_weights
+@pytest.mark.parametrize("k", [1, 3], ids=["before-lpcnet-inputs", "before-sine-source"])
+def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> None:
+    """Weights and training checkpoints saved when the GRU saw only the first k step inputs
+    (kernel ABI < 7: the previous sample; ABI 7: no sine source) load with zero columns for the
+    rest: the same function, ready to fine-tune."""
+    from models.reference import STEP_INPUTS, upgrade_weights
     from models.train import _widen_moments, model_from_checkpoint
     from models.wavernn import N_INPUTS
 
     config = dataclasses.replace(CONFIG, lpc_order=8)
     w = random_weights(config, 3)
-    w["gru.w_pred"][:] = 0
-    w["gru.w_exc"][:] = 0
+    newer = STEP_INPUTS[k:]
+    for name in newer:
+        w[name][:] = 0
     model = from_reference_weights(w, config)
     mel, audio = _inputs(config, 4, 3)
     want = _torch_logits(model, mel, audio)
-    # the reference weights of an old export: no w_pred / w_exc
-    old = {k: v for k, v in w.items() if k not in ("gru.w_pred", "gru.w_exc")}
+    # the reference weights of an old export
+    old = {name: v for name, v in w.items() if name not in newer}
     up = upgrade_weights(old)
-    assert all(np.array_equal(up[k], w[k]) for k in w)
-    # an old training checkpoint: GRU input matrix [3H, 1 + C], Adam moments of that shape
+    assert all(np.array_equal(up[name], w[name]) for name in w)
+    # an old training checkpoint: GRU input matrix [3H, k + C], Adam moments of that shape
     state = model.state_dict()
-    narrow = torch.cat([state["gru.weight_ih_l0"][:, :1], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1)
-    assert narrow.shape == (3 * config.hidden_size, 1 + config.cond_size)
+    narrow = torch.cat([state["gru.weight_ih_l0"][:, :k], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1)
+    assert narrow.shape == (3 * config.hidden_size, k + config.cond_size)
     old_state = {"config": config.to_dict(), "model": {**state, "gru.weight_ih_l0": narrow}}
     again, _ = model_from_checkpoint(old_state)
     np.testing.assert_array_equal(_torch_logits(again, mel, audio), want)
@@ -142,8 +153,10 @@ def test_checkpoints_from_before_the_lpcnet_inputs_load_as_the_same_model() -> N
     }
     _widen_moments(opt, again, config)
     m = opt.state[w_ih]["exp_avg"]
-    assert m.shape == w_ih.shape and not m[:, 1:N_INPUTS].any() and m[:, 0].all() and m[:, N_INPUTS:].all()
+    assert m.shape == w_ih.shape and not m[:, k:N_INPUTS].any() and m[:, :k].all() and m[:, N_INPUTS:].all()
     # and the new columns learn: one step moves them off zero
-    again(torch.from_numpy(pad_mel(mel))[None], torch.ones(1, 4 * config.hop_length, 3), utterance_end=True).sum().backward()
+    again(
+        torch.from_numpy(pad_mel(mel))[None], torch.ones(1, 4 * config.hop_length, N_INPUTS), utterance_end=True
+    ).sum().backward()
     opt.step()
-    assert w_ih[:, 1:N_INPUTS].abs().sum() > 0
+    assert w_ih[:, k:N_INPUTS].abs().sum() > 0
