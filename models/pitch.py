@@ -97,19 +97,60 @@ def frame_phases(f0: np.ndarray, hop: int, sample_rate: int, phase: float = 0.0)
     return out
 
 
-def source(
-    f0: np.ndarray, voicing: np.ndarray, hop: int, sample_rate: int, phase: float = 0.0
+def sample_phases(
+    f0: np.ndarray, hop: int, sample_rate: int, phase: float = 0.0
 ) -> tuple[np.ndarray, float]:
-    """Per-frame F0 [N] and voicing [N] -> (sine source float32 [N * hop, 2], the phase after it).
+    """The source phase of every sample, float64 [N * hop], and the phase after the last frame.
 
-    Sample k of frame f (k = 1..hop): phi = start_f + k * 2 pi F0[f] / rate, start_f from
-    frame_phases; the source is voicing[f] * [sin phi, cos phi]. Pass the returned phase to the
-    next call to continue a stream.
+    Sample k of frame f (k = 1..hop): start_f + k * 2 pi F0[f] / rate, start_f from frame_phases.
     """
     f0 = np.asarray(f0, np.float64)
     starts = frame_phases(f0, hop, sample_rate, phase)
     inc = 2 * np.pi * f0 / sample_rate
-    phi = starts[:-1, None] + inc[:, None] * np.arange(1, hop + 1)  # [N, hop]
-    amp = np.asarray(voicing, np.float64)[:, None]
+    return (starts[:-1, None] + inc[:, None] * np.arange(1, hop + 1)).reshape(-1), float(starts[-1])
+
+
+def source(
+    f0: np.ndarray,
+    voicing: np.ndarray,
+    hop: int,
+    sample_rate: int,
+    phase: float = 0.0,
+    offsets: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Per-frame F0 [N] and voicing [N] -> (sine source float32 [N * hop, 2], the phase after it).
+
+    The source is voicing[f] * [sin phi, cos phi] with phi from sample_phases; pass the returned
+    phase to the next call to continue a stream. `offsets` [N] (training only, locked_offsets):
+    per-frame phase offsets, interpolated between frame centres and added to phi, which locks the
+    source to a recording's own fundamental.
+    """
+    phi, end = sample_phases(f0, hop, sample_rate, phase)
+    if offsets is not None:
+        centres = (np.arange(len(offsets)) + 0.5) * hop
+        phi = phi + np.interp(np.arange(phi.size), centres, offsets)
+    amp = np.repeat(np.asarray(voicing, np.float64), hop)
     src = np.stack([amp * np.sin(phi), amp * np.cos(phi)], axis=-1).astype(np.float32)
-    return src.reshape(-1, SOURCE_COLUMNS), float(starts[-1])
+    return src, end
+
+
+def locked_offsets(audio: np.ndarray, f0: np.ndarray, hop: int, sample_rate: int) -> np.ndarray:
+    """Per-frame phase of a recording's fundamental relative to the generated source phase,
+    unwrapped across frames, float64 [N] (N = len(f0)).
+
+    Teacher forcing scores each sample against the recording, whose pitch pulses sit at their own
+    phase; a source at an unrelated phase says when a pulse is due only after the net has worked
+    out the offset from the past. Training therefore shifts the source onto the recording's
+    fundamental: the audio is demodulated at the source phase and averaged over two frames
+    around each frame's centre (several pitch periods, so the harmonics cancel); the angle is the
+    offset. Generation has no recording, and its own pulses follow the source.
+    """
+    phi, _ = sample_phases(f0, hop, sample_rate)
+    x = np.zeros(phi.size)
+    n = min(phi.size, len(audio))
+    x[:n] = np.asarray(audio, np.float64)[:n]
+    z = np.concatenate([[0], np.cumsum(x * np.exp(-1j * phi))])
+    centres = (np.arange(len(f0)) * hop + hop // 2).astype(np.int64)
+    lo, hi = np.clip(centres - hop, 0, phi.size), np.clip(centres + hop, 0, phi.size)
+    # x = a sin(phi + theta) demodulates to (a / 2j) e^{j theta}: theta = angle + pi / 2
+    return np.unwrap(np.angle(z[hi] - z[lo]) + np.pi / 2)

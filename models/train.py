@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from models.config import TINY, VocoderConfig
-from models.pitch import frame_phases, mel_pitch, source
+from models.pitch import frame_phases, locked_offsets, mel_pitch, source
 from models.reference import (
     SIGNAL_INPUTS,
     SPARSE_WEIGHTS,
@@ -66,12 +66,17 @@ class Utterance:
     mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
     pitch: np.ndarray  # [frames, 2] float64 F0 and voicing from the mel (models/pitch.py)
     phases: np.ndarray  # [frames + 1] float64 sine-source phase at each frame's start
+    offsets: np.ndarray  # [frames] float64 phase of the audio's fundamental against that source
 
     def source(self, first: int, frames: int, config: VocoderConfig) -> np.ndarray:
-        """The sine source of frames [first, first + frames): float32 [frames * hop, 2], exactly
-        what generation from the utterance's start feeds the kernel there."""
+        """The sine source of frames [first, first + frames), float32 [frames * hop, 2]: the one
+        generation feeds the kernel there (same pitch, voicing and frequency), shifted onto the
+        recording's own fundamental (pitch.locked_offsets) so that it says when the recording's
+        pulses are due."""
         f0, voicing = self.pitch[first : first + frames].T
-        return source(f0, voicing, config.hop_length, config.sample_rate, self.phases[first])[0]
+        offsets = self.offsets[first : first + frames]
+        hop, rate = config.hop_length, config.sample_rate
+        return source(f0, voicing, hop, rate, self.phases[first], offsets)[0]
 
     @property
     def usable_frames(self) -> int:
@@ -150,8 +155,10 @@ class Corpus:
                 target, frame_lpc(m, self.config), hop, self._noise(uid, target.size)
             )
             pitch = np.stack(mel_pitch(m), axis=1)
-            phases = frame_phases(pitch[:, 0], hop, self.config.sample_rate)
-            utt = Utterance(uid, classes.astype(np.uint8), inputs, pad_mel(m), pitch, phases)
+            rate = self.config.sample_rate
+            phases = frame_phases(pitch[:, 0], hop, rate)
+            offsets = locked_offsets(audio, pitch[:, 0], hop, rate)
+            utt = Utterance(uid, classes.astype(np.uint8), inputs, pad_mel(m), pitch, phases, offsets)
             if utt.usable_frames >= 1:
                 self.utterances.append(utt)
                 added += 1

@@ -82,3 +82,18 @@ def test_frame_by_frame_source_is_the_whole_source_bit_for_bit() -> None:
     # a crop from frame 4 on, started at its frame phase, is the same stretch
     crop, _ = pitch.source(f0[4:], voicing[4:], SPEC.hop_length, SPEC.sample_rate, starts[4])
     assert np.array_equal(crop, whole[4 * SPEC.hop_length :])
+
+
+@pytest.mark.parametrize("theta", [0.0, 1.0, -2.5])
+def test_locked_offsets_find_the_phase_of_a_recording(theta: float) -> None:
+    """Training's source is shifted onto the recording's fundamental: a vowel whose phase runs
+    theta ahead of the source's gives offsets of theta, and the shifted source is in phase."""
+    hop, sr = SPEC.hop_length, SPEC.sample_rate
+    f0 = 180.0 + 20.0 * np.sin(np.arange(24) / 4)  # a moving pitch
+    phi, _ = pitch.sample_phases(f0, hop, sr)
+    x = sum(0.2 / k * np.sin(k * (phi + theta)) for k in range(1, 16))
+    offsets = pitch.locked_offsets(x, f0, hop, sr)
+    err = np.angle(np.exp(1j * (offsets - theta)))[2:-2]
+    assert np.abs(err).max() < 0.15
+    locked, _ = pitch.source(f0, np.ones(24), hop, sr, offsets=offsets)
+    assert np.corrcoef(locked[2 * hop : -2 * hop, 0], np.sin(phi + theta)[2 * hop : -2 * hop])[0, 1] > 0.99
