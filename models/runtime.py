@@ -245,18 +245,21 @@ class VocoderStream:
         self._cond_done = 0
         self._hid = _aligned((COND_BATCH + 2, c.cond_hidden))  # the condition call's scratch
         # The raw log-mel received, and what is fitted to it for frames [0, _lpc_done): the
-        # predictor coefficients (LPC models) and the pitch and voicing of the sine source, in
+        # predictor coefficients (LPC models) and the sine source from the pitch and voicing, in
         # batches as frames are needed (an LPC fit has a fixed cost of ~0.4 ms per call, so one
         # call per pushed frame would cost more than the frame); LPC rows are padded to 64 bytes
         # so each is a view.
         self._raw = np.zeros((64, c.n_mels), np.float32)
         self._lpc = _aligned((64, -(-max(c.lpc_order, 1) // 16) * 16))
-        self._pitch = np.zeros((64, 2))  # [F0, voicing] per frame
         self._lpc_done = 0
-        # The sine source of the frame being made, and its phase, carried from frame to frame.
+        # The sine source of the frames fitted last (from frame _src_first on; made per batch, as it
+        # costs ~33 us for one frame and ~10 us a frame in a batch of 64), the phase after them,
+        # and the frame being made's rows, in an aligned buffer the kernel sees.
+        self._src_batch = np.zeros((0, SOURCE_COLUMNS), np.float32)
+        self._src_first = 0
+        self._phase = 0.0
         self._src_np = _aligned((c.hop_length, SOURCE_COLUMNS))
         self._src = tvm.runtime.from_dlpack(self._src_np)
-        self._phase = 0.0
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
@@ -348,9 +351,9 @@ class VocoderStream:
         if config.lpc_order:
             self._lpc = _fit(self._lpc, start, end)
             self._lpc[start:end, : config.lpc_order] = frame_lpc(rows, config)
-        if end > self._pitch.shape[0]:  # float64, as reference.frame_source: the phase is exact
-            self._pitch = np.concatenate([self._pitch[:start], np.zeros((2 * end, 2))])
-        self._pitch[start:end] = np.stack(mel_pitch(rows), axis=1)
+        f0, voicing = mel_pitch(rows)
+        self._src_batch, self._phase = source(f0, voicing, config.hop_length, config.sample_rate, self._phase)
+        self._src_first = start
         self._lpc_done = end
 
     def _frame_lpc(self, f: int) -> tvm.runtime.Tensor:
@@ -360,10 +363,11 @@ class VocoderStream:
         return _view(self._lpc[f, : self.runtime.config.lpc_order])
 
     def _frame_source(self, f: int) -> tvm.runtime.Tensor:
-        """Frame f's sine source for the kernel, continuing the phase of frame f - 1."""
-        c = self.runtime.config
-        f0, voicing = self._pitch[f : f + 1, 0], self._pitch[f : f + 1, 1]
-        self._src_np[:], self._phase = source(f0, voicing, c.hop_length, c.sample_rate, self._phase)
+        """Frame f's sine source for the kernel (made by _fit_through; frame by frame or in
+        batches, the phase carries over bit for bit: pitch.source)."""
+        hop = self.runtime.config.hop_length
+        at = (f - self._src_first) * hop
+        self._src_np[:] = self._src_batch[at : at + hop]
         return self._src
 
     def step(self) -> np.ndarray:
