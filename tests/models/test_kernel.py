@@ -32,10 +32,16 @@ def signal_of(classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray) -> tuple[n
     return out, hist
 
 
-def run_and_compare(config: VocoderConfig, isa: str, frames: int, seed: int = 0) -> dict[str, float]:
-    """Run `frames` kernel calls; before each, run the reference from the kernel's own state."""
+def run_and_compare(
+    config: VocoderConfig, isa: str, frames: int, seed: int = 0, with_source: bool = True
+) -> dict[str, float]:
+    """Run `frames` kernel calls; before each, run the reference from the kernel's own state.
+    with_source=False zeroes the sine-source weights: the kernel is built without those terms."""
     w = ref.random_weights(config, seed)
+    if not with_source:
+        w.update({k: np.zeros_like(w[k]) for k in ref.SOURCE_INPUTS})
     shape, wargs = kernel.pack_weights(w, config, isa)
+    assert shape.source == with_source
     if config.weight_dtype == "float16":
         # float16 storage rounds the sparse weights; the reference sees the same rounded values
         w = {k: (v.astype(np.float16).astype(np.float32) if k in ref.SPARSE_WEIGHTS else v) for k, v in w.items()}
@@ -105,6 +111,16 @@ def test_tiny_kernel_matches_reference(isa: str, dtype: str, lpc_order: int) -> 
 def test_full_size_int8_kernel_matches_reference(lpc_order: int) -> None:
     """The shipped size (H=512, 16x4 blocks, 10% density) on the best ISA of this CPU."""
     r = run_and_compare(VocoderConfig(weight_dtype="int8", lpc_order=lpc_order), host_isas()[0], frames=2)
+    assert r["mismatch_rate"] <= 0.01
+    assert r["max_h_err"] < 1e-5
+
+
+@pytest.mark.parametrize("with_source", [True, False], ids=["source", "no-source"])
+def test_kernel_without_source_terms_matches_reference(with_source: bool) -> None:
+    """Models whose sine-source weights are zero get a kernel without those two FMAs per gate
+    row; both variants compute the reference's samples."""
+    config = dataclasses.replace(TINY, lpc_order=8)
+    r = run_and_compare(config, host_isas()[0], frames=4, with_source=with_source)
     assert r["mismatch_rate"] <= 0.01
     assert r["max_h_err"] < 1e-5
 
