@@ -92,7 +92,9 @@ class VocoderRuntime:
         self.isa = isa
         self._module = module
         self._frame_fn = module["main"]
-        _, weight_args = kernel.pack_weights(weights, config, isa)
+        shape, weight_args = kernel.pack_weights(weights, config, isa)
+        # Models whose sine-source weights are zero ignore the source: streams skip making it.
+        self.uses_source = shape.source
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
         self._cond_fn = module["condition"]
         self._cond_args = [tvm.runtime.tensor(a) for a in kernel.condition_args(weights)]
@@ -351,9 +353,11 @@ class VocoderStream:
         if config.lpc_order:
             self._lpc = _fit(self._lpc, start, end)
             self._lpc[start:end, : config.lpc_order] = frame_lpc(rows, config)
-        f0, voicing = mel_pitch(rows)
-        self._src_batch, self._phase = source(f0, voicing, config.hop_length, config.sample_rate, self._phase)
-        self._src_first = start
+        if self.runtime.uses_source:
+            f0, voicing = mel_pitch(rows)
+            hop, rate = config.hop_length, config.sample_rate
+            self._src_batch, self._phase = source(f0, voicing, hop, rate, self._phase)
+            self._src_first = start
         self._lpc_done = end
 
     def _frame_lpc(self, f: int) -> tvm.runtime.Tensor:
@@ -365,6 +369,8 @@ class VocoderStream:
     def _frame_source(self, f: int) -> tvm.runtime.Tensor:
         """Frame f's sine source for the kernel (made by _fit_through; frame by frame or in
         batches, the phase carries over bit for bit: pitch.source)."""
+        if not self.runtime.uses_source:
+            return self._src  # zeros, and the module is built without the source terms
         hop = self.runtime.config.hop_length
         at = (f - self._src_first) * hop
         self._src_np[:] = self._src_batch[at : at + hop]
