@@ -38,6 +38,7 @@ from scipy.fft import dct
 
 from models.features import SPEC, log_mel, magnitude_spectrogram, mel_filterbank
 from models.lpc import lpc_noise_vocoder
+from models.pitch import parabolic_shift
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +77,20 @@ def _active_power(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndar
     return p_ref[active], p_out[active]
 
 
+def _db_diff(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Power of `ref` minus power of `out` in dB per STFT frame and bin, float64 [frames, bins],
+    of two sample-aligned signals (truncated to the shorter one), and `ref`'s active frames."""
+    ref, out = _align(ref, out)
+    p_ref = magnitude_spectrogram(ref) ** 2
+    p_out = magnitude_spectrogram(out) ** 2
+    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
+    return diff, active_frames(p_ref)
+
+
 def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
     """LSD in dB between two sample-aligned signals float [L] (truncated to the shorter one)."""
-    p_ref, p_out = _active_power(ref, out)
-    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
-    return float(np.mean(np.sqrt(np.mean(diff**2, axis=1))))
+    diff, active = _db_diff(ref, out)
+    return float(np.mean(np.sqrt(np.mean(diff[active] ** 2, axis=1))))
 
 
 PITCH_HZ = (100.0, 400.0)  # the lags a voiced frame's period is looked for at (slt: ~130-280 Hz)
@@ -104,8 +114,7 @@ def pitch_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = lo + np.argmax(r[:, lo : hi + 1], axis=1)
     rows = np.arange(r.shape[0])
     left, mid, right = r[rows, k - 1], r[rows, k], r[rows, np.minimum(k + 1, r.shape[1] - 1)]
-    curve = left - 2 * mid + right
-    shift = np.where(curve < 0, 0.5 * (left - right) / np.where(curve < 0, curve, -1.0), 0.0)
+    shift = parabolic_shift(left, mid, right)
     peak = np.where(r[:, 0] > 1e-12, mid / energy, 0.0)
     return peak, k + np.clip(shift, -0.5, 0.5)
 
@@ -146,13 +155,9 @@ def lsd_voiced_unvoiced(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]
     ~7.9 dB (two independent noise spectra), while one that outputs the smooth expected spectrum,
     as Griffin-Lim from a mel does, scores ~6.1 dB. In a voiced frame both can approach 0.
     """
-    ref, out = _align(ref, out)
-    p_ref = magnitude_spectrogram(ref) ** 2
-    p_out = magnitude_spectrogram(out) ** 2
-    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
+    diff, active = _db_diff(ref, out)
     frame_lsd = np.sqrt(np.mean(diff**2, axis=1))
-    active = active_frames(p_ref)
-    voiced = periodicity(ref) > VOICED_THRESHOLD
+    voiced = periodicity(_align(ref, out)[0]) > VOICED_THRESHOLD
     v, u = frame_lsd[active & voiced], frame_lsd[active & ~voiced]
     return (float(v.mean()) if v.size else math.nan, float(u.mean()) if u.size else math.nan)
 
@@ -186,9 +191,8 @@ def band_lsd_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     Where the LSD comes from: a vocoder whose harmonics are smeared into noise scores badly in the
     bands the harmonics are resolved in, even when its band energy (band_bias_db) is right.
     """
-    p_ref, p_out = _active_power(ref, out)
-    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
-    band = _band_index(p_ref.shape[1])
+    diff, active = _db_diff(ref, out)
+    diff, band = diff[active], _band_index(diff.shape[1])
     return np.sqrt(np.array([np.mean(diff[:, band == b] ** 2) for b in range(len(BANDS_HZ) - 1)]))
 
 
@@ -291,8 +295,8 @@ def evaluate(
     mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False).
     summary[name] = {lsd_db, mcd_db, rtf, n, lsd_max_db (the worst utterance: a runaway shows
     here), lsd_voiced_db and lsd_unvoiced_db (lsd_voiced_unvoiced, mean over the utterances that
-    have such frames), the VOICING_KEYS of voicing_scores (likewise),
-    band_bias_db and band_lsd_db (means over utterances of those functions), per_utterance (LSD, MCD lists)}.
+    have such frames), the VOICING_KEYS of voicing_scores (likewise), band_bias_db and band_lsd_db
+    (means over utterances of those functions), per_utterance (LSD, MCD lists)}.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
     names += ["lpc-noise"] if lpc_noise else []

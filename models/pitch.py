@@ -64,6 +64,13 @@ def _templates(spec: MelSpec) -> tuple[np.ndarray, np.ndarray]:
     return cands, templates
 
 
+def parabolic_shift(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Offset of a peak from its middle sample, in samples, by a parabola through three values;
+    0 where they do not bend down (no peak to refine)."""
+    curve = left - 2 * mid + right
+    return np.where(curve < 0, 0.5 * (left - right) / np.where(curve < 0, curve, -1.0), 0.0)
+
+
 def mel_pitch(log_mel: np.ndarray, spec: MelSpec = SPEC) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel [N, n_mels] -> (F0 [N] Hz, voicing [N] in [0, 1]), float64. F0 is the best comb's
     pitch in every frame, voiced or not; voicing ramps from 0 to 1 as its correlation goes from
@@ -75,9 +82,7 @@ def mel_pitch(log_mel: np.ndarray, spec: MelSpec = SPEC) -> tuple[np.ndarray, np
     score = _detrend(mel[:, :MEL_BANDS]) @ templates.T  # [N, K] correlations
     k = np.clip(np.argmax(score, axis=1), 1, cands.size - 2)
     rows = np.arange(mel.shape[0])
-    left, mid, right = score[rows, k - 1], score[rows, k], score[rows, k + 1]
-    curve = left - 2 * mid + right
-    shift = np.where(curve < 0, 0.5 * (left - right) / np.where(curve < 0, curve, -1.0), 0.0)
+    shift = parabolic_shift(score[rows, k - 1], score[rows, k], score[rows, k + 1])
     f0 = cands[k] * 2.0 ** (np.clip(shift, -1, 1) * STEP_CENTS / 1200)
     voicing = np.clip((score.max(axis=1) - VOICED_FROM) / (VOICED_FULL - VOICED_FROM), 0.0, 1.0)
     return f0, voicing
