@@ -38,6 +38,11 @@ class VocoderConfig:
     # fitted to its mel (models/lpc.py); the sample is p[n] + e[n]. The spectral envelope then
     # comes from the features and the sampling noise is shaped like it. 0 turns it off.
     lpc_order: int = 0
+    # White-noise correction of the LPC fit (r[0] *= 1 + floor): it fills the envelope's valleys
+    # and tempers its sharpest resonances. With 1e-4 the predictor rang at a 30-40 dB low
+    # resonance in a slow utterance until sampling ran away to full scale; 1e-3 stopped that
+    # with the same weights (docs/training.md, session 7).
+    lpc_noise_floor: float = 1e-3
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
     density: float = 0.10
@@ -62,6 +67,7 @@ class VocoderConfig:
         assert self.hop_length > 0 and self.sample_rate > 0
         assert 0.0 <= self.preemphasis < 1.0
         assert 0 <= self.lpc_order <= 32
+        assert 0.0 <= self.lpc_noise_floor < 1.0
 
     @property
     def frame_seconds(self) -> float:
@@ -76,8 +82,9 @@ class VocoderConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown VocoderConfig fields: {sorted(unknown)}")
-        # Artefacts and checkpoints written before pre-emphasis existed model the plain signal.
-        return cls(**{"preemphasis": 0.0, **data})
+        # Artefacts and checkpoints written before a field existed keep what they were trained
+        # with: the plain signal (no pre-emphasis), and the LPC fit's first noise floor.
+        return cls(**{"preemphasis": 0.0, "lpc_noise_floor": 1e-4, **data})
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -19,11 +19,11 @@ import functools
 import numpy as np
 from scipy.signal import lfilter, lfiltic
 
+from models.config import VocoderConfig
 from models.features import SPEC, MelSpec, mel_filterbank
 
 DEFAULT_ORDER = 24  # poles: 24 kHz speech keeps ~12 formant pairs below Nyquist
 LAG_WINDOW_HZ = 60.0  # Gaussian lag window: widens sharp peaks so the fit stays well conditioned
-NOISE_FLOOR = 1e-4  # white-noise correction: r[0] *= 1 + NOISE_FLOOR
 
 
 def mel_to_psd(log_mel: np.ndarray, spec: MelSpec = SPEC) -> np.ndarray:
@@ -49,7 +49,11 @@ def _inversion(spec: MelSpec) -> tuple[np.ndarray, float]:
 
 
 def lpc_from_mel(
-    log_mel: np.ndarray, order: int = DEFAULT_ORDER, preemphasis: float = 0.0, spec: MelSpec = SPEC
+    log_mel: np.ndarray,
+    order: int = DEFAULT_ORDER,
+    preemphasis: float = 0.0,
+    spec: MelSpec = SPEC,
+    noise_floor: float = VocoderConfig.lpc_noise_floor,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All-pole fit of every frame: (A [N, P + 1] with A[:, 0] = 1, error power [N]).
 
@@ -62,7 +66,7 @@ def lpc_from_mel(
     r = np.fft.irfft(psd, n=spec.n_fft, axis=1)[:, : order + 1]
     lags = np.arange(order + 1)
     r = r * np.exp(-0.5 * (2 * np.pi * LAG_WINDOW_HZ * lags / spec.sample_rate) ** 2)
-    r[:, 0] *= 1.0 + NOISE_FLOOR
+    r[:, 0] *= 1.0 + noise_floor  # white-noise correction
     return levinson(r)
 
 

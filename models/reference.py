@@ -153,7 +153,7 @@ def frame_lpc(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
     ([N, 0] when config.lpc_order is 0): what the kernel and training use (models/lpc.py)."""
     if not config.lpc_order:
         return np.zeros((mel.shape[0], 0), f32)
-    a, _ = lpc_from_mel(mel, config.lpc_order, config.preemphasis)
+    a, _ = lpc_from_mel(mel, config.lpc_order, config.preemphasis, noise_floor=config.lpc_noise_floor)
     return np.ascontiguousarray(a[:, 1:], dtype=f32)
 
 

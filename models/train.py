@@ -49,6 +49,8 @@ from models.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights, widen_inp
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+DOMAIN_FIELDS = ("preemphasis", "lpc_order", "lpc_noise_floor")
+"""VocoderConfig fields a run may change on --resume: they change the targets, not the net's shape."""
 
 
 class CorpusError(ValueError):
@@ -459,14 +461,13 @@ def train(args: argparse.Namespace) -> int:
         state = load_checkpoint(src)
         model, config = model_from_checkpoint(state)
         logger.info("resumed from %s at step %d", src, state["step"])
-        if args.preemphasis is not None and args.preemphasis != config.preemphasis:
-            # Fine-tuning into a new output domain: the network is kept, the targets change.
-            logger.info("pre-emphasis %.2f -> %.2f", config.preemphasis, args.preemphasis)
-            config = dataclasses.replace(config, preemphasis=args.preemphasis)
-        if args.lpc_order is not None and args.lpc_order != config.lpc_order:
-            # The same: the net now predicts the LPC excitation (or the signal again, with 0).
-            logger.info("LPC order %d -> %d", config.lpc_order, args.lpc_order)
-            config = dataclasses.replace(config, lpc_order=args.lpc_order)
+        for field in DOMAIN_FIELDS:
+            # Fine-tuning into a new domain (pre-emphasis, the LPC excitation or its fit): the
+            # network is kept, its inputs and targets change.
+            value = getattr(args, field)
+            if value is not None and value != getattr(config, field):
+                logger.info("%s %s -> %s", field, getattr(config, field), value)
+                config = dataclasses.replace(config, **{field: value})
         if args.input_noise is None:
             # A training setting, not part of the model: carried in the checkpoint's args so a
             # plain --resume goes on as the run it continues did.
@@ -476,10 +477,7 @@ def train(args: argparse.Namespace) -> int:
     else:
         config = TINY if args.tiny else VocoderConfig()
         overrides = {k: getattr(args, k) for k in ("hidden_size", "fc_size") if getattr(args, k)}
-        if args.preemphasis is not None:
-            overrides["preemphasis"] = args.preemphasis
-        if args.lpc_order is not None:
-            overrides["lpc_order"] = args.lpc_order
+        overrides |= {k: getattr(args, k) for k in DOMAIN_FIELDS if getattr(args, k) is not None}
         args.input_noise = args.input_noise or 0.0
         if overrides:
             config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
@@ -690,6 +688,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="predict the excitation of this many LPC poles fitted to each frame's mel, LPCNet-style "
         "(default: the model config's, 0 = off; on --resume, switches domain)",
+    )
+    parser.add_argument(
+        "--lpc-noise-floor",
+        type=float,
+        default=None,
+        help="white-noise correction of the LPC fit, which bounds its peak gain (default: the model "
+        "config's; on --resume, switches domain)",
     )
     parser.add_argument(
         "--input-noise",

@@ -41,8 +41,8 @@ def test_envelope_of_an_all_pole_signal_is_recovered() -> None:
     assert a.shape == (log_mel(x).shape[0], 17) and np.all(a[:, 0] == 1.0)
     # every frame's filter is stable: the roots of A(z) lie inside the unit circle
     assert max(np.abs(np.roots(row)).max() for row in a) < 1.0
-    # the fitted envelope follows the true one over its top 40 dB (the fit's white-noise correction
-    # floors it 40 dB below the total power, as speech coders do), in a frame away from the ends
+    # the fitted envelope follows the true one over its top 40 dB (below that the fit's white-noise
+    # correction fills the valleys, as speech coders do), in a frame away from the ends
     f = 30
     freqs = np.linspace(200, 8000, 400)
     _, h_fit = freqz([np.sqrt(err[f])], a[f], worN=freqs, fs=SR)
@@ -53,6 +53,20 @@ def test_envelope_of_an_all_pole_signal_is_recovered() -> None:
     diff = (fit_db - fit_db[top].max()) - (true_db - true_db[top].max())
     assert np.median(np.abs(diff[top])) < 3.0
     assert fit_db[np.argmin(np.abs(freqs - 1500))] > fit_db[np.argmin(np.abs(freqs - 6000))] + 20
+
+
+def test_noise_floor_bounds_the_filters_peak_gain() -> None:
+    # A sharp low resonance, as slow low-pitched speech gives: the white-noise correction tempers
+    # the predictor's peak gain (how long it rings on what the sampler draws).
+    x = _ar_signal(_resonator([250.0], radius=0.999), seed=4)
+    mel = log_mel(x)[5:-5]
+
+    def peak_gain_db(floor: float) -> float:
+        a, _ = lpc_from_mel(mel, order=24, preemphasis=0.85, noise_floor=floor)
+        return float(np.max(-20 * np.log10(np.abs(np.fft.rfft(a, 1024, axis=1)))))
+
+    gains = [peak_gain_db(f) for f in (1e-4, 1e-3, 1e-2)]
+    assert gains[0] > gains[1] + 3 > gains[2] + 6  # measured 54.6, 48.9, 40.2 dB
 
 
 def test_noise_vocoder_matches_level_and_envelope() -> None:

@@ -202,16 +202,21 @@ def test_module_from_another_kernel_abi_is_refused(tiny_dir: Path, tmp_path: Pat
         VocoderRuntime.load(d)
 
 
-def test_old_artefacts_without_preemphasis_load_as_plain_signal(tiny_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("field", "then"), [("preemphasis", 0.0), ("lpc_noise_floor", 1e-4)])
+def test_old_artefacts_load_with_what_they_were_trained_with(
+    tiny_dir: Path, tmp_path: Path, field: str, then: float
+) -> None:
+    # Written before the field existed: the plain signal, or the LPC fit's first noise floor.
     d = copy_model(tiny_dir, tmp_path / "m")
-    edit_json(d / "config.json", lambda c: c.pop("preemphasis"))
+    assert getattr(VocoderRuntime.load(d).config, field) != then
+    edit_json(d / "config.json", lambda c: c.pop(field))
 
     def drop_field(manifest: dict[str, Any]) -> None:
-        manifest["config"].pop("preemphasis")
+        manifest["config"].pop(field)
         manifest["files"]["config.json"] = comp.sha256_file(d / "config.json")
 
     edit_json(d / "manifest.json", drop_field)
-    assert VocoderRuntime.load(d).config.preemphasis == 0.0
+    assert getattr(VocoderRuntime.load(d).config, field) == then
 
 
 def test_module_for_missing_cpu_features_is_refused(tiny_dir: Path, tmp_path: Path) -> None:

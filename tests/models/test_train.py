@@ -242,6 +242,11 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     args.export = str(tmp_path / "e4")
     assert train_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e4" / "config.json").lpc_order == 8
+    # And for the LPC fit's noise floor.
+    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r5", "--lpc-noise-floor", "0.01")
+    args.export = str(tmp_path / "e5")
+    assert train_mod.run(args) == 0
+    assert VocoderConfig.load(tmp_path / "e5" / "config.json").lpc_noise_floor == 0.01
     # Noise injection is a training setting the checkpoint carries: a plain resume keeps it,
     # an explicit flag overrides it.
     assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
