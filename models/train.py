@@ -693,8 +693,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lpc-noise-floor",
         type=float,
         default=None,
-        help="white-noise correction of the LPC fit, which bounds its peak gain (default: the model "
-        "config's; on --resume, switches domain)",
+        help="white-noise correction of the LPC fit, which tempers its sharpest resonances (default: the "
+        "model config's; on --resume, switches domain)",
     )
     parser.add_argument(
         "--input-noise",
