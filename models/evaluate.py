@@ -67,24 +67,20 @@ def active_frames(ref_power: np.ndarray, within_db: float = ACTIVE_DB) -> np.nda
     return energy_db >= energy_db.max() - within_db
 
 
-def _active_power(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Power spectrograms [active frames, bins] of two sample-aligned signals (truncated to the
-    shorter one), keeping the frames that are active in `ref`."""
+def _power_spectra(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Power spectrograms float64 [frames, bins] of two sample-aligned signals (truncated to the
+    shorter one), and the frames that are active in `ref` (bool [frames])."""
     ref, out = _align(ref, out)
-    p_ref = magnitude_spectrogram(ref) ** 2  # [frames, bins]
+    p_ref = magnitude_spectrogram(ref) ** 2
     p_out = magnitude_spectrogram(out) ** 2
-    active = active_frames(p_ref)
-    return p_ref[active], p_out[active]
+    return p_ref, p_out, active_frames(p_ref)
 
 
 def _db_diff(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Power of `ref` minus power of `out` in dB per STFT frame and bin, float64 [frames, bins],
-    of two sample-aligned signals (truncated to the shorter one), and `ref`'s active frames."""
-    ref, out = _align(ref, out)
-    p_ref = magnitude_spectrogram(ref) ** 2
-    p_out = magnitude_spectrogram(out) ** 2
-    diff = 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR)
-    return diff, active_frames(p_ref)
+    and `ref`'s active frames (as _power_spectra)."""
+    p_ref, p_out, active = _power_spectra(ref, out)
+    return 10 * np.log10(p_ref + POWER_FLOOR) - 10 * np.log10(p_out + POWER_FLOOR), active
 
 
 def log_spectral_distance(ref: np.ndarray, out: np.ndarray) -> float:
@@ -178,8 +174,8 @@ def band_bias_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     LSD says how far two spectra are; this says which way: a vocoder that is too quiet where the
     voice is loud (or booms below it) shows here as a sign, not only as a larger distance.
     """
-    p_ref, p_out = _active_power(ref, out)
-    band = _band_index(p_ref.shape[1])
+    p_ref, p_out, active = _power_spectra(ref, out)
+    p_ref, p_out, band = p_ref[active], p_out[active], _band_index(p_ref.shape[1])
     e_ref = np.array([p_ref[:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
     e_out = np.array([p_out[:, band == b].sum() for b in range(len(BANDS_HZ) - 1)])
     return 10 * np.log10((e_out + POWER_FLOOR) / (e_ref + POWER_FLOOR))
