@@ -79,20 +79,39 @@ KERNEL_ABI = 8
 INT8_VARIANT = {"avx512vnni": "vnni", "avx512": "avx512bw", "avx2": "avx2"}
 
 
+def fma(a: tvm.tirx.PrimExpr, b: tvm.tirx.PrimExpr, c: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+    """a * b + c rounded once (models.reference.fma32), vectorised like any elementwise op.
+
+    Written out rather than left to LLVM's contraction of `a * b + c`: where both operands of an
+    add are products, or an ISA has no FMA, LLVM's choice decides the last bit, and a last-bit
+    difference that meets an 8-bit rounding edge moves a quantised activation (h off by ~2e-3).
+    With every fused step explicit, the kernel's h is the reference's bit for bit.
+    """
+    return T.call_llvm_pure_intrin("float32", "llvm.fma.f32", a, b, c)
+
+
 def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
     """fast_tanh's rational P(x2) * x / Q(x2) on an already clamped x, with x2 = x * x.
 
-    A plain Python builder, called from the TVMScript below: the expression tree (Horner order,
-    which LLVM contracts into FMAs as models.reference._tanh_rational assumes) is written once for
-    the GRU gates and the conditioning net.
+    A plain Python builder, called from the TVMScript below: the expression tree (Horner steps as
+    FMAs, as models.reference._tanh_rational) is written once for the GRU gates and the
+    conditioning net.
     """
     p = T.float32(float(TANH_ALPHA[0]))
     for c in TANH_ALPHA[1:]:
-        p = p * x2 + T.float32(float(c))
+        p = fma(p, x2, T.float32(float(c)))
     q = T.float32(float(TANH_BETA[0]))
     for c in TANH_BETA[1:]:
-        q = q * x2 + T.float32(float(c))
+        q = fma(q, x2, T.float32(float(c)))
     return p * x / q
+
+
+def exp2_poly(f: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+    """2^f on [0, 1) (models.reference.fast_exp's polynomial), Horner steps as FMAs."""
+    p = T.float32(float(EXP2_POLY[-1]))
+    for c in reversed(EXP2_POLY[:-1]):
+        p = fma(p, f, T.float32(float(c)))
+    return p
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,6 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     KG = K // V  # groups of the two-level inverse-CDF search
 
     clamp = float(TANH_CLAMP)
-    e0, e1, e2, e3, e4, e5 = (float(c) for c in EXP2_POLY)
     log2e = float(LOG2E)
     exp_floor = float(EXP_FLOOR)
     preemph = float(cfg.preemphasis)
@@ -179,8 +197,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 p1[jo * V + ji] = T.float32(0)
             for c in range(C):
                 for ji in T.vectorized(V):
-                    p0[jo * V + ji] = p0[jo * V + ji] + cond[0, c] * w_cond_t[c, jo * V + ji]
-                    p1[jo * V + ji] = p1[jo * V + ji] + cond[1, c] * w_cond_t[c, jo * V + ji]
+                    p0[jo * V + ji] = fma(cond[0, c], w_cond_t[c, jo * V + ji], p0[jo * V + ji])
+                    p1[jo * V + ji] = fma(cond[1, c], w_cond_t[c, jo * V + ji], p1[jo * V + ji])
             for ji in T.vectorized(V):
                 p1[jo * V + ji] = p1[jo * V + ji] - p0[jo * V + ji]
                 p0[jo * V + ji] = p0[jo * V + ji] + b_ih[jo * V + ji]
@@ -190,9 +208,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         # (the sine source's two only when the model uses it: KernelShape.source), summed left to
         # right as reference.run_frame does. A plain Python builder like tanh_rational, so each
         # gate's sum stays one expression (split into statements it measured ~0.3 us/sample slower).
-        acc = p0[j] + sc[0] * p1[j]
+        acc = fma(sc[0], p1[j], p0[j])
         for k in range(len(STEP_INPUTS) if SRC else len(STEP_INPUTS) - len(SOURCE_INPUTS)):
-            acc = acc + w_in[k, j] * sc[3 + k]
+            acc = fma(w_in[k, j], sc[3 + k], acc)
         return acc
 
     @T.macro
@@ -213,13 +231,11 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[0, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[0, ii], s[2, ii])
                 s[1, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[1, ii], s[3, ii])
                 # n = tanh(gi_n + r * gh_n)
-                s[4, ii] = gate_input(p0, p1, w_in, sc, 2 * H + io * V + ii) + s[0, ii] * gh[
-                    2 * H + io * V + ii
-                ]
+                s[4, ii] = fma(s[0, ii], gh[2 * H + io * V + ii], gate_input(p0, p1, w_in, sc, 2 * H + io * V + ii))
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
                 s[4, ii] = tanh_rational(s[4, ii], s[5, ii])
-                h[io * V + ii] = (T.float32(1) - s[1, ii]) * s[4, ii] + s[1, ii] * h[io * V + ii]
+                h[io * V + ii] = fma(s[1, ii], h[io * V + ii], (T.float32(1) - s[1, ii]) * s[4, ii])
 
     @T.macro
     def softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out):
@@ -237,10 +253,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(log2e)
                 s[7, ii] = T.floor(s[6, ii])
                 s[6, ii] = s[6, ii] - s[7, ii]
-                prob[ko * V + ii] = (
-                    ((((T.float32(e5) * s[6, ii] + T.float32(e4)) * s[6, ii] + T.float32(e3)) * s[6, ii] + T.float32(e2)) * s[6, ii] + T.float32(e1)) * s[6, ii]
-                    + T.float32(e0)
-                ) * T.reinterpret("float32", T.shift_left(T.Cast("int32", s[7, ii]) + 127, 23))
+                prob[ko * V + ii] = exp2_poly(s[6, ii]) * T.reinterpret(
+                    "float32", T.shift_left(T.Cast("int32", s[7, ii]) + 127, 23)
+                )
         # 7. inverse CDF: group sums (KG groups of V), pick the group, then the class
         for g in range(KG):
             gsum[g] = T.float32(0)
@@ -304,7 +319,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         sc[1] = xprev[1]
         for t in range(TT):
             # an explicit fused multiply-add: the same rounding with or without FMA hardware
-            sc[1] = T.call_llvm_pure_intrin("float32", "llvm.fma.f32", T.float32(preemph), sc[1], sig[t])
+            sc[1] = fma(T.float32(preemph), sc[1], sig[t])
             pcm[t] = T.min(T.max(sc[1], T.float32(-1)), T.float32(1))
         xprev[1] = sc[1]
 
@@ -381,11 +396,11 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             for r in T.vectorized(R):
                 if relu:
                     y[br * R + r] = T.max(
-                        T.Cast("float32", acc[1, r]) * (scale[br * R + r] * xscale) + bias[br * R + r],
+                        fma(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r]),
                         T.float32(0),
                     )
                 else:
-                    y[br * R + r] = T.Cast("float32", acc[1, r]) * (scale[br * R + r] * xscale) + bias[br * R + r]
+                    y[br * R + r] = fma(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r])
 
     @T.macro
     def quantize4(x, n, scale, xq8):
@@ -395,7 +410,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         # stride-4 loads cost ~0.5 us/sample on AVX2.)
         for io in range(n // V):
             for ii in T.vectorized(V):
-                xq8[io * V + ii] = T.Cast("uint8", T.Cast("int32", T.floor(x[io * V + ii] * scale + T.float32(0.5))) + 128)
+                xq8[io * V + ii] = T.Cast("uint8", T.Cast("int32", T.floor(fma(x[io * V + ii], scale, T.float32(0.5)))) + 128)
 
     @T.prim_func
     def frame_float(

@@ -83,9 +83,9 @@ def fast_exp(x: np.ndarray) -> np.ndarray:
     ti = np.floor(t)
     frac = (t - ti).astype(f32)
     c = EXP2_POLY
-    p = c[-1]
+    p = np.full_like(frac, c[-1])
     for coef in reversed(c[:-1]):
-        p = p * frac + coef
+        p = fma32(p, frac, coef)  # fused, as the kernel's Horner steps
     scale = ((ti.astype(np.int32) + 127) << 23).astype(np.int32).view(f32)
     return (p * scale).astype(f32)
 
@@ -511,6 +511,17 @@ def sample_from_logits(logits: np.ndarray, u: float) -> tuple[int, float]:
     return k, margin
 
 
+def project_conditioning(cond_pair: np.ndarray, w_cond: np.ndarray) -> np.ndarray:
+    """cond_pair [2, C] times w_cond [3H, C] transposed, one fused multiply-add per input column
+    in column order, as the kernel accumulates it: a BLAS matmul sums in an order of its own,
+    which differs in the last bit from one CPU to the next."""
+    cond_pair = cond_pair.astype(f32)
+    acc = np.zeros((cond_pair.shape[0], w_cond.shape[0]), f32)
+    for c in range(cond_pair.shape[1]):
+        acc = fma32(cond_pair[:, c : c + 1], w_cond[:, c], acc)
+    return acc
+
+
 def run_frame(
     weights: dict[str, np.ndarray],
     config: VocoderConfig,
@@ -536,7 +547,7 @@ def run_frame(
     H, T = config.hidden_size, config.hop_length
     assert cond_pair.shape == (2, config.cond_size)
     assert uniforms.shape == (T,)
-    proj = (cond_pair.astype(f32) @ weights["gru.w_cond"].T).astype(f32)  # [2, 3H]
+    proj = project_conditioning(cond_pair, weights["gru.w_cond"])  # [2, 3H]
     # (1 - a) P0 + a P1 + b_ih, written as base + a * slope: one FMA per step in the kernel
     base = (proj[0] + weights["gru.b_ih"]).astype(f32)
     slope = (proj[1] - proj[0]).astype(f32)
@@ -562,7 +573,9 @@ def run_frame(
         a = f32(t) / f32(T)
         p = predict(lpc, hist) if P else zero
         sin, cos = source[t]
-        gi = (((((fma32(slope, a, base) + w_s * x) + w_p * p) + w_e * e) + w_sin * sin) + w_cos * cos).astype(f32)
+        gi = fma32(slope, a, base)
+        for w_k, v in ((w_s, x), (w_p, p), (w_e, e), (w_sin, sin), (w_cos, cos)):
+            gi = fma32(w_k, v, gi)
         if quantized is not None:
             hq = quantize_unit(h)
             gh = qmatvec(quantized.hh, quantized.hh_scale, hq, b_hh)
@@ -570,8 +583,8 @@ def run_frame(
             gh = w_hh @ h + b_hh
         r = fast_sigmoid(gi[:H] + gh[:H])
         z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
-        n = fast_tanh(gi[2 * H :] + r * gh[2 * H :])
-        h = ((f32(1) - z) * n + z * h).astype(f32)
+        n = fast_tanh(fma32(r, gh[2 * H :], gi[2 * H :]))
+        h = fma32(z, h, (f32(1) - z) * n)
         if quantized is not None:
             y = np.maximum(qmatvec(quantized.fc1, quantized.fc1_scale, quantize_unit(h), b1), f32(0))
             yq, y_scale = quantize_relu_output(y)

@@ -109,7 +109,9 @@ def test_tiny_kernel_matches_reference(isa: str, dtype: str, lpc_order: int) -> 
     config = dataclasses.replace(TINY, weight_dtype=dtype, lpc_order=lpc_order)
     r = run_and_compare(config, isa, frames=4)
     assert r["mismatch_rate"] <= 0.01
-    assert r["max_h_err"] < 1e-5
+    # int8: exact integer matvecs and every fused step explicit, so h is the reference's bit for
+    # bit; float matvecs sum in another order than numpy's BLAS
+    assert r["max_h_err"] == 0.0 if dtype == "int8" else r["max_h_err"] < 1e-5
     assert r["classes"] > 20  # the sampler really explores the distribution
 
 
@@ -117,15 +119,14 @@ def test_tiny_kernel_matches_reference(isa: str, dtype: str, lpc_order: int) -> 
 def test_full_size_int8_kernel_matches_reference(lpc_order: int) -> None:
     """The shipped size (H=512, 16x4 blocks, 10% density) on the best ISA of this CPU.
 
-    The hidden state is bit for bit the reference's in almost every frame. Rarely, a last-bit
-    difference meets an activation sitting on an 8-bit rounding edge and one quantised value
-    moves by a step, which moves h by ~1e-3 while the samples stay the same (seen in 1 of 26
-    frames: 2.3e-3); such a frame may occur, but not often and not larger."""
+    The hidden state is the reference's bit for bit after every frame. It must be: a last-bit
+    difference anywhere (e.g. LLVM contracting `a * b + c * d` into an FMA the reference did not
+    take) now and then meets an activation on an 8-bit rounding edge, moves one quantised value
+    by a step and h by ~2e-3, which a tolerance would have to allow."""
     r = run_and_compare(VocoderConfig(weight_dtype="int8", lpc_order=lpc_order), host_isas()[0], frames=8)
     assert r["mismatch_rate"] <= 0.01
-    h_errs = np.array(r["h_errs"])
-    assert len(h_errs) >= 4 and np.mean(h_errs < 1e-5) >= 0.75
-    assert h_errs.max() < 1e-2
+    assert len(r["h_errs"]) >= 6
+    assert r["max_h_err"] == 0.0
 
 
 @pytest.mark.parametrize("with_source", [True, False], ids=["source", "no-source"])
