@@ -103,19 +103,27 @@ def lpc_noise_vocoder(
 ) -> np.ndarray:
     """Log-mel [N, M] -> float32 audio [N * hop]: white noise through each frame's 1/A(z).
 
-    Frame f fills samples [f * hop, (f + 1) * hop) as the neural vocoder does. The filter runs in
-    direct form I across frames (its memory is the previous output samples), so coefficient changes
-    at frame edges do not click; the result is de-emphasised when fitted in that domain.
+    Frame f fills samples [f * hop, (f + 1) * hop) as the neural vocoder does (`synthesize`); the
+    result is de-emphasised when fitted in that domain.
     """
     a, err = lpc_from_mel(log_mel, order, preemphasis, spec)
     hop = spec.hop_length
     rng = np.random.default_rng(seed)
-    y = np.zeros(a.shape[0] * hop)
-    for f in range(a.shape[0]):
-        start = f * hop
-        excitation = rng.normal(0.0, np.sqrt(err[f]), hop)
-        past = y[max(0, start - order) : start][::-1]  # most recent first
-        y[start : start + hop], _ = lfilter([1.0], a[f], excitation, zi=lfiltic([1.0], a[f], past))
+    excitation = rng.standard_normal((a.shape[0], hop)) * np.sqrt(err)[:, None]
+    y = synthesize(excitation.ravel(), a, hop)
     if preemphasis:
         y = lfilter([1.0], [1.0, -preemphasis], y)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def synthesize(x: np.ndarray, a: np.ndarray, hop: int) -> np.ndarray:
+    """x [L] through each frame's all-pole filter 1/A(z), a [N, P + 1] with a[:, 0] = 1: frame f
+    filters samples [f * hop, (f + 1) * hop). Direct form I across frames (the memory is the
+    previous output samples), so coefficient changes at frame edges do not click."""
+    order = a.shape[1] - 1
+    y = np.zeros(x.size)
+    for f in range(min(a.shape[0], -(-x.size // hop))):
+        start = f * hop
+        past = y[max(0, start - order) : start][::-1]  # most recent first
+        y[start : start + hop], _ = lfilter([1.0], a[f], x[start : start + hop], zi=lfiltic([1.0], a[f], past))
+    return y

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from models.config import VocoderConfig
-from models.lpc import lpc_from_mel
+from models.lpc import lpc_from_mel, synthesize
 from models.pitch import mel_pitch, source
 
 f32 = np.float32
@@ -178,8 +178,20 @@ def _lpc_prediction(s: np.ndarray, lpc: np.ndarray, hop: int) -> np.ndarray:
     return -np.einsum("lp,lp->l", rows, past[:, ::-1])  # past[:, ::-1] = s[n-1], ..., s[n-P]
 
 
+def ring_through_lpc(d: np.ndarray, lpc: np.ndarray, hop: int, gamma: float) -> np.ndarray:
+    """Errors d [L] through each frame's 1/A(z / gamma): d'[n] = d[n] - sum_i a_i gamma^i d'[n-i].
+
+    What a sampler's slips become when the net does not steer back: the prediction rings them at
+    the frame's resonances (gamma 1), or, with gamma < 1, at those resonances widened, so they die
+    away faster (gamma 0: white, each slip lands once). Bandwidth expansion keeps 1/A stable.
+    """
+    P = lpc.shape[1]
+    a = np.concatenate([np.ones((lpc.shape[0], 1)), lpc * gamma ** np.arange(1, P + 1)], axis=1)
+    return synthesize(np.asarray(d, np.float64), a, hop)
+
+
 def excitation_targets(
-    signal: np.ndarray, lpc: np.ndarray, hop: int, noise: np.ndarray | None = None
+    signal: np.ndarray, lpc: np.ndarray, hop: int, noise: np.ndarray | None = None, ring: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Teacher forcing for a pre-emphasised signal s [L] and per-frame coefficients lpc [N, P].
 
@@ -194,6 +206,10 @@ def excitation_targets(
     slips would make it, while the targets stay e[n] = s[n] - p[n] from that noisy past. So the
     net learns to steer a prediction its own errors have bent back to the true signal, instead
     of compounding them (without it, sampling above T ~0.6 runs away to full scale).
+    `ring` > 0: the slips' errors are passed through `ring_through_lpc` with that gamma first, so
+    the past is bent the way an uncorrected run bends it, ringing at the frame's resonances
+    (a near-silent stretch under a sharp fit is where generation ran away); clipped to [-1, 1] as
+    generation's samples are.
     """
     s = np.asarray(signal, dtype=np.float64)
     P = lpc.shape[1]
@@ -205,6 +221,8 @@ def excitation_targets(
         # (Vectorised: the slip's size follows the class of the excitation from the clean past.)
         slipped = np.clip(mulaw_encode(s - pred) + noise, 0, MU)
         made = pred + table[slipped]
+        if ring > 0:
+            made = np.clip(s + ring_through_lpc(made - s, lpc, hop, ring), -1.0, 1.0)
         pred = _lpc_prediction(made, lpc, hop)
         classes = mulaw_encode(s - pred)
         drawn = made - pred  # the excitation a sampler drew, seen from the prediction it had

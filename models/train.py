@@ -95,20 +95,24 @@ class Corpus:
     split: str
     config: VocoderConfig
     input_noise: float = 0.0  # LPC only: largest per-utterance Laplace scale of injected slips
+    input_ring: float = 0.0  # largest per-utterance gamma the slips ring with (reference.ring_through_lpc)
     utterances: list[Utterance] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
 
-    def _noise(self, uid: str, size: int) -> np.ndarray | None:
-        """Mu-law slips for one utterance (LPCNet's noise injection), None when off.
+    def _noise(self, uid: str, size: int) -> tuple[np.ndarray | None, float]:
+        """Mu-law slips for one utterance (LPCNet's noise injection; None when off) and the gamma
+        they ring with.
 
-        Each utterance draws its own level, uniform in [0, input_noise] mu-law steps, so the net
-        sees clean and noisy pasts alike; seeded by the id, so a resumed run sees the same data.
+        Each utterance draws its own level, uniform in [0, input_noise] mu-law steps, and its own
+        gamma, uniform in [0, input_ring], so the net sees clean and bent pasts alike; seeded by
+        the id, so a resumed run sees the same data.
         """
         if not (self.input_noise > 0 and self.config.lpc_order):
-            return None
+            return None, 0.0
         rng = np.random.default_rng(zlib.crc32(uid.encode()))
         scale = rng.uniform(0.0, self.input_noise)
-        return np.rint(rng.laplace(0.0, scale, size)).astype(np.int64)
+        noise = np.rint(rng.laplace(0.0, scale, size)).astype(np.int64)
+        return noise, rng.uniform(0.0, self.input_ring) if self.input_ring > 0 else 0.0
 
     def refresh(self) -> int:
         """Load utterances added to metadata.csv since the last call; returns how many were added."""
@@ -153,9 +157,8 @@ class Corpus:
                 )
                 continue
             target = preemphasize(audio, self.config.preemphasis)
-            classes, inputs = excitation_targets(
-                target, frame_lpc(m, self.config), hop, self._noise(uid, target.size)
-            )
+            noise, ring = self._noise(uid, target.size)
+            classes, inputs = excitation_targets(target, frame_lpc(m, self.config), hop, noise, ring)
             pitch = np.stack(mel_pitch(m), axis=1)
             rate = self.config.sample_rate
             phases = frame_phases(pitch[:, 0], hop, rate)
@@ -474,11 +477,14 @@ def train(args: argparse.Namespace) -> int:
             args.input_noise = float(state.get("args", {}).get("input_noise") or 0.0)
             if args.input_noise:
                 logger.info("input noise %.1f mu-law steps (from the checkpoint)", args.input_noise)
+        if args.input_ring is None:
+            args.input_ring = float(state.get("args", {}).get("input_ring") or 0.0)
     else:
         config = TINY if args.tiny else VocoderConfig()
         overrides = {k: getattr(args, k) for k in ("hidden_size", "fc_size") if getattr(args, k)}
         overrides |= {k: getattr(args, k) for k in DOMAIN_FIELDS if getattr(args, k) is not None}
         args.input_noise = args.input_noise or 0.0
+        args.input_ring = args.input_ring or 0.0
         if overrides:
             config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
         model = WaveRNN(config)
@@ -508,7 +514,11 @@ def train(args: argparse.Namespace) -> int:
 
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
-    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise)
+    if args.input_ring and not args.input_noise:
+        logger.warning("--input-ring %.2f has no slips to ring without --input-noise", args.input_ring)
+    if args.input_ring:
+        logger.info("slips ring through the LPC filter with gamma up to %.2f", args.input_ring)
+    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise, input_ring=args.input_ring)
     corpus.refresh()
     held_out = Corpus(Path(args.corpus), "test", config)
     held_out.refresh()
@@ -645,6 +655,13 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gamma(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:  # gamma 1 keeps the fit's sharpest resonances: no decay at all
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--corpus", default="data/corpus", help="directory written by `sparrow data`"
@@ -703,6 +720,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LPC models: inject mu-law slips into the past the net sees, Laplace-distributed with "
         "a per-utterance scale up to this many steps, so sampling does not run away (LPCNet; "
         "default: the resumed run's, else 0 = off)",
+    )
+    parser.add_argument(
+        "--input-ring",
+        type=_gamma,
+        default=None,
+        help="with --input-noise: pass the slips through each frame's LPC filter 1/A(z/gamma), gamma "
+        "uniform per utterance up to this (< 1), so the past is bent as an uncorrected run rings it, "
+        "not white (default: the resumed run's, else 0 = white slips)",
     )
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument(

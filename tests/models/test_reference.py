@@ -133,8 +133,10 @@ def test_excitation_targets_plain_and_lpc() -> None:
     assert np.abs(prev[1:] - (pred[:-1] + exc[1:])).max() < 1e-6
 
 
-def test_noise_injection_targets_correct_the_bent_past() -> None:
-    """With slips injected into the past, each target is still e = s - p, p from that noisy past."""
+@pytest.mark.parametrize("ring", [0.0, 0.9], ids=["white", "ringing"])
+def test_noise_injection_targets_correct_the_bent_past(ring: float) -> None:
+    """With slips injected into the past (white, or ringing through the LPC filter), each target
+    is still e = s - p, p from that noisy past."""
     from scipy.signal import lfilter
 
     hop, P = 300, 2
@@ -147,7 +149,7 @@ def test_noise_injection_targets_correct_the_bent_past() -> None:
     bends = []
     for scale in (1.0, 4.0):
         noise = np.rint(rng.laplace(0.0, scale, x.size)).astype(np.int64)
-        classes, inputs = ref.excitation_targets(x, lpc, hop, noise)
+        classes, inputs = ref.excitation_targets(x, lpc, hop, noise, ring)
         prev = inputs[:, 0]
         # the kernel's own prediction from the inputs' history gives back each target's class
         # (a class boundary may fall between float32 inputs and the float64 history: rare)
@@ -163,3 +165,27 @@ def test_noise_injection_targets_correct_the_bent_past() -> None:
         assert np.abs(inputs[1:, 0] - (inputs[:-1, 1] + inputs[1:, 2])).max() < 1e-6
         bends.append(np.abs(prev - clean_prev).mean())
     assert 0 < bends[0] < bends[1]  # more noise, a more bent past
+
+
+def test_ringing_slips_follow_the_lpc_resonance() -> None:
+    """ring_through_lpc: gamma 0 leaves the errors white; a higher gamma rings them at the frame's
+    resonance (1/A(z / gamma), frame after frame with the filter's memory carried across)."""
+    from scipy.signal import lfilter
+
+    hop, n = 300, 6_000
+    a = np.array([1.0, -2 * 0.99 * np.cos(0.13), 0.99**2])  # a sharp resonance at 0.13 rad/sample
+    lpc = np.tile(a[1:].astype(np.float32), (n // hop, 1))
+    d = np.random.default_rng(2).laplace(size=n)
+    assert np.array_equal(ref.ring_through_lpc(d, lpc, hop, 0.0), d)
+    for gamma in (0.5, 0.95):
+        expanded = np.concatenate([[1.0], lpc[0].astype(np.float64)]) * gamma ** np.arange(3)
+        # one filter over the whole signal: the frame-by-frame memory hand-over is seamless
+        assert np.allclose(ref.ring_through_lpc(d, lpc, hop, gamma), lfilter([1.0], expanded, d))
+
+    def resonance_share(y: np.ndarray) -> float:
+        power = np.abs(np.fft.rfft(y)) ** 2
+        k = round(0.13 / (2 * np.pi) * n)
+        return float(power[k - 30 : k + 31].sum() / power.sum())
+
+    shares = [resonance_share(ref.ring_through_lpc(d, lpc, hop, g)) for g in (0.0, 0.5, 0.95)]
+    assert shares[0] < 0.05 and shares[0] < shares[1] < shares[2] and shares[2] > 0.3

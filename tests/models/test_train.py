@@ -101,6 +101,15 @@ def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
     assert max(bent) > 1e-4  # the noisy past differs from the clean one...
     for u, v in zip(noisy.utterances, again.utterances):  # ...the same way on every load (resume)
         assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
+    # Ringing slips bend it further, the same way on every load too.
+    ringing, ringing_again = (
+        train_mod.Corpus(corpus, "train", config, input_noise=6.0, input_ring=0.95) for _ in range(2)
+    )
+    ringing.refresh(), ringing_again.refresh()
+    rung = [np.abs(u.inputs - v.inputs).mean() for u, v in zip(clean.utterances, ringing.utterances)]
+    assert np.mean(rung) > np.mean(bent)
+    for u, v in zip(ringing.utterances, ringing_again.utterances):
+        assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
     # A plain (non-LPC) corpus has no prediction to bend: the option changes nothing.
     plain, plain_noisy = (
         train_mod.Corpus(corpus, "train", TINY, input_noise=n) for n in (0.0, 6.0)
@@ -255,6 +264,19 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     args = parse(*common, "--steps", "9", "--resume", "--name", "r4", "--input-noise", "0")
     assert train_mod.run(args) == 0
     assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 0
+    # So is the slips' ringing.
+    args = parse(*common, "--steps", "10", "--resume", "--name", "r4", "--input-noise", "2", "--input-ring", "0.9")
+    assert train_mod.run(args) == 0
+    assert train_mod.run(parse(*common, "--steps", "11", "--resume", "--name", "r4")) == 0
+    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_ring"] == 0.9
+
+
+@pytest.mark.parametrize("gamma", ["1", "-0.1", "1.5"])
+def test_input_ring_outside_0_1_is_a_usage_error(gamma: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse("--input-ring", gamma)
+    assert exc.value.code == 2
+    assert "--input-ring" in capsys.readouterr().err
 
 
 def test_precision_auto_uses_bf16_only_with_native_support() -> None:
