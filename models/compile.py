@@ -138,6 +138,13 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         return upgrade_weights({k: data[k] for k in data.files})
 
 
+def _strength(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", type=Path, help="weights.npz exported by `sparrow train --export`")
@@ -149,6 +156,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--isa", action="append", choices=list(kernel.ISA_PREFERENCE), help="ISA level (repeatable; default all)"
     )
     parser.add_argument("--weight-dtype", choices=["float32", "float16", "int8"], help="override kernel dtype")
+    parser.add_argument(
+        "--pitch-postfilter",
+        type=_strength,
+        metavar="G",
+        help="strength in [0, 1] of the pitch postfilter on the output (models/postfilter.py; default: the config's)",
+    )
     parser.add_argument("--trained", action="store_true", help="mark the artefact as a trained model")
     parser.add_argument("--description", default="")
     parser.add_argument("--default", action="store_true", help="make it the server's default model")
@@ -157,8 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    if args.weight_dtype:
-        config = VocoderConfig.from_dict({**config.to_dict(), "weight_dtype": args.weight_dtype})
+    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter") if getattr(args, k) is not None}
+    if overrides:
+        config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)
     out = build_artifact(
         weights,

@@ -43,6 +43,10 @@ class VocoderConfig:
     # resonance in a slow utterance until sampling ran away to full scale; 1e-3 stopped that
     # with the same weights (docs/training.md, session 7).
     lpc_noise_floor: float = 1e-3
+    # Strength g of the pitch postfilter on the output (models/postfilter.py): a one-tap comb at
+    # the mel's pitch, weighted by its voicing, that takes noise out from between the harmonics.
+    # An inference setting (training never sees it); 0 turns it off.
+    pitch_postfilter: float = 0.0
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
     density: float = 0.10
@@ -58,6 +62,7 @@ class VocoderConfig:
 
     def __post_init__(self) -> None:
         assert self.n_classes == 256, "the sampler and mu-law tables assume 8-bit mu-law"
+        assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
         assert 0.0 < self.density <= 1.0
         for rows in (3 * self.hidden_size, self.fc_size, self.n_classes):
             assert rows % self.block_rows == 0, "block rows must divide every sparse matrix"

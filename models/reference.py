@@ -17,6 +17,7 @@ from scipy.signal import lfilter
 from models.config import VocoderConfig
 from models.lpc import lpc_from_mel, synthesize
 from models.pitch import mel_pitch, source
+from models.postfilter import PitchPostfilter
 
 f32 = np.float32
 
@@ -638,13 +639,15 @@ def vocode(
     lpc = frame_lpc(mel, config)
     src = frame_source(mel, config)
     T = config.hop_length
+    postfilter = PitchPostfilter(config.pitch_postfilter, config.sample_rate, T)
+    f0, voicing = mel_pitch(mel) if config.pitch_postfilter else (np.zeros(mel.shape[0]),) * 2
     frames = []
     for f in range(mel.shape[0]):
         u = rng.random(T, dtype=np.float32)
         _, signal = run_frame(
             weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
         )
-        frames.append(deemphasis(signal))
+        frames.append(postfilter(deemphasis(signal), f0[f : f + 1], voicing[f : f + 1]))
     return np.concatenate(frames) if frames else np.zeros(0, f32)
 
 

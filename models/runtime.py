@@ -30,6 +30,7 @@ from models.compile import MANIFEST, load_weights, sha256_file
 from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.pitch import SOURCE_COLUMNS, mel_pitch, source
+from models.postfilter import PitchPostfilter
 from models.reference import check_weights, frame_lpc, normalize_mel
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,9 @@ class VocoderStream:
         self._phase = 0.0
         self._src_np = _aligned((c.hop_length, SOURCE_COLUMNS))
         self._src = tvm.runtime.from_dlpack(self._src_np)
+        # The pitch and voicing of those frames, for the pitch postfilter on the output.
+        self._pitch_batch = np.zeros((2, 0))
+        self._postfilter = PitchPostfilter(c.pitch_postfilter, c.sample_rate, c.hop_length) if c.pitch_postfilter else None
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
@@ -353,10 +357,12 @@ class VocoderStream:
         if config.lpc_order:
             self._lpc = _fit(self._lpc, start, end)
             self._lpc[start:end, : config.lpc_order] = frame_lpc(rows, config)
-        if self.runtime.uses_source:
+        if self.runtime.uses_source or self._postfilter is not None:
             f0, voicing = mel_pitch(rows)
             hop, rate = config.hop_length, config.sample_rate
-            self._src_batch, self._phase = source(f0, voicing, hop, rate, self._phase)
+            if self.runtime.uses_source:
+                self._src_batch, self._phase = source(f0, voicing, hop, rate, self._phase)
+            self._pitch_batch = np.stack([f0, voicing])
             self._src_first = start
         self._lpc_done = end
 
@@ -395,6 +401,9 @@ class VocoderStream:
             self._pcm,
         )
         self.frames_done += 1
+        if self._postfilter is not None:
+            at = f - self._src_first
+            return self._postfilter(self._pcm_np, *self._pitch_batch[:, at : at + 1])
         return self._pcm_np.copy()
 
 

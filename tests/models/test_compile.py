@@ -45,6 +45,23 @@ def test_cli_compiles_random_model_and_updates_index(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "manifest.json").read_text())
     assert index == {"default": "b", "models": ["a", "b"]}
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["trained"] is True
+    # --pitch-postfilter sets the inference-time filter in the artefact's config
+    assert main([
+        "compile", "--weights", str(weights), "--config", str(tmp_path / "config.json"),
+        "--out", str(tmp_path / "c"), "--isa", "avx2", "--pitch-postfilter", "0.35",
+    ]) == 0
+    assert VocoderConfig.load(tmp_path / "c" / "config.json").pitch_postfilter == 0.35
+
+
+@pytest.mark.parametrize("strength", ["1.5", "-0.2"])
+def test_pitch_postfilter_outside_0_1_is_a_usage_error(
+    strength: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["compile", "--random", "--out", str(tmp_path / "a"), "--pitch-postfilter", strength])
+    assert exc.value.code == 2 and "--pitch-postfilter" in capsys.readouterr().err
 
 
 def test_bad_weights_are_rejected(tmp_path: Path) -> None:
