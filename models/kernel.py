@@ -18,6 +18,7 @@ there silently computes garbage in TVM 0.27 (see shared TVM notes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +91,16 @@ def fma(a: tvm.tirx.PrimExpr, b: tvm.tirx.PrimExpr, c: tvm.tirx.PrimExpr) -> tvm
     return T.call_llvm_pure_intrin("float32", "llvm.fma.f32", a, b, c)
 
 
-def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+def multiply_add(fused: bool) -> Callable[[tvm.tirx.PrimExpr, tvm.tirx.PrimExpr, tvm.tirx.PrimExpr], tvm.tirx.PrimExpr]:
+    """`fma` for the shipped ISA levels (all have FMA hardware). The host fallback (any x86-64)
+    gets a plain a * b + c instead: on a CPU without FMA, llvm.fma is a libm call per element,
+    which measured 70 us/sample for the shipped voice, beyond the 40 us budget. There LLVM rounds
+    the product and the sum separately, so the fallback is the reference only to float rounding
+    (the samples of tests/models/test_runtime.py still agree)."""
+    return fma if fused else lambda a, b, c: a * b + c
+
+
+def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr, mad: Callable = fma) -> tvm.tirx.PrimExpr:
     """fast_tanh's rational P(x2) * x / Q(x2) on an already clamped x, with x2 = x * x.
 
     A plain Python builder, called from the TVMScript below: the expression tree (Horner steps as
@@ -99,18 +109,18 @@ def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr) -> tvm.tirx.PrimE
     """
     p = T.float32(float(TANH_ALPHA[0]))
     for c in TANH_ALPHA[1:]:
-        p = fma(p, x2, T.float32(float(c)))
+        p = mad(p, x2, T.float32(float(c)))
     q = T.float32(float(TANH_BETA[0]))
     for c in TANH_BETA[1:]:
-        q = fma(q, x2, T.float32(float(c)))
+        q = mad(q, x2, T.float32(float(c)))
     return p * x / q
 
 
-def exp2_poly(f: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+def exp2_poly(f: tvm.tirx.PrimExpr, mad: Callable = fma) -> tvm.tirx.PrimExpr:
     """2^f on [0, 1) (models.reference.fast_exp's polynomial), Horner steps as FMAs."""
     p = T.float32(float(EXP2_POLY[-1]))
     for c in reversed(EXP2_POLY[:-1]):
-        p = fma(p, f, T.float32(float(c)))
+        p = mad(p, f, T.float32(float(c)))
     return p
 
 
@@ -154,6 +164,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     P = cfg.lpc_order
     PL = max(P, 1)  # the lpc argument is a 1-element placeholder without linear prediction
     SRC = shape.source
+    mad = multiply_add(variant != "generic")
 
     NACC = 4  # independent accumulator sets: hides FMA latency behind the block loop
     # int8: vpdpbusd accumulates in place (a 4-5 cycle chain), so VNNI wants the same 4 sets; the
@@ -197,8 +208,8 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 p1[jo * V + ji] = T.float32(0)
             for c in range(C):
                 for ji in T.vectorized(V):
-                    p0[jo * V + ji] = fma(cond[0, c], w_cond_t[c, jo * V + ji], p0[jo * V + ji])
-                    p1[jo * V + ji] = fma(cond[1, c], w_cond_t[c, jo * V + ji], p1[jo * V + ji])
+                    p0[jo * V + ji] = mad(cond[0, c], w_cond_t[c, jo * V + ji], p0[jo * V + ji])
+                    p1[jo * V + ji] = mad(cond[1, c], w_cond_t[c, jo * V + ji], p1[jo * V + ji])
             for ji in T.vectorized(V):
                 p1[jo * V + ji] = p1[jo * V + ji] - p0[jo * V + ji]
                 p0[jo * V + ji] = p0[jo * V + ji] + b_ih[jo * V + ji]
@@ -208,9 +219,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         # (the sine source's two only when the model uses it: KernelShape.source), summed left to
         # right as reference.run_frame does. A plain Python builder like tanh_rational, so each
         # gate's sum stays one expression (split into statements it measured ~0.3 us/sample slower).
-        acc = fma(sc[0], p1[j], p0[j])
+        acc = mad(sc[0], p1[j], p0[j])
         for k in range(len(STEP_INPUTS) if SRC else len(STEP_INPUTS) - len(SOURCE_INPUTS)):
-            acc = fma(w_in[k, j], sc[3 + k], acc)
+            acc = mad(w_in[k, j], sc[3 + k], acc)
         return acc
 
     @T.macro
@@ -228,14 +239,14 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[1, ii] = T.min(T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
                 s[2, ii] = s[0, ii] * s[0, ii]
                 s[3, ii] = s[1, ii] * s[1, ii]
-                s[0, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[0, ii], s[2, ii])
-                s[1, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[1, ii], s[3, ii])
+                s[0, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[0, ii], s[2, ii], mad)
+                s[1, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[1, ii], s[3, ii], mad)
                 # n = tanh(gi_n + r * gh_n)
-                s[4, ii] = fma(s[0, ii], gh[2 * H + io * V + ii], gate_input(p0, p1, w_in, sc, 2 * H + io * V + ii))
+                s[4, ii] = mad(s[0, ii], gh[2 * H + io * V + ii], gate_input(p0, p1, w_in, sc, 2 * H + io * V + ii))
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
-                s[4, ii] = tanh_rational(s[4, ii], s[5, ii])
-                h[io * V + ii] = fma(s[1, ii], h[io * V + ii], (T.float32(1) - s[1, ii]) * s[4, ii])
+                s[4, ii] = tanh_rational(s[4, ii], s[5, ii], mad)
+                h[io * V + ii] = mad(s[1, ii], h[io * V + ii], (T.float32(1) - s[1, ii]) * s[4, ii])
 
     @T.macro
     def softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out):
@@ -253,7 +264,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(log2e)
                 s[7, ii] = T.floor(s[6, ii])
                 s[6, ii] = s[6, ii] - s[7, ii]
-                prob[ko * V + ii] = exp2_poly(s[6, ii]) * T.reinterpret(
+                prob[ko * V + ii] = exp2_poly(s[6, ii], mad) * T.reinterpret(
                     "float32", T.shift_left(T.Cast("int32", s[7, ii]) + 127, 23)
                 )
         # 7. inverse CDF: group sums (KG groups of V), pick the group, then the class
@@ -396,11 +407,11 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             for r in T.vectorized(R):
                 if relu:
                     y[br * R + r] = T.max(
-                        fma(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r]),
+                        mad(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r]),
                         T.float32(0),
                     )
                 else:
-                    y[br * R + r] = fma(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r])
+                    y[br * R + r] = mad(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r])
 
     @T.macro
     def quantize4(x, n, scale, xq8):
@@ -410,7 +421,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         # stride-4 loads cost ~0.5 us/sample on AVX2.)
         for io in range(n // V):
             for ii in T.vectorized(V):
-                xq8[io * V + ii] = T.Cast("uint8", T.Cast("int32", T.floor(fma(x[io * V + ii], scale, T.float32(0.5)))) + 128)
+                xq8[io * V + ii] = T.Cast("uint8", T.Cast("int32", T.floor(mad(x[io * V + ii], scale, T.float32(0.5)))) + 128)
 
     @T.prim_func
     def frame_float(
@@ -560,7 +571,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     return frame_int8 if INT8 else frame_float
 
 
-def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
+def make_condition_kernel(cfg: VocoderConfig, fused: bool = True) -> tvm.tirx.PrimFunc:
     """The conditioning network for k consecutive frames (k is a call-time size).
 
     x holds the frames' padded normalised mel rows [k + 4, M] (frame g reads rows g..g+4, see
@@ -575,6 +586,7 @@ def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
     """
     M, CH, C = cfg.n_mels, cfg.cond_hidden, cfg.cond_size
     V = 16
+    mad = multiply_add(fused)
     assert CH % V == 0 and C % V == 0
     clamp = float(TANH_CLAMP)
 
@@ -620,7 +632,7 @@ def make_condition_kernel(cfg: VocoderConfig) -> tvm.tirx.PrimFunc:
                     s[0, oi] = T.Cast("float32", acc[oi] + T.Cast("float64", b2[oo * V + oi]))
                     s[0, oi] = T.min(T.max(s[0, oi], T.float32(-clamp)), T.float32(clamp))
                     s[1, oi] = s[0, oi] * s[0, oi]
-                    cond[g, oo * V + oi] = tanh_rational(s[0, oi], s[1, oi])
+                    cond[g, oo * V + oi] = tanh_rational(s[0, oi], s[1, oi], mad)
 
     return condition
 
@@ -632,8 +644,9 @@ def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None 
         if isa not in ISA_TARGETS:
             raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_TARGETS)}")
         target = ISA_TARGETS[isa]
-    func = make_frame_kernel(shape, INT8_VARIANT.get(isa or "", "generic"))
-    cond = make_condition_kernel(shape.config)
+    variant = INT8_VARIANT.get(isa or "", "generic")
+    func = make_frame_kernel(shape, variant)
+    cond = make_condition_kernel(shape.config, fused=variant != "generic")
     return tvm.compile(tvm.IRModule({"main": func, "condition": cond}), target=tvm.target.Target(target))
 
 
