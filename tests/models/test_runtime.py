@@ -81,6 +81,20 @@ def test_synthetic_frame_runs_the_kernel_and_carries_state(runtime: VocoderRunti
     assert not np.array_equal(frame.h.numpy(), h)  # the state is carried into the next call
 
 
+def streamed(rt: VocoderRuntime, chunks: tuple[np.ndarray, ...], seed: int) -> np.ndarray:
+    """The audio of a stream fed `chunks` of mel, stepping as far as each allows, then finished."""
+    stream = rt.open_stream(seed=seed)
+    parts = []
+    for chunk in chunks:
+        stream.push(chunk)
+        while stream.pending():
+            parts.append(stream.step())
+    stream.finish()
+    while stream.pending():
+        parts.append(stream.step())
+    return np.concatenate(parts)
+
+
 @pytest.mark.parametrize("frames", [1, 7, 40])
 def test_generate_equals_numpy_reference(runtime: VocoderRuntime, frames: int) -> None:
     m = mel(frames)
@@ -101,16 +115,8 @@ def test_lpc_model_equals_numpy_reference_whole_and_streamed(
     )
     m = mel(70, seed=4)
     whole = np.concatenate(list(lpc_runtime.generate(m, seed=2)))
-    stream = lpc_runtime.open_stream(seed=2)
-    parts = []
-    for chunk in (m[:5], m[5:6], m[6:70]):  # LPC rows are fitted per pushed chunk
-        stream.push(chunk)
-        while stream.pending():
-            parts.append(stream.step())
-    stream.finish()
-    while stream.pending():
-        parts.append(stream.step())
-    assert np.array_equal(np.concatenate(parts), whole)
+    # LPC rows are fitted per pushed chunk
+    assert np.array_equal(streamed(lpc_runtime, (m[:5], m[5:6], m[6:70]), seed=2), whole)
     # the prediction matters: the same weights without LPC make other audio
     plain_dir = comp.build_artifact(lpc_runtime.weights, TINY, tmp_path / "plain", isas=None)
     plain = VocoderRuntime.load(plain_dir)
@@ -152,16 +158,7 @@ def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
     assert not np.array_equal(filtered, unfiltered)  # the same draws, filtered
     m = mel(90, seed=4)
     whole = np.concatenate(list(rt.generate(m, seed=2)))
-    stream = rt.open_stream(seed=2)
-    parts = []
-    for chunk in (m[:5], m[5:6], m[6:90]):
-        stream.push(chunk)
-        while stream.pending():
-            parts.append(stream.step())
-    stream.finish()
-    while stream.pending():
-        parts.append(stream.step())
-    assert np.array_equal(np.concatenate(parts), whole)
+    assert np.array_equal(streamed(rt, (m[:5], m[5:6], m[6:90]), seed=2), whole)
 
 
 @pytest.mark.parametrize(
