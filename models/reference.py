@@ -637,10 +637,10 @@ def vocode(
     quantized = QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
     deemphasis = Deemphasis(config.preemphasis)
     lpc = frame_lpc(mel, config)
-    src = frame_source(mel, config)
     T = config.hop_length
+    f0, voicing = mel_pitch(mel)  # for the sine source (as frame_source) and the postfilter
+    src = source(f0, voicing, T, config.sample_rate)[0]
     postfilter = PitchPostfilter(config.pitch_postfilter, config.sample_rate, T)
-    f0, voicing = mel_pitch(mel) if config.pitch_postfilter else (np.zeros(mel.shape[0]),) * 2
     frames = []
     for f in range(mel.shape[0]):
         u = rng.random(T, dtype=np.float32)

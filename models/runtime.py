@@ -255,15 +255,15 @@ class VocoderStream:
         self._raw = np.zeros((64, c.n_mels), np.float32)
         self._lpc = _aligned((64, -(-max(c.lpc_order, 1) // 16) * 16))
         self._lpc_done = 0
-        # The sine source of the frames fitted last (from frame _src_first on; made per batch, as it
+        # The sine source of the frames fitted last (from frame _fit_first on; made per batch, as it
         # costs ~33 us for one frame and ~10 us a frame in a batch of 64), the phase after them,
         # and the frame being made's rows, in an aligned buffer the kernel sees.
         self._src_batch = np.zeros((0, SOURCE_COLUMNS), np.float32)
-        self._src_first = 0
+        self._fit_first = 0
         self._phase = 0.0
         self._src_np = _aligned((c.hop_length, SOURCE_COLUMNS))
         self._src = tvm.runtime.from_dlpack(self._src_np)
-        # The pitch and voicing of those frames, for the pitch postfilter on the output.
+        # The F0 and voicing rows of those frames, for the pitch postfilter on the output.
         self._pitch_batch = np.zeros((2, 0))
         self._postfilter = PitchPostfilter(c.pitch_postfilter, c.sample_rate, c.hop_length) if c.pitch_postfilter else None
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
@@ -363,7 +363,7 @@ class VocoderStream:
             if self.runtime.uses_source:
                 self._src_batch, self._phase = source(f0, voicing, hop, rate, self._phase)
             self._pitch_batch = np.stack([f0, voicing])
-            self._src_first = start
+            self._fit_first = start
         self._lpc_done = end
 
     def _frame_lpc(self, f: int) -> tvm.runtime.Tensor:
@@ -378,7 +378,7 @@ class VocoderStream:
         if not self.runtime.uses_source:
             return self._src  # zeros, and the module is built without the source terms
         hop = self.runtime.config.hop_length
-        at = (f - self._src_first) * hop
+        at = (f - self._fit_first) * hop
         self._src_np[:] = self._src_batch[at : at + hop]
         return self._src
 
@@ -402,7 +402,7 @@ class VocoderStream:
         )
         self.frames_done += 1
         if self._postfilter is not None:
-            at = f - self._src_first
+            at = f - self._fit_first
             return self._postfilter(self._pcm_np, *self._pitch_batch[:, at : at + 1])
         return self._pcm_np.copy()
 

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 DOMAIN_FIELDS = ("preemphasis", "lpc_order", "lpc_noise_floor")
 """VocoderConfig fields a run may change on --resume: they change the targets, not the net's shape."""
+CARRIED_SETTINGS = ("input_noise", "input_ring")
+"""Training settings (not model fields) a plain --resume takes from the checkpoint's args; 0 = off."""
 
 
 class CorpusError(ValueError):
@@ -471,20 +473,19 @@ def train(args: argparse.Namespace) -> int:
             if value is not None and value != getattr(config, field):
                 logger.info("%s %s -> %s", field, getattr(config, field), value)
                 config = dataclasses.replace(config, **{field: value})
-        if args.input_noise is None:
-            # A training setting, not part of the model: carried in the checkpoint's args so a
-            # plain --resume goes on as the run it continues did.
-            args.input_noise = float(state.get("args", {}).get("input_noise") or 0.0)
-            if args.input_noise:
-                logger.info("input noise %.1f mu-law steps (from the checkpoint)", args.input_noise)
-        if args.input_ring is None:
-            args.input_ring = float(state.get("args", {}).get("input_ring") or 0.0)
+        for name in CARRIED_SETTINGS:
+            if getattr(args, name) is None:
+                # A training setting, not part of the model: carried in the checkpoint's args so
+                # a plain --resume goes on as the run it continues did.
+                setattr(args, name, float(state.get("args", {}).get(name) or 0.0))
+                if getattr(args, name):
+                    logger.info("%s %s (from the checkpoint)", name, getattr(args, name))
     else:
         config = TINY if args.tiny else VocoderConfig()
         overrides = {k: getattr(args, k) for k in ("hidden_size", "fc_size") if getattr(args, k)}
         overrides |= {k: getattr(args, k) for k in DOMAIN_FIELDS if getattr(args, k) is not None}
-        args.input_noise = args.input_noise or 0.0
-        args.input_ring = args.input_ring or 0.0
+        for name in CARRIED_SETTINGS:
+            setattr(args, name, getattr(args, name) or 0.0)
         if overrides:
             config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
         model = WaveRNN(config)

@@ -55,7 +55,7 @@ def test_envelope_of_an_all_pole_signal_is_recovered() -> None:
     assert fit_db[np.argmin(np.abs(freqs - 1500))] > fit_db[np.argmin(np.abs(freqs - 6000))] + 20
 
 
-def test_noise_floor_bounds_the_filters_peak_gain() -> None:
+def test_noise_floor_tempers_a_sharp_resonance() -> None:
     # A sharp low resonance, as slow low-pitched speech gives: the white-noise correction tempers
     # the predictor's peak gain (how long it rings on what the sampler draws).
     x = _ar_signal(_resonator([250.0], radius=0.999), seed=4)
