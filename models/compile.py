@@ -25,7 +25,7 @@ import numpy as np
 import tvm
 
 from models import kernel
-from models.config import VocoderConfig
+from models.config import MAX_CLIP_RETRIES, VocoderConfig
 from models.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,13 @@ def _strength(text: str) -> float:
     return value
 
 
+def _retries(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_CLIP_RETRIES:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_CLIP_RETRIES}], got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", type=Path, help="weights.npz exported by `sparrow train --export`")
@@ -162,6 +169,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="G",
         help="strength in [0, 1] of the pitch postfilter on the output (models/postfilter.py; default: the config's)",
     )
+    parser.add_argument(
+        "--clip-retries",
+        type=_retries,
+        metavar="N",
+        help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale (default: the config's)",
+    )
     parser.add_argument("--trained", action="store_true", help="mark the artefact as a trained model")
     parser.add_argument("--description", default="")
     parser.add_argument("--default", action="store_true", help="make it the server's default model")
@@ -170,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "clip_retries") if getattr(args, k) is not None}
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)

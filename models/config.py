@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MAX_CLIP_RETRIES = 8  # each redraw costs a frame's compute: beyond a few, real time is at risk
+
 
 @dataclass(frozen=True)
 class VocoderConfig:
@@ -47,6 +49,14 @@ class VocoderConfig:
     # the mel's pitch, weighted by its voicing, that takes noise out from between the harmonics.
     # An inference setting (training never sees it); 0 turns it off.
     pitch_postfilter: float = 0.0
+    # Redraws of a frame whose output reaches full scale: the stream restores the state from
+    # before the frame and samples it again with fresh uniforms, up to this many times (the last
+    # draw stands). A trained voice never comes near full scale (the corpus peaks at 0.64), but
+    # once in ~150 held-out utterances its sampling locks onto a run of one-signed excitation that
+    # the de-emphasis integrates into a 10-30 ms full-scale thump; a fresh draw of the frame where
+    # it starts does not (docs/training.md, session 9). An inference setting; 0 turns it off (a
+    # random model clips every frame, so there it only multiplies the cost).
+    clip_retries: int = 0
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
     density: float = 0.10
@@ -63,6 +73,7 @@ class VocoderConfig:
     def __post_init__(self) -> None:
         assert self.n_classes == 256, "the sampler and mu-law tables assume 8-bit mu-law"
         assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
+        assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
         assert 0.0 < self.density <= 1.0
         for rows in (3 * self.hidden_size, self.fc_size, self.n_classes):
             assert rows % self.block_rows == 0, "block rows must divide every sparse matrix"

@@ -136,6 +136,15 @@ class Deemphasis:
         self.coef = float(f32(coef))
         self._y = f32(state)  # y[-1]: the previous frame's last unclipped output
 
+    @property
+    def state(self) -> np.float32:
+        """y[-1], the unclipped output the next frame's filter starts from."""
+        return self._y
+
+    @state.setter
+    def state(self, y: float) -> None:
+        self._y = f32(y)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = np.empty(len(x), f32)
         y, c = self._y, self.coef
@@ -643,12 +652,25 @@ def vocode(
     postfilter = PitchPostfilter(config.pitch_postfilter, config.sample_rate, T)
     frames = []
     for f in range(mel.shape[0]):
-        u = rng.random(T, dtype=np.float32)
-        _, signal = run_frame(
-            weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
-        )
-        frames.append(postfilter(deemphasis(signal), f0[f : f + 1], voicing[f : f + 1]))
+        # a frame that reaches full scale is drawn again from the state before it, with the next
+        # uniforms, up to config.clip_retries times (VocoderConfig.clip_retries); the last stands
+        for attempt in range(config.clip_retries + 1):
+            before, y_before = state.copy(), deemphasis.state
+            u = rng.random(T, dtype=np.float32)
+            _, signal = run_frame(
+                weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
+            )
+            pcm = deemphasis(signal)
+            if attempt == config.clip_retries or not reaches_full_scale(pcm):
+                break
+            state, deemphasis.state = before, y_before
+        frames.append(postfilter(pcm, f0[f : f + 1], voicing[f : f + 1]))
     return np.concatenate(frames) if frames else np.zeros(0, f32)
+
+
+def reaches_full_scale(pcm: np.ndarray) -> bool:
+    """Whether a frame's output touched the [-1, 1] clip: the sign that sampling ran away."""
+    return bool(np.max(np.abs(pcm), initial=0.0) >= f32(1))
 
 
 # --- teacher forcing (training checks; appended for models/wavernn.py's tests) --------------------

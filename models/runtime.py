@@ -31,7 +31,7 @@ from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.postfilter import PitchPostfilter
-from models.reference import check_weights, frame_lpc, normalize_mel
+from models.reference import check_weights, frame_lpc, normalize_mel, reaches_full_scale
 
 log = logging.getLogger(__name__)
 
@@ -270,10 +270,16 @@ class VocoderStream:
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
         self.frames_done = 0
-        self._h = tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32))
-        # [previous sample, de-emphasis state, previous excitation, the last lpc_order samples
-        # (newest first)]
-        self._x = tvm.runtime.tensor(np.zeros(3 + c.lpc_order, np.float32))
+        # The GRU state and [previous sample, de-emphasis state, previous excitation, the last
+        # lpc_order samples (newest first)], which the kernel updates in place through views; a
+        # frame that reaches full scale is drawn again from copies made before it (clip_retries).
+        self._h_np = _aligned((c.hidden_size,))
+        self._h = tvm.runtime.from_dlpack(self._h_np)
+        self._x_np = _aligned((3 + c.lpc_order,))
+        self._x = tvm.runtime.from_dlpack(self._x_np)
+        self._saved = (np.empty_like(self._h_np), np.empty_like(self._x_np))
+        self.frames_redrawn = 0  # draws thrown away because they reached full scale
+        self.frames_clipped = 0  # frames that still reached it after every redraw
         self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
         # Per-frame inputs and output live in aligned numpy buffers the kernel sees through
         # zero-copy DLPack views: a tensor copy in or out costs ~9 us each, a view ~1 us.
@@ -389,17 +395,23 @@ class VocoderStream:
         f = self.frames_done
         self._condition_through(f)
         self._fit_through(f)
-        self._rng.random(dtype=np.float32, out=self._uniforms_np)
-        self.runtime.run_frame(
-            _view(self._cond[f : f + 2]),
-            self._frame_lpc(f),
-            self._frame_source(f),
-            self._uniforms,
-            self._h,
-            self._x,
-            self._out,
-            self._pcm,
-        )
+        cond, lpc, src = _view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f)
+        retries = self.runtime.config.clip_retries
+        for attempt in range(retries + 1):
+            if retries:
+                np.copyto(self._saved[0], self._h_np)
+                np.copyto(self._saved[1], self._x_np)
+            self._rng.random(dtype=np.float32, out=self._uniforms_np)
+            self.runtime.run_frame(cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm)
+            # as reference.vocode: a draw that reaches full scale is redone from the saved state
+            if not reaches_full_scale(self._pcm_np):
+                break
+            if attempt == retries:
+                self.frames_clipped += 1
+                break
+            self.frames_redrawn += 1
+            np.copyto(self._h_np, self._saved[0])
+            np.copyto(self._x_np, self._saved[1])
         self.frames_done += 1
         if self._postfilter is not None:
             at = f - self._fit_first

@@ -48,20 +48,26 @@ def test_cli_compiles_random_model_and_updates_index(tmp_path: Path) -> None:
     # --pitch-postfilter sets the inference-time filter in the artefact's config
     assert main([
         "compile", "--weights", str(weights), "--config", str(tmp_path / "config.json"),
-        "--out", str(tmp_path / "c"), "--isa", "avx2", "--pitch-postfilter", "0.35",
+        "--out", str(tmp_path / "c"), "--isa", "avx2", "--pitch-postfilter", "0.35", "--clip-retries", "3",
     ]) == 0
-    assert VocoderConfig.load(tmp_path / "c" / "config.json").pitch_postfilter == 0.35
+    config = VocoderConfig.load(tmp_path / "c" / "config.json")
+    assert config.pitch_postfilter == 0.35 and config.clip_retries == 3
+    assert VocoderConfig.load(tmp_path / "b" / "config.json").clip_retries == 0  # off unless asked
 
 
-@pytest.mark.parametrize("strength", ["1.5", "-0.2"])
-def test_pitch_postfilter_outside_0_1_is_a_usage_error(
-    strength: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--pitch-postfilter", "1.5"), ("--pitch-postfilter", "-0.2"), ("--clip-retries", "-1"), ("--clip-retries", "9")],
+)
+def test_inference_settings_out_of_range_are_usage_errors(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from server.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["compile", "--random", "--out", str(tmp_path / "a"), "--pitch-postfilter", strength])
-    assert exc.value.code == 2 and "--pitch-postfilter" in capsys.readouterr().err
+        main(["compile", "--random", "--out", str(tmp_path / "a"), flag, value])
+    assert exc.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
 
 
 def test_bad_weights_are_rejected(tmp_path: Path) -> None:

@@ -161,6 +161,37 @@ def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
     assert np.array_equal(streamed(rt, (m[:5], m[5:6], m[6:90]), seed=2), whole)
 
 
+def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
+    """clip_retries: a frame whose output touches the clip is sampled again from the state before
+    it, so fewer frames clip; the frames before the first clip are untouched, the counters say what
+    happened, and reference.vocode makes the same audio."""
+    w = random_weights(TINY, 0)
+    # excitation classes favour the middle, so only some frames integrate up to full scale
+    w["fc2.bias"] = (-(((np.arange(TINY.n_classes) - 127.5) / 64) ** 2)).astype(np.float32)
+    guarded_config = dataclasses.replace(TINY, clip_retries=3)
+    plain = VocoderRuntime.load(comp.build_artifact(w, TINY, tmp_path / "plain", isas=None))
+    guarded = VocoderRuntime.load(comp.build_artifact(w, guarded_config, tmp_path / "guarded", isas=None))
+    m = mel(20, seed=1)
+
+    def frames(rt: VocoderRuntime) -> tuple[list[np.ndarray], Any]:
+        stream = rt.open_stream(seed=1)
+        stream.push(m)
+        stream.finish()
+        return [stream.step() for _ in range(stream.pending())], stream
+
+    before, plain_stream = frames(plain)
+    after, stream = frames(guarded)
+    clipped_before = [bool(np.abs(f).max() >= 1) for f in before]
+    clipped_after = [bool(np.abs(f).max() >= 1) for f in after]
+    assert sum(clipped_before) >= 2 and plain_stream.frames_clipped == sum(clipped_before)
+    assert plain_stream.frames_redrawn == 0  # off by default
+    first = clipped_before.index(True)
+    assert all(np.array_equal(a, b) for a, b in zip(before[:first], after[:first]))
+    assert sum(clipped_after) < sum(clipped_before)
+    assert stream.frames_redrawn >= sum(clipped_before[: first + 1]) and stream.frames_clipped == sum(clipped_after)
+    assert np.array_equal(np.concatenate(after), vocode(w, guarded_config, m, seed=1))
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
