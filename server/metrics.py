@@ -165,6 +165,18 @@ class Metrics:
             ["core"],
             registry=r,
         )
+        self.frames_redrawn = Counter(
+            "sparrow_frames_redrawn",
+            "Frame draws thrown away because the output reached full scale (clip_retries)",
+            ["core"],
+            registry=r,
+        )
+        self.clipped_frames = Counter(
+            "sparrow_clipped_frames",
+            "Frames sent whose output reached full scale after every redraw",
+            ["core"],
+            registry=r,
+        )
         self.requests = Counter(
             "sparrow_requests", "Requests by route and status code", ["route", "status"], registry=r
         )
@@ -175,7 +187,7 @@ class Metrics:
             registry=r,
         )
 
-        self._per_core: dict[int, tuple[Any, Any, Any, Any]] = {}
+        self._per_core: dict[int, tuple[Any, ...]] = {}
 
     def init_core(self, core: int) -> None:
         """Create a core's label sets at zero, so dashboards see them before the first stream."""
@@ -184,6 +196,8 @@ class Metrics:
             self.samples_generated,
             self.worker_busy,
             self.late_frames,
+            self.frames_redrawn,
+            self.clipped_frames,
             self.worker_restarts,
         ):
             metric.labels(core=c)
@@ -197,8 +211,11 @@ class Metrics:
         computes: list[float],
         waits: list[float],
         late: int,
+        redrawn: int = 0,
+        clipped: int = 0,
     ) -> None:
-        """A batch of frames a worker reported: per-frame compute and queue-wait seconds."""
+        """A batch of frames a worker reported: per-frame compute and queue-wait seconds, how
+        many were late, how many draws were redone and how many frames still reached full scale."""
         children = self._per_core.get(core)
         if children is None:  # labels() lookups cost more than the observations: do them once
             c = str(core)
@@ -207,8 +224,10 @@ class Metrics:
                 self.samples_generated.labels(core=c),
                 self.worker_busy.labels(core=c),
                 self.late_frames.labels(core=c),
+                self.frames_redrawn.labels(core=c),
+                self.clipped_frames.labels(core=c),
             )
-        hist, samples, busy, late_frames = children
+        hist, samples, busy, late_frames, redrawn_frames, clipped_frames = children
         for t in computes:
             hist.observe(t / samples_per_frame)
         for w in waits:
@@ -217,6 +236,10 @@ class Metrics:
         busy.inc(sum(computes))
         if late:
             late_frames.inc(late)
+        if redrawn:
+            redrawn_frames.inc(redrawn)
+        if clipped:
+            clipped_frames.inc(clipped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -466,8 +466,8 @@ class WorkerPool:
             return
         kind = msg[0]
         if kind == "frames":
-            _, sid, pcm, computes, waits, late = msg
-            self.metrics.record_frames(w.core, self.hop_length, computes, waits, late)
+            _, sid, pcm, computes, waits, late, redrawn, clipped = msg
+            self.metrics.record_frames(w.core, self.hop_length, computes, waits, late, redrawn, clipped)
             if late:
                 self._on_late(w)
             h = w.streams.get(sid)

@@ -16,7 +16,7 @@ IPC (multiprocessing Connection, pickled tuples), parent -> worker:
     ("close", sid)                    ("stop",)
 worker -> parent:
     ("ready", info)   ("load_error", message)
-    ("frames", sid, pcm_bytes, [compute_s...], [queue_wait_s...], n_late)
+    ("frames", sid, pcm_bytes, [compute_s...], [queue_wait_s...], n_late, n_redrawn, n_clipped)
     ("flushed", sid, samples_in_utterance)   ("failed", sid, kind, message)   kind: "input" | "internal"
 """
 
@@ -60,6 +60,10 @@ class _Stream:
     out: list[tuple[bytes, float, float, float]] = field(
         default_factory=list
     )  # pcm, compute, wait, deadline
+    # draws thrown away and frames sent at full scale since the last flush (VocoderStream's
+    # frames_redrawn / frames_clipped, see VocoderConfig.clip_retries)
+    redrawn: int = 0
+    clipped: int = 0
     eager: bool = True  # send the next frame without batching (first frame of an utterance)
     finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
     # Commands for the next utterance that arrived while this one was finishing, in order.
@@ -161,8 +165,10 @@ class Scheduler:
         now = time.monotonic()
         late = sum(1 for *_, deadline in s.out if now > deadline)
         pcm = b"".join(o[0] for o in s.out)
-        self._send(("frames", s.sid, pcm, [o[1] for o in s.out], [o[2] for o in s.out], late))
+        computes, waits = [o[1] for o in s.out], [o[2] for o in s.out]
+        self._send(("frames", s.sid, pcm, computes, waits, late, s.redrawn, s.clipped))
         s.out.clear()
+        s.redrawn = s.clipped = 0
 
     def _flush_all(self) -> None:
         for s in list(self.streams.values()):
@@ -181,6 +187,7 @@ class Scheduler:
     def _step(self, s: _Stream) -> None:
         t0 = time.monotonic()
         deadline = s.deadline(s.frames, self.buffer_s, self.frame_s)
+        redrawn, clipped = s.vs.frames_redrawn, s.vs.frames_clipped
         try:
             pcm = float_to_pcm16(s.vs.step())
         except Exception as exc:  # a runtime bug must cost one stream, not the worker
@@ -188,6 +195,8 @@ class Scheduler:
             self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
             return
         t1 = time.monotonic()
+        s.redrawn += s.vs.frames_redrawn - redrawn
+        s.clipped += s.vs.frames_clipped - clipped
         s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline))
         s.frames += 1
         s.utt_samples += len(pcm) // 2

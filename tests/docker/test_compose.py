@@ -113,6 +113,8 @@ def test_dashboard_panels_cover_the_brief() -> None:
         "sparrow_streams_in_flight",
         "sparrow_streams_refused_total",
         "sparrow_late_frames_total",
+        "sparrow_frames_redrawn_total",
+        "sparrow_clipped_frames_total",
         "sparrow_requests_total",
     ):
         assert metric in exprs, f"dashboard lacks {metric}"

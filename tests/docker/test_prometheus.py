@@ -49,6 +49,7 @@ def test_required_alerts_exist() -> None:
     for name in (
         "SparrowSampleLatencyOverBudget",
         "SparrowLateFrames",
+        "SparrowClippedFrames",
         "SparrowStreamsRefused",
         "SparrowWorkerRestarts",
         "SparrowTargetDown",

@@ -4,15 +4,24 @@ OpenAI client, real pinned workers running the tiny model."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
 import openai
 import pytest
 import soundfile as sf
-from serverkit import LiveServer, mel_bytes_b64, metric_value, ws_session
+from serverkit import (
+    LiveServer,
+    mel_bytes_b64,
+    metric_value,
+    start_live_server,
+    tiny_settings,
+    ws_session,
+)
 
 pytestmark = pytest.mark.anyio
 HOP = 300
@@ -160,3 +169,47 @@ async def test_metrics_move_after_streaming(
     ]:
         assert metric_value(after, name, labels) > metric_value(before, name, labels), name
     assert metric_value(after, "sparrow_stream_capacity") >= 1
+
+
+def frames_at_full_scale(pcm: bytes) -> int:
+    """Frames of received s16le audio with a sample at full scale (+-32767, float +-1.0)."""
+    x = np.frombuffer(pcm, dtype="<i2").reshape(-1, HOP)
+    return int(np.sum(np.abs(x).max(axis=1) >= 32767))
+
+
+async def test_redrawn_and_clipped_frames_are_counted(
+    live: LiveServer, make_mel: Callable[..., np.ndarray], tmp_path: Path
+) -> None:
+    """The tiny random model clips every frame (its excitation is white over all 256 classes):
+    without clip_retries each clipped frame sent is counted; a copy compiled with clip_retries=2
+    draws every frame three times, and the server counts the two redraws of each."""
+    from models import compile as comp
+    from models.runtime import VocoderRuntime
+
+    mel = make_mel(10)
+    names = ("sparrow_frames_redrawn_total", "sparrow_clipped_frames_total")
+
+    async def counted(server: LiveServer) -> tuple[float, float, int]:
+        with server.client() as c:
+            before = c.get("/metrics").text
+        _, audio, code, _ = await ws_session(
+            server.ws_url, [{"type": "mel", "mel": mel.tolist()}, {"type": "close"}]
+        )
+        assert code == 1000 and len(audio) == 2 * HOP * len(mel)
+        with server.client() as c:
+            after = c.get("/metrics").text
+        redrawn, clipped = (metric_value(after, n) - metric_value(before, n) for n in names)
+        return redrawn, clipped, frames_at_full_scale(audio)
+
+    redrawn, clipped, seen = await counted(live)
+    assert redrawn == 0 and clipped == seen > 0
+
+    plain = VocoderRuntime.load(live.app.state.settings.resolved_model_dir())
+    config = dataclasses.replace(plain.config, clip_retries=2)
+    guarded_dir = comp.build_artifact(plain.weights, config, tmp_path / "guarded", isas=None)
+    guarded = start_live_server(tiny_settings(guarded_dir))
+    try:
+        redrawn, clipped, seen = await counted(guarded)
+    finally:
+        guarded.stop()
+    assert clipped == seen > 0 and redrawn == 2 * clipped

@@ -18,6 +18,8 @@ CONTRACT = {
     "sparrow_stream_capacity": "gauge",
     "sparrow_streams_refused": "counter",
     "sparrow_late_frames": "counter",
+    "sparrow_frames_redrawn": "counter",
+    "sparrow_clipped_frames": "counter",
     "sparrow_requests": "counter",
     "sparrow_worker_restarts": "counter",
 }
@@ -46,7 +48,13 @@ def test_40us_bucket_edge() -> None:
 def test_record_frames() -> None:
     m = Metrics()
     m.record_frames(
-        core=1, samples_per_frame=300, computes=[0.0027, 0.006], waits=[0.0, 0.002], late=1
+        core=1,
+        samples_per_frame=300,
+        computes=[0.0027, 0.006],
+        waits=[0.0, 0.002],
+        late=1,
+        redrawn=3,
+        clipped=1,
     )
     text = m.render().decode()
     samples = {
@@ -56,6 +64,8 @@ def test_record_frames() -> None:
     }
     assert samples[("sparrow_samples_generated_total", (("core", "1"),))] == 600
     assert samples[("sparrow_late_frames_total", (("core", "1"),))] == 1
+    assert samples[("sparrow_frames_redrawn_total", (("core", "1"),))] == 3
+    assert samples[("sparrow_clipped_frames_total", (("core", "1"),))] == 1
     assert abs(samples[("sparrow_worker_busy_seconds_total", (("core", "1"),))] - 0.0087) < 1e-12
     # 0.0027 s / 300 = 9 us lands in the 10 us bucket, 20 us in the 20 us one
     assert (
