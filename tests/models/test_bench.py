@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -50,7 +51,22 @@ def test_bench_json_reports_all_engines(tiny_model: Path) -> None:
         assert 0 < r["min_us_per_sample"] <= r["median_us_per_sample"]
         assert r["budget_share"] == pytest.approx(r["min_us_per_sample"] / 40.0)
     assert report["config"]["hidden_size"] == TINY.hidden_size
+    assert report["stream_frames_redrawn"] == 0  # clip_retries is off
     assert "benchmarking on core" in proc.stderr  # progress line
+
+
+def test_bench_says_when_the_stream_redrew_frames(tmp_path: Path) -> None:
+    """The tiny random model clips every frame; with clip_retries the stream rows include the
+    redraws, and the report says how many."""
+    config = dataclasses.replace(TINY, clip_retries=1)
+    model = build_artifact(random_weights(TINY, 0), config, tmp_path / "guarded", isas=["avx2"])
+    args = ("--model", str(model), "--frames", "2", "--repeats", "2", "--numpy-repeats", "1", "--no-torch")
+    proc = run_bench(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    redrawn = json.loads(proc.stdout)["stream_frames_redrawn"]
+    assert 0 < redrawn <= 3 * 2  # a warm-up call and 2 timed ones, 2 frames each, 1 redraw at most
+    proc = run_bench(*args)
+    assert proc.returncode == 0 and "redrawn frames (clip_retries)" in proc.stdout
 
 
 def test_bench_table_and_bad_core(tiny_model: Path) -> None:
