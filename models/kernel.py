@@ -40,7 +40,7 @@ from models.reference import (
     QuantizedWeights,
     mulaw_table,
 )
-from models.sparsity import to_bsr
+from models.sparsity import BSR, to_bsr
 
 # Target per ISA level. mcpu is explicit: TVM 0.27 rejects "native" and string targets.
 ISA_TARGETS: dict[str, dict[str, object]] = {
@@ -677,10 +677,10 @@ def pack_weights(
     if config.weight_dtype == "int8":
         q = QuantizedWeights.from_weights(weights)
         sparse = [
-            *int8_args(q.hh, q.hh_scale, block),
-            *int8_args(q.fc1, q.fc1_scale, block),
+            *int8_args(q.hh, q.hh_scale, packed["gru.w_hh"]),
+            *int8_args(q.fc1, q.fc1_scale, packed["fc1.weight"]),
             weights["fc1.bias"].astype(np.float32),
-            *int8_args(q.fc2, q.fc2_scale, block),
+            *int8_args(q.fc2, q.fc2_scale, packed["fc2.weight"]),
         ]
     else:
         sparse = [*bsr_args("gru.w_hh"), *bsr_args("fc1.weight"), weights["fc1.bias"].astype(np.float32), *bsr_args("fc2.weight")]
@@ -703,15 +703,20 @@ def pack_weights(
     return shape, args
 
 
-def int8_args(wq: np.ndarray, scale: np.ndarray, block: tuple[int, int]) -> list[np.ndarray]:
+def int8_args(wq: np.ndarray, scale: np.ndarray, pattern: BSR) -> list[np.ndarray]:
     """int8 matrix -> (packed data, indices, indptr, scale, corr) for the kernel.
 
+    The blocks are those of `pattern`, the float matrix's BSR, which KernelShape counts: a kept
+    block whose weights all round to 0 in int8 (all below half a step of its rows' scale) stays a
+    (zero) block, rather than vanishing and leaving the module a block count short.
     Layout [nnzb, R] int32: each int32 holds one row's 4 int8 weights of a block (little-endian
     byte order = column order), the operand layout of vpdpbusd and vpmaddubsw alike.
     corr = 128 * row sum undoes the +128 offset that makes inputs unsigned.
     """
-    b = to_bsr(wq, block)
-    data = np.ascontiguousarray(b.data.astype(np.int8))  # [nnzb, R, 4]
+    r, c = pattern.block
+    blocks = wq.reshape(wq.shape[0] // r, r, wq.shape[1] // c, c).transpose(0, 2, 1, 3)
+    rows = np.repeat(np.arange(pattern.indptr.size - 1), np.diff(pattern.indptr))
+    data = np.ascontiguousarray(blocks[rows, pattern.indices].astype(np.int8))  # [nnzb, R, 4]
     packed = data.view(np.int32)[:, :, 0]
     corr = (128 * wq.astype(np.int64).sum(axis=1)).astype(np.int32)
-    return [np.ascontiguousarray(packed), b.indices, b.indptr, scale.astype(np.float32), corr]
+    return [np.ascontiguousarray(packed), pattern.indices, pattern.indptr, scale.astype(np.float32), corr]

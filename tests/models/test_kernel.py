@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from models import reference as ref
 from models.compile import host_isas
 from models.config import TINY, VocoderConfig
 from models.pitch import source
+from models.sparsity import to_bsr
 
 # A sampled class may legitimately differ from the reference only when the uniform draw sits
 # within float rounding of a CDF edge; such steps have a tiny reference margin.
@@ -156,10 +158,32 @@ def test_int8_packing_layout() -> None:
     rng = np.random.default_rng(0)
     wq = np.zeros((16, 8), np.int8)
     wq[:, 4:8] = rng.integers(-127, 128, size=(16, 4))
-    packed, indices, indptr, _scale, corr = kernel.int8_args(wq, np.ones(16, np.float32), (16, 4))
+    packed, indices, indptr, _scale, corr = kernel.int8_args(wq, np.ones(16, np.float32), to_bsr(wq, (16, 4)))
     assert list(indices) == [1] and list(indptr) == [0, 1]
     assert np.array_equal(packed.view(np.int8).reshape(1, 16, 4)[0], wq[:, 4:8])
     assert np.array_equal(corr, 128 * wq.astype(np.int32).sum(axis=1))
+
+
+def test_a_block_that_rounds_to_zero_in_int8_stays_a_block(tmp_path: Path) -> None:
+    """A kept block whose weights are all below half an int8 step of their rows' scale quantises
+    to zeros; the module is built for the float matrix's block count, so the block must stay (as
+    zeros) in the packed arguments, and the model must run and match the reference."""
+    from models.compile import build_artifact
+    from models.runtime import VocoderRuntime
+
+    w = ref.random_weights(TINY, 0)
+    hh = w["gru.w_hh"]
+    pattern = to_bsr(hh, (TINY.block_rows, TINY.block_cols))
+    row = int(np.searchsorted(pattern.indptr, 0, side="right")) - 1  # the first block's row
+    col, r0 = int(pattern.indices[0]), row * TINY.block_rows
+    block = (slice(r0, r0 + TINY.block_rows), slice(col * TINY.block_cols, (col + 1) * TINY.block_cols))
+    hh[block] = 1e-6  # nonzero, far below half a step of any row's scale
+    assert np.all(ref.QuantizedWeights.from_weights(w).hh[block] == 0)
+    shape, args = kernel.pack_weights(w, TINY, host_isas()[0])
+    assert shape.nnzb_hh == pattern.data.shape[0] == args[4].shape[0]  # hh data after w_cond, w_in, b_ih, b_hh
+    rt = VocoderRuntime.load(build_artifact(w, TINY, tmp_path / "m", isas=None))
+    mel = np.random.default_rng(1).normal(-5, 1, (4, TINY.n_mels)).astype(np.float32)
+    assert np.array_equal(np.concatenate(list(rt.generate(mel, seed=2))), ref.vocode(w, TINY, mel, seed=2))
 
 
 @pytest.mark.parametrize("config", [TINY, VocoderConfig()], ids=["tiny", "full"])
