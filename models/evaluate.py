@@ -234,8 +234,18 @@ def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
 
 def vocode_runtime(runtime: object, mel: np.ndarray, seed: int = 0) -> np.ndarray:
     """Whole-mel vocoding through VocoderRuntime.generate: float32 [N * hop]."""
-    frames = list(runtime.generate(mel, seed=seed))  # type: ignore[attr-defined]
-    return np.concatenate(frames).astype(np.float32) if frames else np.zeros(0, np.float32)
+    return vocode_counted(runtime, mel, seed)[0]
+
+
+def vocode_counted(runtime: object, mel: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int, int]:
+    """vocode_runtime, and how many draws the stream redid and how many frames still reached full
+    scale (VocoderConfig.clip_retries): (float32 [N * hop], redrawn, clipped)."""
+    stream = runtime.open_stream(seed=seed)  # type: ignore[attr-defined]
+    stream.push(mel)
+    stream.finish()
+    frames = [stream.step() for _ in range(stream.pending())]
+    audio = np.concatenate(frames).astype(np.float32) if frames else np.zeros(0, np.float32)
+    return audio, stream.frames_redrawn, stream.frames_clipped
 
 
 # --- corpus ----------------------------------------------------------------------------------------
@@ -305,6 +315,8 @@ def evaluate(
             "band_lsd": [],
             "voiced": [],
             "unvoiced": [],
+            "redrawn": [],
+            "clipped": [],
             **{key: [] for key in VOICING_KEYS},
         }
         for n in names
@@ -321,7 +333,9 @@ def evaluate(
             elif name == "lpc-noise":
                 y = lpc_noise_vocoder(utt.mel, seed=seed)
             else:
-                y = vocode_runtime(systems[name], utt.mel, seed=seed)
+                y, redrawn, clipped = vocode_counted(systems[name], utt.mel, seed=seed)
+                per[name]["redrawn"].append(redrawn)
+                per[name]["clipped"].append(clipped)
             per[name]["seconds"].append(time.perf_counter() - t0)
             per[name]["lsd_db"].append(log_spectral_distance(utt.audio, y))
             per[name]["mcd_db"].append(mel_cepstral_distortion(utt.audio, y))
@@ -353,6 +367,9 @@ def evaluate(
             **{key: _nanmean(v[key]) for key in VOICING_KEYS},
             "band_bias_db": [float(b) for b in np.mean(v["bias"], axis=0)],
             "band_lsd_db": [float(b) for b in np.mean(v["band_lsd"], axis=0)],
+            # vocoders only (None for the baselines): draws redone, frames sent at full scale
+            "frames_redrawn": int(np.sum(v["redrawn"])) if v["redrawn"] else None,
+            "frames_clipped": int(np.sum(v["clipped"])) if v["clipped"] else None,
             "per_utterance": {"lsd_db": v["lsd_db"], "mcd_db": v["mcd_db"]},
         }
         for n, v in per.items()
@@ -367,13 +384,17 @@ def _nanmean(values: list[float]) -> float:
 
 def format_table(summary: dict[str, dict]) -> str:
     lines = [
-        "| system | LSD (dB) ↓ | worst utterance LSD | MCD (dB) ↓ | real-time factor | utterances |",
-        "|---|---|---|---|---|---|",
+        (
+            "| system | LSD (dB) ↓ | worst utterance LSD | MCD (dB) ↓ | real-time factor | utterances "
+            "| frames redrawn / clipped |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in summary.items():
+        counts = "–" if m.get("frames_redrawn") is None else f"{m['frames_redrawn']} / {m['frames_clipped']}"
         lines.append(
             f"| {name} | {m['lsd_db']:.2f} | {m['lsd_max_db']:.2f} | {m['mcd_db']:.2f} "
-            f"| {m['rtf']:.3f} | {m['n']} |"
+            f"| {m['rtf']:.3f} | {m['n']} | {counts} |"
         )
     return "\n".join(lines)
 
@@ -463,12 +484,14 @@ def write_quality_doc(
     intro = (
         f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds:g}` on the "
         "held-out (`split == test`) utterances of the Festival corpus: each original log-mel is vocoded "
-        "through the TVM runtime (`VocoderRuntime.generate`, the server's own path), by Griffin-Lim "
+        "through the TVM runtime (a `VocoderStream`, the server's own path, redraws included), by Griffin-Lim "
         "(32 iterations, NNLS mel inversion) and by `lpc-noise` (white noise through each frame's "
         "24-pole LPC envelope fitted to the mel, pre-emphasis 0.85: no learned part, models/lpc.py) "
         "from the same mel, and compared with the original audio. "
         "Lower is better for both metrics; the real-time factor is wall time / audio time on this shared "
-        "machine (Griffin-Lim includes librosa)."
+        "machine (Griffin-Lim includes librosa); frames redrawn / clipped: draws the stream redid because "
+        "the output reached full scale, and frames that still did after every redraw (the model's "
+        "`clip_retries`)."
     )
     lsd = (
         "- **LSD** (log-spectral distance): RMS over STFT bins of the dB difference, averaged over active "

@@ -192,6 +192,10 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
         assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
         for y in audio[u.id].values():
             assert y.shape == u.audio.shape and np.all(np.isfinite(y))
+    # The tiny random model clips every frame and has no redraws; the baselines have no frames.
+    frames = sum(u.mel.shape[0] for u in utts)
+    assert summary["tiny"]["frames_redrawn"] == 0 and 0 < summary["tiny"]["frames_clipped"] <= frames
+    assert summary["griffin-lim"]["frames_redrawn"] is None is summary["lpc-noise"]["frames_clipped"]
     # Both baselines from the true mel are far closer to the original than an untrained vocoder.
     assert summary["griffin-lim"]["lsd_db"] < summary["tiny"]["lsd_db"]
     assert summary["lpc-noise"]["lsd_db"] < summary["tiny"]["lsd_db"]
