@@ -25,6 +25,7 @@ import numpy as np
 import tvm
 
 from models import kernel
+from models.argtypes import bounded
 from models.config import MAX_CLIP_RETRIES, VocoderConfig
 from models.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
 
@@ -138,20 +139,6 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         return upgrade_weights({k: data[k] for k in data.files})
 
 
-def _strength(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def _retries(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= MAX_CLIP_RETRIES:
-        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_CLIP_RETRIES}], got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", type=Path, help="weights.npz exported by `sparrow train --export`")
@@ -165,13 +152,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-dtype", choices=["float32", "float16", "int8"], help="override kernel dtype")
     parser.add_argument(
         "--pitch-postfilter",
-        type=_strength,
+        type=bounded(float, 0.0, 1.0),
         metavar="G",
         help="strength in [0, 1] of the pitch postfilter on the output (models/postfilter.py; default: the config's)",
     )
     parser.add_argument(
         "--clip-retries",
-        type=_retries,
+        type=bounded(int, 0, MAX_CLIP_RETRIES),
         metavar="N",
         help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale (default: the config's)",
     )

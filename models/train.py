@@ -32,6 +32,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from models.argtypes import bounded
 from models.config import TINY, VocoderConfig
 from models.pitch import frame_phases, locked_offsets, mel_pitch, source
 from models.reference import (
@@ -656,13 +657,6 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gamma(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:  # gamma 1: the fit's full resonances, up to ~50 dB sharp
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--corpus", default="data/corpus", help="directory written by `sparrow data`"
@@ -724,7 +718,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--input-ring",
-        type=_gamma,
+        type=bounded(float, 0.0, 1.0, high_open=True),  # gamma 1: the fit's full resonances, up to ~50 dB sharp
         default=None,
         help="with --input-noise: pass the slips through each frame's LPC filter 1/A(z/gamma), gamma "
         "uniform per utterance up to this (< 1), so the past is bent as an uncorrected run rings it, "
