@@ -651,9 +651,11 @@ def vocode(
     src = source(f0, voicing, T, config.sample_rate)[0]
     postfilter = PitchPostfilter(config.pitch_postfilter, config.sample_rate, T)
     frames = []
+    redrawn = 0
     for f in range(mel.shape[0]):
         # a frame that reaches full scale is drawn again from the state before it, with the next
-        # uniforms, up to config.clip_retries times (VocoderConfig.clip_retries); the last stands
+        # uniforms, up to config.clip_retries times (VocoderConfig.clip_retries) and within the
+        # stream's budget (may_redraw); the last draw stands
         for attempt in range(config.clip_retries + 1):
             before, y_before = state.copy(), deemphasis.state
             u = rng.random(T, dtype=np.float32)
@@ -661,8 +663,13 @@ def vocode(
                 weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
             )
             pcm = deemphasis(signal)
-            if attempt == config.clip_retries or not reaches_full_scale(pcm):
+            if (
+                attempt == config.clip_retries
+                or not reaches_full_scale(pcm)
+                or not may_redraw(redrawn, f, config.clip_retries)
+            ):
                 break
+            redrawn += 1
             state, deemphasis.state = before, y_before
         frames.append(postfilter(pcm, f0[f : f + 1], voicing[f : f + 1]))
     return np.concatenate(frames) if frames else np.zeros(0, f32)
@@ -671,6 +678,19 @@ def vocode(
 def reaches_full_scale(pcm: np.ndarray) -> bool:
     """Whether a frame's output touched the [-1, 1] clip: the sign that sampling ran away."""
     return bool(np.max(np.abs(pcm), initial=0.0) >= f32(1))
+
+
+# A stream's redraws are capped at clip_retries + REDRAW_SHARE x the frames it has made: a trained
+# voice redraws about once in 150 utterances, but mels that clip for real (a much louder voice, or
+# noise) would otherwise cost their core up to (1 + clip_retries)x the compute admission control
+# counted on, and make every stream on that core late.
+REDRAW_SHARE = 0.05
+
+
+def may_redraw(redrawn: int, frames_done: int, clip_retries: int) -> bool:
+    """Whether a stream that has redrawn `redrawn` draws over `frames_done` finished frames may
+    redraw once more (the budget above)."""
+    return redrawn < clip_retries + REDRAW_SHARE * frames_done
 
 
 # --- teacher forcing (training checks; appended for models/wavernn.py's tests) --------------------

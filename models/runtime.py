@@ -31,7 +31,7 @@ from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.postfilter import PitchPostfilter
-from models.reference import check_weights, frame_lpc, normalize_mel, reaches_full_scale
+from models.reference import check_weights, frame_lpc, may_redraw, normalize_mel, reaches_full_scale
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ class VocoderStream:
             # as reference.vocode: a draw that reaches full scale is redone from the saved state
             if not reaches_full_scale(self._pcm_np):
                 break
-            if attempt == retries:
+            if attempt == retries or not may_redraw(self.frames_redrawn, f, retries):
                 self.frames_clipped += 1
                 break
             self.frames_redrawn += 1

@@ -17,7 +17,7 @@ from models import compile as comp
 from models import kernel
 from models.config import TINY
 from models.features import SPEC, log_mel
-from models.reference import frame_source, random_weights, vocode
+from models.reference import REDRAW_SHARE, frame_source, random_weights, vocode
 from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
 
 
@@ -190,6 +190,21 @@ def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
     assert sum(clipped_after) < sum(clipped_before)
     assert stream.frames_redrawn >= sum(clipped_before[: first + 1]) and stream.frames_clipped == sum(clipped_after)
     assert np.array_equal(np.concatenate(after), vocode(w, guarded_config, m, seed=1))
+
+
+def test_redraws_are_capped_per_stream(runtime: VocoderRuntime, tmp_path: Path) -> None:
+    """The tiny random model clips every frame: the first frame gets its clip_retries redraws, then
+    the stream's budget (REDRAW_SHARE of its frames) stops them, and the reference agrees."""
+    config = dataclasses.replace(TINY, clip_retries=3)
+    guarded = VocoderRuntime.load(comp.build_artifact(runtime.weights, config, tmp_path / "g", isas=None))
+    m = mel(20, seed=5)
+    stream = guarded.open_stream(seed=3)
+    stream.push(m)
+    stream.finish()
+    audio = np.concatenate([stream.step() for _ in range(stream.pending())])
+    assert stream.frames_clipped == 20  # noise clips whatever is drawn
+    assert 3 <= stream.frames_redrawn <= 3 + REDRAW_SHARE * 20  # not 3 x 20
+    assert np.array_equal(audio, vocode(runtime.weights, config, m, seed=3))
 
 
 @pytest.mark.parametrize(
