@@ -233,7 +233,7 @@ def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def vocode_runtime(runtime: object, mel: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Whole-mel vocoding through VocoderRuntime.generate: float32 [N * hop]."""
+    """Whole-mel vocoding through a VocoderStream (the server's path, redraws included): float32 [N * hop]."""
     return vocode_counted(runtime, mel, seed)[0]
 
 
