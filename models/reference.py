@@ -663,11 +663,7 @@ def vocode(
                 weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
             )
             pcm = deemphasis(signal)
-            if (
-                attempt == config.clip_retries
-                or not reaches_full_scale(pcm)
-                or not may_redraw(redrawn, f, config.clip_retries)
-            ):
+            if not reaches_full_scale(pcm) or not may_redraw(attempt, redrawn, f, config.clip_retries):
                 break
             redrawn += 1
             state, deemphasis.state = before, y_before
@@ -687,10 +683,12 @@ def reaches_full_scale(pcm: np.ndarray) -> bool:
 REDRAW_SHARE = 0.05
 
 
-def may_redraw(redrawn: int, frames_done: int, clip_retries: int) -> bool:
-    """Whether a stream that has redrawn `redrawn` draws over `frames_done` finished frames may
-    redraw once more (the budget above)."""
-    return redrawn < clip_retries + REDRAW_SHARE * frames_done
+def may_redraw(attempt: int, redrawn: int, frames_done: int, clip_retries: int) -> bool:
+    """Whether a frame's draw number `attempt` (0 first) that reached full scale may be thrown away
+    and drawn again: retries are left for this frame, and the stream, having redrawn `redrawn`
+    draws over `frames_done` finished frames, is within the budget above. The one rule the stream
+    and vocode() share."""
+    return attempt < clip_retries and redrawn < clip_retries + REDRAW_SHARE * frames_done
 
 
 # --- teacher forcing (training checks; appended for models/wavernn.py's tests) --------------------

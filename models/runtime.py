@@ -406,7 +406,7 @@ class VocoderStream:
             # as reference.vocode: a draw that reaches full scale is redone from the saved state
             if not reaches_full_scale(self._pcm_np):
                 break
-            if attempt == retries or not may_redraw(self.frames_redrawn, f, retries):
+            if not may_redraw(attempt, self.frames_redrawn, f, retries):
                 self.frames_clipped += 1
                 break
             self.frames_redrawn += 1
