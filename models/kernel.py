@@ -67,7 +67,9 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 #    and xprev is [3 + P]: [previous sample, de-emphasis state, previous excitation, history].
 # 8: the GRU also sees the sine source (models/pitch.py): the frame takes src [T, 2] after lpc,
 #    and w_in is [5, 3H].
-KERNEL_ABI = 8
+# 9: tanh is reference.TANH_*'s 5-FMA rational, not Eigen's 9-FMA one. The arguments are those of
+#    8, but a module must compute its reference's math, and the host-compile cache is keyed by ABI.
+KERNEL_ABI = 9
 # How each ISA level runs an int8 block (16 rows x 4 columns, one int32 of 4 weights per row):
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
