@@ -28,8 +28,8 @@ f32 = np.float32
 # point free; numerator scaled by 1 - 3e-7 so |fast_tanh| stays below 1 and a GRU gate can
 # never pass 1). Max error 1.1e-5 in float32, under 1/700 of the step between h's int8 levels
 # (1/127), and the torch model with exact tanh gives the same logits (tests/models/
-# test_wavernn.py). It takes 5 FMAs where Eigen's [13/6] (error 2e-7) took 9: on three gates a
-# sample that measured 3.21-3.26 against 3.47-3.51 us/sample for the whole kernel (AVX2, Zen 3).
+# test_wavernn.py). It takes 5 FMAs where Eigen's [13/6] (error 2e-7) took 9, on the three gates
+# of every sample: the whole kernel measured 3.19-3.26 against 3.47-3.51 us/sample (AVX2, Zen 3).
 TANH_CLAMP = f32(6.3858)
 TANH_ALPHA = tuple(f32(c) for c in (0.0014326873933896422, 0.1134428158402443, 0.9999521374702454))
 TANH_BETA = tuple(f32(c) for c in (5.132248036747436e-05, 0.017107071057271023, 0.44663215201568474, 1.0))
