@@ -162,6 +162,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale (default: the config's)",
     )
+    for which in ("voiced", "unvoiced"):
+        parser.add_argument(
+            f"--{which}-logit-scale",
+            type=bounded(float, 0.25, 4.0),
+            metavar="S",
+            help=f"factor on the logits of fully {which} frames, in [0.25, 4]: the temperature baked at export "
+            "divided by S (VocoderConfig.voiced_logit_scale; default: the config's)",
+        )
     parser.add_argument("--trained", action="store_true", help="mark the artefact as a trained model")
     parser.add_argument("--description", default="")
     parser.add_argument("--default", action="store_true", help="make it the server's default model")
@@ -170,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "clip_retries") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)

@@ -57,6 +57,14 @@ class VocoderConfig:
     # it starts does not (docs/training.md, session 9). An inference setting; 0 turns it off (a
     # random model clips every frame, so there it only multiplies the cost).
     clip_retries: int = 0
+    # Voicing-dependent sampling temperature, as LPCNet lowers it in voiced speech: frame f's
+    # logits are multiplied by unvoiced_logit_scale + (voiced_logit_scale - unvoiced_logit_scale)
+    # * v_f, v_f its voicing in [0, 1] from the mel (models/pitch.py). The export already baked a
+    # temperature T into FC2, so a scale s samples the frame at temperature T / s. Sharper voiced
+    # frames keep the harmonics clean; unvoiced frames want the full noise (docs/training.md,
+    # session 11). An inference setting; 1.0 and 1.0 turn it off.
+    voiced_logit_scale: float = 1.0
+    unvoiced_logit_scale: float = 1.0
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
     density: float = 0.10
@@ -74,6 +82,8 @@ class VocoderConfig:
         assert self.n_classes == 256, "the sampler and mu-law tables assume 8-bit mu-law"
         assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
         assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
+        for scale in (self.voiced_logit_scale, self.unvoiced_logit_scale):
+            assert 0.25 <= scale <= 4.0, "logit scales are in [0.25, 4]"
         assert 0.0 < self.density <= 1.0
         for rows in (3 * self.hidden_size, self.fc_size, self.n_classes):
             assert rows % self.block_rows == 0, "block rows must divide every sparse matrix"
@@ -84,6 +94,11 @@ class VocoderConfig:
         assert 0.0 <= self.preemphasis < 1.0
         assert 0 <= self.lpc_order <= 32
         assert 0.0 <= self.lpc_noise_floor < 1.0
+
+    @property
+    def voicing_temperature(self) -> bool:
+        """Whether frames are sampled at a voicing-dependent temperature (the logit scales above)."""
+        return self.voiced_logit_scale != 1.0 or self.unvoiced_logit_scale != 1.0
 
     @property
     def frame_seconds(self) -> float:

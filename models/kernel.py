@@ -705,6 +705,16 @@ def pack_weights(
     return shape, args
 
 
+def logit_arg_positions(config: VocoderConfig) -> tuple[int, int]:
+    """Positions, among pack_weights' arguments, of the two arrays the logits are linear in:
+    FC2's row scales (int8; its weights otherwise) and its bias. Multiplying both by s multiplies
+    the logits by s, the frame's sampling temperature by 1 / s, with the module unchanged
+    (VocoderConfig.voiced_logit_scale; reference.run_frame's logit_scale does the same)."""
+    per_matrix = 5 if config.weight_dtype == "int8" else 3  # data, indices, indptr[, scale, corr]
+    fc2 = 4 + 2 * per_matrix + 1  # after w_cond, step inputs, b_ih, b_hh, W_hh, FC1, FC1's bias
+    return (fc2 + 3 if config.weight_dtype == "int8" else fc2), fc2 + per_matrix
+
+
 def int8_args(wq: np.ndarray, scale: np.ndarray, pattern: BSR) -> list[np.ndarray]:
     """int8 matrix -> (packed data, indices, indptr, scale, corr) for the kernel.
 

@@ -555,6 +555,7 @@ def run_frame(
     quantized: QuantizedWeights | None = None,
     lpc: np.ndarray | None = None,
     source: np.ndarray | None = None,
+    logit_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate one frame (hop_length samples) and advance `state` in place.
 
@@ -564,6 +565,8 @@ def run_frame(
     quantized: int8 forms of the sparse weights (derived here when the config asks for int8).
     lpc:       [P] float32 predictor coefficients of this frame (config.lpc_order > 0).
     source:    [T, 2] float32 sine source of this frame (models/pitch.py); None: zeros.
+    logit_scale: this frame's factor on the logits (frame_logit_scales): FC2's row scales (or
+               weights) and bias are multiplied by it, as the runtime does with its arguments.
     returns:   ([T] int32 mu-law classes drawn, [T] float32 samples of the pre-emphasised signal:
                the decoded class, plus the linear prediction when P > 0).
     """
@@ -585,6 +588,14 @@ def run_frame(
     int8 = config.weight_dtype == "int8"
     if int8 and quantized is None:
         quantized = QuantizedWeights.from_weights(weights)
+    fc2_scale = quantized.fc2_scale if quantized is not None else None
+    if logit_scale != 1.0:
+        s = f32(logit_scale)
+        b2 = (b2 * s).astype(f32)
+        if quantized is not None:
+            fc2_scale = (quantized.fc2_scale * s).astype(f32)
+        else:
+            w2 = (w2 * s).astype(f32)
     P = config.lpc_order
     if P:
         assert lpc is not None and lpc.shape == (P,), "an LPC model needs the frame's coefficients"
@@ -611,7 +622,7 @@ def run_frame(
         if quantized is not None:
             y = np.maximum(qmatvec(quantized.fc1, quantized.fc1_scale, quantize_unit(h), b1), f32(0))
             yq, y_scale = quantize_relu_output(y)
-            logits = qmatvec(quantized.fc2, (quantized.fc2_scale * y_scale).astype(f32), yq, b2)
+            logits = qmatvec(quantized.fc2, (fc2_scale * y_scale).astype(f32), yq, b2)
         else:
             y = np.maximum(w1 @ h + b1, f32(0))
             logits = (w2 @ y + b2).astype(f32)
@@ -645,6 +656,7 @@ def vocode(
     f0, voicing = mel_pitch(mel)  # for the sine source (as frame_source) and the postfilter
     src = source(f0, voicing, T, config.sample_rate)[0]
     postfilter = PitchPostfilter(config.pitch_postfilter, config.sample_rate, T)
+    scales = frame_logit_scales(config, voicing)
     frames = []
     redrawn = 0
     for f in range(mel.shape[0]):
@@ -655,7 +667,8 @@ def vocode(
             before, y_before = state.copy(), deemphasis.state
             u = rng.random(T, dtype=np.float32)
             _, signal = run_frame(
-                weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
+                weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f],
+                source=src[f * T : (f + 1) * T], logit_scale=float(scales[f]),
             )
             pcm = deemphasis(signal)
             if not reaches_full_scale(pcm) or not may_redraw(attempt, redrawn, f, config.clip_retries):
@@ -664,6 +677,15 @@ def vocode(
             state, deemphasis.state = before, y_before
         frames.append(postfilter(pcm, f0[f : f + 1], voicing[f : f + 1]))
     return np.concatenate(frames) if frames else np.zeros(0, f32)
+
+
+def frame_logit_scales(config: VocoderConfig, voicing: np.ndarray) -> np.ndarray:
+    """float32 [N] factor on each frame's logits from its voicing in [0, 1] (mel_pitch): the
+    voicing-dependent temperature of VocoderConfig.voiced_logit_scale / unvoiced_logit_scale.
+    The one formula the runtime and vocode() share, so both sample the same distribution."""
+    v = np.clip(np.asarray(voicing, f32), f32(0), f32(1))
+    lo, hi = f32(config.unvoiced_logit_scale), f32(config.voiced_logit_scale)
+    return (lo + (hi - lo) * v).astype(f32)
 
 
 def reaches_full_scale(pcm: np.ndarray) -> bool:

@@ -31,7 +31,14 @@ from models.config import VocoderConfig
 from models.features import MelInputError, validate_mel
 from models.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.postfilter import PitchPostfilter
-from models.reference import check_weights, frame_lpc, may_redraw, normalize_mel, reaches_full_scale
+from models.reference import (
+    check_weights,
+    frame_logit_scales,
+    frame_lpc,
+    may_redraw,
+    normalize_mel,
+    reaches_full_scale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +169,15 @@ class VocoderRuntime:
         x: tvm.runtime.Tensor,
         out: tvm.runtime.Tensor,
         pcm: tvm.runtime.Tensor,
+        weight_args: list[tvm.runtime.Tensor] | None = None,
     ) -> None:
         """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
         PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, previous excitation, LPC
         history]) update in place. lpc: the frame's predictor coefficients [P] ([1], unused,
-        without LPC); src: the frame's sine source [hop_length, 2] (models/pitch.py)."""
-        self._frame_fn(cond_pair, lpc, src, uniforms, h, x, out, pcm, *self._weight_args)
+        without LPC); src: the frame's sine source [hop_length, 2] (models/pitch.py);
+        weight_args: the stream's own arguments where they differ (logit scaling), else the
+        runtime's."""
+        self._frame_fn(cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args))
 
     def condition(
         self, cond: tvm.runtime.Tensor, xpad: tvm.runtime.Tensor, hid: tvm.runtime.Tensor
@@ -265,6 +275,16 @@ class VocoderStream:
         self._src = tvm.runtime.from_dlpack(self._src_np)
         # The F0 and voicing rows of those frames, for the pitch postfilter on the output.
         self._pitch_batch = np.zeros((2, 0))
+        # Voicing-dependent temperature: the stream's own copies of the two arguments the logits
+        # are linear in (kernel.logit_arg_positions), rescaled per frame from the runtime's, in
+        # place behind zero-copy views, so streams sharing a runtime never see each other's.
+        self._weight_args: list[tvm.runtime.Tensor] | None = None
+        if c.voicing_temperature:
+            self._weight_args = list(runtime._weight_args)
+            self._logit_base = [runtime._weight_args[i].numpy() for i in kernel.logit_arg_positions(c)]
+            self._logit_np = [_aligned(b.shape, b.dtype) for b in self._logit_base]
+            for i, buf in zip(kernel.logit_arg_positions(c), self._logit_np):
+                self._weight_args[i] = tvm.runtime.from_dlpack(buf)
         self._postfilter = PitchPostfilter(c.pitch_postfilter, c.sample_rate, c.hop_length) if c.pitch_postfilter else None
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
@@ -363,7 +383,7 @@ class VocoderStream:
         if config.lpc_order:
             self._lpc = _fit(self._lpc, start, end)
             self._lpc[start:end, : config.lpc_order] = frame_lpc(rows, config)
-        if self.runtime.uses_source or self._postfilter is not None:
+        if self.runtime.uses_source or self._postfilter is not None or config.voicing_temperature:
             f0, voicing = mel_pitch(rows)
             hop, rate = config.hop_length, config.sample_rate
             if self.runtime.uses_source:
@@ -396,13 +416,18 @@ class VocoderStream:
         self._condition_through(f)
         self._fit_through(f)
         cond, lpc, src = _view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f)
+        if self._weight_args is not None:
+            at = f - self._fit_first
+            scale = frame_logit_scales(self.runtime.config, self._pitch_batch[1, at : at + 1])[0]
+            for base, buf in zip(self._logit_base, self._logit_np):
+                np.multiply(base, scale, out=buf)
         retries = self.runtime.config.clip_retries
         for attempt in range(retries + 1):
             if retries:
                 np.copyto(self._saved[0], self._h_np)
                 np.copyto(self._saved[1], self._x_np)
             self._rng.random(dtype=np.float32, out=self._uniforms_np)
-            self.runtime.run_frame(cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm)
+            self.runtime.run_frame(cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm, self._weight_args)
             # as reference.vocode: a draw that reaches full scale is redone from the saved state
             if not reaches_full_scale(self._pcm_np):
                 break
@@ -419,11 +444,11 @@ class VocoderStream:
         return self._pcm_np.copy()
 
 
-def _aligned(shape: tuple[int, ...]) -> np.ndarray:
-    """Zeroed float32 array whose data starts on a 64-byte boundary (TVM's DLPack import needs it)."""
-    n = int(np.prod(shape))
-    raw = np.zeros(n + 16, np.float32)
-    start = (-raw.ctypes.data % 64) // 4
+def _aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """Zeroed array whose data starts on a 64-byte boundary (TVM's DLPack import needs it)."""
+    n, size = int(np.prod(shape)), np.dtype(dtype).itemsize
+    raw = np.zeros(n + 64 // size, dtype)
+    start = (-raw.ctypes.data % 64) // size
     return raw[start : start + n].reshape(shape)
 
 

@@ -49,15 +49,19 @@ def test_cli_compiles_random_model_and_updates_index(tmp_path: Path) -> None:
     assert main([
         "compile", "--weights", str(weights), "--config", str(tmp_path / "config.json"),
         "--out", str(tmp_path / "c"), "--isa", "avx2", "--pitch-postfilter", "0.35", "--clip-retries", "3",
+        "--voiced-logit-scale", "1.2", "--unvoiced-logit-scale", "0.75",
     ]) == 0
     config = VocoderConfig.load(tmp_path / "c" / "config.json")
     assert config.pitch_postfilter == 0.35 and config.clip_retries == 3
-    assert VocoderConfig.load(tmp_path / "b" / "config.json").clip_retries == 0  # off unless asked
+    assert (config.voiced_logit_scale, config.unvoiced_logit_scale) == (1.2, 0.75)
+    plain = VocoderConfig.load(tmp_path / "b" / "config.json")
+    assert plain.clip_retries == 0 and not plain.voicing_temperature  # off unless asked
 
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--pitch-postfilter", "1.5"), ("--pitch-postfilter", "-0.2"), ("--clip-retries", "-1"), ("--clip-retries", "9")],
+    [("--pitch-postfilter", "1.5"), ("--pitch-postfilter", "-0.2"), ("--clip-retries", "-1"), ("--clip-retries", "9"),
+     ("--voiced-logit-scale", "0"), ("--unvoiced-logit-scale", "5")],
 )
 def test_inference_settings_out_of_range_are_usage_errors(
     flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -215,3 +215,23 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
     assert np.abs(whole).max() > 0.1  # not a saturated or all-zero conditioning
     with pytest.raises(Exception, match="shape"):  # a window that does not fit k is refused
         fn(cond, tvm.runtime.tensor(xpad[: k + 3]), hid, *args)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32", "float16"])
+def test_logit_arguments_are_the_ones_the_logits_scale_with(dtype: str) -> None:
+    """kernel.logit_arg_positions: doubling the arguments there is exactly packing weights whose
+    FC2 and bias were doubled (a temperature halved at export), and no other argument changes."""
+    config = dataclasses.replace(TINY, weight_dtype=dtype)
+    w = ref.random_weights(config, 4)
+    w["fc2.bias"] = np.random.default_rng(5).normal(0, 1, config.n_classes).astype(np.float32)
+    doubled = dict(w, **{k: (w[k] * 2).astype(np.float32) for k in ("fc2.weight", "fc2.bias")})
+    _, args = kernel.pack_weights(w, config, "avx2")
+    _, expected = kernel.pack_weights(doubled, config, "avx2")
+    positions = kernel.logit_arg_positions(config)
+    assert len(set(positions)) == 2
+    for i, (a, e) in enumerate(zip(args, expected, strict=True)):
+        if i in positions:
+            assert a.dtype.kind == "f" and not np.array_equal(a, e)
+            assert np.array_equal((a * a.dtype.type(2)).astype(a.dtype), e), i
+        else:
+            assert np.array_equal(a, e), i

@@ -193,3 +193,33 @@ def test_ringing_slips_follow_the_lpc_resonance() -> None:
 
     shares = [resonance_share(ref.ring_through_lpc(d, lpc, hop, g)) for g in (0.0, 0.5, 0.95)]
     assert shares[0] < 0.05 and shares[0] < shares[1] < shares[2] and shares[2] > 0.3
+
+
+def test_frame_logit_scales_follow_voicing() -> None:
+    config = dataclasses.replace(TINY, voiced_logit_scale=1.2, unvoiced_logit_scale=0.75)
+    scales = ref.frame_logit_scales(config, np.array([0.0, 0.5, 1.0, 1.7, -0.2]))
+    assert scales.dtype == np.float32
+    np.testing.assert_allclose(scales, [0.75, 0.975, 1.2, 1.2, 0.75], rtol=1e-6)
+    assert not TINY.voicing_temperature and config.voicing_temperature
+    assert np.all(ref.frame_logit_scales(TINY, np.linspace(0, 1, 5)) == 1)
+    with pytest.raises(AssertionError):
+        dataclasses.replace(TINY, voiced_logit_scale=0.0)
+
+
+def test_logit_scale_is_a_temperature() -> None:
+    """Scaling a frame's logits by s samples it exactly as weights exported at temperature 1 / s
+    would (FC2 and its bias times s), and a larger s draws from fewer classes."""
+    config = dataclasses.replace(TINY, weight_dtype="float32")
+    w = ref.random_weights(config, 1)
+    cond = np.random.default_rng(2).normal(0, 1, (2, config.cond_size)).astype(np.float32)
+    u = np.random.default_rng(3).random(config.hop_length, dtype=np.float32)
+    baked = dict(w)
+    s = np.float32(2.5)
+    baked["fc2.weight"] = (w["fc2.weight"] * s).astype(np.float32)
+    baked["fc2.bias"] = (w["fc2.bias"] * s).astype(np.float32)
+    state = ref.FrameState.zeros(config)
+    scaled, _ = ref.run_frame(w, config, cond, u, state.copy(), logit_scale=float(s))
+    exported, _ = ref.run_frame(baked, config, cond, u, state.copy())
+    plain, _ = ref.run_frame(w, config, cond, u, state.copy())
+    assert np.array_equal(scaled, exported)
+    assert len(np.unique(scaled)) < len(np.unique(plain))

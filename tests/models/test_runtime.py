@@ -17,6 +17,7 @@ from models import compile as comp
 from models import kernel
 from models.config import TINY
 from models.features import SPEC, log_mel
+from models.pitch import mel_pitch
 from models.reference import REDRAW_SHARE, frame_source, random_weights, vocode
 from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
 
@@ -159,6 +160,46 @@ def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
     m = mel(90, seed=4)
     whole = np.concatenate(list(rt.generate(m, seed=2)))
     assert np.array_equal(streamed(rt, (m[:5], m[5:6], m[6:90]), seed=2), whole)
+
+
+def voiced_after_noise(noise_frames: int, voiced_frames: int) -> np.ndarray:
+    """Frames of noise (voicing 0), then a voiced tone: the two ends of the logit scaling."""
+    rng = np.random.default_rng(7)
+    noise = log_mel((0.05 * rng.standard_normal(noise_frames * SPEC.hop_length)).astype(np.float32))
+    return np.concatenate([noise[:noise_frames], mel(voiced_frames, seed=2)]).astype(np.float32)
+
+
+def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
+    lpc_runtime: VocoderRuntime, tmp_path: Path
+) -> None:
+    """A model with voicing-dependent logit scales: unvoiced frames (scale 1 here) draw exactly
+    what the plain model draws until the first voiced frame, from which the draws differ; the
+    runtime makes reference.vocode's audio, in any chunking, and two streams interleaved on one
+    runtime each make their own audio (the rescaled arguments are the stream's, not shared)."""
+    config = dataclasses.replace(TINY_LPC, voiced_logit_scale=2.5, unvoiced_logit_scale=1.0)
+    rt = VocoderRuntime.load(comp.build_artifact(lpc_runtime.weights, config, tmp_path / "vt", isas=None))
+    m = voiced_after_noise(6, 10)
+    _, voicing = mel_pitch(m)
+    assert voicing[:6].max() == 0 and voicing[8:].min() == 1  # noise, then a clear tone
+    scaled = np.concatenate(list(rt.generate(m, seed=3)))
+    plain = np.concatenate(list(lpc_runtime.generate(m, seed=3)))
+    hop = TINY.hop_length
+    assert np.array_equal(scaled[: 6 * hop], plain[: 6 * hop])
+    assert not np.array_equal(scaled[8 * hop :], plain[8 * hop :])
+    assert np.array_equal(scaled, vocode(lpc_runtime.weights, config, m, seed=3))
+    assert np.array_equal(streamed(rt, (m[:3], m[3:9], m[9:]), seed=3), scaled)
+    a, b = rt.open_stream(seed=3), lpc_runtime.open_stream(seed=3)
+    c = rt.open_stream(seed=4)
+    for stream in (a, b, c):
+        stream.push(m)
+        stream.finish()
+    interleaved: list[list[np.ndarray]] = [[], [], []]
+    while a.pending():
+        for out, stream in zip(interleaved, (a, b, c)):
+            out.append(stream.step())
+    assert np.array_equal(np.concatenate(interleaved[0]), scaled)
+    assert np.array_equal(np.concatenate(interleaved[1]), plain)
+    assert np.array_equal(np.concatenate(interleaved[2]), vocode(lpc_runtime.weights, config, m, seed=4))
 
 
 def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
