@@ -275,6 +275,7 @@ class VocoderStream:
         self._src = tvm.runtime.from_dlpack(self._src_np)
         # The F0 and voicing rows of those frames, for the pitch postfilter on the output.
         self._pitch_batch = np.zeros((2, 0))
+        self._scale_batch = np.ones(0, np.float32)  # their logit scales (voicing temperature)
         # Voicing-dependent temperature: the stream's own copies of the two arguments the logits
         # are linear in (kernel.logit_arg_positions), rescaled per frame from the runtime's, in
         # place behind zero-copy views, so streams sharing a runtime never see each other's.
@@ -389,6 +390,8 @@ class VocoderStream:
             if self.runtime.uses_source:
                 self._src_batch, self._phase = source(f0, voicing, hop, rate, self._phase)
             self._pitch_batch = np.stack([f0, voicing])
+            if config.voicing_temperature:
+                self._scale_batch = frame_logit_scales(config, voicing)
             self._fit_first = start
         self._lpc_done = end
 
@@ -418,7 +421,7 @@ class VocoderStream:
         cond, lpc, src = _view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f)
         if self._weight_args is not None:
             at = f - self._fit_first
-            scale = frame_logit_scales(self.runtime.config, self._pitch_batch[1, at : at + 1])[0]
+            scale = self._scale_batch[at]
             for base, buf in zip(self._logit_base, self._logit_np):
                 np.multiply(base, scale, out=buf)
         retries = self.runtime.config.clip_retries
