@@ -131,6 +131,30 @@ def test_voiced_frames_are_told_from_noise_and_scored_apart() -> None:
     )
 
 
+def test_band_periodicity_tells_harmonic_bands_from_noise_bands() -> None:
+    """A voice harmonic below 2 kHz with noise above it (as the Festival voice's own voiced
+    frames are): its own band periodicity is high below and near 0 above; a copy whose low band
+    became noise loses it there; white noise has none anywhere; no voiced frames: NaN."""
+    from scipy.signal.windows import tukey
+
+    rng = np.random.default_rng(8)
+    t = np.arange(36_000) / SPEC.sample_rate
+    f0 = 160.0
+    voiced = sum(0.1 / k * np.sin(2 * np.pi * f0 * k * t) for k in range(1, 2000 // int(f0)))
+    hiss = ev._band_pass(0.05 * rng.normal(size=t.shape), 2000, SPEC.sample_rate / 2)
+    fade = tukey(t.shape[0], 0.2)
+    ref = fade * (voiced + hiss)
+    own = ev.band_periodicity(ref, ref)
+    assert own.shape == (len(ev.BANDS_HZ) - 1,)
+    low, high = ev.BANDS_HZ.index(500), ev.BANDS_HZ.index(4000)  # bands 0.5-2 kHz, 4-12 kHz
+    assert np.all(own[low : low + 2] > 0.9) and np.all(np.abs(own[high:]) < 0.2)
+    smeared = fade * (ev._band_pass(0.1 * rng.normal(size=t.shape), 150, 2000) + hiss)
+    lost = ev.band_periodicity(ref, smeared)
+    assert np.all(lost[low : low + 2] < 0.3)
+    assert np.all(np.abs(ev.band_periodicity(ref, 0.1 * rng.normal(size=t.shape))) < 0.2)
+    assert np.all(np.isnan(ev.band_periodicity(hiss, hiss)))
+
+
 def test_lengths_are_aligned_and_empty_rejected() -> None:
     y = _speechlike(0.3, 3)
     assert ev.log_spectral_distance(y, np.concatenate([y, np.ones(500, np.float32)])) == 0.0
@@ -181,6 +205,7 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
         assert m["lsd_max_db"] == max(m["per_utterance"]["lsd_db"]) >= m["lsd_db"]
         assert len(m["band_bias_db"]) == len(m["band_lsd_db"]) == len(ev.BANDS_HZ) - 1
+        assert len(m["band_periodicity"]) == len(m["band_periodicity_original"]) == len(ev.BANDS_HZ) - 1
         assert all(b >= 0 for b in m["band_lsd_db"])
         assert np.isfinite(m["lsd_voiced_db"]) or np.isfinite(m["lsd_unvoiced_db"])
         if np.isfinite(m["lsd_voiced_db"]):
@@ -234,7 +259,8 @@ def test_cli_writes_table_doc_plots_and_samples(
     assert data["utterances"] == ["t00"] and data["summary"]["tiny"]["n"] == 1
     doc = (tmp_path / "quality.md").read_text()
     assert "| tiny |" in doc and "img/spectrogram-t00.png" in doc
-    assert doc.count("| tiny |") == 4  # the distance, voicing, band-energy and band-distance tables
+    # the distance, voicing, band-energy, band-distance and band-periodicity tables
+    assert doc.count("| tiny |") == 5 and doc.count("| original |") == 1
     assert (tmp_path / "img" / "spectrogram-t00.png").stat().st_size > 1000
     y, sr = sf.read(tmp_path / "samples" / "t00-tiny.wav")
     assert sr == SPEC.sample_rate and y.shape[0] == int(0.4 * SPEC.sample_rate)
