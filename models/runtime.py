@@ -179,6 +179,20 @@ class VocoderRuntime:
         runtime's."""
         self._frame_fn(cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args))
 
+    def logit_scalable_args(self) -> tuple[list[tvm.runtime.Tensor], list[tuple[np.ndarray, np.ndarray]]]:
+        """The weight arguments with the two the logits are linear in (kernel.logit_arg_positions)
+        replaced by zero-copy views of new aligned buffers: (arguments, [(base, buffer)] of those
+        two). Writing base * s into each buffer scales the next call's logits by s; a stream
+        owns its buffers, so streams sharing this runtime never see each other's scales."""
+        args, pairs = list(self._weight_args), []
+        for i in kernel.logit_arg_positions(self.config):
+            base = self._weight_args[i].numpy()
+            buf = _aligned(base.shape, base.dtype)
+            np.copyto(buf, base)
+            args[i] = tvm.runtime.from_dlpack(buf)
+            pairs.append((base, buf))
+        return args, pairs
+
     def condition(
         self, cond: tvm.runtime.Tensor, xpad: tvm.runtime.Tensor, hid: tvm.runtime.Tensor
     ) -> None:
@@ -277,15 +291,11 @@ class VocoderStream:
         self._pitch_batch = np.zeros((2, 0))
         self._scale_batch = np.ones(0, np.float32)  # their logit scales (voicing temperature)
         # Voicing-dependent temperature: the stream's own copies of the two arguments the logits
-        # are linear in (kernel.logit_arg_positions), rescaled per frame from the runtime's, in
-        # place behind zero-copy views, so streams sharing a runtime never see each other's.
+        # are linear in, rescaled per frame from the runtime's.
         self._weight_args: list[tvm.runtime.Tensor] | None = None
+        self._logit_pairs: list[tuple[np.ndarray, np.ndarray]] = []
         if c.voicing_temperature:
-            self._weight_args = list(runtime._weight_args)
-            self._logit_base = [runtime._weight_args[i].numpy() for i in kernel.logit_arg_positions(c)]
-            self._logit_np = [_aligned(b.shape, b.dtype) for b in self._logit_base]
-            for i, buf in zip(kernel.logit_arg_positions(c), self._logit_np):
-                self._weight_args[i] = tvm.runtime.from_dlpack(buf)
+            self._weight_args, self._logit_pairs = runtime.logit_scalable_args()
         self._postfilter = PitchPostfilter(c.pitch_postfilter, c.sample_rate, c.hop_length) if c.pitch_postfilter else None
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
@@ -420,9 +430,8 @@ class VocoderStream:
         self._fit_through(f)
         cond, lpc, src = _view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f)
         if self._weight_args is not None:
-            at = f - self._fit_first
-            scale = self._scale_batch[at]
-            for base, buf in zip(self._logit_base, self._logit_np):
+            scale = self._scale_batch[f - self._fit_first]
+            for base, buf in self._logit_pairs:
                 np.multiply(base, scale, out=buf)
         retries = self.runtime.config.clip_retries
         for attempt in range(retries + 1):
@@ -430,7 +439,9 @@ class VocoderStream:
                 np.copyto(self._saved[0], self._h_np)
                 np.copyto(self._saved[1], self._x_np)
             self._rng.random(dtype=np.float32, out=self._uniforms_np)
-            self.runtime.run_frame(cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm, self._weight_args)
+            self.runtime.run_frame(
+                cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm, self._weight_args
+            )
             # as reference.vocode: a draw that reaches full scale is redone from the saved state
             if not reaches_full_scale(self._pcm_np):
                 break
