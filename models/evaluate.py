@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.fft import dct
+from scipy.ndimage import uniform_filter1d
 from scipy.signal import butter, sosfiltfilt
 
 from models.features import SPEC, log_mel, magnitude_spectrogram, mel_filterbank
@@ -279,6 +280,49 @@ def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
+NOISE_ORACLE_SPLIT_HZ = 4000.0  # the original is noise above this even when voiced (band_periodicity)
+NOISE_ORACLE_SMOOTH_BINS = 8  # +-94 Hz: wider than the window's main lobe, narrower than a formant
+
+
+def noise_oracle(audio: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The original with its noise drawn afresh: float32 [L] from the original float [L].
+
+    What a sampling vocoder that got everything else exactly right would output: in the original's
+    voiced frames (pitch_track) the STFT below NOISE_ORACLE_SPLIT_HZ is kept as it is (harmonics and
+    all, even the bit of noise among them, so this errs in the oracle's favour); every other frame
+    and bin becomes fresh Gaussian noise whose expected power is the original's own, smoothed over
+    +-NOISE_ORACLE_SMOOTH_BINS bins. No vocoder is told more than the mel, so none should expect to
+    beat it by much: it calibrates how low a per-bin LSD can go when the noise is sampled rather
+    than copied (the smoothing leaks a little of the original's own draw into the envelope, which
+    again favours the oracle). A reference from the original audio, not a vocoder.
+    """
+    import librosa  # optional: part of the `train` extra, as for griffin_lim
+
+    x = np.asarray(audio, dtype=np.float64)
+    stft = {
+        "n_fft": SPEC.n_fft,
+        "hop_length": SPEC.hop_length,
+        "win_length": SPEC.win_length,
+        "window": "hann",
+        "center": True,
+    }
+    spectrum = librosa.stft(x, **stft)  # [bins, frames]
+    envelope = uniform_filter1d(
+        np.abs(spectrum) ** 2, size=2 * NOISE_ORACLE_SMOOTH_BINS + 1, axis=0, mode="nearest"
+    )
+    # Unit-variance white noise has expected bin power sum(window^2) = 3/8 of the window length.
+    noise = np.random.default_rng(seed).standard_normal(x.shape[0])
+    noise_spectrum = librosa.stft(noise, **stft) / math.sqrt(0.375 * SPEC.win_length)
+    voiced = np.zeros(spectrum.shape[1], dtype=bool)
+    per = pitch_track(x)[0] > VOICED_THRESHOLD
+    n = min(per.shape[0], voiced.shape[0])
+    voiced[:n] = per[:n]
+    freqs = np.arange(spectrum.shape[0]) * SPEC.sample_rate / SPEC.n_fft
+    keep = (freqs < NOISE_ORACLE_SPLIT_HZ)[:, None] & voiced[None, :]
+    redrawn = np.where(keep, spectrum, noise_spectrum * np.sqrt(envelope))
+    return librosa.istft(redrawn, length=x.shape[0], **stft).astype(np.float32)
+
+
 def vocode_runtime(runtime: object, mel: np.ndarray, seed: int = 0) -> np.ndarray:
     """Whole-mel vocoding through a VocoderStream (the server's path, redraws included): float32 [N * hop]."""
     return vocode_counted(runtime, mel, seed)[0]
@@ -339,13 +383,16 @@ def evaluate(
     *,
     griffin_lim_iters: int | None = 32,
     lpc_noise: bool = True,
+    oracle: bool = True,
     seed: int = 0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
     """Score every system on every utterance. Returns (summary, audio by utterance and system).
 
     systems: name -> a VocoderRuntime (anything with generate(mel, seed)). Baselines from the same
     mel: Griffin-Lim ("griffin-lim", unless griffin_lim_iters is None) and white noise through the
-    mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False).
+    mel's LPC envelope ("lpc-noise", models.lpc, unless lpc_noise is False); and, as a yardstick
+    rather than a baseline, the original with its noise redrawn ("noise-oracle", noise_oracle,
+    unless oracle is False).
     summary[name] = {lsd_db, mcd_db, rtf, n, lsd_max_db (the worst utterance: a runaway shows
     here), lsd_voiced_db and lsd_unvoiced_db (lsd_voiced_unvoiced, mean over the utterances that
     have such frames), the VOICING_KEYS of voicing_scores (likewise), band_bias_db and band_lsd_db
@@ -353,6 +400,7 @@ def evaluate(
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
     names += ["lpc-noise"] if lpc_noise else []
+    names += ["noise-oracle"] if oracle else []
     per: dict[str, dict[str, list[float]]] = {
         n: {
             "lsd_db": [],
@@ -382,6 +430,8 @@ def evaluate(
                 y = griffin_lim(utt.mel, n_iter=griffin_lim_iters or 32, seed=seed)
             elif name == "lpc-noise":
                 y = lpc_noise_vocoder(utt.mel, seed=seed)
+            elif name == "noise-oracle":
+                y = noise_oracle(utt.audio, seed=seed)
             else:
                 y, redrawn, clipped = vocode_counted(systems[name], utt.mel, seed=seed)
                 per[name]["redrawn"].append(redrawn)
@@ -589,6 +639,15 @@ def write_quality_doc(
         "- The vocoder samples its output, so its waveform never matches the original sample for sample; "
         "the metrics only look at magnitude spectra, where a good vocoder does match."
     )
+    oracle = (
+        "- **noise-oracle** is a yardstick, not a vocoder: the original audio itself, kept as it is "
+        f"below {NOISE_ORACLE_SPLIT_HZ / 1000:g} kHz in its voiced frames, and everywhere else (unvoiced "
+        "frames, and every frame above that, where the original is noise even when voiced: see the "
+        "periodicity per band below) replaced by fresh noise of the original's own spectrum, smoothed "
+        f"over ±{NOISE_ORACLE_SMOOTH_BINS * SPEC.sample_rate / SPEC.n_fft:.0f} Hz. It is what a vocoder "
+        "would score that got every harmonic exactly right and sampled perfectly shaped noise: per-bin "
+        "LSD gives a fresh draw of the right noise no credit for being the right noise."
+    )
     bias = (
         "Band energy, output minus original (dB, active frames, mean over utterances): the sign "
         "of the distance, e.g. a vocoder too quiet where the voice is loud, or booming below it."
@@ -619,6 +678,7 @@ def write_quality_doc(
         lsd,
         mcd,
         sampling,
+        oracle,
         "",
         voicing,
         "",
@@ -683,6 +743,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-lpc-noise", action="store_true", help="skip the LPC + white noise baseline"
     )
+    parser.add_argument(
+        "--no-noise-oracle",
+        action="store_true",
+        help="skip the yardstick of the original with its noise redrawn",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--json", type=Path, default=None, help="write the summary (and per-model info) here"
@@ -739,6 +804,7 @@ def run(args: argparse.Namespace) -> int:
         systems,
         griffin_lim_iters=None if args.no_griffin_lim else 32,
         lpc_noise=not args.no_lpc_noise,
+        oracle=not args.no_noise_oracle,
         seed=args.seed,
     )
     print(format_table(summary))

@@ -155,6 +155,38 @@ def test_band_periodicity_tells_harmonic_bands_from_noise_bands() -> None:
     assert np.all(np.isnan(ev.band_periodicity(hiss, hiss)))
 
 
+def test_noise_oracle_keeps_voiced_harmonics_and_redraws_the_noise() -> None:
+    """A vowel with hiss above 4 kHz, then hiss alone: the oracle gives back the vowel's harmonics
+    as they are, and every noise a fresh draw of the same spectrum, so the noise scores the
+    ~7.9 dB two-noise floor with no energy error, and a second seed draws it differently."""
+    pytest.importorskip("librosa")
+    from scipy.signal.windows import tukey
+
+    rng = np.random.default_rng(9)
+    t = np.arange(24_000) / SPEC.sample_rate
+    vowel = sum(0.1 / k * np.sin(2 * np.pi * 170 * k * t) for k in range(1, 4000 // 170))
+    hiss = ev._band_pass(0.05 * rng.normal(size=2 * t.shape[0]), 4000, SPEC.sample_rate / 2)
+    noise = 0.05 * rng.normal(size=t.shape)
+    ref = (np.concatenate([tukey(t.shape[0], 0.1) * vowel, noise]) + hiss).astype(np.float32)
+    out = ev.noise_oracle(ref, seed=0)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    np.testing.assert_array_equal(out, ev.noise_oracle(ref, seed=0))
+    assert ev.log_spectral_distance(out, ev.noise_oracle(ref, seed=1)) > 5.0
+
+    # The vowel's frames, away from its fade-in (not yet voiced: redrawn) and from the seam.
+    vowel = slice(2 * SPEC.win_length, t.shape[0] - 2 * SPEC.win_length)
+    vowel_lsd = ev.band_lsd_db(ref[vowel], out[vowel])
+    low, high = ev.BANDS_HZ.index(150), ev.BANDS_HZ.index(4000)
+    assert np.all(vowel_lsd[low : high - 1] < 1.0)  # the harmonics, kept
+    assert vowel_lsd[high - 1] < 2.0  # 2-4 kHz: kept, but next to the redrawn band
+    assert np.all((vowel_lsd[high:] > 6.0) & (vowel_lsd[high:] < 10.0))  # the hiss, redrawn
+    assert np.all(np.abs(ev.band_bias_db(ref, out)[low:]) < 1.0)
+    # The unvoiced half is all redrawn: the floor of two independent noises, not a copy.
+    tail = slice(t.shape[0] + 2 * SPEC.win_length, None)
+    voiced, unvoiced = ev.lsd_voiced_unvoiced(ref[tail], out[tail])
+    assert math.isnan(voiced) and 7.0 < unvoiced < 9.0
+
+
 def test_lengths_are_aligned_and_empty_rejected() -> None:
     y = _speechlike(0.3, 3)
     assert ev.log_spectral_distance(y, np.concatenate([y, np.ones(500, np.float32)])) == 0.0
@@ -200,7 +232,7 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
     summary, audio = ev.evaluate(
         utts, {"tiny": VocoderRuntime.load(tiny_model_dir)}, griffin_lim_iters=4
     )
-    assert list(summary) == ["tiny", "griffin-lim", "lpc-noise"]
+    assert list(summary) == ["tiny", "griffin-lim", "lpc-noise", "noise-oracle"]
     for m in summary.values():
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
         assert m["lsd_max_db"] == max(m["per_utterance"]["lsd_db"]) >= m["lsd_db"]
@@ -214,13 +246,14 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
             )
         assert 0.0 <= m["vuv_error"] <= 1.0
     for u in utts:
-        assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise"}
+        assert set(audio[u.id]) == {"original", "tiny", "griffin-lim", "lpc-noise", "noise-oracle"}
         for y in audio[u.id].values():
             assert y.shape == u.audio.shape and np.all(np.isfinite(y))
     # The tiny random model clips every frame and has no redraws; the baselines have no frames.
     frames = sum(u.mel.shape[0] for u in utts)
     assert summary["tiny"]["frames_redrawn"] == 0 and 0 < summary["tiny"]["frames_clipped"] <= frames
     assert summary["griffin-lim"]["frames_redrawn"] is None is summary["lpc-noise"]["frames_clipped"]
+    assert summary["noise-oracle"]["frames_redrawn"] is None
     # Both baselines from the true mel are far closer to the original than an untrained vocoder.
     assert summary["griffin-lim"]["lsd_db"] < summary["tiny"]["lsd_db"]
     assert summary["lpc-noise"]["lsd_db"] < summary["tiny"]["lsd_db"]
@@ -241,6 +274,7 @@ def test_cli_writes_table_doc_plots_and_samples(
             f"tiny={tiny_model_dir}",
             "--no-griffin-lim",
             "--no-lpc-noise",
+            "--no-noise-oracle",
             "--limit",
             "1",
             "--json",
