@@ -67,6 +67,27 @@ def magnitude_block_mask(w: np.ndarray, block: tuple[int, int], density: float) 
     return blocks_to_mask(keep.reshape(norms.shape), block)
 
 
+def grow_block_mask(
+    mask: np.ndarray, scores: np.ndarray, block: tuple[int, int], density: float
+) -> np.ndarray:
+    """0/1 float mask: the blocks of `mask` plus the unkept blocks with the largest L2 norm of
+    `scores` (same shape), until `density` of the blocks are kept.
+
+    RigL's growth step with the loss gradient as the score: the blocks the loss most wants
+    to use. Kept blocks stay kept; ties are broken by position so the mask is deterministic.
+    """
+    kept = (block_norms(mask, block) > 0).ravel()
+    k = _keep_count(kept.size, density)
+    if k < kept.sum():
+        raise ValueError(f"density {density} keeps fewer blocks than the mask has: growing never prunes")
+    norms = block_norms(scores, block).ravel()
+    norms[kept] = -np.inf
+    order = np.argsort(-norms, kind="stable")
+    grown = kept.copy()
+    grown[order[: k - kept.sum()]] = True
+    return blocks_to_mask(grown.reshape(block_norms(mask, block).shape), block)
+
+
 def random_block_mask(
     shape: tuple[int, ...], block: tuple[int, int], density: float, rng: np.random.Generator
 ) -> np.ndarray:

@@ -44,7 +44,7 @@ from models.reference import (
     pad_mel,
     preemphasize,
 )
-from models.sparsity import block_norms, magnitude_block_mask
+from models.sparsity import block_norms, grow_block_mask, magnitude_block_mask
 from models.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights, widen_input_columns
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,10 @@ CARRIED_SETTINGS = ("input_noise", "input_ring")
 
 class CorpusError(ValueError):
     """The training corpus is missing or malformed."""
+
+
+class GrowthError(ValueError):
+    """--grow-density that cannot grow the run it resumes (none, or not below the new density)."""
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -295,12 +299,42 @@ class Pruner:
         for k, p in self.params.items():
             p.mul_(self.masks[k])
 
+    def grow(self, density: float, scores: dict[str, np.ndarray]) -> None:
+        """Add the blocks with the largest `scores` (grow_block_mask) until `density`. The new
+        blocks start at zero, so the model computes exactly what it did before."""
+        for k in self.params:
+            mask = self.masks[k].numpy()
+            self.masks[k] = torch.from_numpy(grow_block_mask(mask, scores[k], self.block, density))
+        self.density = density
+        self.apply()
+
     def state_dict(self) -> dict[str, Any]:
         return {"density": self.density, "masks": {k: m.bool() for k, m in self.masks.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.density = float(state["density"])
         self.masks = {k: m.float() for k, m in state["masks"].items()}
+
+
+GROW_BATCHES = 8
+"""Batches whose summed loss gradient scores the blocks --grow-density adds."""
+
+
+def gradient_scores(
+    model: WaveRNN, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]], bf16: bool
+) -> dict[str, np.ndarray]:
+    """The loss gradient of every sparse matrix summed over `batches`, float32 like the matrix,
+    pruned entries included (they are zero, not absent, so the gradient says how much the loss
+    wants them)."""
+    params = model.sparse_parameters()
+    model.zero_grad(set_to_none=True)
+    for mel, inputs, target in batches:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(torch.from_numpy(mel), torch.from_numpy(inputs))
+        F.cross_entropy(logits.float().reshape(-1, 256), torch.from_numpy(target).reshape(-1)).backward()
+    scores = {k: p.grad.detach().float().numpy().copy() for k, p in params.items()}
+    model.zero_grad(set_to_none=True)
+    return scores
 
 
 def finalize_sparsity(
@@ -532,6 +566,28 @@ def train(args: argparse.Namespace) -> int:
         if held_out.utterances
         else None
     )
+    if args.grow_density is not None:
+        if state is None:
+            raise GrowthError("--grow-density grows the masks of a run it resumes: add --resume")
+        if args.grow_density <= pruner.density or pruner.density != config.density:
+            raise GrowthError(
+                f"--grow-density {args.grow_density} must be above the resumed run's density "
+                f"{pruner.density:.2f}, reached when pruning ended at {config.density:.2f}"
+            )
+        grow_rng = np.random.default_rng(args.seed + 1)
+        batches = [
+            sample_batch(corpus.utterances, config, s.batch, s.crop_frames, grow_rng)
+            for _ in range(GROW_BATCHES)
+        ]
+        before = pruner.density
+        pruner.grow(args.grow_density, gradient_scores(model, batches, s.bf16))
+        config = dataclasses.replace(config, density=args.grow_density)
+        logger.info(
+            "grew the sparse matrices from %.3f to %.3f of their blocks, by the loss gradient over %d batches",
+            before,
+            pruner.density,
+            GROW_BATCHES,
+        )
     logger.info(
         "training H=%d F=%d block %dx%d density %.2f | %d utterances (%d frames) | batch %d x %d samples, "
         "%d threads, bf16=%s",
@@ -738,6 +794,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prune-every", type=int, default=25, help="steps between mask updates")
     parser.add_argument(
+        "--grow-density",
+        type=bounded(float, 0.0, 1.0),
+        default=None,
+        metavar="D",
+        help="with --resume: add the blocks the loss gradient wants most to W_hh, FC1 and FC2 until "
+        "this share of blocks is kept, starting at zero (the net computes what it did), and train "
+        "at that density from then on",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
@@ -786,6 +851,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         return train(args)
-    except (CorpusError, FileNotFoundError) as exc:
+    except (CorpusError, GrowthError, FileNotFoundError) as exc:
         print(f"sparrow train: {exc}", file=sys.stderr)
         return 1

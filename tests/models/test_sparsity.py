@@ -36,3 +36,22 @@ def test_mask_density_and_determinism() -> None:
 def test_block_must_tile_matrix() -> None:
     with pytest.raises(ValueError, match="does not tile"):
         sp.to_bsr(np.zeros((30, 8), np.float32), (16, 4))
+
+
+def test_grow_mask_keeps_every_block_and_adds_the_highest_scores() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(64, 32)).astype(np.float32)
+    mask = sp.magnitude_block_mask(w, (16, 4), 0.25)  # 8 of 32 blocks
+    scores = rng.normal(size=w.shape).astype(np.float32) * 0.01
+    scores[0:16, 0:4] *= 0.0  # a kept block or not, a zero score never wins a place
+    scores[48:64, 28:32] = 3.0  # the two blocks the loss wants most
+    scores[32:48, 8:12] = -2.0  # (the sign does not matter, the norm does)
+    scores *= 1 - mask  # kept blocks' scores are irrelevant: make them small too...
+    scores[mask.astype(bool)] = 100.0  # ...or huge: they are kept either way, never counted twice
+    grown = sp.grow_block_mask(mask, scores, (16, 4), 0.3125)  # 10 of 32
+    assert np.all(grown >= mask) and grown.mean() == pytest.approx(0.3125)
+    assert grown[48:64, 28:32].all() and grown[32:48, 8:12].all()
+    assert np.array_equal(grown, sp.grow_block_mask(mask, scores, (16, 4), 0.3125))
+    assert np.array_equal(sp.grow_block_mask(mask, scores, (16, 4), 0.25), mask)
+    with pytest.raises(ValueError, match="never prunes"):
+        sp.grow_block_mask(mask, scores, (16, 4), 0.2)

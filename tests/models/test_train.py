@@ -271,6 +271,52 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_ring"] == 0.9
 
 
+def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tmp_path: Path) -> None:
+    common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
+              "--crop-frames", "1", "--threads", "1", "--log-seconds", "1000", "--lr", "3e-3")
+    # A run pruned to TINY's density within its 6 steps.
+    args = parse(*common, "--name", "g", "--steps", "6", "--prune-start", "0", "--prune-end", "0.3",
+                 "--prune-every", "1")
+    assert train_mod.run(args) == 0
+    state = train_mod.load_checkpoint(tmp_path / "g")
+    assert state["pruner"]["density"] == TINY.density
+    model, config = train_mod.model_from_checkpoint(state)
+    held = train_mod.Corpus(corpus, "test", config)
+    held.refresh()
+    batch = train_mod.sample_batch(held.utterances, config, 4, 1, np.random.default_rng(3))
+
+    # Growth alone: more blocks in every mask (the old ones all kept), the net unchanged.
+    pruner = train_mod.Pruner(model, config)
+    pruner.load_state_dict(state["pruner"])
+    old_masks = {k: m.clone() for k, m in pruner.masks.items()}
+    logits = model(*(torch.from_numpy(a) for a in batch[:2])).detach()
+    scores = train_mod.gradient_scores(model, [batch], bf16=False)
+    assert all(np.abs(scores[k] * (1 - old_masks[k].numpy())).max() > 0 for k in scores)
+    pruner.grow(0.5, scores)
+    for k, m in pruner.masks.items():
+        assert torch.all(m >= old_masks[k]) and float(m.mean()) == pytest.approx(0.5)
+    assert torch.equal(model(*(torch.from_numpy(a) for a in batch[:2])).detach(), logits)
+
+    # Through the CLI: the run goes on at the new density, and the export keeps that many blocks.
+    out = tmp_path / "e"
+    args = parse(*common, "--name", "g", "--steps", "9", "--resume", "--grow-density", "0.5",
+                 "--export", str(out))
+    assert train_mod.run(args) == 0
+    state = train_mod.load_checkpoint(tmp_path / "g")
+    assert state["step"] == 9 and state["pruner"]["density"] == 0.5
+    assert VocoderConfig.from_dict(state["config"]).density == 0.5
+    assert VocoderConfig.load(out / "config.json").density == 0.5
+    weights = dict(np.load(out / "weights.npz"))
+    for name in SPARSE_WEIGHTS:
+        norms = block_norms(weights[name], (TINY.block_rows, TINY.block_cols))
+        assert np.count_nonzero(norms) == round(norms.size * 0.5), name
+    # A plain resume stays there; growing to the density it has, or without a run, is refused.
+    assert train_mod.run(parse(*common, "--name", "g", "--steps", "10", "--resume")) == 0
+    assert train_mod.load_checkpoint(tmp_path / "g")["pruner"]["density"] == 0.5
+    assert train_mod.run(parse(*common, "--name", "g", "--steps", "11", "--resume", "--grow-density", "0.5")) == 1
+    assert train_mod.run(parse(*common, "--name", "h", "--steps", "1", "--grow-density", "0.5")) == 1
+
+
 @pytest.mark.parametrize("gamma", ["1", "-0.1", "1.5"])
 def test_input_ring_outside_0_1_is_a_usage_error(gamma: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
