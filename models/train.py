@@ -331,7 +331,8 @@ def gradient_scores(
     for mel, inputs, target in batches:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(torch.from_numpy(mel), torch.from_numpy(inputs))
-        F.cross_entropy(logits.float().reshape(-1, 256), torch.from_numpy(target).reshape(-1)).backward()
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), torch.from_numpy(target).reshape(-1))
+        loss.backward()
     scores = {k: p.grad.detach().float().numpy().copy() for k, p in params.items()}
     model.zero_grad(set_to_none=True)
     return scores
@@ -547,6 +548,19 @@ def train(args: argparse.Namespace) -> int:
         else:
             warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
+    if args.grow_density is not None:  # checked before the corpus is read, which takes minutes
+        if state is None:
+            raise GrowthError("--grow-density grows the masks of a run it resumes: add --resume")
+        if pruner.density != config.density:
+            raise GrowthError(
+                f"the resumed run is still pruning ({pruner.density:.3f} of its blocks kept, "
+                f"target {config.density:.3f}): grow it once it has reached its density"
+            )
+        if args.grow_density <= pruner.density:
+            raise GrowthError(
+                f"--grow-density {args.grow_density} must be above the resumed run's density "
+                f"{pruner.density:.3f}"
+            )
 
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
@@ -567,13 +581,6 @@ def train(args: argparse.Namespace) -> int:
         else None
     )
     if args.grow_density is not None:
-        if state is None:
-            raise GrowthError("--grow-density grows the masks of a run it resumes: add --resume")
-        if args.grow_density <= pruner.density or pruner.density != config.density:
-            raise GrowthError(
-                f"--grow-density {args.grow_density} must be above the resumed run's density "
-                f"{pruner.density:.2f}, reached when pruning ended at {config.density:.2f}"
-            )
         grow_rng = np.random.default_rng(args.seed + 1)
         batches = [
             sample_batch(corpus.utterances, config, s.batch, s.crop_frames, grow_rng)

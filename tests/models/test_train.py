@@ -315,6 +315,10 @@ def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tm
     assert train_mod.load_checkpoint(tmp_path / "g")["pruner"]["density"] == 0.5
     assert train_mod.run(parse(*common, "--name", "g", "--steps", "11", "--resume", "--grow-density", "0.5")) == 1
     assert train_mod.run(parse(*common, "--name", "h", "--steps", "1", "--grow-density", "0.5")) == 1
+    # So is growing a run still on its way down to its density (here: not pruned at all yet).
+    assert train_mod.run(parse(*common, "--name", "p", "--steps", "2")) == 0
+    assert train_mod.load_checkpoint(tmp_path / "p")["pruner"]["density"] == 1.0
+    assert train_mod.run(parse(*common, "--name", "p", "--steps", "3", "--resume", "--grow-density", "0.5")) == 1
 
 
 @pytest.mark.parametrize("gamma", ["1", "-0.1", "1.5"])
