@@ -261,22 +261,23 @@ def mel_cepstral_distortion(ref: np.ndarray, out: np.ndarray) -> float:
 # --- systems ---------------------------------------------------------------------------------------
 
 
+LIBROSA_STFT = {
+    "n_fft": SPEC.n_fft,
+    "hop_length": SPEC.hop_length,
+    "win_length": SPEC.win_length,
+    "window": "hann",  # periodic, as models.features' window
+    "center": True,
+}
+"""models.features' STFT in librosa's spelling, for the systems that need its phase too."""
+
+
 def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
     """Log-mel [N, 80] -> float32 audio [(N - 1) * hop]: NNLS mel inversion + Griffin-Lim (librosa)."""
     import librosa  # optional: part of the `train` extra
 
     magnitude_mel = np.exp(mel.astype(np.float64)).T  # [80, N]
     linear = librosa.util.nnls(mel_filterbank().astype(np.float64), magnitude_mel)  # [bins, N]
-    audio = librosa.griffinlim(
-        linear,
-        n_iter=n_iter,
-        hop_length=SPEC.hop_length,
-        win_length=SPEC.win_length,
-        n_fft=SPEC.n_fft,
-        window="hann",
-        center=True,
-        random_state=seed,
-    )
+    audio = librosa.griffinlim(linear, n_iter=n_iter, random_state=seed, **LIBROSA_STFT)
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
@@ -299,20 +300,13 @@ def noise_oracle(audio: np.ndarray, seed: int = 0) -> np.ndarray:
     import librosa  # optional: part of the `train` extra, as for griffin_lim
 
     x = np.asarray(audio, dtype=np.float64)
-    stft = {
-        "n_fft": SPEC.n_fft,
-        "hop_length": SPEC.hop_length,
-        "win_length": SPEC.win_length,
-        "window": "hann",
-        "center": True,
-    }
-    spectrum = librosa.stft(x, **stft)  # [bins, frames]
+    spectrum = librosa.stft(x, **LIBROSA_STFT)  # [bins, frames]
     envelope = uniform_filter1d(
         np.abs(spectrum) ** 2, size=2 * NOISE_ORACLE_SMOOTH_BINS + 1, axis=0, mode="nearest"
     )
     # Unit-variance white noise has expected bin power sum(window^2) = 3/8 of the window length.
     noise = np.random.default_rng(seed).standard_normal(x.shape[0])
-    noise_spectrum = librosa.stft(noise, **stft) / math.sqrt(0.375 * SPEC.win_length)
+    noise_spectrum = librosa.stft(noise, **LIBROSA_STFT) / math.sqrt(0.375 * SPEC.win_length)
     voiced = np.zeros(spectrum.shape[1], dtype=bool)
     per = pitch_track(x)[0] > VOICED_THRESHOLD
     n = min(per.shape[0], voiced.shape[0])
@@ -320,7 +314,7 @@ def noise_oracle(audio: np.ndarray, seed: int = 0) -> np.ndarray:
     freqs = np.arange(spectrum.shape[0]) * SPEC.sample_rate / SPEC.n_fft
     keep = (freqs < NOISE_ORACLE_SPLIT_HZ)[:, None] & voiced[None, :]
     redrawn = np.where(keep, spectrum, noise_spectrum * np.sqrt(envelope))
-    return librosa.istft(redrawn, length=x.shape[0], **stft).astype(np.float32)
+    return librosa.istft(redrawn, length=x.shape[0], **LIBROSA_STFT).astype(np.float32)
 
 
 def vocode_runtime(runtime: object, mel: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -76,16 +76,15 @@ def grow_block_mask(
     RigL's growth step with the loss gradient as the score: the blocks the loss most wants
     to use. Kept blocks stay kept; ties are broken by position so the mask is deterministic.
     """
-    kept = (block_norms(mask, block) > 0).ravel()
+    kept = block_norms(mask, block) > 0
     k = _keep_count(kept.size, density)
     if k < kept.sum():
         raise ValueError(f"density {density} keeps fewer blocks than the mask has: growing never prunes")
-    norms = block_norms(scores, block).ravel()
-    norms[kept] = -np.inf
+    norms = np.where(kept, -np.inf, block_norms(scores, block)).ravel()
     order = np.argsort(-norms, kind="stable")
-    grown = kept.copy()
+    grown = kept.ravel().copy()
     grown[order[: k - kept.sum()]] = True
-    return blocks_to_mask(grown.reshape(block_norms(mask, block).shape), block)
+    return blocks_to_mask(grown.reshape(kept.shape), block)
 
 
 def random_block_mask(

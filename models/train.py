@@ -61,7 +61,8 @@ class CorpusError(ValueError):
 
 
 class GrowthError(ValueError):
-    """--grow-density that cannot grow the run it resumes (none, or not below the new density)."""
+    """--grow-density that cannot grow the run it resumes (none, one still pruning, or one not
+    below the new density)."""
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -328,11 +329,8 @@ def gradient_scores(
     wants them)."""
     params = model.sparse_parameters()
     model.zero_grad(set_to_none=True)
-    for mel, inputs, target in batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(torch.from_numpy(mel), torch.from_numpy(inputs))
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), torch.from_numpy(target).reshape(-1))
-        loss.backward()
+    for batch in batches:
+        batch_loss(model, batch, bf16).backward()
     scores = {k: p.grad.detach().float().numpy().copy() for k, p in params.items()}
     model.zero_grad(set_to_none=True)
     return scores
@@ -479,14 +477,22 @@ def _progress(
     return min(1.0, max(parts))
 
 
+def batch_loss(
+    model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool
+) -> torch.Tensor:
+    """Mean cross-entropy of a sample_batch (mel, inputs, target) over its classes: the one loss
+    that training, the held-out check and --grow-density's gradient all use."""
+    mel, inputs, target = (torch.from_numpy(a) for a in batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(mel, inputs)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
 @torch.no_grad()
 def evaluate_loss(
     model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool
 ) -> float:
-    mel, inputs, target = (torch.from_numpy(a) for a in batch)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(mel, inputs)
-    return float(F.cross_entropy(logits.float().reshape(-1, 256), target.reshape(-1)))
+    return float(batch_loss(model, batch, bf16))
 
 
 def train(args: argparse.Namespace) -> int:
@@ -651,13 +657,8 @@ def train(args: argparse.Namespace) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
 
-        mel, inputs, target = (
-            torch.from_numpy(a)
-            for a in sample_batch(corpus.utterances, config, s.batch, s.crop_frames, rng)
-        )
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
-            logits = model(mel, inputs)
-        loss = F.cross_entropy(logits.float().reshape(-1, config.n_classes), target.reshape(-1))
+        batch = sample_batch(corpus.utterances, config, s.batch, s.crop_frames, rng)
+        loss = batch_loss(model, batch, s.bf16)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
