@@ -554,6 +554,9 @@ def train(args: argparse.Namespace) -> int:
         else:
             warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
+    start_step = step
+    if args.lr_cycle:
+        warm_from = step
     if args.grow_density is not None:  # checked before the corpus is read, which takes minutes
         if state is None:
             raise GrowthError("--grow-density grows the masks of a run it resumes: add --resume")
@@ -653,7 +656,19 @@ def train(args: argparse.Namespace) -> int:
             and (step % args.prune_every == 0 or at_target)
         ):
             pruner.update(density)
-        lr = learning_rate(progress, step - warm_from, s.lr, s.warmup, s.final_lr)
+        # Pruning always follows the whole run's progress; the learning rate too, unless this run
+        # is a cycle of its own.
+        lr_progress = (
+            _progress(
+                step - start_step,
+                seconds - prior_seconds,
+                args.steps - start_step if args.steps else None,
+                args.max_minutes * 60 if args.max_minutes else None,
+            )
+            if args.lr_cycle
+            else progress
+        )
+        lr = learning_rate(lr_progress, step - warm_from, s.lr, s.warmup, s.final_lr)
         for g in opt.param_groups:
             g["lr"] = lr
 
@@ -794,6 +809,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--lr-cycle",
+        action="store_true",
+        help="with --resume: a new learning-rate cycle over this run alone (warm-up, then cosine "
+        "from --lr to the final rate over its --max-minutes / --steps), instead of going on with "
+        "the whole run's schedule where it stopped (near its final rate late in a long run)",
+    )
     parser.add_argument(
         "--prune-start", type=float, default=0.15, help="progress at which pruning starts"
     )

@@ -271,6 +271,31 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_ring"] == 0.9
 
 
+def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_path: Path) -> None:
+    common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
+              "--crop-frames", "1", "--threads", "1", "--log-seconds", "0", "--lr", "3e-3",
+              "--warmup", "1", "--prune-start", "0.1", "--prune-end", "0.5", "--prune-every", "2")
+    assert train_mod.run(parse(*common, "--name", "a", "--steps", "20")) == 0
+    first = train_mod.load_checkpoint(tmp_path / "a")
+    train_mod.save_checkpoint(tmp_path / "b" / train_mod.CHECKPOINT, first)
+
+    # Going on with the run's own schedule: 2/3 of the way through its cosine already.
+    assert train_mod.run(parse(*common, "--name", "a", "--steps", "30", "--resume")) == 0
+    plain = [e["lr"] for e in train_mod.load_checkpoint(tmp_path / "a")["history"][20:]]
+    # A cycle of its own: from the peak down to the final rate over these 10 steps.
+    assert train_mod.run(parse(*common, "--name", "b", "--steps", "30", "--resume", "--lr-cycle")) == 0
+    state = train_mod.load_checkpoint(tmp_path / "b")
+    cycled = [e["lr"] for e in state["history"][20:]]
+    assert len(plain) == len(cycled) == 10
+    assert plain[0] < 0.3 * 3e-3
+    assert cycled[0] == pytest.approx(3e-3)
+    assert cycled[-1] < 0.05 * 3e-3
+    assert all(a >= b for a, b in itertools.pairwise(cycled))
+    # Pruning is not restarted: the masks stay at the run's target density.
+    assert state["step"] == 30
+    assert state["history"][-1]["density"] == pytest.approx(TINY.density, abs=0.02)
+
+
 def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tmp_path: Path) -> None:
     common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
               "--crop-frames", "1", "--threads", "1", "--log-seconds", "1000", "--lr", "3e-3")
