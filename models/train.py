@@ -554,7 +554,10 @@ def train(args: argparse.Namespace) -> int:
         else:
             warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
+    # --lr-cycle: the learning rate's own schedule over this run alone; pruning keeps the whole run's.
     start_step = step
+    cycle_steps = args.steps - start_step if args.steps else None
+    cycle_budget = args.max_minutes * 60 if args.max_minutes else None
     if args.lr_cycle:
         warm_from = step
     if args.grow_density is not None:  # checked before the corpus is read, which takes minutes
@@ -656,15 +659,8 @@ def train(args: argparse.Namespace) -> int:
             and (step % args.prune_every == 0 or at_target)
         ):
             pruner.update(density)
-        # Pruning always follows the whole run's progress; the learning rate too, unless this run
-        # is a cycle of its own.
         lr_progress = (
-            _progress(
-                step - start_step,
-                seconds - prior_seconds,
-                args.steps - start_step if args.steps else None,
-                args.max_minutes * 60 if args.max_minutes else None,
-            )
+            _progress(step - start_step, seconds - prior_seconds, cycle_steps, cycle_budget)
             if args.lr_cycle
             else progress
         )
