@@ -93,7 +93,7 @@ class WorkerDied(SparrowError):
 
 
 class StreamFailed(SparrowError):
-    """A worker reported an error for this stream (e.g. it rejected the mel)."""
+    """A worker could not compute this stream (an error inside the vocoder, not the input)."""
 
     status = 500
     type = "server_error"

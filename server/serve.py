@@ -45,7 +45,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("drain-timeout-s", float, "on SIGTERM, wait this long for open streams (default 30)"),
     ("ws-send-buffer-bytes", int, "unsent audio allowed per websocket before closing it (4429)"),
     ("api-key", str, "require 'Authorization: Bearer <key>' on API routes"),
-    ("log-level", str, "critical|error|warning|info|debug"),
+    ("log-level", str, "critical|error|warning|info|debug|trace"),
 ]
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from models.features import MelInputError
 from server.errors import NoCapacity, NotReady, StreamFailed, WorkerDied
 from server.metrics import Metrics
 from server.workers.worker import worker_main
@@ -481,8 +482,8 @@ class WorkerPool:
             _, sid, why, message = msg
             h = w.streams.get(sid)
             if h is not None:
-                if why == "input":
-                    h.fail(StreamFailed(message))
+                if why == "input":  # the worker's own mel check: a bad input (422), not a 500
+                    h.fail(MelInputError(message))
                 else:
                     h.fail(StreamFailed(f"the worker could not compute this stream: {message}"))
         elif kind == "ready":

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.features import MelInputError
 from models.runtime import VocoderRuntime
 from server.audio import float_to_pcm16
-from server.errors import NoCapacity, NotReady, WorkerDied
+from server.errors import NoCapacity, NotReady, WorkerDied, map_error
 from server.metrics import Metrics
 from server.workers.pool import Flushed, StreamHandle, WorkerPool, capacity_for
 
@@ -209,6 +210,27 @@ async def test_killed_worker_fails_its_streams_and_comes_back(
         again.close()
     finally:
         await pool.stop()
+
+
+async def test_a_mel_the_worker_rejects_is_an_input_error_not_a_crash(
+    pool: WorkerPool, make_mel: Callable[..., np.ndarray]
+) -> None:
+    # The routes validate mels first; the worker checks again, and its refusal must still reach
+    # the client as the bad input it is (422 invalid_mel), with the worker left serving.
+    bad = make_mel(6)
+    bad[2, 5] = np.nan
+    h = pool.open_stream()
+    h.push(bad)
+    with pytest.raises(MelInputError, match="non-finite"):
+        await asyncio.wait_for(h.read(), 30)
+    h.close()
+    assert map_error(MelInputError("x")).status == 422
+    again = pool.open_stream(seed=2)
+    again.push(make_mel(3))
+    again.finish()
+    assert len(await read_utterance(again)) == 3 * 300 * 2
+    again.close()
+    assert all(w.restarts == 0 for w in pool.workers)
 
 
 async def test_a_model_that_does_not_load_is_fatal(tiny_model_dir: Path, tmp_path: Path) -> None:
