@@ -156,7 +156,11 @@ class Session:
         finally:
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            # bounded: however a task handles its cancel, the session (and its slot) ends
+            if pending:
+                _, stuck = await asyncio.wait(pending, timeout=CLOSE_WAIT_S)
+                if stuck:
+                    logger.warning("websocket tasks still running after cancel: %s", stuck)
 
     async def _close(self, code: int, reason: str = "") -> None:
         if self.ws.application_state == WebSocketState.CONNECTED:
@@ -188,7 +192,10 @@ class Session:
         while True:
             remaining = idle - (time.monotonic() - self.last_activity)
             try:
-                msg = await asyncio.wait_for(self.ws.receive(), timeout=max(0.05, remaining))
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+                # the message arrives, and a receiver that outlives its session holds the slot.
+                async with asyncio.timeout(max(0.05, remaining)):
+                    msg = await self.ws.receive()
             except TimeoutError:
                 if self._busy():
                     self.last_activity = time.monotonic()  # working for the client is not idling

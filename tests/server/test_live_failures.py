@@ -262,3 +262,24 @@ async def test_worker_death_mid_http_stream_truncates_the_body(
                 got += len(chunk)
     assert got > 0
     await wait_for(lambda: readyz(live)["ready"], 60, "the restarted worker")
+
+
+async def test_a_bad_message_followed_at_once_by_another_closes_1007_and_frees_the_slot(
+    server_with: Callable[..., LiveServer],
+) -> None:
+    """The error must end the session whatever the client sent right behind the bad message: the
+    receiver may be holding the next message just as the session is torn down."""
+    live = server_with(idle_timeout_s=30)
+    nan_mel = json.dumps({"type": "mel", "mel": [[float("nan")] * 80]})  # json writes NaN
+    follow_ups = [{"type": "flush"}, {"type": "close"}, {"type": "mel", "mel": [[-5.0] * 80]}]
+
+    async def bad_session(i: int) -> tuple[int | None, list[Any]]:
+        ws = await opened(live.ws_url)
+        await ws.send(nan_mel)
+        await ws.send(json.dumps(follow_ups[i % len(follow_ups)]))
+        events, _ = await asyncio.wait_for(drain_ws(ws), 5)  # not a hang until idle_timeout_s
+        return ws.close_code, events
+
+    for code, events in await asyncio.gather(*(bad_session(i) for i in range(12))):
+        assert code == 1007 and "non-finite" in events[-1]["message"], (code, events)
+    await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "slots freed")
