@@ -85,7 +85,15 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="cache for modules built for this host's ISA")
     max_text_chars: int = Field(4096, ge=1, description="longest text accepted per request/message")
     max_mel_frames: int = Field(
-        12_000, ge=4, description="most mel frames per request or websocket utterance (150 s)"
+        12_000,
+        ge=4,
+        description="most mel frames a client sends per request or websocket utterance (150 s)",
+    )
+    # Festival reads ordinary English at ~5 frames per character, so the longest text at the
+    # slowest speed (4096 characters at 0.5) makes ~41,000 frames; the cap is for texts read out
+    # far longer than their length, e.g. digit strings spoken one by one.
+    max_text_frames: int = Field(
+        48_000, ge=4, description="most mel frames the front end makes from one text (600 s)"
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest HTTP request body (413 beyond)"

@@ -253,6 +253,10 @@ def mount_metrics(app: FastAPI, metrics: Metrics) -> None:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+STATUS_AFTER_HEADERS = "status_after_headers"
+"""Scope state key: the status a streamed response that failed after sending its 200 counts as."""
+
+
 class RequestMetricsMiddleware:
     """Counts HTTP requests by route template and status, and times them to the last body byte.
 
@@ -286,7 +290,9 @@ class RequestMetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "other"
             if path not in self.SKIP:
-                self.metrics.requests.labels(route=path, status=str(status["code"])).inc()
+                # a stream that failed after its 200 went out counts under the error's status
+                code = scope["state"].get(STATUS_AFTER_HEADERS, status["code"])
+                self.metrics.requests.labels(route=path, status=str(code)).inc()
                 if path.startswith("/v1/"):
                     self.metrics.request_duration.labels(route=path).observe(
                         time.monotonic() - start

@@ -29,6 +29,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("cache-dir", str, "where modules built for this host's ISA are cached"),
     ("max-text-chars", int, "longest text per request/message (default 4096)"),
     ("max-mel-frames", int, "most mel frames per request/utterance (default 12000 = 150 s)"),
+    ("max-text-frames", int, "most mel frames from one text (default 48000 = 600 s)"),
     ("max-body-bytes", int, "largest request body (default 8 MiB)"),
     ("max-streams", int, "cap on concurrent streams per worker"),
     ("headroom", float, "fraction of each core's real-time budget to admit (default 0.8)"),

@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from models.features import validate_mel
 from models.frontend import FestivalFrontend
-from server.errors import InputTooLarge
-from server.metrics import Metrics
+from server.errors import InputTooLarge, map_error
+from server.metrics import STATUS_AFTER_HEADERS, Metrics
 from server.schemas import OPENAI_VOICES, MelData, mel_to_array
 from server.workers.pool import Flushed, StreamHandle
 
@@ -52,6 +52,15 @@ def check_frames(n: int, max_frames: int, param: str = "mel") -> None:
         )
 
 
+def check_text_frames(n: int, max_frames: int, param: str = "text") -> None:
+    if n > max_frames:
+        raise InputTooLarge(
+            f"{param} reads out as more than {max_frames} frames ({max_frames * 0.0125:.0f} s) of "
+            "audio, the limit per text (max_text_frames): split it over several requests",
+            param,
+        )
+
+
 def prepare_mel(raw: list[list[float]] | MelData | np.ndarray, max_frames: int) -> np.ndarray:
     """Any accepted mel form -> validated float32 [n, 80]; MelInputError / InputTooLarge."""
     arr = raw if isinstance(raw, np.ndarray) else mel_to_array(raw)
@@ -78,8 +87,11 @@ def text_mels(
 # --- feeding ------------------------------------------------------------------------------------
 
 
-async def feed_mels(handle: StreamHandle, mels: Iterator[np.ndarray], max_frames: int) -> None:
-    """Push each mel as the (possibly slow, threaded) iterator yields it, then finish."""
+async def feed_mels(
+    handle: StreamHandle, mels: Iterator[np.ndarray], max_frames: int, param: str = "text"
+) -> None:
+    """Push each mel of a text as the (possibly slow, threaded) front end yields it, then finish;
+    InputTooLarge once it has made more than `max_frames` frames."""
     total = 0
     sentinel = object()
     while True:
@@ -88,7 +100,7 @@ async def feed_mels(handle: StreamHandle, mels: Iterator[np.ndarray], max_frames
             break
         mel = validate_mel(mel)
         total += mel.shape[0]
-        check_frames(total, max_frames, "text")
+        check_text_frames(total, max_frames, param)
         handle.push(mel)
     handle.finish()
 
@@ -163,6 +175,20 @@ class AudioStreamResponse(StreamingResponse):
             await unless_disconnected(receive, self.stream_response(send))
         except ClientGone:
             logger.info("client disconnected mid-stream; stream cancelled")
+        except Exception as exc:
+            # The status line is out, so the one honest signal left is a body cut short: return
+            # without its last chunk and the server drops the connection. The request is counted
+            # under the status the error would have had (RequestMetricsMiddleware).
+            m = map_error(exc)
+            scope.setdefault("state", {})[STATUS_AFTER_HEADERS] = m.status
+            logger.warning(
+                "%s failed after its headers were sent (%d %s: %s); connection aborted",
+                scope.get("path"),
+                m.status,
+                m.code,
+                m.message,
+                exc_info=exc if m.code == "internal_error" else None,
+            )
         finally:
             self._on_close()
 

@@ -77,7 +77,7 @@ async def speech(
     fmt = body.response_format
 
     handle = pool.open_stream(seed=0)
-    feeder = start_feeder(handle, feed_mels(handle, mels, settings.max_mel_frames))
+    feeder = start_feeder(handle, feed_mels(handle, mels, settings.max_text_frames, "input"))
 
     def cleanup() -> None:
         feeder.cancel()

@@ -57,13 +57,15 @@ async def synthesize(
                 "speed applies to text input only; time-scale the mel instead", "speed"
             )
         mels = iter([prepare_mel(body.mel, settings.max_mel_frames)])
+        max_frames = settings.max_mel_frames
     else:
         assert body.text is not None
         check_text(body.text, settings.max_text_chars)
         mels = text_mels(frontend, body.text, body.voice, body.speed)
+        max_frames = settings.max_text_frames
 
     handle = pool.open_stream(seed=body.seed)
-    feeder = start_feeder(handle, feed_mels(handle, mels, settings.max_mel_frames))
+    feeder = start_feeder(handle, feed_mels(handle, mels, max_frames))
     try:
         pcm = await unless_disconnected(request.receive, collect(handle))
     except ClientGone:

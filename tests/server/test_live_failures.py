@@ -283,3 +283,40 @@ async def test_a_bad_message_followed_at_once_by_another_closes_1007_and_frees_t
     for code, events in await asyncio.gather(*(bad_session(i) for i in range(12))):
         assert code == 1007 and "non-finite" in events[-1]["message"], (code, events)
     await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "slots freed")
+
+
+async def test_text_that_reads_out_too_long_is_refused_cleanly_on_every_route(
+    server_with: Callable[..., LiveServer],
+) -> None:
+    """max_text_frames bounds the audio one text may make. Where the answer is not yet under
+    way it is a 413 / close 1009 naming the setting; a streamed answer already sent its 200, so
+    its body is cut off (never a complete-looking file), and it counts as the 413 it is."""
+    live = server_with(cores=CORES[:1], max_text_frames=150)  # "One." is ~60 frames
+    text = "One. Two. Three. Four."
+    with live.client() as c:
+        r = c.post("/v1/synthesize", json={"text": text})
+        assert r.status_code == 413, r.text
+        err = r.json()["error"]
+        assert err["param"] == "text" and "max_text_frames" in err["message"]
+        assert c.post("/v1/synthesize", json={"text": "One."}).status_code == 200
+    events, _, code, _ = await ws_session(live.ws_url, [{"type": "text", "text": text}])
+    assert code == 1009 and "max_text_frames" in events[-1]["message"], events
+    got = 0
+    async with (
+        httpx.AsyncClient(base_url=live.url, timeout=30) as c,
+        c.stream(
+            "POST",
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": text, "response_format": "pcm"},
+        ) as r,
+    ):
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for chunk in r.aiter_bytes():
+                got += len(chunk)
+    assert 0 < got < 4 * 60 * 600
+    await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "slots freed")
+    text_metrics = metrics(live)
+    for route in ("/v1/audio/speech", "/v1/synthesize"):
+        labels = {"route": route, "status": "413"}
+        assert metric_value(text_metrics, "sparrow_requests_total", labels) == 1, route
