@@ -45,6 +45,9 @@ class FrontendError(RuntimeError):
 class FrontendInputError(ValueError):
     """A request the front end cannot serve because of its parameters (voice, speed, text)."""
 
+    param: str | None = None
+    """The request field at fault when a caller's name for it differs (e.g. OpenAI's `input`)."""
+
 
 class UnknownVoice(FrontendInputError):
     """The voice id is not one this front end knows."""

@@ -150,7 +150,7 @@ def map_error(exc: BaseException) -> Mapped:
         return Mapped(503, "server_error", "text_frontend_unavailable", str(exc), None, 1011)
     if isinstance(exc, FrontendInputError):  # unknown voice, speed out of range, nothing to speak
         name = type(exc).__name__
-        param = {"UnknownVoice": "voice", "InvalidSpeed": "speed"}.get(name, "text")
+        param = exc.param or {"UnknownVoice": "voice", "InvalidSpeed": "speed"}.get(name, "text")
         return Mapped(400, "invalid_request_error", _snake(name), str(exc), param, 1007)
     if isinstance(exc, FrontendError):
         return Mapped(
@@ -202,6 +202,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(parts[:5]) or "invalid request", first_param
 
 
+HTTP_CODES: dict[int, tuple[str, str | None]] = {
+    404: ("not_found", None),
+    405: ("method_not_allowed", None),
+    413: ("too_large", "body"),  # server/limits.py, for a body without a Content-Length
+}
+"""Error code and field of the HTTPExceptions Starlette and FastAPI raise themselves."""
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error through `map_error`, so each has one status and one body shape."""
 
@@ -211,8 +219,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(m), status_code=422)
 
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        m = Mapped(exc.status_code, "invalid_request_error", None, str(exc.detail))
-        return JSONResponse(error_body(m), status_code=exc.status_code, headers=exc.headers)
+        status, message = exc.status_code, str(exc.detail)
+        code, param = HTTP_CODES.get(status, (None, None))
+        if status == 400 and message == "There was an error parsing the body":
+            # FastAPI's answer to a body it cannot decode at all (nested too deep, compressed,
+            # not UTF-8): a bad body like any other non-JSON one
+            status, code, param = 422, "invalid_request", "body"
+            message = "request body could not be parsed as JSON (nested too deep, compressed?)"
+        m = Mapped(status, "invalid_request_error", code, message, param)
+        return JSONResponse(error_body(m), status_code=status, headers=exc.headers)
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)

@@ -72,12 +72,21 @@ class SynthesizeRequest(Strict):
     mel: MelInput | None = None
     voice: str | None = Field(None, description="front-end voice id (text input only); default slt")
     seed: int = Field(
-        0, ge=0, le=SEED_MAX, description="sampling seed: same seed + input = same audio"
+        0,
+        ge=0,
+        le=SEED_MAX,
+        strict=True,
+        description="sampling seed: same seed + input = same audio",
     )
-    speed: float = Field(1.0, gt=0.0, le=10.0, description="speaking rate (text input only)")
-    format: AudioFormat = Field(
-        "wav", description="wav, flac, mp3, opus (Ogg) or pcm (raw s16le)"
+    speed: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="speaking rate (text only)",
     )
+    format: AudioFormat = Field("wav", description="wav, flac, mp3, opus (Ogg) or pcm (raw s16le)")
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesizeRequest:
@@ -117,7 +126,7 @@ class SpeechRequest(Strict):
     response_format: str = Field(
         "wav", description="wav or pcm (24 kHz s16le; streamed as made), flac, mp3 or opus"
     )
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, allow_inf_nan=False)
     stream_format: str = Field("audio", description="only 'audio' (raw bytes streamed as made)")
 
     @field_validator("input")
@@ -133,9 +142,9 @@ class SpeechRequest(Strict):
 
 class WsConfig(Strict):
     type: Literal["config"]
-    seed: int = Field(0, ge=0, le=SEED_MAX)
+    seed: int = Field(0, ge=0, le=SEED_MAX, strict=True)
     voice: str | None = None
-    speed: float = Field(1.0, gt=0.0, le=10.0)
+    speed: float = Field(1.0, gt=0.0, le=10.0, strict=True, allow_inf_nan=False)
 
 
 class WsText(Strict):

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
 
+from models.frontend import EmptyText
 from server import audio
 from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput, UnknownModel
@@ -73,7 +74,11 @@ async def speech(
     t_start = request_start(request.scope)
     check_request(body, pool.model_info.get("name") or pool.model_dir.name)
     check_text(body.input, settings.max_text_chars, "input")
-    mels = text_mels(frontend, body.input, body.voice, body.speed)
+    try:
+        mels = text_mels(frontend, body.input, body.voice, body.speed)
+    except EmptyText as exc:
+        exc.param = "input"  # OpenAI's name for the text
+        raise
     fmt = body.response_format
 
     handle = pool.open_stream(seed=0)

@@ -320,3 +320,33 @@ async def test_text_that_reads_out_too_long_is_refused_cleanly_on_every_route(
     for route in ("/v1/audio/speech", "/v1/synthesize"):
         labels = {"route": route, "status": "413"}
         assert metric_value(text_metrics, "sparrow_requests_total", labels) == 1, route
+
+
+def test_oversized_or_undecodable_bodies_name_the_body(
+    server_with: Callable[..., LiveServer],
+) -> None:
+    live = server_with(max_body_bytes=4096)
+    big = json.dumps({"mel": [[-5.0] * 80] * 20}).encode()  # ~10 kB
+    with live.client() as c:
+        declared = c.post(
+            "/v1/synthesize", content=big, headers={"content-type": "application/json"}
+        )
+        # no Content-Length: the limit is found while reading (chunked transfer encoding)
+        chunked = c.post(
+            "/v1/synthesize",
+            content=iter([big[i : i + 1000] for i in range(0, len(big), 1000)]),
+            headers={"content-type": "application/json"},
+        )
+        nested = c.post(
+            "/v1/synthesize",
+            content=b'{"mel": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+            headers={"content-type": "application/json"},
+        )
+    for r in (declared, chunked):
+        assert r.status_code == 413, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("too_large", "body"), err
+        assert "4096-byte" in err["message"]
+    assert nested.status_code == 422, nested.text
+    assert nested.json()["error"]["param"] == "body"
+    assert readyz(live)["ready"]

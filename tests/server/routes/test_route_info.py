@@ -32,6 +32,15 @@ def test_models_card(app_client: TestClient, tiny_model_dir) -> None:
     )
 
 
+def test_model_retrieve_by_id(app_client: TestClient, tiny_model_dir) -> None:
+    card = app_client.get(f"/v1/models/{tiny_model_dir.name}").json()
+    assert card["id"] == tiny_model_dir.name and card["object"] == "model"
+    assert app_client.get("/v1/models/sparrow").json()["id"] == tiny_model_dir.name
+    r = app_client.get("/v1/models/gpt-9")
+    err = r.json()["error"]
+    assert r.status_code == 404 and err["code"] == "model_not_found" and err["param"] == "model"
+
+
 def test_voices(app_client: TestClient) -> None:
     body = app_client.get("/v1/voices").json()
     assert body["default"] == "slt" and body["text_available"] is True

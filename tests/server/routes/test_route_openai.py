@@ -53,6 +53,7 @@ def test_model_name_of_the_server_works(app_client: TestClient) -> None:
         ({"speed": 9.0}, 422, "speed", "less than or equal"),
         ({"input": ""}, 422, "input", "input is empty"),
         ({"input": "y" * 4097}, 413, "input", "limit is 4096"),
+        ({"input": "\U0001f642 \u200b"}, 400, "input", "nothing to speak"),
         ({"instructions": "whisper"}, 422, "instructions", "Extra inputs"),
     ],
 )

@@ -87,6 +87,9 @@ GOOD_MEL = np.full((8, 80), -5.0).tolist()
         ({"mel": GOOD_MEL, "format": "aac"}, 422, "format"),
         ({"mel": GOOD_MEL, "seed": "abc"}, 422, "seed"),
         ({"mel": GOOD_MEL, "seed": -3}, 422, "seed"),
+        ({"mel": GOOD_MEL, "seed": True}, 422, "seed: Input should be a valid integer"),
+        ({"mel": GOOD_MEL, "seed": "3"}, 422, "seed: Input should be a valid integer"),
+        ({"text": "hi", "speed": True}, 422, "speed: Input should be a valid number"),
         ({"text": 123}, 422, "text"),
         ({"text": "hi", "voice": "nobody"}, 400, "unknown voice"),
         ({"text": "hi", "speed": 9.0}, 400, "speed must be between"),
@@ -103,6 +106,19 @@ def test_bad_input_is_a_clear_4xx(
     err = r.json()["error"]
     assert needle in err["message"], err
     assert set(err) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/synthesize", b'{"text": "hi", "speed": NaN}'),
+        ("/v1/audio/speech", b'{"model": "tts-1", "input": "hi", "speed": Infinity}'),
+    ],
+)
+def test_non_finite_speed_is_named(app_client: TestClient, route: str, body: bytes) -> None:
+    r = app_client.post(route, content=body, headers={"content-type": "application/json"})
+    err = r.json()["error"]
+    assert r.status_code == 422 and err["param"] == "speed" and "finite number" in err["message"]
 
 
 def test_nan_mel(app_client: TestClient) -> None:
