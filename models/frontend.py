@@ -101,11 +101,14 @@ class FestivalFrontend:
         voices_roots: tuple[Path, ...] = DEFAULT_VOICES_ROOTS,
         timeout_s: float = 60.0,
         max_sentence_chars: int = text.MAX_SENTENCE_CHARS,
+        niceness: int = 0,
     ) -> None:
         self.text2wave = text2wave
         self.voices_roots = voices_roots
         self.timeout_s = timeout_s
         self.max_sentence_chars = max_sentence_chars
+        # CPU priority of the Festival processes (nice(1) increment); see server/app.py
+        self.niceness = niceness
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -174,6 +177,9 @@ class FestivalFrontend:
                 str(wav),
                 str(txt),
             ]
+            nice = shutil.which("nice") if self.niceness else None
+            if nice is not None:
+                cmd = [nice, "-n", str(self.niceness), *cmd]
             try:
                 proc = subprocess.run(
                     cmd,

@@ -27,6 +27,7 @@ from server.workers.pool import WorkerPool
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FESTIVAL_NICENESS = 10
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,7 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model_dir = model_dir
-    app.state.frontend = FestivalFrontend()
+    # Festival shares the cores with the pinned vocoder workers: at nice 10 a sentence's burst of
+    # CPU yields to them (a tenth of a core's time when both want it), so admitted streams keep
+    # real time and only the text's own first audio waits.
+    app.state.frontend = FestivalFrontend(niceness=FESTIVAL_NICENESS)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -163,3 +164,14 @@ def test_mel_for_text_is_lazy(tmp_path: Path) -> None:
     assert calls.read_text().count("x") == 1
     assert len(list(gen)) == 2
     assert calls.read_text().count("x") == 3
+
+
+def test_festival_runs_at_the_niceness_asked_for(tmp_path: Path) -> None:
+    # Real Festival behind a wrapper that records the priority it was started with.
+    seen = tmp_path / "niceness"
+    wrapper = _script(tmp_path, f'nice > {seen}; exec text2wave "$@"')
+    base = os.nice(0)
+    FestivalFrontend(text2wave=wrapper, niceness=7).synthesize("Hello.")
+    assert int(seen.read_text()) == min(base + 7, 19)
+    FestivalFrontend(text2wave=wrapper).synthesize("Hello.")
+    assert int(seen.read_text()) == base
