@@ -49,6 +49,12 @@ class VocoderConfig:
     # the mel's pitch, weighted by its voicing, that takes noise out from between the harmonics.
     # An inference setting (training never sees it); 0 turns it off.
     pitch_postfilter: float = 0.0
+    # Upper edge (Hz) of the band the pitch postfilter works in; 0 is the whole band. The HTS
+    # voice is harmonic below ~4 kHz and noise above even when voiced, and combing that noise
+    # cost more log-spectral distance than the harmonics below gained (docs/training.md,
+    # session 14). Above 0 the comb's correction goes through a short linear-phase lowpass, which
+    # delays the output by POSTFILTER_DELAY samples (0.3 ms).
+    pitch_postfilter_cutoff_hz: float = 0.0
     # Redraws of a frame whose output reaches full scale: the stream restores the state from
     # before the frame and samples it again with fresh uniforms, up to this many times (the last
     # draw stands), within a per-stream budget (reference.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
@@ -81,6 +87,7 @@ class VocoderConfig:
     def __post_init__(self) -> None:
         assert self.n_classes == 256, "the sampler and mu-law tables assume 8-bit mu-law"
         assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
+        assert 0.0 <= self.pitch_postfilter_cutoff_hz < self.sample_rate / 2, "cutoff in [0, Nyquist)"
         assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
         for scale in (self.voiced_logit_scale, self.unvoiced_logit_scale):
             assert 0.25 <= scale <= 4.0, "logit scales are in [0.25, 4]"

@@ -655,7 +655,9 @@ def vocode(
     T = config.hop_length
     f0, voicing = mel_pitch(mel)  # for the sine source (as frame_source) and the postfilter
     src = source(f0, voicing, T, config.sample_rate)[0]
-    postfilter = PitchPostfilter(config.pitch_postfilter, config.sample_rate, T)
+    postfilter = PitchPostfilter(
+        config.pitch_postfilter, config.sample_rate, T, config.pitch_postfilter_cutoff_hz
+    )
     scales = frame_logit_scales(config, voicing)
     frames = []
     redrawn = 0

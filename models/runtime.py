@@ -296,7 +296,11 @@ class VocoderStream:
         self._logit_pairs: list[tuple[np.ndarray, np.ndarray]] = []
         if c.voicing_temperature:
             self._weight_args, self._logit_pairs = runtime.logit_scalable_args()
-        self._postfilter = PitchPostfilter(c.pitch_postfilter, c.sample_rate, c.hop_length) if c.pitch_postfilter else None
+        self._postfilter = (
+            PitchPostfilter(c.pitch_postfilter, c.sample_rate, c.hop_length, c.pitch_postfilter_cutoff_hz)
+            if c.pitch_postfilter
+            else None
+        )
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False

@@ -144,13 +144,14 @@ def test_chunked_streaming_equals_whole(runtime: VocoderRuntime, chunks: list[in
     assert np.array_equal(np.concatenate(parts), whole)
 
 
+@pytest.mark.parametrize("cutoff_hz", [0.0, 4000.0])
 def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
-    lpc_runtime: VocoderRuntime, tmp_path: Path
+    lpc_runtime: VocoderRuntime, tmp_path: Path, cutoff_hz: float
 ) -> None:
-    """A model whose config asks for the pitch postfilter: the runtime filters every frame with
-    the mel's pitch as reference.vocode does, in whatever chunks the mel arrives (LPC_BATCH is 64,
-    so 90 frames take two pitch batches)."""
-    config = dataclasses.replace(TINY_LPC, pitch_postfilter=0.35)
+    """A model whose config asks for the pitch postfilter (whole band, or below a cutoff): the
+    runtime filters every frame with the mel's pitch as reference.vocode does, in whatever chunks
+    the mel arrives (LPC_BATCH is 64, so 90 frames take two pitch batches)."""
+    config = dataclasses.replace(TINY_LPC, pitch_postfilter=0.35, pitch_postfilter_cutoff_hz=cutoff_hz)
     rt = VocoderRuntime.load(comp.build_artifact(lpc_runtime.weights, config, tmp_path / "pf", isas=None))
     short = mel(12, seed=4)
     filtered = np.concatenate(list(rt.generate(short, seed=2)))
