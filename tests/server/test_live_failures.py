@@ -72,6 +72,29 @@ async def opened(url: str, **kw: Any) -> ClientConnection:
     return ws
 
 
+async def speech_cut_off(
+    live: LiveServer, text: str, on_chunk: Callable[[int], None] | None = None
+) -> int:
+    """Stream /v1/audio/speech as pcm; it must start with a 200 and end cut off (never like a
+    complete file). `on_chunk` sees the byte count before each chunk; returns the bytes got."""
+    got = 0
+    async with (
+        httpx.AsyncClient(base_url=live.url, timeout=30) as c,
+        c.stream(
+            "POST",
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": text, "response_format": "pcm"},
+        ) as r,
+    ):
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for chunk in r.aiter_bytes():
+                if on_chunk is not None:
+                    on_chunk(got)
+                got += len(chunk)
+    return got
+
+
 async def test_over_capacity_is_refused_and_admitted_streams_keep_real_time(
     server_with: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
 ) -> None:
@@ -245,22 +268,12 @@ async def test_worker_death_mid_http_stream_truncates_the_body(
     """A streamed body whose worker dies is cut off (never ends like a complete file)."""
     live = server_with(cores=CORES[:1])
     text = " ".join(f"Sentence number {i} keeps this stream going." for i in range(8))
-    got = 0
-    async with (
-        httpx.AsyncClient(base_url=live.url, timeout=30) as c,
-        c.stream(
-            "POST",
-            "/v1/audio/speech",
-            json={"model": "tts-1", "input": text, "response_format": "pcm"},
-        ) as r,
-    ):
-        assert r.status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
-            async for chunk in r.aiter_bytes():
-                if got == 0:
-                    os.kill(readyz(live)["workers"][0]["pid"], signal.SIGKILL)
-                got += len(chunk)
-    assert got > 0
+
+    def kill_the_worker(got: int) -> None:
+        if got == 0:
+            os.kill(readyz(live)["workers"][0]["pid"], signal.SIGKILL)
+
+    assert await speech_cut_off(live, text, kill_the_worker) > 0
     await wait_for(lambda: readyz(live)["ready"], 60, "the restarted worker")
 
 
@@ -301,20 +314,7 @@ async def test_text_that_reads_out_too_long_is_refused_cleanly_on_every_route(
         assert c.post("/v1/synthesize", json={"text": "One."}).status_code == 200
     events, _, code, _ = await ws_session(live.ws_url, [{"type": "text", "text": text}])
     assert code == 1009 and "max_text_frames" in events[-1]["message"], events
-    got = 0
-    async with (
-        httpx.AsyncClient(base_url=live.url, timeout=30) as c,
-        c.stream(
-            "POST",
-            "/v1/audio/speech",
-            json={"model": "tts-1", "input": text, "response_format": "pcm"},
-        ) as r,
-    ):
-        assert r.status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
-            async for chunk in r.aiter_bytes():
-                got += len(chunk)
-    assert 0 < got < 4 * 60 * 600
+    assert 0 < await speech_cut_off(live, text) < 4 * 60 * 600
     await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "slots freed")
     text_metrics = metrics(live)
     for route in ("/v1/audio/speech", "/v1/synthesize"):
