@@ -56,6 +56,10 @@ async def synthesize(
             raise InvalidInput(
                 "speed applies to text input only; time-scale the mel instead", "speed"
             )
+        if body.voice is not None:
+            raise InvalidInput(
+                "voice applies to text input only; a mel already carries its speaker", "voice"
+            )
         mels = iter([prepare_mel(body.mel, settings.max_mel_frames)])
         max_frames = settings.max_mel_frames
     else:

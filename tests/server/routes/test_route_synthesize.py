@@ -84,6 +84,7 @@ GOOD_MEL = np.full((8, 80), -5.0).tolist()
         ({"mel": {"data": "AAAA", "shape": [3, 80]}}, 422, "needs 960"),
         ({"mel": [[-5.0] * 80] * 12_001}, 413, "limit is 12000"),
         ({"mel": GOOD_MEL, "speed": 1.5}, 422, "speed applies to text input only"),
+        ({"mel": GOOD_MEL, "voice": "slt"}, 422, "voice applies to text input only"),
         ({"mel": GOOD_MEL, "format": "aac"}, 422, "format"),
         ({"mel": GOOD_MEL, "seed": "abc"}, 422, "seed"),
         ({"mel": GOOD_MEL, "seed": -3}, 422, "seed"),
