@@ -164,6 +164,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="upper edge of the band the pitch postfilter combs (0: the whole band; default: the config's)",
     )
     parser.add_argument(
+        "--output-advance",
+        type=bounded(int, 0, 300),
+        metavar="N",
+        help="samples, in [0, hop], the output is moved earlier by (default: the config's)",
+    )
+    parser.add_argument(
         "--clip-retries",
         type=bounded(int, 0, MAX_CLIP_RETRIES),
         metavar="N",
@@ -185,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)

@@ -678,7 +678,13 @@ def vocode(
             redrawn += 1
             state, deemphasis.state = before, y_before
         frames.append(postfilter(pcm, f0[f : f + 1], voicing[f : f + 1]))
-    return np.concatenate(frames) if frames else np.zeros(0, f32)
+    if not frames:
+        return np.zeros(0, f32)
+    advance = config.output_advance
+    if advance:  # the output moved earlier; after the last frame, the postfilter's tail
+        frames.append(postfilter(np.zeros(T, f32), f0[-1:], np.zeros(1)))
+        return np.concatenate(frames)[advance : advance + mel.shape[0] * T]
+    return np.concatenate(frames)
 
 
 def frame_logit_scales(config: VocoderConfig, voicing: np.ndarray) -> np.ndarray:

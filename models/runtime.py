@@ -304,7 +304,11 @@ class VocoderStream:
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
-        self.frames_done = 0
+        self.frames_done = 0  # frames step() returned
+        self._kernel_done = 0  # frames the kernel made: one more while the output runs ahead
+        self._held = np.zeros(0, np.float32)  # made, not yet returned (output_advance)
+        self._tail_made = False
+        self._last_f0 = 0.0
         # The GRU state and [previous sample, de-emphasis state, previous excitation, the last
         # lpc_order samples (newest first)], which the kernel updates in place through views; a
         # frame that reaches full scale is drawn again from copies made before it (clip_retries).
@@ -361,6 +365,8 @@ class VocoderStream:
     def pending(self) -> int:
         """Frames step() can produce now: all of them once finished, else those with look-ahead."""
         ready = self.frames_received if self._finished else self.frames_received - LOOKAHEAD
+        if self.runtime.config.output_advance and not self._finished:
+            ready -= 1  # frame f's last samples come from frame f + 1 (output_advance)
         return max(0, ready - self.frames_done)
 
     def _condition_through(self, f: int) -> None:
@@ -429,7 +435,34 @@ class VocoderStream:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
-        f = self.frames_done
+        hop, advance = self.runtime.config.hop_length, self.runtime.config.output_advance
+        if not advance:
+            self.frames_done += 1
+            return self._kernel_step()
+        # The output runs `advance` samples ahead of the kernel's: frame f ends inside kernel
+        # frame f + 1, which pending() waits for; after the last one comes the postfilter's tail.
+        while self._held.size < hop:
+            if self._kernel_done < self.frames_received:
+                y = self._kernel_step()
+                self._held = np.concatenate([self._held, y[advance:] if self._kernel_done == 1 else y])
+            else:
+                self._held = np.concatenate([self._held, self._tail()])
+        out, self._held = self._held[:hop], self._held[hop:]
+        self.frames_done += 1
+        return out
+
+    def _tail(self) -> np.ndarray:
+        """What follows the last frame: once, the postfilter run on a frame of silence (its delay
+        line's last samples), then silence; reference.vocode appends the same."""
+        silence = np.zeros(self.runtime.config.hop_length, np.float32)
+        if self._postfilter is None or self._tail_made:
+            return silence
+        self._tail_made = True
+        return self._postfilter(silence, np.array([self._last_f0]), np.zeros(1))
+
+    def _kernel_step(self) -> np.ndarray:
+        """Run the kernel on the next frame (with its redraws) and postfilter it."""
+        f = self._kernel_done
         self._condition_through(f)
         self._fit_through(f)
         cond, lpc, src = _view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f)
@@ -455,9 +488,10 @@ class VocoderStream:
             self.frames_redrawn += 1
             np.copyto(self._h_np, self._saved[0])
             np.copyto(self._x_np, self._saved[1])
-        self.frames_done += 1
+        self._kernel_done += 1
         if self._postfilter is not None:
             at = f - self._fit_first
+            self._last_f0 = float(self._pitch_batch[0, at])
             return self._postfilter(self._pcm_np, *self._pitch_batch[:, at : at + 1])
         return self._pcm_np.copy()
 

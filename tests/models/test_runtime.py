@@ -24,7 +24,9 @@ from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_fl
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return comp.build_artifact(random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("m") / "tiny", isas=None)
+    return comp.build_artifact(
+        random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("m") / "tiny", isas=None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,9 @@ TINY_LPC = dataclasses.replace(TINY, lpc_order=8)
 @pytest.fixture(scope="module")
 def lpc_runtime(tmp_path_factory: pytest.TempPathFactory) -> VocoderRuntime:
     path = tmp_path_factory.mktemp("m") / "tiny-lpc"
-    return VocoderRuntime.load(comp.build_artifact(random_weights(TINY_LPC, 0), TINY_LPC, path, isas=None))
+    return VocoderRuntime.load(
+        comp.build_artifact(random_weights(TINY_LPC, 0), TINY_LPC, path, isas=None)
+    )
 
 
 def mel(frames: int, seed: int = 0) -> np.ndarray:
@@ -144,15 +148,25 @@ def test_chunked_streaming_equals_whole(runtime: VocoderRuntime, chunks: list[in
     assert np.array_equal(np.concatenate(parts), whole)
 
 
-@pytest.mark.parametrize("cutoff_hz", [0.0, 4000.0])
+@pytest.mark.parametrize(
+    ("cutoff_hz", "advance"), [(0.0, 0), (4000.0, 0), (4000.0, 79), (0.0, 300)]
+)
 def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
-    lpc_runtime: VocoderRuntime, tmp_path: Path, cutoff_hz: float
+    lpc_runtime: VocoderRuntime, tmp_path: Path, cutoff_hz: float, advance: int
 ) -> None:
-    """A model whose config asks for the pitch postfilter (whole band, or below a cutoff): the
-    runtime filters every frame with the mel's pitch as reference.vocode does, in whatever chunks
-    the mel arrives (LPC_BATCH is 64, so 90 frames take two pitch batches)."""
-    config = dataclasses.replace(TINY_LPC, pitch_postfilter=0.35, pitch_postfilter_cutoff_hz=cutoff_hz)
-    rt = VocoderRuntime.load(comp.build_artifact(lpc_runtime.weights, config, tmp_path / "pf", isas=None))
+    """A model whose config asks for the pitch postfilter (whole band, or below a cutoff; the
+    output moved earlier or not): the runtime filters every frame with the mel's pitch as
+    reference.vocode does, in whatever chunks the mel arrives (LPC_BATCH is 64, so 90 frames
+    take two pitch batches)."""
+    config = dataclasses.replace(
+        TINY_LPC,
+        pitch_postfilter=0.35,
+        pitch_postfilter_cutoff_hz=cutoff_hz,
+        output_advance=advance,
+    )
+    rt = VocoderRuntime.load(
+        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "pf", isas=None)
+    )
     short = mel(12, seed=4)
     filtered = np.concatenate(list(rt.generate(short, seed=2)))
     assert np.array_equal(filtered, vocode(lpc_runtime.weights, config, short, seed=2))
@@ -161,6 +175,32 @@ def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
     m = mel(90, seed=4)
     whole = np.concatenate(list(rt.generate(m, seed=2)))
     assert np.array_equal(streamed(rt, (m[:5], m[5:6], m[6:90]), seed=2), whole)
+    assert whole.shape == (90 * TINY_LPC.hop_length,)
+
+
+def test_output_advance_moves_the_same_audio_earlier(
+    lpc_runtime: VocoderRuntime, tmp_path: Path
+) -> None:
+    """The same draws, `output_advance` samples earlier: the stream computes one frame ahead,
+    returns exactly one frame per mel frame, and after the last comes the postfilter's tail
+    (here, without a delay line, silence)."""
+    plain_cfg = dataclasses.replace(TINY_LPC, pitch_postfilter=0.35)
+    ahead_cfg = dataclasses.replace(plain_cfg, output_advance=79)
+    plain = VocoderRuntime.load(
+        comp.build_artifact(lpc_runtime.weights, plain_cfg, tmp_path / "p", isas=None)
+    )
+    ahead = VocoderRuntime.load(
+        comp.build_artifact(lpc_runtime.weights, ahead_cfg, tmp_path / "a", isas=None)
+    )
+    m = mel(20, seed=5)
+    p = np.concatenate(list(plain.generate(m, seed=4)))
+    a = np.concatenate(list(ahead.generate(m, seed=4)))
+    assert a.shape == p.shape and np.array_equal(a[:-79], p[79:]) and not a[-79:].any()
+    stream = ahead.open_stream(seed=4)
+    stream.push(m[:6])
+    plain_stream = plain.open_stream(seed=4)
+    plain_stream.push(m[:6])
+    assert stream.pending() == plain_stream.pending() - 1  # it waits for the frame after
 
 
 def voiced_after_noise(noise_frames: int, voiced_frames: int) -> np.ndarray:
@@ -178,7 +218,9 @@ def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
     runtime makes reference.vocode's audio, in any chunking, and two streams interleaved on one
     runtime each make their own audio (the rescaled arguments are the stream's, not shared)."""
     config = dataclasses.replace(TINY_LPC, voiced_logit_scale=2.5, unvoiced_logit_scale=1.0)
-    rt = VocoderRuntime.load(comp.build_artifact(lpc_runtime.weights, config, tmp_path / "vt", isas=None))
+    rt = VocoderRuntime.load(
+        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "vt", isas=None)
+    )
     m = voiced_after_noise(6, 10)
     _, voicing = mel_pitch(m)
     assert voicing[:6].max() == 0 and voicing[8:].min() == 1  # noise, then a clear tone
@@ -200,7 +242,9 @@ def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
             out.append(stream.step())
     assert np.array_equal(np.concatenate(interleaved[0]), scaled)
     assert np.array_equal(np.concatenate(interleaved[1]), plain)
-    assert np.array_equal(np.concatenate(interleaved[2]), vocode(lpc_runtime.weights, config, m, seed=4))
+    assert np.array_equal(
+        np.concatenate(interleaved[2]), vocode(lpc_runtime.weights, config, m, seed=4)
+    )
 
 
 def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
@@ -212,7 +256,9 @@ def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
     w["fc2.bias"] = (-(((np.arange(TINY.n_classes) - 127.5) / 64) ** 2)).astype(np.float32)
     guarded_config = dataclasses.replace(TINY, clip_retries=3)
     plain = VocoderRuntime.load(comp.build_artifact(w, TINY, tmp_path / "plain", isas=None))
-    guarded = VocoderRuntime.load(comp.build_artifact(w, guarded_config, tmp_path / "guarded", isas=None))
+    guarded = VocoderRuntime.load(
+        comp.build_artifact(w, guarded_config, tmp_path / "guarded", isas=None)
+    )
     m = mel(20, seed=1)
 
     def frames(rt: VocoderRuntime) -> tuple[list[np.ndarray], Any]:
@@ -230,7 +276,9 @@ def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
     first = clipped_before.index(True)
     assert all(np.array_equal(a, b) for a, b in zip(before[:first], after[:first]))
     assert sum(clipped_after) < sum(clipped_before)
-    assert stream.frames_redrawn >= sum(clipped_before[: first + 1]) and stream.frames_clipped == sum(clipped_after)
+    assert stream.frames_redrawn >= sum(
+        clipped_before[: first + 1]
+    ) and stream.frames_clipped == sum(clipped_after)
     assert np.array_equal(np.concatenate(after), vocode(w, guarded_config, m, seed=1))
 
 
@@ -238,7 +286,9 @@ def test_redraws_are_capped_per_stream(runtime: VocoderRuntime, tmp_path: Path) 
     """The tiny random model clips every frame: the first frame gets its clip_retries redraws, then
     the stream's budget (REDRAW_SHARE of its frames) stops them, and the reference agrees."""
     config = dataclasses.replace(TINY, clip_retries=3)
-    guarded = VocoderRuntime.load(comp.build_artifact(runtime.weights, config, tmp_path / "g", isas=None))
+    guarded = VocoderRuntime.load(
+        comp.build_artifact(runtime.weights, config, tmp_path / "g", isas=None)
+    )
     m = mel(20, seed=5)
     stream = guarded.open_stream(seed=3)
     stream.push(m)
@@ -309,7 +359,9 @@ def test_module_from_another_kernel_abi_is_refused(tiny_dir: Path, tmp_path: Pat
     """An artefact compiled before the weight layout changed must not be fed the new layout."""
     d = copy_model(tiny_dir, tmp_path / "m")
     assert json.loads((d / "manifest.json").read_text())["kernel_abi"] == kernel.KERNEL_ABI
-    edit_json(d / "manifest.json", lambda m: m.pop("kernel_abi"))  # as written before the field existed
+    edit_json(
+        d / "manifest.json", lambda m: m.pop("kernel_abi")
+    )  # as written before the field existed
     with pytest.raises(ModelLoadError, match="kernel ABI 1.*sparrow compile"):
         VocoderRuntime.load(d)
 
@@ -364,7 +416,8 @@ def test_no_fitting_module_compiles_for_host(
     assert list((tmp_path / "cache" / "m").glob("host-*.so"))
     m = mel(4)
     assert np.array_equal(
-        np.concatenate(list(rt.generate(m, seed=3))), vocode(random_weights(TINY, 0), TINY, m, seed=3)
+        np.concatenate(list(rt.generate(m, seed=3))),
+        vocode(random_weights(TINY, 0), TINY, m, seed=3),
     )
 
 
@@ -373,7 +426,10 @@ def test_every_isa_level_gives_identical_audio(tmp_path: Path) -> None:
     isas = comp.host_isas()
     d = comp.build_artifact(random_weights(TINY, 1), TINY, tmp_path / "all", isas=isas)
     m = mel(5, seed=4)
-    outputs = {isa: np.concatenate(list(VocoderRuntime.load(d, isa=isa).generate(m, seed=2))) for isa in isas}
+    outputs = {
+        isa: np.concatenate(list(VocoderRuntime.load(d, isa=isa).generate(m, seed=2)))
+        for isa in isas
+    }
     first = outputs[isas[0]]
     for isa, audio in outputs.items():
         assert np.array_equal(audio, first), isa
