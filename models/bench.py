@@ -26,7 +26,7 @@ import numpy as np
 from models import reference as ref
 from models.config import VocoderConfig
 from models.pitch import source
-from models.runtime import VocoderRuntime, cpu_flags
+from models.runtime import LOOKAHEAD, VocoderRuntime, cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ def speech_mel(frames: int) -> np.ndarray:
 
 def tvm_engine(rt: VocoderRuntime, mel: np.ndarray, frames: int, redrawn: list[int]) -> Callable[[], None]:
     """One call = `frames` frames through the path the server uses (VocoderStream.step) for the
-    first frames of `mel` (which has 3 frames of look-ahead more); each call appends the draws
-    the stream redid (VocoderConfig.clip_retries) to `redrawn`."""
+    first frames of `mel` (which has LOOKAHEAD + 1 frames more: the conditioning's look-ahead, and
+    the frame a model with output_advance computes ahead, so its first call runs the kernel
+    twice); each call appends the draws the stream redid (VocoderConfig.clip_retries) to
+    `redrawn`."""
 
     def run() -> None:
         stream = rt.open_stream(seed=0)
@@ -230,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
     samples = args.frames * config.hop_length
     engines = [Engine(f"tvm {base.isa} kernel only", kernel_engine(base, args.frames), args.repeats, samples)]
-    mel = speech_mel(args.frames + 3)
+    mel = speech_mel(args.frames + LOOKAHEAD + 1)
     redrawn: list[int] = []
     for isa in runnable:
         rt = base if isa == base.isa else VocoderRuntime.load(model_dir, isa=isa)
