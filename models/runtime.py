@@ -307,8 +307,6 @@ class VocoderStream:
         self.frames_done = 0  # frames step() returned
         self._kernel_done = 0  # frames the kernel made: one more while the output runs ahead
         self._held = np.zeros(0, np.float32)  # made, not yet returned (output_advance)
-        self._tail_made = False
-        self._last_f0 = 0.0
         # The GRU state and [previous sample, de-emphasis state, previous excitation, the last
         # lpc_order samples (newest first)], which the kernel updates in place through views; a
         # frame that reaches full scale is drawn again from copies made before it (clip_retries).
@@ -452,13 +450,14 @@ class VocoderStream:
         return out
 
     def _tail(self) -> np.ndarray:
-        """What follows the last frame: once, the postfilter run on a frame of silence (its delay
-        line's last samples), then silence; reference.vocode appends the same."""
+        """What follows the last frame: the postfilter run on a frame of silence (its delay line's
+        last samples), as reference.vocode appends. Needed once: the output is short of the kernel's
+        by `output_advance` <= hop_length samples."""
         silence = np.zeros(self.runtime.config.hop_length, np.float32)
-        if self._postfilter is None or self._tail_made:
+        if self._postfilter is None:
             return silence
-        self._tail_made = True
-        return self._postfilter(silence, np.array([self._last_f0]), np.zeros(1))
+        last = self._kernel_done - 1 - self._fit_first  # the last frame's pitch, unvoiced
+        return self._postfilter(silence, self._pitch_batch[0, last : last + 1], np.zeros(1))
 
     def _kernel_step(self) -> np.ndarray:
         """Run the kernel on the next frame (with its redraws) and postfilter it."""
@@ -491,7 +490,6 @@ class VocoderStream:
         self._kernel_done += 1
         if self._postfilter is not None:
             at = f - self._fit_first
-            self._last_f0 = float(self._pitch_batch[0, at])
             return self._postfilter(self._pcm_np, *self._pitch_batch[:, at : at + 1])
         return self._pcm_np.copy()
 
