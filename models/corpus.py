@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import logging
 import os
@@ -104,9 +105,15 @@ def _existing_row(out: Path, item: Item) -> dict[str, str] | None:
     return _row(item, samples, frames)
 
 
+@functools.cache
+def _frontend() -> FestivalFrontend:
+    """One front end per worker process, so its one warm Festival speaks all the worker's items."""
+    return FestivalFrontend(processes=1)
+
+
 def synthesize_item(out: Path, item: Item) -> dict[str, str]:
     """Worker: speak one item and write its wav and mel atomically. Returns its metadata row."""
-    audio = FestivalFrontend().synthesize(item.text, voice="slt", speed=item.speed)
+    audio = _frontend().synthesize(item.text, voice="slt", speed=item.speed)
     # The mel is computed from the 16-bit audio exactly as a reader of the wav will see it.
     pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
     audio16 = pcm.astype(np.float32) / 32768.0

@@ -1,31 +1,30 @@
 """Text -> audio -> log-mel with the Festival speech synthesiser (Debian `festival` + an HTS voice).
 
 Festival stands in for an acoustic model: it speaks each sentence, and the audio is turned into
-the mel contract of models/features.py, which the vocoder re-synthesises. It runs as a
-subprocess (`text2wave`), one call per sentence, so a slow or crashing Festival cannot take the
-server down and sentences stream: the first mel is ready after one sentence, not the whole text.
+the mel contract of models/features.py, which the vocoder re-synthesises. Festival runs in
+subprocesses kept warm between sentences (models/festival.py), one sentence at a time, so a slow
+or crashing Festival cannot take the server down and sentences stream: the first mel is ready
+after one sentence, not the whole text.
 
-Security: user text is written to a temporary file that Festival reads in its plain-text mode. It
-never becomes part of a Scheme expression; the only `-eval` arguments are fixed strings from the
-voice table and a speed we format from a validated float.
+Security: user text is written to a file that Festival reads in its plain-text mode. It never
+becomes part of a Scheme expression (see models/festival.py for what does).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import subprocess
-import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from models import features, text
+from models.festival import FestivalBusy, FestivalFailed, FestivalPool, FestivalTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +46,10 @@ class FrontendInputError(ValueError):
 
     param: str | None = None
     """The request field at fault when a caller's name for it differs (e.g. OpenAI's `input`)."""
+
+
+class FrontendBusy(FrontendError):
+    """Every Festival process stayed busy for the whole timeout."""
 
 
 class UnknownVoice(FrontendInputError):
@@ -97,29 +100,33 @@ class FestivalFrontend:
 
     def __init__(
         self,
-        text2wave: str = "text2wave",
+        festival: str = "festival",
         voices_roots: tuple[Path, ...] = DEFAULT_VOICES_ROOTS,
         timeout_s: float = 60.0,
         max_sentence_chars: int = text.MAX_SENTENCE_CHARS,
         niceness: int = 0,
+        processes: int = 2,
     ) -> None:
-        self.text2wave = text2wave
+        self.festival = festival
         self.voices_roots = voices_roots
         self.timeout_s = timeout_s
         self.max_sentence_chars = max_sentence_chars
         # CPU priority of the Festival processes (nice(1) increment); see server/app.py
         self.niceness = niceness
+        self.processes = processes  # most Festival processes at once, kept warm when idle
+        self._pool: FestivalPool | None = None
+        self._lock = threading.Lock()
 
     # --- discovery ---------------------------------------------------------------------------
 
     def _binary(self) -> str | None:
-        return shutil.which(self.text2wave)
+        return shutil.which(self.festival)
 
     def _voice_installed(self, fv: _FestivalVoice) -> bool:
         return any((root / fv.voice_subdir).is_dir() for root in self.voices_roots)
 
     def available(self, voice: str = "slt") -> bool:
-        """True if text2wave is on PATH and the voice's files are installed."""
+        """True if festival is on PATH and the voice's files are installed."""
         fv = _VOICES.get(voice)
         return self._binary() is not None and fv is not None and self._voice_installed(fv)
 
@@ -144,7 +151,7 @@ class FestivalFrontend:
         binary = self._binary()
         if binary is None:
             raise FrontendUnavailable(
-                f"Festival's {self.text2wave!r} was not found on PATH; "
+                f"Festival's {self.festival!r} was not found on PATH; "
                 f"install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
             )
         if not self._voice_installed(fv):
@@ -160,56 +167,54 @@ class FestivalFrontend:
     def _run_festival(
         self, sentence: str, fv: _FestivalVoice, binary: str, speed: float
     ) -> np.ndarray:
-        """One text2wave call on already-normalised ASCII text -> float32 audio at 24 kHz."""
-        with tempfile.TemporaryDirectory(prefix="sparrow-festival-") as tmp:
-            txt, wav = Path(tmp) / "input.txt", Path(tmp) / "out.wav"
-            txt.write_text(sentence + "\n", encoding="ascii", errors="ignore")
-            cmd = [
-                binary,
-                "-mode",
-                "fundamental",  # plain text: no markup modes chosen by file content
-                "-eval",
-                f"(voice_{fv.scheme_name})",
-                # speed was validated as a finite float in [0.5, 2]; "%.4f" cannot inject syntax.
-                "-eval",
-                f'(set! hts_engine_params (cons (list "-r" {speed:.4f}) hts_engine_params))',
-                "-o",
-                str(wav),
-                str(txt),
-            ]
-            nice = shutil.which("nice") if self.niceness else None
-            if nice is not None:
-                cmd = [nice, "-n", str(self.niceness), *cmd]
-            try:
-                proc = subprocess.run(
-                    cmd,
-                    check=False,
-                    cwd=tmp,
-                    capture_output=True,
-                    timeout=self.timeout_s,
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, "LC_ALL": "C"},
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise FrontendError(
-                    f"Festival timed out after {self.timeout_s:g} s "
-                    f"on a {len(sentence)}-character sentence"
-                ) from exc
-            except OSError as exc:
-                raise FrontendUnavailable(f"cannot run {binary}: {exc}") from exc
-            stderr = proc.stderr.decode("utf-8", "replace").strip()
-            # text2wave exits 0 even on Scheme errors, so its stderr is checked as well.
-            if proc.returncode != 0 or "SIOD ERROR" in stderr:
-                raise FrontendError(f"Festival failed (exit {proc.returncode}): {stderr[-500:]}")
-            try:
-                audio, sr = sf.read(str(wav), dtype="float32", always_2d=False)
-            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                raise FrontendError(
-                    f"Festival produced no readable audio: {stderr[-500:]}"
-                ) from exc
+        """One sentence of already-normalised ASCII text, spoken by a warm process of the pool
+        -> float32 audio at 24 kHz."""
+        pool = self._pool_for(binary)
+        try:
+            # Waiting for a free process and speaking share the one timeout.
+            deadline = time.monotonic() + self.timeout_s
+            with pool.process(self.timeout_s) as proc:
+                audio, sr = proc.speak(sentence, fv.scheme_name, speed, deadline - time.monotonic())
+        except FestivalBusy as exc:
+            raise FrontendBusy(str(exc)) from exc
+        except FestivalTimeout as exc:
+            raise FrontendError(
+                f"Festival timed out after {self.timeout_s:g} s "
+                f"on a {len(sentence)}-character sentence"
+            ) from exc
+        except FestivalFailed as exc:
+            raise FrontendError(str(exc)) from exc
+        except OSError as exc:
+            raise FrontendUnavailable(f"cannot run {binary}: {exc}") from exc
         if audio.ndim != 1 or audio.size == 0:
             raise FrontendError(f"Festival produced empty or multi-channel audio {audio.shape}")
-        return features.resample(audio, int(sr), features.SPEC.sample_rate)
+        return features.resample(audio, sr, features.SPEC.sample_rate)
+
+    def _pool_for(self, binary: str) -> FestivalPool:
+        with self._lock:
+            if self._pool is None or self._pool.binary != binary:
+                if self._pool is not None:
+                    self._pool.close()
+                self._pool = FestivalPool(
+                    binary, self.processes, self.niceness, start_timeout_s=self.timeout_s
+                )
+            return self._pool
+
+    def warm_up(self) -> bool:
+        """Start one Festival process now (the server does, at start-up), so the first text
+        does not wait for it; False if Festival or the default voice is not installed."""
+        binary = self._binary()
+        if binary is None or not self.available():
+            return False
+        self._pool_for(binary).warm(1)
+        return True
+
+    def close(self) -> None:
+        """Stop the warm Festival processes."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def synthesize(self, sentence: str, voice: str = "slt", speed: float = 1.0) -> np.ndarray:
         """Speak one sentence: float32 [samples] in [-1, 1] at 24 kHz.

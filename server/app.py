@@ -7,6 +7,7 @@ through server/deps.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,10 +54,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = pool
         logger.info("starting %d workers on cores %s for %s", len(cores), cores, model_dir)
         await pool.start()
+        # One Festival process starts beside the workers, so the first text does not wait for it.
+        warming = asyncio.create_task(asyncio.to_thread(_warm_frontend, app.state.frontend))
         try:
             yield
         finally:
             await pool.stop()
+            await warming
+            app.state.frontend.close()
 
     app = FastAPI(
         title="Sparrow",
@@ -70,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Festival shares the cores with the pinned vocoder workers: at nice 10 a sentence's burst of
     # CPU yields to them (a tenth of a core's time when both want it), so admitted streams keep
     # real time and only the text's own first audio waits.
-    app.state.frontend = FestivalFrontend(niceness=FESTIVAL_NICENESS)
+    app.state.frontend = FestivalFrontend(
+        niceness=FESTIVAL_NICENESS, processes=settings.festival_processes
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too
@@ -79,6 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_metrics(app, metrics)
     _mount_static(app)
     return app
+
+
+def _warm_frontend(frontend: FestivalFrontend) -> None:
+    try:
+        if not frontend.warm_up():
+            logger.info("no Festival: text routes answer 503, mel routes work")
+    except Exception:  # the text path reports its own errors per request
+        logger.warning("could not start a Festival process ahead of time", exc_info=True)
 
 
 def _mount_static(app: FastAPI) -> None:

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     max_text_frames: int = Field(
         48_000, ge=4, description="most mel frames the front end makes from one text (600 s)"
     )
+    festival_processes: int = Field(
+        2,
+        ge=1,
+        description="Festival processes for text, kept warm between sentences (~60-120 MB each); "
+        "more texts at once wait their turn",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest HTTP request body (413 beyond)"
     )

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.features import MelInputError
-from models.frontend import FrontendError, FrontendInputError, FrontendUnavailable
+from models.frontend import FrontendBusy, FrontendError, FrontendInputError, FrontendUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def map_error(exc: BaseException) -> Mapped:
         name = type(exc).__name__
         param = exc.param or {"UnknownVoice": "voice", "InvalidSpeed": "speed"}.get(name, "text")
         return Mapped(400, "invalid_request_error", _snake(name), str(exc), param, 1007)
+    if isinstance(exc, FrontendBusy):  # every Festival process stayed busy: as full as no capacity
+        return Mapped(503, "server_error", "text_frontend_busy", str(exc), None, 1013, 1)
     if isinstance(exc, FrontendError):
         return Mapped(
             500, "server_error", "text_frontend_failed", f"text front end failed: {exc}", None, 1011

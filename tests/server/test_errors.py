@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from models.features import MelInputError
-from models.frontend import FrontendError, FrontendUnavailable, InvalidSpeed, UnknownVoice
+from models.frontend import (
+    FrontendBusy,
+    FrontendError,
+    FrontendUnavailable,
+    InvalidSpeed,
+    UnknownVoice,
+)
 from server.errors import (
     ClientTooSlow,
     IdleTimeout,
@@ -36,6 +42,7 @@ from server.errors import (
         (InvalidSpeed("fast"), 400, 1007),
         (FrontendUnavailable("apt-get install festival"), 503, 1011),
         (FrontendError("festival crashed"), 500, 1011),
+        (FrontendBusy("all 2 Festival processes stayed busy"), 503, 1013),
         (ValueError("odd"), 400, 1007),  # never a 500 for a ValueError
         (RuntimeError("bug"), 500, 1011),
     ],
@@ -55,3 +62,4 @@ def test_internal_errors_do_not_leak_details() -> None:
 
 def test_retry_after_on_capacity() -> None:
     assert map_error(NoCapacity("full")).retry_after_s == 1
+    assert map_error(FrontendBusy("busy")).retry_after_s == 1

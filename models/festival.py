@@ -1,0 +1,311 @@
+"""Warm Festival processes: `festival --pipe` kept running with its voice loaded, one sentence at
+a time, and a bounded pool of them.
+
+Starting Festival costs more than speaking a short sentence: `text2wave` on "Hello there." takes
+~0.33 s, of which ~0.25 s is start-up (init files, voice, a 10-million-cell Lisp heap it touches
+whole), while a warm process speaks it in ~0.07 s. So the front end keeps processes alive and
+feeds them sentences; each produces exactly what `text2wave` would (same hooks: every utterance
+Festival splits a file into is synthesised and the waves joined), bit for bit.
+
+Security: user text only ever reaches Festival through the file `input.txt` read in plain-text
+("fundamental") mode. What goes down the pipe is our own fixed Scheme, a voice name from the
+front end's table, a speed formatted from a validated float, and a marker made of a random token
+and a counter; each process works in its own temporary directory, so file names are constants.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+logger = logging.getLogger(__name__)
+
+# Lisp cells in Festival's heap (its default is 10,000,000, ~330 MB touched at start-up). With
+# the HTS voice, 1,000,000 starts in 0.05 s instead of 0.18 s and speaks the same audio at the
+# same speed, in ~60 MB (~120 MB after a 300-character sentence of digits, against ~410 MB).
+HEAP_CELLS = 1_000_000
+
+# A process is replaced after this many sentences, so a slow leak in a 1990s C++ code base
+# cannot grow without bound in a long-running server (a start costs ~0.05 s).
+MAX_USES = 1000
+
+# Defined once per process. `sparrow_join` is text2wave's hook: each utterance Festival cuts the
+# file into is synthesised and its wave appended.
+_PRELUDE = """(define (sparrow_join utt)
+  (set! sparrow_wave (if sparrow_wave (wave.append sparrow_wave (utt.wave utt)) (utt.wave utt))))
+(set! tts_hooks (list utt.synth sparrow_join))
+(defvar sparrow_wave nil)"""
+
+# hts_engine_params as the voice left it, so each sentence's speed replaces the last one's
+# rather than piling onto it.
+_LOAD_VOICE = "(voice_{scheme}) (set! sparrow_voice_params hts_engine_params)"
+
+_SCHEME_NAME = re.compile(r"[a-z0-9_]+")  # voice names come from our table; checked anyway
+
+_SPEAK = (
+    '(set! hts_engine_params (cons (list "-r" {speed:.4f}) sparrow_voice_params)) '
+    "(set! sparrow_wave nil) "
+    '(tts_file "input.txt" (quote fundamental)) '
+    '(if sparrow_wave (wave.save sparrow_wave "out.wav" (quote riff)))'
+)
+
+
+class FestivalFailed(RuntimeError):
+    """Festival reported an error, died or produced no audio."""
+
+
+class FestivalTimeout(FestivalFailed):
+    """Festival did not answer in time (it has been killed)."""
+
+
+class FestivalProcess:
+    """One running `festival --pipe` in its own temporary directory."""
+
+    def __init__(self, binary: str, niceness: int = 0, start_timeout_s: float = 30.0) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="sparrow-festival-"))
+        cmd = [binary, "--heap", str(HEAP_CELLS), "--pipe"]
+        nice = shutil.which("nice") if niceness else None
+        if nice is not None:
+            cmd = [nice, "-n", str(niceness), *cmd]
+        self._token = secrets.token_hex(8)
+        self._count = 0
+        self.voice: str | None = None
+        self.uses = 0
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self._dir,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,  # one stream: errors arrive before the marker
+                env={**os.environ, "LC_ALL": "C"},
+                start_new_session=True,  # its own process group, killed as one on timeout
+            )
+        except OSError:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+        self._finalizer = weakref.finalize(self, _stop, self._proc, self._dir)
+        try:
+            self._call(_PRELUDE, start_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def speak(
+        self, sentence: str, scheme_voice: str, speed: float, timeout_s: float
+    ) -> tuple[np.ndarray, int]:
+        """Synthesise one sentence of normalised ASCII text: (float32 [samples], Festival's
+        sample rate). FestivalFailed / FestivalTimeout; after either, close the process."""
+        if not _SCHEME_NAME.fullmatch(scheme_voice):
+            raise ValueError(f"not a Festival voice name: {scheme_voice!r}")
+        deadline = time.monotonic() + timeout_s
+        if self.voice != scheme_voice:
+            self._call(_LOAD_VOICE.format(scheme=scheme_voice), timeout_s)
+            self.voice = scheme_voice
+        (self._dir / "input.txt").write_text(sentence + "\n", encoding="ascii", errors="ignore")
+        out = self._dir / "out.wav"
+        out.unlink(missing_ok=True)
+        self.uses += 1
+        self._call(_SPEAK.format(speed=float(speed)), deadline - time.monotonic())
+        try:
+            audio, sample_rate = sf.read(str(out), dtype="float32", always_2d=False)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise FestivalFailed("Festival produced no readable audio") from exc
+        return audio, int(sample_rate)
+
+    def _call(self, scheme: str, timeout_s: float) -> str:
+        """Send Scheme, wait for its marker; return what Festival printed before it."""
+        self._count += 1
+        marker = f"sparrow-done-{self._token}-{self._count}"
+        line = f'{scheme}\n(format t "{marker}\\n") (fflush nil)\n'
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(line.encode("ascii"))
+            self._proc.stdin.flush()
+        except OSError as exc:
+            raise FestivalFailed(f"Festival is gone: {self._tail(b'')}") from exc
+        out = self._read_until(marker.encode(), time.monotonic() + max(timeout_s, 0.0))
+        text = out.decode("utf-8", "replace")
+        if "SIOD ERROR" in text:  # Festival carries on after a Scheme error; we do not
+            raise FestivalFailed(f"Festival error: {text.strip()[-500:]}")
+        return text
+
+    def _read_until(self, marker: bytes, deadline: float) -> bytes:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        buf = b""
+        while marker not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise FestivalTimeout("Festival did not answer in time")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise FestivalFailed(f"Festival exited: {self._tail(buf)}")
+            buf += chunk
+        return buf[: buf.index(marker)]
+
+    def _tail(self, buf: bytes) -> str:
+        try:
+            code = self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        return f"exit {code}, {buf.decode('utf-8', 'replace').strip()[-500:]!r}"
+
+    def close(self) -> None:
+        """Stop the process (its whole group) and remove its directory; safe to call twice."""
+        self._finalizer()
+
+
+def _stop(proc: subprocess.Popen[bytes], workdir: Path) -> None:
+    # A module function, not a method: weakref.finalize must not hold the FestivalProcess, and
+    # it also runs at interpreter exit, so no process or directory outlives the server.
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+    try:
+        proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        logger.warning("Festival process %d did not exit after SIGKILL", proc.pid)
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+class FestivalBusy(RuntimeError):
+    """Every process of the pool stayed busy for the whole wait."""
+
+
+class FestivalPool:
+    """At most `size` Festival processes; idle ones are kept warm and reused.
+
+    Thread-safe: the server asks for sentences from worker threads. A process that failed or
+    timed out is closed, not returned, and the next request starts a fresh one.
+    """
+
+    def __init__(
+        self, binary: str, size: int, niceness: int = 0, start_timeout_s: float = 30.0
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a Festival pool needs at least one process, got {size}")
+        self.binary = binary
+        self.size = size
+        self.niceness = niceness
+        self.start_timeout_s = start_timeout_s
+        self.started = 0  # processes started over the pool's life (tests and logs)
+        self._idle: list[FestivalProcess] = []
+        self._running = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def _start(self) -> FestivalProcess:
+        proc = FestivalProcess(self.binary, self.niceness, self.start_timeout_s)
+        with self._cond:
+            self.started += 1
+        return proc
+
+    @contextmanager
+    def process(self, wait_s: float) -> Iterator[FestivalProcess]:
+        """A process for one sentence; it goes back to the pool if the sentence went well."""
+        proc = self._acquire(wait_s)
+        ok = False
+        try:
+            yield proc
+            ok = True
+        finally:
+            self._release(proc, ok)
+
+    def _acquire(self, wait_s: float) -> FestivalProcess:
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise FestivalFailed("the Festival pool is closed")
+                if self._idle:
+                    proc = self._idle.pop()
+                    if proc.alive():
+                        return proc
+                    self._running -= 1
+                    proc.close()
+                    continue
+                if self._running < self.size:
+                    self._running += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise FestivalBusy(
+                        f"all {self.size} Festival processes stayed busy for {wait_s:g} s"
+                    )
+                self._cond.wait(remaining)
+        try:
+            return self._start()  # outside the lock: a start takes ~0.05 s
+        except BaseException:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify()
+            raise
+
+    def _release(self, proc: FestivalProcess, ok: bool) -> None:
+        keep = ok and proc.alive() and proc.uses < MAX_USES
+        with self._cond:
+            if keep and not self._closed:
+                self._idle.append(proc)
+            else:
+                self._running -= 1
+            self._cond.notify()
+        if not keep or self._closed:
+            proc.close()
+
+    def warm(self, n: int = 1) -> None:
+        """Start up to `n` idle processes now, so the first sentences do not wait for a start."""
+        for _ in range(n):
+            with self._cond:
+                if self._closed or self._running >= self.size:
+                    return
+                self._running += 1
+            try:
+                proc = self._start()
+            except BaseException:
+                with self._cond:
+                    self._running -= 1
+                raise
+            self._release(proc, ok=True)
+
+    def close(self) -> None:
+        """Stop the idle processes; busy ones stop when their sentence ends."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._running -= len(idle)
+            self._cond.notify_all()
+        for proc in idle:
+            proc.close()
