@@ -21,6 +21,7 @@ import csv
 import functools
 import io
 import logging
+import multiprocessing.util
 import os
 import sys
 import time
@@ -108,7 +109,11 @@ def _existing_row(out: Path, item: Item) -> dict[str, str] | None:
 @functools.cache
 def _frontend() -> FestivalFrontend:
     """One front end per worker process, so its one warm Festival speaks all the worker's items."""
-    return FestivalFrontend(processes=1)
+    frontend = FestivalFrontend(processes=1)
+    # Pool workers leave through os._exit, which skips atexit (and so weakref.finalize); this
+    # runs as the worker exits, and removes Festival's temporary directory.
+    multiprocessing.util.Finalize(frontend, frontend.close, exitpriority=10)
+    return frontend
 
 
 def synthesize_item(out: Path, item: Item) -> dict[str, str]:

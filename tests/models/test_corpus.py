@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +69,19 @@ def test_outputs_follow_the_contract(built: Path) -> None:
     assert not list(built.rglob("*.tmp"))
 
 
+def _festival_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("sparrow-festival-*"))
+
+
 def test_same_inputs_give_identical_files(built: Path, sentence_file: Path, tmp_path: Path) -> None:
     again = tmp_path / "corpus_b"
+    before = _festival_dirs()
     assert (
         sparrow(["data", "--out", str(again), "--sentences", str(sentence_file), "--jobs", "1"])
         == 0
     )
+    # The worker's warm Festival is stopped and its directory removed when the worker exits.
+    assert _festival_dirs() <= before
     for sub in ("mel", "wav"):
         names = sorted(p.name for p in (built / sub).iterdir())
         assert names == sorted(p.name for p in (again / sub).iterdir()) and len(names) == 3
