@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 class MelInputError(ValueError):
     """A mel given to the vocoder (or to `validate_mel`) does not follow the contract."""
 
+    def __init__(self, message: str, param: str = "mel") -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, for the error body
+
 
 @dataclass(frozen=True)
 class MelSpec:

@@ -145,7 +145,7 @@ def map_error(exc: BaseException) -> Mapped:
             getattr(exc, "retry_after_s", None),
         )
     if isinstance(exc, MelInputError):
-        return Mapped(422, "invalid_request_error", "invalid_mel", str(exc), "mel", 1007)
+        return Mapped(422, "invalid_request_error", "invalid_mel", str(exc), exc.param, 1007)
     if isinstance(exc, FrontendUnavailable):
         return Mapped(503, "server_error", "text_frontend_unavailable", str(exc), None, 1011)
     if isinstance(exc, FrontendInputError):  # unknown voice, speed out of range, nothing to speak

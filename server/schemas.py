@@ -34,14 +34,15 @@ class MelData(Strict):
         try:
             raw = base64.b64decode(self.data, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise MelInputError(f"mel.data is not valid base64: {exc}") from exc
+            raise MelInputError(f"mel.data is not valid base64: {exc}", "mel.data") from exc
         n, m = self.shape
         if n < 0 or m < 0:
-            raise MelInputError(f"mel.shape {list(self.shape)} has a negative size")
+            raise MelInputError(f"mel.shape {list(self.shape)} has a negative size", "mel.shape")
         if len(raw) != n * m * 4:
             raise MelInputError(
                 f"mel.data has {len(raw)} bytes but shape {list(self.shape)} needs {n * m * 4} "
-                "(float32 little-endian)"
+                "(float32 little-endian)",
+                "mel.data",
             )
         return np.frombuffer(raw, dtype="<f4").reshape(n, m).astype(np.float32)
 

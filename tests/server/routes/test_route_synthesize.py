@@ -72,6 +72,21 @@ GOOD_MEL = np.full((8, 80), -5.0).tolist()
 
 
 @pytest.mark.parametrize(
+    ("mel", "param"),
+    [
+        ({"data": "!!!", "shape": [1, 80]}, "mel.data"),
+        ({"data": "AAAA", "shape": [3, 80]}, "mel.data"),
+        ({"data": "", "shape": [-1, 80]}, "mel.shape"),
+        ([[0.0] * 79] * 4, "mel"),
+    ],
+)
+def test_bad_mel_names_its_field(app_client: TestClient, mel: object, param: str) -> None:
+    r = app_client.post("/v1/synthesize", json={"mel": mel})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["code"] == "invalid_mel"
+
+
+@pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
         ({"text": ""}, 400, "nothing to speak"),
