@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -45,13 +46,20 @@ CLOSE_WAIT_S = 10.0
 
 
 def parse_message(text: str) -> WsConfig | WsText | WsMel | WsFlush | WsClose:
-    """One client message -> its model; InvalidInput (close 1007) naming the problem."""
+    """One client message -> its model; InvalidInput (close 1007) naming the problem.
+
+    Parsed as the HTTP routes parse a body (the json module, then the model), so both accept the
+    same documents: e.g. a lone surrogate escape such as "\\ud800" is JSON, and the text front
+    end drops it, on either route.
+    """
     try:
-        return _MESSAGE.validate_json(text)
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"message is not valid JSON: {exc}") from exc
+    try:
+        return _MESSAGE.validate_python(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        if err["type"] == "json_invalid":
-            raise InvalidInput(f"message is not valid JSON: {err['msg']}") from exc
         loc = ".".join(str(p) for p in err["loc"][1:] if not str(p)[:1].isupper()) or "message"
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = "type"

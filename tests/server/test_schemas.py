@@ -11,7 +11,14 @@ from pydantic import ValidationError
 from models.features import MelInputError
 from server.errors import InvalidInput
 from server.routes.stream import parse_message
-from server.schemas import MelData, SpeechRequest, SynthesizeRequest, WsMel, mel_to_array
+from server.schemas import (
+    MelData,
+    SpeechRequest,
+    SynthesizeRequest,
+    WsMel,
+    WsText,
+    mel_to_array,
+)
 
 
 def test_mel_forms_agree() -> None:
@@ -69,6 +76,12 @@ def test_ws_messages() -> None:
         ('{"type": "mel", "data": "AAAA"}', "needs 'shape'"),
         ('{"type": "config", "seed": "x"}', "seed"),
         ('{"type": "flush", "now": true}', "now: Extra inputs"),
+        ('{"type": "config", "speed": NaN}', "speed: Input should be a finite number"),
+        ('{"type": "config", "seed": true}', "seed: Input should be a valid integer"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ]:
         with pytest.raises(InvalidInput, match=match):
             parse_message(bad)
+    # What the HTTP routes accept, as json.loads does: a lone surrogate escape is JSON.
+    lone = parse_message('{"type": "text", "text": "Hi \\ud800 there."}')
+    assert isinstance(lone, WsText) and lone.text == "Hi \ud800 there."
