@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from server import audio
@@ -51,6 +53,8 @@ async def synthesize(
 ) -> Response:
     """Vocode `mel` (or speak `text`) with `seed`; same seed and input give identical audio."""
     t_start = request_start(request.scope)
+    mel: np.ndarray | None = None
+    mels: Iterator[np.ndarray] = iter(())
     if body.mel is not None:
         if body.speed != 1.0:
             raise InvalidInput(
@@ -60,23 +64,27 @@ async def synthesize(
             raise InvalidInput(
                 "voice applies to text input only; a mel already carries its speaker", "voice"
             )
-        mels = iter([prepare_mel(body.mel, settings.max_mel_frames)])
-        max_frames = settings.max_mel_frames
+        mel = prepare_mel(body.mel, settings.max_mel_frames)
     else:
         assert body.text is not None
         check_text(body.text, settings.max_text_chars)
         mels = text_mels(frontend, body.text, body.voice, body.speed)
-        max_frames = settings.max_text_frames
 
     handle = pool.open_stream(seed=body.seed)
-    feeder = start_feeder(handle, feed_mels(handle, mels, max_frames))
+    feeder = None
     try:
+        if mel is not None:  # all there and checked: no feeder needed
+            handle.push(mel)
+            handle.finish()
+        else:  # sentence by sentence, as the front end speaks them
+            feeder = start_feeder(handle, feed_mels(handle, mels, settings.max_text_frames))
         pcm = await unless_disconnected(request.receive, collect(handle))
     except ClientGone:
         logger.info("client left %s before the audio was ready; stream cancelled", ROUTE)
         return Response(status_code=499)
     finally:
-        feeder.cancel()
+        if feeder is not None:
+            feeder.cancel()
         handle.close()
     ttfa = observe_stream(metrics, ROUTE, handle, t_start)
     rtf = handle.real_time_factor
