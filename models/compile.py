@@ -170,6 +170,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="samples, in [0, hop], the output is moved earlier by (default: the config's)",
     )
     parser.add_argument(
+        "--envelope-passes",
+        type=bounded(int, 0, 4),
+        metavar="N",
+        help="passes, in [0, 4], of the envelope correction towards the mel (models/envelope.py; each "
+        "adds 4 frames of look-ahead to a stream; default: the config's)",
+    )
+    parser.add_argument(
+        "--envelope-clip",
+        type=bounded(float, 0.01, 5.0),
+        metavar="NATS",
+        help="largest envelope correction per pass, natural-log units (default: the config's)",
+    )
+    parser.add_argument(
         "--clip-retries",
         type=bounded(int, 0, MAX_CLIP_RETRIES),
         metavar="N",
@@ -191,7 +204,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)

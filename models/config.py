@@ -60,6 +60,13 @@ class VocoderConfig:
     # onsets come ~3 ms after the original's, and the band-limited postfilter adds its own 7
     # samples; 79 = 7 + 72 took 0.08 dB off the held-out LSD (docs/training.md, session 14).
     output_advance: int = 0
+    # Passes of the envelope correction on the output (models/envelope.py): each measures the
+    # output's log-mel against the mel asked for and applies the difference, clipped to
+    # +-envelope_clip (natural log), as a gain that follows the mel bands; the net's harmonics
+    # and noise stay as drawn. Each pass needs 1,200 samples (4 frames) of look-ahead, which a
+    # stream computes ahead of its output. 0 turns it off (docs/training.md, session 15).
+    envelope_passes: int = 0
+    envelope_clip: float = 1.5
     # Redraws of a frame whose output reaches full scale: the stream restores the state from
     # before the frame and samples it again with fresh uniforms, up to this many times (the last
     # draw stands), within a per-stream budget (reference.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
@@ -94,6 +101,8 @@ class VocoderConfig:
         assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
         assert 0.0 <= self.pitch_postfilter_cutoff_hz < self.sample_rate / 2, "cutoff in [0, Nyquist)"
         assert 0 <= self.output_advance <= self.hop_length, "output_advance is in [0, hop_length]"
+        assert 0 <= self.envelope_passes <= 4, "envelope_passes is in [0, 4]"
+        assert 0.0 < self.envelope_clip <= 5.0, "envelope_clip is in (0, 5]"
         assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
         for scale in (self.voiced_logit_scale, self.unvoiced_logit_scale):
             assert 0.25 <= scale <= 4.0, "logit scales are in [0.25, 4]"

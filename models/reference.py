@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import lfilter
 
+from models import envelope
 from models.config import VocoderConfig
 from models.lpc import lpc_from_mel, synthesize
 from models.pitch import mel_pitch, source
@@ -683,8 +684,10 @@ def vocode(
     advance = config.output_advance
     if advance:  # the output moved earlier; after the last frame, the postfilter's tail
         frames.append(postfilter(np.zeros(T, f32), f0[-1:], np.zeros(1)))
-        return np.concatenate(frames)[advance : advance + mel.shape[0] * T]
-    return np.concatenate(frames)
+    out = np.concatenate(frames)[advance : advance + mel.shape[0] * T]
+    if config.envelope_passes:
+        out = envelope.correct(out, mel, config.envelope_passes, config.envelope_clip)
+    return out
 
 
 def frame_logit_scales(config: VocoderConfig, voicing: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import tvm
 from models import kernel
 from models.compile import MANIFEST, load_weights, sha256_file
 from models.config import VocoderConfig
+from models.envelope import DELAY_SAMPLES, EnvelopeCorrector
 from models.features import MelInputError, validate_mel
 from models.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.postfilter import PitchPostfilter
@@ -306,7 +307,14 @@ class VocoderStream:
         self._finished = False
         self.frames_done = 0  # frames step() returned
         self._kernel_done = 0  # frames the kernel made: one more while the output runs ahead
-        self._held = np.zeros(0, np.float32)  # made, not yet returned (output_advance)
+        self._held = np.zeros(0, np.float32)  # made, not yet returned (output_advance, envelope)
+        # The envelope correction's passes on the output (VocoderConfig.envelope_passes), the
+        # samples fed to the first, and whether they have been finished.
+        self._envelope = [
+            EnvelopeCorrector(self._target_mel, c.envelope_clip) for _ in range(c.envelope_passes)
+        ]
+        self._fed = 0
+        self._envelope_done = False
         # The GRU state and [previous sample, de-emphasis state, previous excitation, the last
         # lpc_order samples (newest first)], which the kernel updates in place through views; a
         # frame that reaches full scale is drawn again from copies made before it (clip_retries).
@@ -362,9 +370,9 @@ class VocoderStream:
 
     def pending(self) -> int:
         """Frames step() can produce now: all of them once finished, else those with look-ahead."""
-        ready = self.frames_received if self._finished else self.frames_received - LOOKAHEAD
-        if self.runtime.config.output_advance and not self._finished:
-            ready -= 1  # frame f's last samples come from frame f + 1 (output_advance)
+        ready = self.frames_received
+        if not self._finished:
+            ready -= LOOKAHEAD + frames_ahead(self.runtime.config)
         return max(0, ready - self.frames_done)
 
     def _condition_through(self, f: int) -> None:
@@ -433,21 +441,54 @@ class VocoderStream:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
-        hop, advance = self.runtime.config.hop_length, self.runtime.config.output_advance
-        if not advance:
+        config = self.runtime.config
+        hop = config.hop_length
+        if not config.output_advance and not self._envelope:
             self.frames_done += 1
             return self._kernel_step()
-        # The output runs `advance` samples ahead of the kernel's: frame f ends inside kernel
-        # frame f + 1, which pending() waits for; after the last one comes the postfilter's tail.
+        # The output runs behind the kernel's (frames_ahead): frame f ends inside kernel frame
+        # f + 1 (output_advance) and each envelope pass needs 4 frames more; pending() waits for
+        # them, and after the last frame come the postfilter's tail and the passes' ends.
         while self._held.size < hop:
-            if self._kernel_done < self.frames_received:
-                y = self._kernel_step()
-                self._held = np.concatenate([self._held, y[advance:] if self._kernel_done == 1 else y])
-            else:
-                self._held = np.concatenate([self._held, self._tail()])
+            more = self._more()
+            if more is None:
+                raise RuntimeError("the stream ran out of output before its last frame")
+            self._held = np.concatenate([self._held, more])
         out, self._held = self._held[:hop], self._held[hop:]
         self.frames_done += 1
         return out
+
+    def _more(self) -> np.ndarray | None:
+        """The next piece of output (perhaps empty while the passes fill): the kernel's next frame
+        moved by output_advance and put through the envelope passes; after the last frame, the
+        tails (as reference.vocode); None when all is out."""
+        if self._kernel_done < self.frames_received:
+            y = self._kernel_step()
+            return self._correct(y[self.runtime.config.output_advance :] if self._kernel_done == 1 else y)
+        total = self.frames_received * self.runtime.config.hop_length
+        if self._fed < total:  # the output is short of the kernel's by output_advance samples
+            return self._correct(self._tail()[: total - self._fed])
+        if self._envelope and not self._envelope_done:
+            self._envelope_done = True
+            y = np.zeros(0, np.float32)
+            for corrector in self._envelope:
+                y = np.concatenate([corrector.push(y), corrector.finish()])
+            return y
+        return None
+
+    def _correct(self, y: np.ndarray) -> np.ndarray:
+        self._fed += y.size
+        for corrector in self._envelope:
+            y = corrector.push(y)
+        return y
+
+    def _target_mel(self, k: int) -> np.ndarray | None:
+        """The log-mel output frame k was asked for (the envelope's target); None past the end."""
+        if k < self._n:
+            return self._raw[k]
+        if not self._finished:
+            raise RuntimeError(f"envelope frame {k} needs mel not yet received ({self._n} frames)")
+        return None
 
     def _tail(self) -> np.ndarray:
         """What follows the last frame: the postfilter run on a frame of silence (its delay line's
@@ -492,6 +533,13 @@ class VocoderStream:
             at = f - self._fit_first
             return self._postfilter(self._pcm_np, *self._pitch_batch[:, at : at + 1])
         return self._pcm_np.copy()
+
+
+def frames_ahead(config: VocoderConfig) -> int:
+    """Frames the kernel runs ahead of a stream's output (besides the conditioning's LOOKAHEAD):
+    one for output_advance, and each envelope pass's look-ahead."""
+    passes = config.envelope_passes * -(-DELAY_SAMPLES // config.hop_length)
+    return (1 if config.output_advance else 0) + passes
 
 
 def _aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:

@@ -203,6 +203,40 @@ def test_output_advance_moves_the_same_audio_earlier(
     assert stream.pending() == plain_stream.pending() - 1  # it waits for the frame after
 
 
+@pytest.mark.parametrize(("passes", "advance"), [(1, 0), (2, 79), (1, 300)])
+def test_envelope_model_equals_numpy_reference_whole_and_streamed(
+    lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int
+) -> None:
+    """A model with envelope passes (models/envelope.py) on top of the band-limited postfilter
+    and an advance: the runtime makes reference.vocode's audio, whole and in any chunks, with the
+    stream waiting 4 frames per pass more; the same draws, corrected towards the mel."""
+    base = dataclasses.replace(
+        TINY_LPC, pitch_postfilter=0.35, pitch_postfilter_cutoff_hz=4000.0, output_advance=advance
+    )
+    config = dataclasses.replace(base, envelope_passes=passes, envelope_clip=1.0)
+    rt = VocoderRuntime.load(
+        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "env", isas=None)
+    )
+    plain = VocoderRuntime.load(
+        comp.build_artifact(lpc_runtime.weights, base, tmp_path / "plain", isas=None)
+    )
+    for frames in (1, 3, 30):
+        m = mel(frames, seed=6)
+        whole = np.concatenate(list(rt.generate(m, seed=2)))
+        assert whole.shape == (frames * TINY.hop_length,)
+        assert np.array_equal(whole, vocode(lpc_runtime.weights, config, m, seed=2))
+    uncorrected = np.concatenate(list(plain.generate(m, seed=2)))
+    assert not np.array_equal(whole, uncorrected)
+    target_error = [np.abs(log_mel(y)[4:26] - m[4:26]).mean() for y in (uncorrected, whole)]
+    assert target_error[1] < target_error[0]  # closer to the mel it was asked for
+    for chunks in ((m[:5], m[5:6], m[6:]), tuple(m[i : i + 1] for i in range(30))):
+        assert np.array_equal(streamed(rt, chunks, seed=2), whole)
+    stream, plain_stream = rt.open_stream(seed=2), plain.open_stream(seed=2)
+    stream.push(m[:20])
+    plain_stream.push(m[:20])
+    assert stream.pending() == plain_stream.pending() - 4 * passes
+
+
 def voiced_after_noise(noise_frames: int, voiced_frames: int) -> np.ndarray:
     """Frames of noise (voicing 0), then a voiced tone: the two ends of the logit scaling."""
     rng = np.random.default_rng(7)

@@ -1,0 +1,109 @@
+"""Envelope correction: moves the output's log-mel to the target, keeps its fine structure,
+streams with a bounded delay and the same result in any chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import lfilter
+
+from models.envelope import DELAY_SAMPLES, HOP, WIN, EnvelopeCorrector, correct
+from models.features import SPEC, log_mel
+
+SR = SPEC.sample_rate
+
+
+def _noise(n: int, seed: int) -> np.ndarray:
+    return (0.05 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+
+
+def _harmonics(n: int, f0: float, tilt_db_per_khz: float) -> np.ndarray:
+    t = np.arange(n) / SR
+    ks = np.arange(1, int(11_000 / f0))
+    amps = 10 ** (tilt_db_per_khz * ks * f0 / 1000 / 20)
+    x = sum(a * np.sin(2 * np.pi * k * f0 * t) for k, a in zip(ks, amps))
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _mel_error(y: np.ndarray, target: np.ndarray) -> float:
+    """Mean |log-mel difference| (nats) over the frames away from the ends."""
+    m = log_mel(y)[: len(target)]
+    return float(np.abs(m - target)[4:-4].mean())
+
+
+def test_moves_the_log_mel_to_the_target() -> None:
+    # White noise asked to sound like lowpassed, 6 dB louder noise: each pass gets closer.
+    x = _noise(40 * HOP, 0)
+    shaped = 2.0 * lfilter([0.5, 0.5], [1.0, -0.6], _noise(40 * HOP, 1))
+    target = log_mel(shaped.astype(np.float32))
+    before = _mel_error(x, target)
+    one, two = (_mel_error(correct(x, target, p, 1.5), target) for p in (1, 2))
+    assert before > 0.8
+    assert one < 0.45 * before and two < 0.7 * one
+
+
+def test_keeps_the_fine_structure() -> None:
+    # Harmonics of 200 Hz with the wrong tilt: the envelope moves, the harmonics stay harmonics.
+    n = 40 * HOP
+    x = _harmonics(n, 200.0, -1.0)
+    target = log_mel(_harmonics(n, 200.0, -4.0))
+    y = correct(x, target, 2, 1.5)
+    assert _mel_error(y, target) < 0.5 * _mel_error(x, target)
+    spec = np.abs(np.fft.rfft(y[WIN:-WIN] * np.hanning(n - 2 * WIN)))
+    freqs = np.fft.rfftfreq(n - 2 * WIN, 1 / SR)
+    for k in (1, 3, 5):  # the peak near each harmonic sits on it, 20 dB over its surroundings
+        near = (freqs > k * 200 - 100) & (freqs < k * 200 + 100)
+        peak = freqs[near][np.argmax(spec[near])]
+        between = spec[(freqs > k * 200 + 60) & (freqs < k * 200 + 140)].max()
+        assert abs(peak - k * 200) < 3 and spec[near].max() > 10 * between
+
+
+def test_the_correction_is_clipped() -> None:
+    x = _noise(30 * HOP, 2)
+    target = log_mel(x) + 10.0  # asks for e^10 (87 dB) more
+    y = correct(x, target, 1, 0.5)
+    gain = np.sqrt(np.mean(y[WIN:-WIN] ** 2) / np.mean(x[WIN:-WIN] ** 2))
+    assert gain == pytest.approx(np.exp(0.5), rel=0.05)
+
+
+def test_frames_past_the_mel_pass_unchanged() -> None:
+    x = _noise(20 * HOP, 3)
+    c = EnvelopeCorrector(lambda k: None, 1.5)
+    y = np.concatenate([c.push(x[:1000]), c.push(x[1000:]), c.finish()])
+    np.testing.assert_allclose(y, x, atol=1e-7)
+    # and with a target for the first frames only, the rest is untouched
+    target = log_mel(x)[:5] + 1.0
+    y = correct(x, target, 1, 1.5)
+    np.testing.assert_allclose(y[8 * HOP :], x[8 * HOP :], atol=1e-7)
+    assert not np.allclose(y[:HOP], x[:HOP])
+
+
+@pytest.mark.parametrize("chunks", [[1] * 7, [299, 301, 1200], [5000], [0, 77, 3000, 13]])
+def test_streaming_in_any_chunks_equals_whole(chunks: list[int]) -> None:
+    n = 20 * HOP + 123
+    x = _harmonics(n, 180.0, -2.0) + _noise(n, 4)
+    target = log_mel(_harmonics(n, 180.0, -5.0))
+    whole = correct(x, target, 1, 1.5)
+    c = EnvelopeCorrector(lambda k: target[k] if k < len(target) else None, 1.5)
+    parts, at = [], 0
+    bounds = np.cumsum(chunks + [n])
+    for end in bounds:
+        end = min(int(end), n)
+        parts.append(c.push(x[at:end]))
+        at = end
+        emitted = sum(p.size for p in parts)
+        # the delay is bounded: everything more than DELAY_SAMPLES old is out
+        assert at - DELAY_SAMPLES <= emitted <= at
+    parts.append(c.finish())
+    y = np.concatenate(parts)
+    assert y.shape == (n,) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, whole)
+    with pytest.raises(RuntimeError):
+        c.push(x[:10])
+
+
+def test_empty_and_short_input() -> None:
+    assert correct(np.zeros(0, np.float32), np.zeros((1, 80)), 1, 1.5).shape == (0,)
+    x = _noise(100, 5)
+    y = correct(x, log_mel(x) + 0.3, 1, 1.5)
+    assert y.shape == (100,) and np.all(np.isfinite(y)) and np.abs(y).max() > np.abs(x).max()
