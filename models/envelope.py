@@ -86,11 +86,13 @@ class EnvelopeCorrector:
         self.target = target
         self.clip = clip
         self._t = _tables()
-        # Input from sample _base on (earlier input is no longer needed), the overlap-add sums
-        # from _base on, and the next frame to make.
-        self._base = -WIN // 2  # frame 0 reads from -WIN/2: zeros before the start
-        self._x = np.zeros(WIN // 2)
-        self._acc = np.zeros(0)
+        # Input and overlap-add sums from sample _base on (earlier ones are no longer needed), in
+        # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
+        # reads past the last sample); the next frame to make.
+        self._base = -WIN // 2
+        self._x = np.zeros(4 * WIN)
+        self._acc = np.zeros(4 * WIN)
+        self._len = WIN // 2  # input held, from _base
         self._next = 0
         self._emitted = 0  # samples returned so far
         self._received = 0
@@ -99,8 +101,15 @@ class EnvelopeCorrector:
     def push(self, samples: np.ndarray) -> np.ndarray:
         if self._finished:
             raise RuntimeError("push() after finish()")
-        self._x = np.concatenate([self._x, np.asarray(samples, dtype=np.float64)])
-        self._received += int(np.asarray(samples).size)
+        samples = np.asarray(samples)
+        n = samples.size
+        if self._len + n + WIN > self._x.size:  # room for the frames this input completes
+            size = 2 * (self._len + n + WIN)
+            self._x = np.concatenate([self._x, np.zeros(size - self._x.size)])
+            self._acc = np.concatenate([self._acc, np.zeros(size - self._acc.size)])
+        self._x[self._len : self._len + n] = samples
+        self._len += n
+        self._received += n
         return self._run(final=False)
 
     def finish(self) -> np.ndarray:
@@ -109,60 +118,49 @@ class EnvelopeCorrector:
 
     def _run(self, final: bool) -> np.ndarray:
         end = self._received  # input known up to here (exclusive)
-        # room for every frame this input can complete (grown once per call, not per frame)
-        if self._acc.size < self._x.size + WIN:
-            self._acc = np.pad(self._acc, (0, self._x.size + WIN - self._acc.size))
         while True:
             centre = self._next * HOP
             if centre - WIN // 2 >= end:
                 break  # this frame and later ones touch no sample
             if centre + WIN // 2 > end and not final:
                 break  # needs input not yet received
-            self._frame(centre)
+            self._frame(centre - WIN // 2 - self._base)
             self._next += 1
         # Samples below the next frame's start get nothing more.
-        ready = min(self._next * HOP - WIN // 2, end)
-        if final:
-            ready = end
+        ready = end if final else min(self._next * HOP - WIN // 2, end)
         return self._emit(ready)
 
-    def _frame(self, centre: int) -> None:
-        start = centre - WIN // 2
-        seg = self._segment(start)
-        k = self._next
+    def _frame(self, lo: int) -> None:
+        """Frame _next, reading and adding at buffer offset lo."""
         window = self._t.window
-        goal = self.target(k)
+        seg = self._x[lo : lo + WIN]
+        goal = self.target(self._next)
         if goal is not None:
             spec = np.fft.rfft(seg * window, N_FFT)
             mel = np.log(np.maximum(self._t.mel(np.abs(spec)), SPEC.log_floor))
             gain = np.clip(np.asarray(goal, dtype=np.float64) - mel, -self.clip, self.clip)
             spec *= np.exp(self._t.bins(gain))
-            frame = np.fft.irfft(spec, N_FFT)[:WIN] * window
+            self._acc[lo : lo + WIN] += np.fft.irfft(spec, N_FFT)[:WIN] * window
         else:
-            frame = seg * window * window
-        self._add(start, frame)
-
-    def _segment(self, start: int) -> np.ndarray:
-        """Input [start, start + WIN), zeros past what was received."""
-        lo = start - self._base
-        seg = self._x[lo : lo + WIN]
-        return np.pad(seg, (0, WIN - seg.size)) if seg.size < WIN else seg
-
-    def _add(self, start: int, frame: np.ndarray) -> None:
-        lo = start - self._base
-        self._acc[lo : lo + WIN] += frame
+            self._acc[lo : lo + WIN] += seg * window * window
 
     def _emit(self, ready: int) -> np.ndarray:
         if ready <= self._emitted:
             return np.zeros(0, np.float32)
         lo, hi = self._emitted - self._base, ready - self._base
-        out = self._acc[lo:hi] / _norm(self._emitted, ready)
+        out = (self._acc[lo:hi] / _norm(self._emitted, ready)).astype(np.float32)
         self._emitted = ready
-        # Drop what no later frame reads or adds to.
+        # Move what later frames still read or add to to the front of the buffers.
         keep = min(self._emitted, self._next * HOP - WIN // 2) - self._base
         if keep > 0:
-            self._x, self._acc, self._base = self._x[keep:], self._acc[keep:], self._base + keep
-        return out.astype(np.float32)
+            rest = self._x.size - keep
+            self._x[:rest] = self._x[keep:]
+            self._x[rest:] = 0.0
+            self._acc[:rest] = self._acc[keep:]
+            self._acc[rest:] = 0.0
+            self._base += keep
+            self._len -= keep
+        return out
 
 
 def _norm(a: int, b: int) -> np.ndarray:
