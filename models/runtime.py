@@ -306,7 +306,7 @@ class VocoderStream:
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._finished = False
         self.frames_done = 0  # frames step() returned
-        self._kernel_done = 0  # frames the kernel made: one more while the output runs ahead
+        self._kernel_done = 0  # frames the kernel made: up to frames_ahead more than returned
         self._held = np.zeros(0, np.float32)  # made, not yet returned (output_advance, envelope)
         # The envelope correction's passes on the output (VocoderConfig.envelope_passes), the
         # samples fed to the first, and whether they have been finished.
