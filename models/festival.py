@@ -145,8 +145,8 @@ class FestivalProcess:
             assert self._proc.stdin is not None
             self._proc.stdin.write(line.encode("ascii"))
             self._proc.stdin.flush()
-        except OSError as exc:
-            raise FestivalFailed(f"Festival is gone: {self._tail(b'')}") from exc
+        except OSError as exc:  # it exited before reading: say what it printed
+            raise FestivalFailed(f"Festival exited: {self._tail(self._drain())}") from exc
         out = self._read_until(marker.encode(), time.monotonic() + max(timeout_s, 0.0))
         text = out.decode("utf-8", "replace")
         if "SIOD ERROR" in text:  # Festival carries on after a Scheme error; we do not
@@ -170,6 +170,19 @@ class FestivalProcess:
                 raise FestivalFailed(f"Festival exited: {self._tail(buf)}")
             buf += chunk
         return buf[: buf.index(marker)]
+
+    def _drain(self) -> bytes:
+        """What the (exited) process left on its output, up to EOF or one second."""
+        assert self._proc.stdout is not None
+        fd, buf, deadline = self._proc.stdout.fileno(), b"", time.monotonic() + 1.0
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not select.select([fd], [], [], remaining)[0]:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+        return buf
 
     def _tail(self, buf: bytes) -> str:
         try:
@@ -197,7 +210,10 @@ def _stop(proc: subprocess.Popen[bytes], workdir: Path) -> None:
         logger.warning("Festival process %d did not exit after SIGKILL", proc.pid)
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
-            stream.close()
+            try:
+                stream.close()
+            except OSError:  # stdin's unflushed bytes to a process that is gone
+                pass
     shutil.rmtree(workdir, ignore_errors=True)
 
 
