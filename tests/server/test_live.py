@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -220,3 +222,36 @@ async def test_redrawn_and_clipped_frames_are_counted(
         stream.step()
     assert clipped == seen == stream.frames_clipped > 0
     assert redrawn == stream.frames_redrawn >= 2  # the first frame's two, at least
+
+
+def _festival_children() -> set[int]:
+    """Live Festival processes started by this test process (the live servers run in it)."""
+    pids = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (proc / "comm").read_text().strip()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and comm == "festival":
+            pids.add(int(proc.name))
+    return pids
+
+
+def test_festival_is_warm_at_start_and_stopped_at_shutdown(
+    live_server_factory: Callable[..., LiveServer],
+) -> None:
+    # The server starts one Festival process beside its workers, so the first text does not
+    # wait for one; that process speaks it, and shutdown stops it.
+    before = _festival_children()
+    live = live_server_factory(festival_processes=1)
+    deadline = time.monotonic() + 30
+    while not (started := _festival_children() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(started) == 1
+    with live.client() as c:
+        r = c.post("/v1/synthesize", json={"text": "Hello there."})
+    assert r.status_code == 200, r.text
+    assert _festival_children() - before == started  # no second start
+    live.stop()
+    assert not (_festival_children() & started)
