@@ -301,6 +301,11 @@ class FestivalPool:
         if not keep or self._closed:
             proc.close()
 
+    def counts(self) -> tuple[int, int]:
+        """(busy, idle) processes now."""
+        with self._cond:
+            return self._running - len(self._idle), len(self._idle)
+
     def warm(self, n: int = 1) -> None:
         """Start up to `n` idle processes now, so the first sentences do not wait for a start."""
         for _ in range(n):

@@ -17,7 +17,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +106,7 @@ class FestivalFrontend:
         max_sentence_chars: int = text.MAX_SENTENCE_CHARS,
         niceness: int = 0,
         processes: int = 2,
+        on_sentence: Callable[[float], None] | None = None,
     ) -> None:
         self.festival = festival
         self.voices_roots = voices_roots
@@ -114,6 +115,7 @@ class FestivalFrontend:
         # CPU priority of the Festival processes (nice(1) increment); see server/app.py
         self.niceness = niceness
         self.processes = processes  # most Festival processes at once, kept warm when idle
+        self.on_sentence = on_sentence  # told each sentence's seconds (the server's metrics)
         self._pool: FestivalPool | None = None
         self._lock = threading.Lock()
 
@@ -209,6 +211,12 @@ class FestivalFrontend:
         self._pool_for(binary).warm(1)
         return True
 
+    def process_counts(self) -> tuple[int, int]:
+        """(busy, idle) Festival processes now."""
+        with self._lock:
+            pool = self._pool
+        return pool.counts() if pool is not None else (0, 0)
+
     def close(self) -> None:
         """Stop the warm Festival processes."""
         with self._lock:
@@ -253,4 +261,8 @@ class FestivalFrontend:
         self, chunks: list[str], fv: _FestivalVoice, binary: str, speed: float
     ) -> Iterator[np.ndarray]:
         for chunk in chunks:
-            yield features.log_mel(self._run_festival(chunk, fv, binary, speed))
+            t0 = time.perf_counter()
+            mel = features.log_mel(self._run_festival(chunk, fv, binary, speed))
+            if self.on_sentence is not None:
+                self.on_sentence(time.perf_counter() - t0)
+            yield mel

@@ -76,8 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # CPU yields to them (a tenth of a core's time when both want it), so admitted streams keep
     # real time and only the text's own first audio waits.
     app.state.frontend = FestivalFrontend(
-        niceness=FESTIVAL_NICENESS, processes=settings.festival_processes
+        niceness=FESTIVAL_NICENESS,
+        processes=settings.festival_processes,
+        on_sentence=metrics.frontend_sentence.observe,
     )
+    metrics.watch_frontend(app.state.frontend.process_counts)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too

@@ -10,6 +10,7 @@ All values are in base units (seconds, samples); all distributions are histogram
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -96,6 +97,7 @@ QUEUE_BUCKETS = (
     0.5,
     1.0,
 )
+FRONTEND_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 5.0)
 
 
@@ -180,6 +182,18 @@ class Metrics:
         self.requests = Counter(
             "sparrow_requests", "Requests by route and status code", ["route", "status"], registry=r
         )
+        self.frontend_sentence = Histogram(
+            "sparrow_frontend_sentence_seconds",
+            "Text front end time per sentence: a Festival process, its audio and the mel",
+            buckets=FRONTEND_BUCKETS,
+            registry=r,
+        )
+        self.frontend_processes = Gauge(
+            "sparrow_frontend_processes",
+            "Festival processes of the text front end, busy with a sentence or idle and warm",
+            ["state"],
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "sparrow_worker_restarts",
             "Worker processes restarted after dying",
@@ -188,6 +202,11 @@ class Metrics:
         )
 
         self._per_core: dict[int, tuple[Any, ...]] = {}
+
+    def watch_frontend(self, processes: Callable[[], tuple[int, int]]) -> None:
+        """Read the front end's (busy, idle) Festival processes at each scrape."""
+        self.frontend_processes.labels("busy").set_function(lambda: processes()[0])
+        self.frontend_processes.labels("idle").set_function(lambda: processes()[1])
 
     def init_core(self, core: int) -> None:
         """Create a core's label sets at zero, so dashboards see them before the first stream."""

@@ -255,3 +255,19 @@ def test_festival_is_warm_at_start_and_stopped_at_shutdown(
     assert _festival_children() - before == started  # no second start
     live.stop()
     assert not (_festival_children() & started)
+
+
+def test_text_front_end_metrics(live: LiveServer) -> None:
+    with live.client() as c:
+        before = c.get("/metrics").text
+        r = c.post("/v1/synthesize", json={"text": "One sentence here. And a second one."})
+        assert r.status_code == 200, r.text
+        after = c.get("/metrics").text
+    count = "sparrow_frontend_sentence_seconds_count"
+    assert metric_value(after, count) - metric_value(before, count) == 2
+    assert metric_value(after, "sparrow_frontend_sentence_seconds_sum") > metric_value(
+        before, "sparrow_frontend_sentence_seconds_sum"
+    )
+    # the request is over: its Festival process is idle and warm, none busy
+    assert metric_value(after, "sparrow_frontend_processes", {"state": "busy"}) == 0
+    assert metric_value(after, "sparrow_frontend_processes", {"state": "idle"}) >= 1

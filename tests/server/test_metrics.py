@@ -22,6 +22,8 @@ CONTRACT = {
     "sparrow_clipped_frames": "counter",
     "sparrow_requests": "counter",
     "sparrow_worker_restarts": "counter",
+    "sparrow_frontend_sentence_seconds": "histogram",
+    "sparrow_frontend_processes": "gauge",
 }
 
 
@@ -35,6 +37,7 @@ def test_every_contract_metric_is_exposed_with_its_type() -> None:
     m.stream_capacity.labels(core="0").set(5)
     m.real_time_factor.observe(0.2)
     m.queue_wait.observe(0.001)
+    m.watch_frontend(lambda: (1, 2))
     families = {f.name: f.type for f in text_string_to_metric_families(m.render().decode())}
     for name, kind in CONTRACT.items():
         assert families.get(name) == kind, name
