@@ -107,10 +107,6 @@ class FestivalProcess:
             self.close()
             raise
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
     def alive(self) -> bool:
         return self._proc.poll() is None
 
@@ -154,35 +150,33 @@ class FestivalProcess:
         return text
 
     def _read_until(self, marker: bytes, deadline: float) -> bytes:
-        assert self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        buf = b""
-        while marker not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.close()
-                raise FestivalTimeout("Festival did not answer in time")
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise FestivalFailed(f"Festival exited: {self._tail(buf)}")
-            buf += chunk
+        buf, why = self._read(deadline, marker)
+        if why == "timeout":
+            self.close()
+            raise FestivalTimeout("Festival did not answer in time")
+        if why == "eof":
+            raise FestivalFailed(f"Festival exited: {self._tail(buf)}")
         return buf[: buf.index(marker)]
 
     def _drain(self) -> bytes:
         """What the (exited) process left on its output, up to EOF or one second."""
+        return self._read(time.monotonic() + 1.0)[0]
+
+    def _read(self, deadline: float, marker: bytes | None = None) -> tuple[bytes, str]:
+        """Festival's output until `marker` appears, EOF or the deadline: (bytes, which)."""
         assert self._proc.stdout is not None
-        fd, buf, deadline = self._proc.stdout.fileno(), b"", time.monotonic() + 1.0
-        while (remaining := deadline - time.monotonic()) > 0:
+        fd, buf = self._proc.stdout.fileno(), b""
+        while marker is None or marker not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return buf, "timeout"
             if not select.select([fd], [], [], remaining)[0]:
-                break
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
-                break
+                return buf, "eof"
             buf += chunk
-        return buf
+        return buf, "marker"
 
     def _tail(self, buf: bytes) -> str:
         try:
@@ -244,7 +238,15 @@ class FestivalPool:
         self._closed = False
 
     def _start(self) -> FestivalProcess:
-        proc = FestivalProcess(self.binary, self.niceness, self.start_timeout_s)
+        """Start a process for a place already counted in _running; give the place back if the
+        start fails."""
+        try:
+            proc = FestivalProcess(self.binary, self.niceness, self.start_timeout_s)
+        except BaseException:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify()
+            raise
         with self._cond:
             self.started += 1
         return proc
@@ -282,13 +284,7 @@ class FestivalPool:
                         f"all {self.size} Festival processes stayed busy for {wait_s:g} s"
                     )
                 self._cond.wait(remaining)
-        try:
-            return self._start()  # outside the lock: a start takes ~0.05 s
-        except BaseException:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify()
-            raise
+        return self._start()  # outside the lock: a start takes ~0.05 s
 
     def _release(self, proc: FestivalProcess, ok: bool) -> None:
         keep = ok and proc.alive() and proc.uses < MAX_USES
@@ -313,13 +309,7 @@ class FestivalPool:
                 if self._closed or self._running >= self.size:
                     return
                 self._running += 1
-            try:
-                proc = self._start()
-            except BaseException:
-                with self._cond:
-                    self._running -= 1
-                raise
-            self._release(proc, ok=True)
+            self._release(self._start(), ok=True)
 
     def close(self) -> None:
         """Stop the idle processes; busy ones stop when their sentence ends."""

@@ -206,7 +206,7 @@ class FestivalFrontend:
         """Start one Festival process now (the server does, at start-up), so the first text
         does not wait for it; False if Festival or the default voice is not installed."""
         binary = self._binary()
-        if binary is None or not self.available():
+        if binary is None or not self._voice_installed(_VOICES["slt"]):
             return False
         self._pool_for(binary).warm(1)
         return True
