@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.features import SPEC, mel_filterbank
+from models.features import SPEC, hann_window, mel_filterbank
 
 WIN = SPEC.win_length  # the mel's analysis window (1200 samples, 50 ms)
 HOP = SPEC.hop_length
@@ -37,8 +37,7 @@ class _Tables:
     (~10 us a frame) instead of two [80 x 1025] products."""
 
     def __init__(self) -> None:
-        n = np.arange(WIN)
-        self.window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / WIN)  # periodic Hann, as the mel's
+        self.window = hann_window()  # the mel's own
         fb = mel_filterbank().astype(np.float64)
         n_mels, bins = fb.shape
         cover = fb.sum(axis=0)

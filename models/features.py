@@ -122,13 +122,21 @@ def mel_filterbank(spec: MelSpec = SPEC) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _window(spec: MelSpec) -> np.ndarray:
-    # Periodic Hann (as scipy.signal.get_window("hann", N) / librosa), centred in n_fft.
+def hann_window(spec: MelSpec = SPEC) -> np.ndarray:
+    """The analysis window, float64 [win_length] (read-only): periodic Hann, as
+    scipy.signal.get_window("hann", N) / librosa."""
     n = np.arange(spec.win_length)
     win = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / spec.win_length)
+    win.setflags(write=False)
+    return win
+
+
+@functools.lru_cache(maxsize=4)
+def _window(spec: MelSpec) -> np.ndarray:
+    # hann_window centred in n_fft.
     left = (spec.n_fft - spec.win_length) // 2
     padded = np.zeros(spec.n_fft, dtype=np.float64)
-    padded[left : left + spec.win_length] = win
+    padded[left : left + spec.win_length] = hann_window(spec)
     padded.setflags(write=False)
     return padded
 
