@@ -87,21 +87,28 @@ def text_mels(
 # --- feeding ------------------------------------------------------------------------------------
 
 
-async def feed_mels(
+async def push_mels(
     handle: StreamHandle, mels: Iterator[np.ndarray], max_frames: int, param: str = "text"
 ) -> None:
-    """Push each mel of a text as the (possibly slow, threaded) front end yields it, then finish;
+    """Push each mel of a text as the (possibly slow, threaded) front end yields it;
     InputTooLarge once it has made more than `max_frames` frames."""
     total = 0
     sentinel = object()
     while True:
         mel: Any = await asyncio.to_thread(next, mels, sentinel)
         if mel is sentinel:
-            break
+            return
         mel = validate_mel(mel)
         total += mel.shape[0]
         check_text_frames(total, max_frames, param)
         handle.push(mel)
+
+
+async def feed_mels(
+    handle: StreamHandle, mels: Iterator[np.ndarray], max_frames: int, param: str = "text"
+) -> None:
+    """push_mels, then finish the stream: a whole request's text."""
+    await push_mels(handle, mels, max_frames, param)
     handle.finish()
 
 

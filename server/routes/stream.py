@@ -34,7 +34,7 @@ from server.errors import (
     map_error,
 )
 from server.schemas import WsClose, WsConfig, WsFlush, WsMel, WsMessage, WsText
-from server.synthesis import check_frames, check_text, check_text_frames, resolve_voice
+from server.synthesis import check_frames, check_text, push_mels, resolve_voice
 from server.workers.pool import Flushed, StreamHandle
 
 logger = logging.getLogger(__name__)
@@ -328,15 +328,7 @@ class Session:
         assert self.handle is not None
         check_text(text, self.settings.max_text_chars)
         mels = self.frontend.mel_for_text(text, voice=resolve_voice(self.voice), speed=self.speed)
-        sentinel, made = object(), 0
-        while True:
-            mel: Any = await asyncio.to_thread(next, mels, sentinel)
-            if mel is sentinel:
-                return
-            mel = validate_mel(mel)
-            made += mel.shape[0]
-            check_text_frames(made, self.settings.max_text_frames)
-            self.handle.push(mel)
+        await push_mels(self.handle, mels, self.settings.max_text_frames)
 
     def _end_message(self) -> dict[str, Any]:
         assert self.handle is not None
