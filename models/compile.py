@@ -183,6 +183,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest envelope correction per pass, natural-log units (default: the config's)",
     )
     parser.add_argument(
+        "--envelope-smoothing",
+        type=bounded(float, 0.0, 1.0),
+        metavar="S",
+        help="share, in [0, 1], of the way each envelope pass smooths the bins above "
+        "--envelope-smoothing-hz to their mel band's level (0: off; default: the config's)",
+    )
+    parser.add_argument(
+        "--envelope-smoothing-hz",
+        type=bounded(float, 0.0, 11_999.0),
+        metavar="HZ",
+        help="lowest frequency the envelope smoothing applies to (default: the config's)",
+    )
+    parser.add_argument(
         "--clip-retries",
         type=bounded(int, 0, MAX_CLIP_RETRIES),
         metavar="N",
@@ -204,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "envelope_smoothing", "envelope_smoothing_hz", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)

@@ -67,6 +67,12 @@ class VocoderConfig:
     # stream computes ahead of its output. 0 turns it off (docs/training.md, session 15).
     envelope_passes: int = 0
     envelope_clip: float = 1.5
+    # Share, in [0, 1], of the way each pass also moves the bins from envelope_smoothing_hz up to
+    # their mel band's average magnitude: there the voice is mostly noise, whose drawn per-bin
+    # scatter only adds distance (held-out LSD 7.47 -> 6.95 at 1.0 from 4 kHz; docs/training.md,
+    # session 16). Harmonics below the frequency stay as drawn. 0 turns it off.
+    envelope_smoothing: float = 0.0
+    envelope_smoothing_hz: float = 4000.0
     # Redraws of a frame whose output reaches full scale: the stream restores the state from
     # before the frame and samples it again with fresh uniforms, up to this many times (the last
     # draw stands), within a per-stream budget (reference.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
@@ -103,6 +109,8 @@ class VocoderConfig:
         assert 0 <= self.output_advance <= self.hop_length, "output_advance is in [0, hop_length]"
         assert 0 <= self.envelope_passes <= 4, "envelope_passes is in [0, 4]"
         assert 0.0 < self.envelope_clip <= 5.0, "envelope_clip is in (0, 5]"
+        assert 0.0 <= self.envelope_smoothing <= 1.0, "envelope_smoothing is in [0, 1]"
+        assert 0.0 <= self.envelope_smoothing_hz < self.sample_rate / 2, "smoothing from [0, Nyquist)"
         assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
         for scale in (self.voiced_logit_scale, self.unvoiced_logit_scale):
             assert 0.25 <= scale <= 4.0, "logit scales are in [0.25, 4]"

@@ -9,6 +9,14 @@ through a weighted overlap-add. The gain follows the mel bands, 80 across the sp
 fine structure the net drew (harmonics, noise) is kept; only the envelope moves. Applying it
 twice gets closer, as the second pass measures what the first left.
 
+Above a frequency (`smoothing_hz`, 4 kHz for the shipped voice) the original is mostly noise, and
+a drawn noise's short-time spectrum scatters from bin to bin around its envelope (a log-Rayleigh
+spread, ~5.6 dB) independently of the original's own scatter, so per-bin distances there are
+about sqrt(2) times what a smooth spectrum at the envelope scores. `smoothing` in [0, 1] moves
+each of those bins that share of the way (in log, clipped like the gain) to its mel band's average
+magnitude, as Griffin-Lim's spectrum from a mel is smooth; the band's level, and so the mel, stays.
+Harmonics below `smoothing_hz` are left alone.
+
 It is causal with a fixed delay: output sample n is final once the input reaches
 n + DELAY_SAMPLES (the analysis window's width), so a stream that computes that much ahead
 streams it with the same results as a whole utterance (`correct` = a stream fed at once).
@@ -29,6 +37,7 @@ N_FFT = SPEC.n_fft
 # Frame k is centred on sample k * HOP and reads [c - WIN/2, c + WIN/2); the last frame that
 # touches sample n is centred below n + WIN/2, and it needs input up to its centre + WIN/2.
 DELAY_SAMPLES = WIN
+TINY = 1e-12  # magnitude floor of the smoothing's log ratio: digital silence stays as it is
 
 
 class _Tables:
@@ -59,6 +68,9 @@ class _Tables:
             if over.size == 1:
                 self.band[1, j] = over[0]  # weight and share 0
         self.n_mels = n_mels
+        self.filter_sum = fb.sum(
+            axis=1
+        )  # a flat magnitude a gives band b the mel a * filter_sum[b]
 
     def mel(self, mag: np.ndarray) -> np.ndarray:
         return np.bincount(self.band[0], self.weight[0] * mag, self.n_mels) + np.bincount(
@@ -67,6 +79,12 @@ class _Tables:
 
     def bins(self, gain: np.ndarray) -> np.ndarray:
         return gain[self.band[0]] * self.share[0] + gain[self.band[1]] * self.share[1]
+
+    def level(self, mel: np.ndarray, lo: int) -> np.ndarray:
+        """The average magnitude of the bands over bins lo.. (from a magnitude mel), per bin."""
+        avg = mel / self.filter_sum
+        b0, b1 = self.band[0, lo:], self.band[1, lo:]
+        return avg[b0] * self.share[0, lo:] + avg[b1] * self.share[1, lo:]
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,13 +96,22 @@ class EnvelopeCorrector:
     """One pass over a stream: push(samples) -> the samples now final; finish() -> the rest.
 
     `target(k)` gives the log-mel frame k was asked for (float [n_mels]), or None past the end of
-    the mel (those frames pass unchanged). Output length = input length.
+    the mel (those frames pass unchanged). Output length = input length. `smoothing` > 0 also
+    smooths the bins from `smoothing_hz` up towards their bands' level (module docstring).
     """
 
-    def __init__(self, target: Callable[[int], np.ndarray | None], clip: float) -> None:
+    def __init__(
+        self,
+        target: Callable[[int], np.ndarray | None],
+        clip: float,
+        smoothing: float = 0.0,
+        smoothing_hz: float = 4000.0,
+    ) -> None:
         self.target = target
         self.clip = clip
+        self.smoothing = smoothing
         self._t = _tables()
+        self._smooth_from = -(-round(smoothing_hz * N_FFT) // SPEC.sample_rate)  # first bin
         # Input and overlap-add sums from sample _base on (earlier ones are no longer needed), in
         # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
         # reads past the last sample); the next frame to make.
@@ -136,9 +163,16 @@ class EnvelopeCorrector:
         goal = self.target(self._next)
         if goal is not None:
             spec = np.fft.rfft(seg * window, N_FFT)
-            mel = np.log(np.maximum(self._t.mel(np.abs(spec)), SPEC.log_floor))
-            gain = np.clip(np.asarray(goal, dtype=np.float64) - mel, -self.clip, self.clip)
-            spec *= np.exp(self._t.bins(gain))
+            mag = np.abs(spec)
+            mel = self._t.mel(mag)
+            gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
+            gain = self._t.bins(np.clip(gain, -self.clip, self.clip))
+            if self.smoothing:
+                k = self._smooth_from
+                level = self._t.level(mel, k)
+                scatter = np.log(np.maximum(level, TINY) / np.maximum(mag[k:], TINY))
+                gain[k:] += self.smoothing * np.clip(scatter, -self.clip, self.clip)
+            spec *= np.exp(gain)
             self._acc[lo : lo + WIN] += np.fft.irfft(spec, N_FFT)[:WIN] * window
         else:
             self._acc[lo : lo + WIN] += seg * window * window
@@ -176,11 +210,20 @@ def _norm(a: int, b: int) -> np.ndarray:
     return total
 
 
-def correct(audio: np.ndarray, mel: np.ndarray, passes: int, clip: float) -> np.ndarray:
+def correct(
+    audio: np.ndarray,
+    mel: np.ndarray,
+    passes: int,
+    clip: float,
+    smoothing: float = 0.0,
+    smoothing_hz: float = 4000.0,
+) -> np.ndarray:
     """Whole-utterance correction: float32 [L] from float [L] and its log-mel float [n, n_mels]."""
     mel = np.asarray(mel, dtype=np.float64)
     y = np.asarray(audio, dtype=np.float32)
     for _ in range(passes):
-        c = EnvelopeCorrector(lambda k: mel[k] if k < len(mel) else None, clip)
+        c = EnvelopeCorrector(
+            lambda k: mel[k] if k < len(mel) else None, clip, smoothing, smoothing_hz
+        )
         y = np.concatenate([c.push(y), c.finish()])
     return y

@@ -686,7 +686,14 @@ def vocode(
         frames.append(postfilter(np.zeros(T, f32), f0[-1:], np.zeros(1)))
     out = np.concatenate(frames)[advance : advance + mel.shape[0] * T]
     if config.envelope_passes:
-        out = envelope.correct(out, mel, config.envelope_passes, config.envelope_clip)
+        out = envelope.correct(
+            out,
+            mel,
+            config.envelope_passes,
+            config.envelope_clip,
+            config.envelope_smoothing,
+            config.envelope_smoothing_hz,
+        )
     return out
 
 

@@ -311,7 +311,8 @@ class VocoderStream:
         # The envelope correction's passes on the output (VocoderConfig.envelope_passes), the
         # samples fed to the first, and whether they have been finished.
         self._envelope = [
-            EnvelopeCorrector(self._target_mel, c.envelope_clip) for _ in range(c.envelope_passes)
+            EnvelopeCorrector(self._target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz)
+            for _ in range(c.envelope_passes)
         ]
         self._fed = 0
         self._envelope_done = False

@@ -50,17 +50,18 @@ def test_cli_compiles_random_model_and_updates_index(tmp_path: Path) -> None:
         "compile", "--weights", str(weights), "--config", str(tmp_path / "config.json"),
         "--out", str(tmp_path / "c"), "--isa", "avx2", "--pitch-postfilter", "0.35", "--clip-retries", "3",
         "--pitch-postfilter-cutoff", "4000", "--output-advance", "79", "--voiced-logit-scale", "1.2", "--unvoiced-logit-scale", "0.75",
-        "--envelope-passes", "2", "--envelope-clip", "1.2",
+        "--envelope-passes", "2", "--envelope-clip", "1.2", "--envelope-smoothing", "0.8", "--envelope-smoothing-hz", "3500",
     ]) == 0
     config = VocoderConfig.load(tmp_path / "c" / "config.json")
     assert config.pitch_postfilter == 0.35 and config.clip_retries == 3
     assert config.pitch_postfilter_cutoff_hz == 4000.0 and config.output_advance == 79
     assert (config.voiced_logit_scale, config.unvoiced_logit_scale) == (1.2, 0.75)
     assert (config.envelope_passes, config.envelope_clip) == (2, 1.2)
+    assert (config.envelope_smoothing, config.envelope_smoothing_hz) == (0.8, 3500.0)
     plain = VocoderConfig.load(tmp_path / "b" / "config.json")
     assert plain.clip_retries == 0 and not plain.voicing_temperature  # off unless asked
     assert plain.pitch_postfilter_cutoff_hz == 0.0 and plain.output_advance == 0
-    assert plain.envelope_passes == 0
+    assert plain.envelope_passes == 0 and plain.envelope_smoothing == 0.0
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,8 @@ def test_cli_compiles_random_model_and_updates_index(tmp_path: Path) -> None:
     [("--pitch-postfilter", "1.5"), ("--pitch-postfilter", "-0.2"), ("--clip-retries", "-1"), ("--clip-retries", "9"),
      ("--voiced-logit-scale", "0"), ("--unvoiced-logit-scale", "5"), ("--pitch-postfilter-cutoff", "12000"),
      ("--pitch-postfilter-cutoff", "-1"), ("--output-advance", "301"), ("--output-advance", "-1"),
-     ("--envelope-passes", "5"), ("--envelope-passes", "-1"), ("--envelope-clip", "0"), ("--envelope-clip", "9")],
+     ("--envelope-passes", "5"), ("--envelope-passes", "-1"), ("--envelope-clip", "0"), ("--envelope-clip", "9"),
+     ("--envelope-smoothing", "1.1"), ("--envelope-smoothing", "-0.1"), ("--envelope-smoothing-hz", "12000")],
 )
 def test_inference_settings_out_of_range_are_usage_errors(
     flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -8,7 +8,7 @@ import pytest
 from scipy.signal import lfilter
 
 from models.envelope import DELAY_SAMPLES, HOP, WIN, EnvelopeCorrector, correct
-from models.features import SPEC, log_mel
+from models.features import SPEC, log_mel, magnitude_spectrogram
 
 SR = SPEC.sample_rate
 
@@ -58,6 +58,55 @@ def test_keeps_the_fine_structure() -> None:
         assert abs(peak - k * 200) < 3 and spec[near].max() > 10 * between
 
 
+def _peak_over_floor_db(y: np.ndarray, freq: float) -> float:
+    """How far the spectrum's peak near `freq` stands over the valley just above it (dB)."""
+    n = y.size - 2 * WIN
+    spec = np.abs(np.fft.rfft(y[WIN:-WIN] * np.hanning(n)))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    near = (freqs > freq - 100) & (freqs < freq + 100)
+    valley = spec[(freqs > freq + 60) & (freqs < freq + 140)].max()
+    return float(20 * np.log10(spec[near].max() / valley))
+
+
+def _bin_scatter_db(y: np.ndarray, lo_hz: float, hi_hz: float) -> float:
+    """Mean over frames of the std (dB) of the STFT magnitudes across the bins of a band: how
+    much the fine structure scatters around the envelope."""
+    freqs = np.arange(SPEC.n_fft // 2 + 1) * SR / SPEC.n_fft
+    band = (freqs > lo_hz) & (freqs < hi_hz)
+    spec_db = 20 * np.log10(magnitude_spectrogram(y)[6:-6, band] + 1e-9)
+    return float(spec_db.std(axis=1).mean())
+
+
+def test_smoothing_evens_the_noise_above_its_frequency_and_keeps_the_mel() -> None:
+    # White noise asked for its own mel: the band gains stay ~0; the smoothing takes the
+    # per-bin scatter above 4 kHz (log-Rayleigh, ~5.6 dB) down, below 4 kHz it leaves it.
+    x = _noise(60 * HOP, 7)
+    target = log_mel(x)
+    plain = correct(x, target, 2, 1.5)
+    half, full = (correct(x, target, 2, 1.5, s, 4000.0) for s in (0.5, 1.0))
+    above = [_bin_scatter_db(y, 4500, 11_500) for y in (plain, half, full)]
+    below = [_bin_scatter_db(y, 500, 3500) for y in (plain, half, full)]
+    assert above[0] > 5.0 and above[1] < 0.85 * above[0] and above[2] < 0.75 * above[0]
+    assert above[2] < above[1]
+    assert below[1] == pytest.approx(below[0], rel=0.01) and below[2] == pytest.approx(
+        below[0], rel=0.01
+    )
+    assert _mel_error(full, target) < 0.05  # the bands' levels stay where the mel asks
+
+
+def test_smoothing_leaves_the_harmonics_below_its_frequency() -> None:
+    n = 60 * HOP
+    x = _harmonics(n, 200.0, -1.0) + 0.01 * _noise(n, 8)
+    target = log_mel(x)
+    plain, smoothed = correct(x, target, 2, 1.5), correct(x, target, 2, 1.5, 1.0, 4000.0)
+    for f in (200.0, 1000.0, 2000.0, 3600.0):
+        assert _peak_over_floor_db(smoothed, f) == pytest.approx(
+            _peak_over_floor_db(plain, f), abs=1.0
+        )
+    for f in (5000.0, 6000.0, 8000.0):  # above it, the harmonics are evened out towards the floor
+        assert _peak_over_floor_db(smoothed, f) < _peak_over_floor_db(plain, f) - 10.0
+
+
 def test_the_correction_is_clipped() -> None:
     x = _noise(30 * HOP, 2)
     target = log_mel(x) + 10.0  # asks for e^10 (87 dB) more
@@ -78,13 +127,14 @@ def test_frames_past_the_mel_pass_unchanged() -> None:
     assert not np.allclose(y[:HOP], x[:HOP])
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 1.0])
 @pytest.mark.parametrize("chunks", [[1] * 7, [299, 301, 1200], [5000], [0, 77, 3000, 13]])
-def test_streaming_in_any_chunks_equals_whole(chunks: list[int]) -> None:
+def test_streaming_in_any_chunks_equals_whole(chunks: list[int], smoothing: float) -> None:
     n = 20 * HOP + 123
     x = _harmonics(n, 180.0, -2.0) + _noise(n, 4)
     target = log_mel(_harmonics(n, 180.0, -5.0))
-    whole = correct(x, target, 1, 1.5)
-    c = EnvelopeCorrector(lambda k: target[k] if k < len(target) else None, 1.5)
+    whole = correct(x, target, 1, 1.5, smoothing, 3000.0)
+    c = EnvelopeCorrector(lambda k: target[k] if k < len(target) else None, 1.5, smoothing, 3000.0)
     parts, at = [], 0
     bounds = np.cumsum(chunks + [n])
     for end in bounds:

@@ -203,17 +203,20 @@ def test_output_advance_moves_the_same_audio_earlier(
     assert stream.pending() == plain_stream.pending() - 1  # it waits for the frame after
 
 
-@pytest.mark.parametrize(("passes", "advance"), [(1, 0), (2, 79), (1, 300)])
+@pytest.mark.parametrize(("passes", "advance", "smoothing"), [(1, 0, 0.0), (2, 79, 0.0), (1, 300, 0.0), (2, 79, 1.0)])
 def test_envelope_model_equals_numpy_reference_whole_and_streamed(
-    lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int
+    lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int, smoothing: float
 ) -> None:
-    """A model with envelope passes (models/envelope.py) on top of the band-limited postfilter
-    and an advance: the runtime makes reference.vocode's audio, whole and in any chunks, with the
-    stream waiting 4 frames per pass more; the same draws, corrected towards the mel."""
+    """A model with envelope passes (models/envelope.py, with or without the smoothing) on top of
+    the band-limited postfilter and an advance: the runtime makes reference.vocode's audio, whole
+    and in any chunks, with the stream waiting 4 frames per pass more; the same draws, corrected
+    towards the mel."""
     base = dataclasses.replace(
         TINY_LPC, pitch_postfilter=0.35, pitch_postfilter_cutoff_hz=4000.0, output_advance=advance
     )
-    config = dataclasses.replace(base, envelope_passes=passes, envelope_clip=1.0)
+    config = dataclasses.replace(
+        base, envelope_passes=passes, envelope_clip=1.0, envelope_smoothing=smoothing, envelope_smoothing_hz=3000.0
+    )
     rt = VocoderRuntime.load(
         comp.build_artifact(lpc_runtime.weights, config, tmp_path / "env", isas=None)
     )
