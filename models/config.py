@@ -68,9 +68,10 @@ class VocoderConfig:
     envelope_passes: int = 0
     envelope_clip: float = 1.5
     # Share, in [0, 1], of the way each pass also moves the bins from envelope_smoothing_hz up to
-    # their mel band's average magnitude: there the voice is mostly noise, whose drawn per-bin
-    # scatter only adds distance (held-out LSD 7.47 -> 6.95 at 1.0 from 4 kHz; docs/training.md,
-    # session 16). Harmonics below the frequency stay as drawn. 0 turns it off.
+    # a smooth level (their mel band's, at a noise's power): there the voice is mostly noise, and
+    # a drawn noise's per-bin scatter only adds distance (held-out LSD, 3 passes: 7.41 -> 6.95 at
+    # 1.0 from 4 kHz; docs/training.md, session 16). Harmonics below the frequency stay as drawn.
+    # 0 turns it off.
     envelope_smoothing: float = 0.0
     envelope_smoothing_hz: float = 4000.0
     # Redraws of a frame whose output reaches full scale: the stream restores the state from

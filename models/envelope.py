@@ -13,9 +13,12 @@ Above a frequency (`smoothing_hz`, 4 kHz for the shipped voice) the original is 
 a drawn noise's short-time spectrum scatters from bin to bin around its envelope (a log-Rayleigh
 spread, ~5.6 dB) independently of the original's own scatter, so per-bin distances there are
 about sqrt(2) times what a smooth spectrum at the envelope scores. `smoothing` in [0, 1] moves
-each of those bins that share of the way (in log, clipped like the gain) to its mel band's average
-magnitude, as Griffin-Lim's spectrum from a mel is smooth; the band's level, and so the mel, stays.
-Harmonics below `smoothing_hz` are left alone.
+each of those bins that share of the way (in log, clipped like the gain) to a smooth level, as
+Griffin-Lim's spectrum from a mel is smooth. The level is the band's average magnitude (what the
+mel holds) times sqrt(4 / pi), a noise's RMS over its mean magnitude: a smooth spectrum at the
+average alone would carry ~1 dB less power than the noise it replaces (measured -1.5 dB at 4-12
+kHz after the passes, against -0.5 dB with the factor). Harmonics below `smoothing_hz` are left
+alone.
 
 It is causal with a fixed delay: output sample n is final once the input reaches
 n + DELAY_SAMPLES (the analysis window's width), so a stream that computes that much ahead
@@ -38,6 +41,7 @@ N_FFT = SPEC.n_fft
 # touches sample n is centred below n + WIN/2, and it needs input up to its centre + WIN/2.
 DELAY_SAMPLES = WIN
 TINY = 1e-12  # magnitude floor of the smoothing's log ratio: digital silence stays as it is
+NOISE_RMS_OVER_MEAN = float(np.sqrt(4.0 / np.pi))  # Rayleigh magnitudes: sqrt(E|X|^2) / E|X|
 
 
 class _Tables:
@@ -68,9 +72,9 @@ class _Tables:
             if over.size == 1:
                 self.band[1, j] = over[0]  # weight and share 0
         self.n_mels = n_mels
-        self.filter_sum = fb.sum(
-            axis=1
-        )  # a flat magnitude a gives band b the mel a * filter_sum[b]
+        # A flat magnitude a gives band b the mel a * sum(fb[b]); a noise whose band b has the
+        # mel m has the RMS magnitude m * noise_rms[b] there (NOISE_RMS_OVER_MEAN).
+        self.noise_rms = NOISE_RMS_OVER_MEAN / fb.sum(axis=1)
 
     def mel(self, mag: np.ndarray) -> np.ndarray:
         return np.bincount(self.band[0], self.weight[0] * mag, self.n_mels) + np.bincount(
@@ -81,10 +85,11 @@ class _Tables:
         return gain[self.band[0]] * self.share[0] + gain[self.band[1]] * self.share[1]
 
     def level(self, mel: np.ndarray, lo: int) -> np.ndarray:
-        """The average magnitude of the bands over bins lo.. (from a magnitude mel), per bin."""
-        avg = mel / self.filter_sum
+        """The smoothing's level for bins lo.. from a magnitude mel: the RMS of a noise whose
+        bands have that mel (their average magnitude times NOISE_RMS_OVER_MEAN), per bin."""
+        rms = mel * self.noise_rms
         b0, b1 = self.band[0, lo:], self.band[1, lo:]
-        return avg[b0] * self.share[0, lo:] + avg[b1] * self.share[1, lo:]
+        return rms[b0] * self.share[0, lo:] + rms[b1] * self.share[1, lo:]
 
 
 @functools.lru_cache(maxsize=1)
