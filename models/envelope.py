@@ -18,7 +18,12 @@ Griffin-Lim's spectrum from a mel is smooth. The level is the band's average mag
 mel holds) times sqrt(4 / pi), a noise's RMS over its mean magnitude: a smooth spectrum at the
 average alone would carry ~1 dB less power than the noise it replaces (measured -1.5 dB at 4-12
 kHz after the passes, against -0.5 dB with the factor). Harmonics below `smoothing_hz` are left
-alone.
+alone. A gain that varies from bin to bin spreads a frame's sound over its whole 50 ms window, so
+at an onset (a sibilant, a burst) it would draw noise ahead of it: over the 15 ms before the
+sharp onsets above 4 kHz in held-out speech, +4.8 dB more than the original, as Griffin-Lim's
++5.1, against +1.3 without the smoothing. The smoothing therefore fades out where the mel's
+level above `smoothing_hz` changes over the frames a window covers, by ONSET_NATS (fully on below
+a 1.5-nat range, 13 dB; off above 3 nats): +1.4 dB before onsets, at 0.04 dB of the LSD it gains.
 
 It is causal with a fixed delay: output sample n is final once the input reaches
 n + DELAY_SAMPLES (the analysis window's width), so a stream that computes that much ahead
@@ -42,6 +47,8 @@ N_FFT = SPEC.n_fft
 DELAY_SAMPLES = WIN
 TINY = 1e-12  # magnitude floor of the smoothing's log ratio: digital silence stays as it is
 NOISE_RMS_OVER_MEAN = float(np.sqrt(4.0 / np.pi))  # Rayleigh magnitudes: sqrt(E|X|^2) / E|X|
+ONSET_NATS = (1.5, 3.0)  # the smoothing is full below this range of level, off above (docstring)
+REACH = WIN // (2 * HOP)  # a frame's window covers the hops of frames k - REACH .. k + REACH
 
 
 class _Tables:
@@ -72,6 +79,7 @@ class _Tables:
             if over.size == 1:
                 self.band[1, j] = over[0]  # weight and share 0
         self.n_mels = n_mels
+        self.centre_hz = np.argmax(fb, axis=1) * SPEC.sample_rate / N_FFT  # each filter's peak
         # A flat magnitude a gives band b the mel a * sum(fb[b]); a noise whose band b has the
         # mel m has the RMS magnitude m * noise_rms[b] there (NOISE_RMS_OVER_MEAN).
         self.noise_rms = NOISE_RMS_OVER_MEAN / fb.sum(axis=1)
@@ -117,6 +125,8 @@ class EnvelopeCorrector:
         self.smoothing = smoothing
         self._t = _tables()
         self._smooth_from = -(-round(smoothing_hz * N_FFT) // SPEC.sample_rate)  # first bin
+        self._high_bands = self._t.centre_hz >= smoothing_hz
+        self._levels: dict[int, float] = {}  # target frame -> its level above smoothing_hz
         # Input and overlap-add sums from sample _base on (earlier ones are no longer needed), in
         # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
         # reads past the last sample); the next frame to make.
@@ -172,15 +182,32 @@ class EnvelopeCorrector:
             mel = self._t.mel(mag)
             gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
             gain = self._t.bins(np.clip(gain, -self.clip, self.clip))
-            if self.smoothing:
+            share = self.smoothing * self._steadiness(self._next) if self.smoothing else 0.0
+            if share:
                 k = self._smooth_from
                 level = self._t.level(mel, k)
                 scatter = np.log(np.maximum(level, TINY) / np.maximum(mag[k:], TINY))
-                gain[k:] += self.smoothing * np.clip(scatter, -self.clip, self.clip)
+                gain[k:] += share * np.clip(scatter, -self.clip, self.clip)
             spec *= np.exp(gain)
             self._acc[lo : lo + WIN] += np.fft.irfft(spec, N_FFT)[:WIN] * window
         else:
             self._acc[lo : lo + WIN] += seg * window * window
+
+    def _steadiness(self, j: int) -> float:
+        """1 where the target's level above smoothing_hz holds steady over the frames frame j's
+        window covers, falling to 0 at an onset or offset (ONSET_NATS)."""
+        levels = []
+        for k in range(max(j - REACH, 0), j + REACH + 1):
+            if k not in self._levels:
+                goal = self.target(k)
+                if goal is None:
+                    break  # past the end of the mel
+                high = np.asarray(goal, dtype=np.float64)[self._high_bands]
+                self._levels[k] = float(np.log(np.exp(high).sum())) if high.size else 0.0
+            levels.append(self._levels[k])
+        self._levels.pop(j - REACH - 1, None)  # no later frame reads it
+        lo, hi = ONSET_NATS
+        return float(np.clip((hi - (max(levels) - min(levels))) / (hi - lo), 0.0, 1.0))
 
     def _emit(self, ready: int) -> np.ndarray:
         if ready <= self._emitted:

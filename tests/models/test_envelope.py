@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.signal import lfilter
+from scipy.signal import butter, lfilter, sosfilt, sosfiltfilt
 
 from models.envelope import DELAY_SAMPLES, HOP, WIN, EnvelopeCorrector, correct
 from models.features import SPEC, log_mel, magnitude_spectrogram
@@ -114,6 +114,35 @@ def test_smoothing_leaves_the_harmonics_below_its_frequency() -> None:
         )
     for f in (5000.0, 6000.0, 8000.0):  # above it, the harmonics are evened out towards the floor
         assert _peak_over_floor_db(smoothed, f) < _peak_over_floor_db(plain, f) - 10.0
+
+
+def test_smoothing_draws_no_noise_ahead_of_an_onset() -> None:
+    # Steady noise below 3 kHz, then a burst of noise above 5 kHz (a sibilant's onset), 34 dB over
+    # what leaked before it: a gain varying across the bins would spread the burst over its
+    # window, ahead of the onset; the smoothing fades out there and leaves the silence before it.
+    n, onset = 60 * HOP, 20 * HOP + 150
+    x = 0.5 * sosfilt(butter(8, 3000, btype="low", fs=SR, output="sos"), _noise(n, 9))
+    burst = 4.0 * sosfilt(butter(8, 5000, btype="high", fs=SR, output="sos"), _noise(n, 10))
+    burst[:onset] = 0.0
+    x = (x + burst).astype(np.float32)
+    target = log_mel(x)
+    high = butter(6, [4500, 11_500], btype="band", fs=SR, output="sos")
+
+    def before_over_after_db(y: np.ndarray) -> float:  # 15 ms either side of the onset
+        h = sosfiltfilt(high, y.astype(np.float64))
+        k = int(0.015 * SR)
+        return float(
+            10 * np.log10(np.mean(h[onset - k : onset] ** 2) / np.mean(h[onset : onset + k] ** 2))
+        )
+
+    assert before_over_after_db(x) < -30.0
+    smoothed = correct(x, target, 3, 1.5, 1.0, 4000.0)
+    assert before_over_after_db(smoothed) < before_over_after_db(x) + 4.0
+    # and away from the onset the burst is still smoothed
+    late = slice(onset + 4 * HOP, n)
+    assert _bin_scatter_db(smoothed[late], 5500, 11_500) < 0.85 * _bin_scatter_db(
+        x[late], 5500, 11_500
+    )
 
 
 def test_the_correction_is_clipped() -> None:
