@@ -69,7 +69,7 @@ class VocoderConfig:
     envelope_clip: float = 1.5
     # Share, in [0, 1], of the way each pass also moves the bins from envelope_smoothing_hz up to
     # a smooth level (their mel band's, at a noise's power): there the voice is mostly noise, and
-    # a drawn noise's per-bin scatter only adds distance (held-out LSD, 3 passes: 7.41 -> 6.95 at
+    # a drawn noise's per-bin scatter only adds distance (held-out LSD, 3 passes: 7.41 -> 6.99 at
     # 1.0 from 4 kHz; docs/training.md, session 16). Harmonics below the frequency stay as drawn.
     # 0 turns it off.
     envelope_smoothing: float = 0.0
