@@ -89,15 +89,11 @@ class _Tables:
             self.band[1], self.weight[1] * mag, self.n_mels
         )
 
-    def bins(self, gain: np.ndarray) -> np.ndarray:
-        return gain[self.band[0]] * self.share[0] + gain[self.band[1]] * self.share[1]
-
-    def level(self, mel: np.ndarray, lo: int) -> np.ndarray:
-        """The smoothing's level for bins lo.. from a magnitude mel: the RMS of a noise whose
-        bands have that mel (their average magnitude times NOISE_RMS_OVER_MEAN), per bin."""
-        rms = mel * self.noise_rms
+    def bins(self, per_band: np.ndarray, lo: int = 0) -> np.ndarray:
+        """A value per mel band spread over bins lo.. (each bin: its filters' values, weighted
+        by their shares of it)."""
         b0, b1 = self.band[0, lo:], self.band[1, lo:]
-        return rms[b0] * self.share[0, lo:] + rms[b1] * self.share[1, lo:]
+        return per_band[b0] * self.share[0, lo:] + per_band[b1] * self.share[1, lo:]
 
 
 @functools.lru_cache(maxsize=1)
@@ -185,7 +181,8 @@ class EnvelopeCorrector:
             share = self.smoothing * self._steadiness(self._next) if self.smoothing else 0.0
             if share:
                 k = self._smooth_from
-                level = self._t.level(mel, k)
+                # the RMS of a noise whose bands have this mel, per bin (NOISE_RMS_OVER_MEAN)
+                level = self._t.bins(mel * self._t.noise_rms, k)
                 scatter = np.log(np.maximum(level, TINY) / np.maximum(mag[k:], TINY))
                 gain[k:] += share * np.clip(scatter, -self.clip, self.clip)
             spec *= np.exp(gain)
