@@ -22,6 +22,7 @@ from server.config import Settings, load_settings
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.metrics import Metrics, RequestMetricsMiddleware, mount_metrics
+from server.request_id import RequestIdMiddleware
 from server.routes import health, models, openai, stream, synthesize, voices
 from server.workers.pool import WorkerPool
 
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.watch_frontend(app.state.frontend.process_counts)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # sees the 413s too
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response carries x-request-id
     for module in (health, models, voices, synthesize, openai, stream):
         app.include_router(module.router)
     mount_metrics(app, metrics)

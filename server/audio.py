@@ -90,3 +90,46 @@ _LIBSNDFILE: dict[str, tuple[str, str]] = {
     "mp3": ("MP3", "MPEG_LAYER_III"),
     "opus": ("OGG", "OPUS"),
 }
+
+
+class AudioOutput:
+    """PLACEHOLDER until the streaming encoders land: 24 kHz PCM chunks in, container bytes out."""
+
+    def __init__(self, fmt: str, sample_rate: int, source_rate: int = 24000) -> None:
+        import soxr
+
+        self.fmt, self.sample_rate, self.source_rate = fmt, sample_rate, source_rate
+        self.content_type = CONTENT_TYPES[fmt]
+        self._rs = (
+            soxr.ResampleStream(source_rate, sample_rate, 1, dtype="int16")
+            if sample_rate != source_rate
+            else None
+        )
+        self._held: list[bytes] = []
+        self._started = False
+
+    def _resample(self, pcm: bytes, last: bool = False) -> bytes:
+        if self._rs is None:
+            return pcm
+        x = np.frombuffer(pcm, dtype="<i2")
+        return self._rs.resample_chunk(x, last=last).astype("<i2").tobytes()
+
+    def feed(self, pcm: bytes) -> bytes:
+        out = self._resample(pcm)
+        if self.fmt in STREAMED_FORMATS:
+            head = b""
+            if self.fmt == "wav" and not self._started:
+                head = wav_header(self.sample_rate)
+            self._started = True
+            return head + out
+        self._held.append(out)
+        return b""
+
+    def finish(self) -> bytes:
+        out = self._resample(b"", last=True)
+        if self.fmt in STREAMED_FORMATS:
+            head = b""
+            if self.fmt == "wav" and not self._started:
+                head = wav_header(self.sample_rate)
+            return head + out
+        return encode(b"".join(self._held) + out, self.fmt, self.sample_rate)  # type: ignore[arg-type]

@@ -182,14 +182,17 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(error_body(m), status_code=m.status, headers=headers)
 
 
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts: list[str] = []
     first_param: str | None = None
     for err in exc.errors():
         kind = err.get("type")
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        # Drop pydantic's union-branch tags ("list[list[float]]", "MelData") from the path.
-        loc = [p for p in loc if not ("[" in p or p[:1].isupper())]
+        # Drop pydantic's union-branch tags ("list[list[float]]", "MelData", "str") from the path.
+        loc = [p for p in loc if not ("[" in p or p[:1].isupper() or p in _UNION_TAGS)]
         field = ".".join(loc) or "body"
         msg = err.get("msg", "invalid")
         if kind == "json_invalid":

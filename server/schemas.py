@@ -66,6 +66,10 @@ def mel_to_array(mel: list[list[float]] | MelData) -> np.ndarray:
     )
 
 
+OutputRate = Literal[8000, 16000, 22050, 24000, 44100, 48000]
+"""Sample rates a client may ask for; the vocoder runs at 24 kHz and the server resamples."""
+
+
 class SynthesizeRequest(Strict):
     """POST /v1/synthesize: exactly one of `text` or `mel`."""
 
@@ -88,6 +92,7 @@ class SynthesizeRequest(Strict):
         description="speaking rate (text only)",
     )
     format: AudioFormat = Field("wav", description="wav, flac, mp3, opus (Ogg) or pcm (raw s16le)")
+    sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesizeRequest:
@@ -96,39 +101,41 @@ class SynthesizeRequest(Strict):
         return self
 
 
-OPENAI_VOICES = frozenset(
-    {
-        "alloy",
-        "ash",
-        "ballad",
-        "coral",
-        "echo",
-        "fable",
-        "nova",
-        "onyx",
-        "sage",
-        "shimmer",
-        "verse",
-        "marin",
-        "cedar",
-    }
-)
-"""OpenAI's voice names: accepted so stock clients work, and spoken with the default voice."""
+class Lenient(BaseModel):
+    """OpenAI's request shapes: fields Sparrow does not use are accepted and ignored, as OpenAI
+    adds fields often and clients forward them (see SpeechRequest.ignored_fields)."""
 
-OPENAI_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
+    model_config = ConfigDict(extra="allow")
 
 
-class SpeechRequest(Strict):
-    """POST /v1/audio/speech, OpenAI-compatible (all formats but aac; wav and pcm stream)."""
+class VoiceRef(Lenient):
+    """A voice given as an object, as OpenAI's custom voices are: `{"id": "..."}`."""
 
-    model: str = Field(description="this server's model name, 'sparrow', or an OpenAI TTS name")
-    input: str = Field(description="text to speak")
-    voice: str = Field("slt", description="voice id; OpenAI voice names map to the default voice")
+    id: str
+
+
+class SpeechRequest(Lenient):
+    """POST /v1/audio/speech, OpenAI-compatible: OpenAI's fields, plus `sample_rate`."""
+
+    model: str = Field(
+        description="this server's model name, 'sparrow', or an OpenAI TTS name "
+        "(tts-1*, tts-1-hd*, gpt-4o-mini-tts*)"
+    )
+    input: str = Field(description="text to speak (markdown and a small SSML subset are read)")
+    voice: str | VoiceRef = Field(
+        "slt", description="voice id or {id}; OpenAI voice names map to the default voice"
+    )
+    instructions: str | None = Field(
+        None, description="accepted and ignored: the voice has no style prompt"
+    )
     response_format: str = Field(
-        "wav", description="wav or pcm (24 kHz s16le; streamed as made), flac, mp3 or opus"
+        "mp3", description="mp3, opus (Ogg), flac, wav or pcm (raw s16le); all streamed as made"
     )
     speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, allow_inf_nan=False)
-    stream_format: str = Field("audio", description="only 'audio' (raw bytes streamed as made)")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="'audio' (raw bytes) or 'sse' (speech.audio.delta events)"
+    )
+    sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
 
     @field_validator("input")
     @classmethod
@@ -136,6 +143,15 @@ class SpeechRequest(Strict):
         if not value.strip():
             raise ValueError("input is empty")
         return value
+
+    @property
+    def voice_id(self) -> str:
+        return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        """Fields sent that Sparrow does not know (logged at debug, never an error)."""
+        return sorted(self.model_extra or {})
 
 
 # --- websocket messages (client -> server) ---------------------------------------------------------
@@ -146,6 +162,7 @@ class WsConfig(Strict):
     seed: int = Field(0, ge=0, le=SEED_MAX, strict=True)
     voice: str | None = None
     speed: float = Field(1.0, gt=0.0, le=10.0, strict=True, allow_inf_nan=False)
+    sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
 
 
 class WsText(Strict):
@@ -215,6 +232,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "sparrow"
+    root: str | None = Field(None, description="the served model this id names")
     description: str | None = None
     trained: bool | None = None
     isa: str | None = None
@@ -234,6 +252,27 @@ class VoiceCard(BaseModel):
     name: str
     language: str
     sample_rate: int
+
+
+class VoiceRefCard(BaseModel):
+    id: str
+    name: str
+
+
+class AudioVoiceList(BaseModel):
+    """GET /v1/audio/voices: the shape OpenAI-compatible chat front ends discover voices by."""
+
+    voices: list[VoiceRefCard]
+
+
+class ModelRef(BaseModel):
+    id: str
+
+
+class AudioModelList(BaseModel):
+    """GET /v1/audio/models: the shape OpenAI-compatible chat front ends discover models by."""
+
+    models: list[ModelRef]
 
 
 class VoiceList(BaseModel):

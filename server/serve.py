@@ -113,6 +113,17 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
     return uvicorn.Config(app, **options)
 
 
+def _log_request_ids() -> None:
+    """Every log line says which request it belongs to (`-` outside one)."""
+    from server.request_id import RequestIdFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
@@ -123,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"sparrow serve: {exc}", file=sys.stderr)
         return 2
+    _log_request_ids()
     config = uvicorn_config(app, settings)
     server = DrainingServer(config, app, settings.drain_timeout_s)
     app.state.on_fatal = server.fatal

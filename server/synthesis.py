@@ -20,14 +20,15 @@ from starlette.types import Receive, Scope, Send
 
 from models.features import validate_mel
 from models.frontend import FestivalFrontend
+from server.audio import AudioOutput
+from server.catalog import resolve_voice
 from server.errors import InputTooLarge, map_error
 from server.metrics import STATUS_AFTER_HEADERS, Metrics
-from server.schemas import OPENAI_VOICES, MelData, mel_to_array
+from server.schemas import MelData, mel_to_array
 from server.workers.pool import Flushed, StreamHandle
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_VOICE = "slt"
 T = TypeVar("T")
 
 
@@ -67,13 +68,6 @@ def prepare_mel(raw: list[list[float]] | MelData | np.ndarray, max_frames: int) 
     if arr.ndim >= 1:
         check_frames(int(arr.shape[0]), max_frames)
     return validate_mel(arr)
-
-
-def resolve_voice(voice: str | None) -> str:
-    """None and OpenAI's voice names mean the default voice; anything else is a front-end id."""
-    if voice is None or voice in OPENAI_VOICES:
-        return DEFAULT_VOICE
-    return voice
 
 
 def text_mels(
@@ -133,6 +127,18 @@ async def audio_chunks(handle: StreamHandle) -> AsyncIterator[bytes]:
         if isinstance(ev, Flushed):
             return
         yield ev
+
+
+async def encoded_chunks(handle: StreamHandle, output: AudioOutput) -> AsyncIterator[bytes]:
+    """The current utterance through `output` (resampler + encoder): each non-empty piece as the
+    encoder releases it, then what finishing the file releases."""
+    async for pcm in audio_chunks(handle):
+        data = output.feed(pcm)
+        if data:
+            yield data
+    tail = output.finish()
+    if tail:
+        yield tail
 
 
 async def collect(handle: StreamHandle) -> bytes:

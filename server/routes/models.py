@@ -1,13 +1,14 @@
-"""GET /v1/models and /v1/models/{id}: the served model, its hyperparameters and sparsity, and
-each worker's speed."""
+"""GET /v1/models, /v1/models/{id} and /v1/audio/models: the served model, its hyperparameters and
+sparsity, each worker's speed, and the names that mean it (server/catalog.py)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from server.catalog import accepts_model, model_aliases
 from server.deps import ApiKey, PoolDep
 from server.errors import UnknownModel
-from server.schemas import ModelCard, ModelList, WorkerStatus
+from server.schemas import AudioModelList, ModelCard, ModelList, ModelRef, WorkerStatus
 
 router = APIRouter(tags=["models"], dependencies=[ApiKey])
 
@@ -16,8 +17,10 @@ def model_card(pool: PoolDep) -> ModelCard:
     info = pool.model_info
     manifest = info.get("manifest") or {}
     created = manifest.get("created")
+    served = info.get("name") or pool.model_dir.name
     return ModelCard(
-        id=info.get("name") or pool.model_dir.name,
+        id=served,
+        root=served,
         created=_epoch(created),
         description=manifest.get("description"),
         trained=manifest.get("trained"),
@@ -48,10 +51,19 @@ def list_models(pool: PoolDep) -> ModelList:
 
 @router.get("/v1/models/{model_id}", response_model=ModelCard)
 def retrieve_model(model_id: str, pool: PoolDep) -> ModelCard:
-    """OpenAI-style retrieve: the served model by its name (or `sparrow`); 404 for any other."""
+    """OpenAI-style retrieve by any name the speech route accepts (the served model's, `sparrow`,
+    an OpenAI TTS name): the served model's card under that id; 404 for any other name."""
     card = model_card(pool)
-    if model_id not in {card.id, "sparrow"}:
+    if not accepts_model(model_id, card.id):
         raise UnknownModel(
             f"model {model_id!r} does not exist here; this server runs {card.id!r}", "model"
         )
-    return card
+    return card.model_copy(update={"id": model_id})
+
+
+@router.get("/v1/audio/models", response_model=AudioModelList)
+def list_audio_models(pool: PoolDep) -> AudioModelList:
+    """The model ids chat front ends offer for a custom OpenAI speech server: the served model,
+    then the aliases that mean it."""
+    served = pool.model_info.get("name") or pool.model_dir.name
+    return AudioModelList(models=[ModelRef(id=name) for name in model_aliases(served)])

@@ -18,13 +18,15 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import APIRouter, WebSocket
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models.features import validate_mel
+from server.audio import AudioOutput
+from server.catalog import resolve_voice
 from server.deps import check_api_key
 from server.errors import (
     ClientTooSlow,
@@ -33,8 +35,8 @@ from server.errors import (
     UnsupportedData,
     map_error,
 )
-from server.schemas import WsClose, WsConfig, WsFlush, WsMel, WsMessage, WsText
-from server.synthesis import check_frames, check_text, push_mels, resolve_voice
+from server.schemas import OutputRate, WsClose, WsConfig, WsFlush, WsMel, WsMessage, WsText
+from server.synthesis import check_frames, check_text, push_mels
 from server.workers.pool import Flushed, StreamHandle
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ class Session:
         self.finishes: collections.deque[str] = collections.deque()  # "flush" | "close", in order
         self.voice: str | None = None
         self.speed = 1.0
+        self.sample_rate = int(self.pool.sample_rate)
+        self.output: AudioOutput | None = None  # the current utterance's resampler
         self.got_input = False
         self.processing = False
         self.closing = False
@@ -98,16 +102,10 @@ class Session:
         status = "1000"
         try:
             check_api_key(self.ws, self.settings)
+            self.sample_rate = _query_rate(self.ws, self.sample_rate)
             self.handle = self.pool.open_stream()
             self.handle.max_queued_bytes = self.settings.ws_send_buffer_bytes
-            await self.ws.send_json(
-                {
-                    "type": "start",
-                    "sample_rate": self.pool.sample_rate,
-                    "format": "s16le",
-                    "channels": 1,
-                }
-            )
+            await self.ws.send_json({"type": "start", **self._format()})
             code = await self._serve()
             self.handle.close()  # all audio is out: free the worker slot before the handshake
             status = str(code) if code is not None else "client_closed"
@@ -233,7 +231,9 @@ class Session:
             self.processing = True
             try:
                 if isinstance(msg, WsConfig):
-                    self._configure(msg)
+                    event = self._configure(msg)
+                    if event is not None:
+                        await self.ws.send_json(event)
                 elif isinstance(msg, WsMel):
                     self._started()
                     mel = msg.to_array()
@@ -258,23 +258,43 @@ class Session:
             finally:
                 self.processing = False
 
+    def _format(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "format": "s16le", "channels": 1}
+
+    def _resampled(self, pcm: bytes | None) -> bytes:
+        """PCM at the session's rate; None ends the utterance (the resampler's tail comes out)."""
+        if self.sample_rate == self.pool.sample_rate:
+            return pcm or b""
+        if self.output is None:
+            self.output = AudioOutput("pcm", self.sample_rate, self.pool.sample_rate)
+        if pcm is not None:
+            return self.output.feed(pcm)
+        tail, self.output = self.output.finish(), None
+        return tail
+
+    async def _send_audio(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        await self.ws.send_bytes(pcm)
+        now = time.monotonic()
+        if self.t_first_audio is None:
+            self.t_first_audio = now
+        self.samples_sent += len(pcm) // 2
+        self.last_activity = now
+
     async def _sender(self) -> None:
         assert self.handle is not None
         while True:
             ev = await self.handle.read()
             if isinstance(ev, Flushed):
+                await self._send_audio(self._resampled(None))
                 kind = self.finishes.popleft()
                 if kind == "flush":
                     await self.ws.send_json({"type": "flushed", "samples": self.samples_sent})
                     continue
                 await self.ws.send_json(self._end_message())
                 return
-            await self.ws.send_bytes(ev)
-            now = time.monotonic()
-            if self.t_first_audio is None:
-                self.t_first_audio = now
-            self.samples_sent += len(ev) // 2
-            self.last_activity = now
+            await self._send_audio(self._resampled(ev))
 
     async def _watch(self) -> None:
         """Close a client that stopped reading; on server drain, finish up and say goodbye."""
@@ -303,7 +323,9 @@ class Session:
             self.got_input = True
             self.t_first_request = time.monotonic()
 
-    def _configure(self, msg: WsConfig) -> None:
+    def _configure(self, msg: WsConfig) -> dict[str, Any] | None:
+        """Apply the config; returns a `format` event to send when it changes the audio's rate
+        (no audio has been sent yet: config comes before any input)."""
         assert self.handle is not None
         if self.got_input:
             raise InvalidInput("config must be the first message of the stream", "type")
@@ -317,6 +339,10 @@ class Session:
                 raise InvalidInput(
                     f"unknown voice {msg.voice!r}; known voices: {sorted(known)}", "voice"
                 )
+        if "sample_rate" in msg.model_fields_set and msg.sample_rate != self.sample_rate:
+            self.sample_rate = msg.sample_rate
+            return {"type": "format", **self._format()}
+        return None
 
     def _finish(self, kind: str) -> None:
         assert self.handle is not None
@@ -342,6 +368,18 @@ class Session:
             "time_to_first_audio_ms": ttfa,
             "real_time_factor": None if rtf is None else round(rtf, 5),
         }
+
+
+def _query_rate(ws: WebSocket, default: int) -> int:
+    """`?sample_rate=` of the URL (so the `start` event can carry it), else `default`."""
+    given = ws.query_params.get("sample_rate")
+    if given is None:
+        return default
+    if not given.isdigit() or int(given) not in get_args(OutputRate):
+        raise InvalidInput(
+            f"sample_rate {given!r} is not one of {list(get_args(OutputRate))}", "sample_rate"
+        )
+    return int(given)
 
 
 @router.websocket(ROUTE)

@@ -33,7 +33,8 @@ ROUTE = "/v1/synthesize"
 AUDIO_RESPONSES = {
     200: {
         "content": {t: {} for t in audio.CONTENT_TYPES.values()},
-        "description": "24 kHz mono audio; headers X-Sample-Rate, X-Time-To-First-Audio-Ms",
+        "description": "mono audio at sample_rate (24 kHz by default); headers X-Sample-Rate, "
+        "X-Time-To-First-Audio-Ms, X-Real-Time-Factor, x-request-id",
     },
     413: {"description": "text, mel or body too large"},
     422: {"description": "invalid input (the message names the field)"},
@@ -70,6 +71,7 @@ async def synthesize(
         check_text(body.text, settings.max_text_chars)
         mels = text_mels(frontend, body.text, body.voice, body.speed)
 
+    output = audio.AudioOutput(body.format, body.sample_rate, pool.sample_rate)
     handle = pool.open_stream(seed=body.seed)
     feeder = None
     try:
@@ -88,9 +90,10 @@ async def synthesize(
         handle.close()
     ttfa = observe_stream(metrics, ROUTE, handle, t_start)
     rtf = handle.real_time_factor
+    content = output.feed(pcm) + output.finish()
     headers = {
-        "X-Sample-Rate": str(pool.sample_rate),
-        "X-Audio-Samples": str(len(pcm) // 2),
+        "X-Sample-Rate": str(body.sample_rate),
+        "X-Audio-Samples": str(len(pcm) // 2 * body.sample_rate // pool.sample_rate),
         "X-Seed": str(body.seed),
         "X-Worker-Core": str(handle.core),
     }
@@ -99,5 +102,4 @@ async def synthesize(
     if rtf is not None:
         headers["X-Real-Time-Factor"] = f"{rtf:.4f}"
     headers["X-Elapsed-Ms"] = f"{(time.monotonic() - t_start) * 1000:.1f}"
-    content = audio.encode(pcm, body.format, pool.sample_rate)
-    return Response(content, media_type=audio.CONTENT_TYPES[body.format], headers=headers)
+    return Response(content, media_type=output.content_type, headers=headers)

@@ -1,13 +1,14 @@
-"""GET /v1/voices: the text front end's voices, and whether text input works on this machine."""
+"""GET /v1/voices and /v1/audio/voices: the text front end's voices, and whether text input works
+on this machine."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from models.frontend import DEBIAN_PACKAGES
+from server.catalog import DEFAULT_VOICE
 from server.deps import ApiKey, FrontendDep
-from server.schemas import VoiceCard, VoiceList
-from server.synthesis import DEFAULT_VOICE
+from server.schemas import AudioVoiceList, VoiceCard, VoiceList, VoiceRefCard
 
 router = APIRouter(tags=["voices"], dependencies=[ApiKey])
 
@@ -31,3 +32,9 @@ def list_voices(frontend: FrontendDep) -> VoiceList:
         text_available=available,
         message=message,
     )
+
+
+@router.get("/v1/audio/voices", response_model=AudioVoiceList)
+def list_audio_voices(frontend: FrontendDep) -> AudioVoiceList:
+    """The voices in the shape chat front ends read from a custom OpenAI speech server."""
+    return AudioVoiceList(voices=[VoiceRefCard(id=v.id, name=v.name) for v in frontend.voices()])

@@ -35,10 +35,28 @@ def test_models_card(app_client: TestClient, tiny_model_dir) -> None:
 def test_model_retrieve_by_id(app_client: TestClient, tiny_model_dir) -> None:
     card = app_client.get(f"/v1/models/{tiny_model_dir.name}").json()
     assert card["id"] == tiny_model_dir.name and card["object"] == "model"
-    assert app_client.get("/v1/models/sparrow").json()["id"] == tiny_model_dir.name
+    for alias in ("sparrow", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"):
+        alias_card = app_client.get(f"/v1/models/{alias}").json()
+        assert alias_card["id"] == alias and alias_card["root"] == tiny_model_dir.name
     r = app_client.get("/v1/models/gpt-9")
     err = r.json()["error"]
     assert r.status_code == 404 and err["code"] == "model_not_found" and err["param"] == "model"
+
+
+def test_audio_models_and_voices_discovery(app_client: TestClient, tiny_model_dir) -> None:
+    """The shapes chat front ends read from a custom OpenAI speech server."""
+    models = app_client.get("/v1/audio/models").json()
+    ids = [m["id"] for m in models["models"]]
+    assert ids[0] == tiny_model_dir.name and {"tts-1", "gpt-4o-mini-tts", "sparrow"} <= set(ids)
+    voices = app_client.get("/v1/audio/voices").json()["voices"]
+    assert [v["id"] for v in voices] == ["slt"] and voices[0]["name"]
+    # every listed model id is accepted by the speech route
+    for model in ids:
+        r = app_client.post(
+            "/v1/audio/speech",
+            json={"model": model, "input": "Hi.", "voice": voices[0]["id"], "response_format": "pcm"},
+        )
+        assert r.status_code == 200, (model, r.text)
 
 
 def test_voices(app_client: TestClient) -> None:
