@@ -33,6 +33,14 @@ def check_rate(rate: int) -> int:
     return rate
 
 
+_SCALE = 32768.0
+
+
+def _to_pcm(x: np.ndarray) -> bytes:
+    """float32 at int16 scale / 32768 -> s16le, rounded and clipped (the filter can overshoot)."""
+    return np.clip(np.rint(x * _SCALE), -32768, 32767).astype("<i2").tobytes()
+
+
 class Resampler:
     """s16le PCM at `in_rate` -> s16le PCM at `out_rate`, chunk by chunk, state carried across.
 
@@ -45,11 +53,12 @@ class Resampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._pending = b""
-        # HQ: 20-bit quality, plenty for 16-bit output and cheaper than VHQ on a shared core.
+        # float32, rounded here: soxr dithers int16 output, which would make a streamed and a
+        # whole conversion differ by more than rounding. HQ: 20-bit quality, plenty for 16-bit output and cheaper than VHQ on a shared core.
         self._stream = (
             None
             if in_rate == out_rate
-            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
         )
 
     def feed(self, pcm: bytes) -> bytes:
@@ -60,15 +69,15 @@ class Resampler:
             return data[:usable]
         if usable == 0:
             return b""
-        x = np.frombuffer(data[:usable], dtype="<i2")
-        return self._stream.resample_chunk(x, last=False).astype("<i2").tobytes()
+        x = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / _SCALE
+        return _to_pcm(self._stream.resample_chunk(x, last=False))
 
     def finish(self) -> bytes:
         # A dangling half sample cannot be played; it is dropped, as any s16le reader would.
         self._pending = b""
         if self._stream is None:
             return b""
-        return self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True).tobytes()
+        return _to_pcm(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
 
 
 def open_resampler(in_rate: int, out_rate: int) -> Resampler:
