@@ -17,6 +17,7 @@ from server.encoders import (
     STREAMED_FORMATS,
     UNKNOWN_LENGTH,
     AudioFormat,
+    OutputFormat,
     StreamEncoder,
     check_output,
     open_encoder,
@@ -31,6 +32,7 @@ __all__ = [
     "UNKNOWN_LENGTH",
     "AudioFormat",
     "AudioOutput",
+    "OutputFormat",
     "Resampler",
     "StreamEncoder",
     "UnsupportedSampleRate",
@@ -55,7 +57,7 @@ def pcm16_to_float(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0
 
 
-def encode(pcm: bytes, fmt: AudioFormat, sample_rate: int) -> bytes:
+def encode(pcm: bytes, fmt: OutputFormat, sample_rate: int) -> bytes:
     """Whole-utterance s16le PCM -> the requested container's bytes.
 
     The same streaming encoder as AudioOutput's, fed at once; the result is the finished file with
@@ -84,7 +86,7 @@ class AudioOutput:
 
     def __init__(
         self,
-        fmt: AudioFormat,
+        fmt: OutputFormat,
         sample_rate: int = SPEC.sample_rate,
         source_rate: int = SPEC.sample_rate,
     ) -> None:

@@ -8,7 +8,9 @@ b""), `finish()` the rest; the concatenation is a complete, decodable file. Per 
   libopus) writing to an in-memory sink. Bytes handed out never change; libsndfile's close-time
   rewrites of earlier bytes land only in the whole-file image (`StreamEncoder.whole`):
   - FLAC: STREAMINFO keeps total samples 0 and MD5 0, the spec's "unknown". Frames come out per
-    4096-sample block (170 ms at 24 kHz).
+    4096-sample block (170 ms at 24 kHz). FFmpeg and browsers read such a stream; libsndfile
+    decodes it too, but soundfile's read() fails on it (it seeks after each block, which
+    libsndfile's FLAC reader refuses while the length is unknown). `encode()` has the length.
   - MP3: constant bit rate, so decoders estimate the length from the size. LAME reserves its first
     frame for the Xing/LAME tag and fills it only at close; that frame is all zeros after its
     header (24 ms of silence to a decoder), so the stream leaves it out. The streamed file starts
@@ -33,7 +35,10 @@ from server.resample import UnsupportedSampleRate, check_rate
 
 logger = logging.getLogger(__name__)
 
-AudioFormat = Literal["wav", "flac", "mp3", "opus", "aac", "pcm"]
+AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
+"""Formats the request schemas offer today."""
+OutputFormat = Literal["wav", "flac", "mp3", "opus", "aac", "pcm"]
+"""Every format the encoders make."""
 
 CONTENT_TYPES: dict[str, str] = {
     "wav": "audio/wav",
@@ -45,8 +50,9 @@ CONTENT_TYPES: dict[str, str] = {
     "pcm": "audio/pcm",
 }
 
-STREAMED_FORMATS: frozenset[str] = frozenset(CONTENT_TYPES)
-"""Formats whose bytes are sent as frames are made: all of them."""
+STREAMED_FORMATS: frozenset[str] = frozenset({"wav", "pcm"})
+"""Formats whose streamed bytes are the PCM itself (after a WAV header), for a route that sends
+vocoder frames without an encoder. Through AudioOutput / open_encoder every format streams."""
 
 OPUS_RATES: frozenset[int] = frozenset({8000, 12000, 16000, 24000, 48000})
 OPUS_PAGE_MS = 40.0
