@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.features import MelInputError
-from server.audio import AudioFormat
+from server.audio import OutputFormat
 
 N_MELS = 80
 SEED_MAX = 2**63 - 1
@@ -91,7 +91,9 @@ class SynthesizeRequest(Strict):
         allow_inf_nan=False,
         description="speaking rate (text only)",
     )
-    format: AudioFormat = Field("wav", description="wav, flac, mp3, opus (Ogg) or pcm (raw s16le)")
+    format: OutputFormat = Field(
+        "wav", description="wav, flac, mp3, opus (Ogg), aac (ADTS) or pcm (raw s16le)"
+    )
     sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
 
     @model_validator(mode="after")
@@ -129,7 +131,7 @@ class SpeechRequest(Lenient):
         None, description="accepted and ignored: the voice has no style prompt"
     )
     response_format: str = Field(
-        "mp3", description="mp3, opus (Ogg), flac, wav or pcm (raw s16le); all streamed as made"
+        "mp3", description="mp3, opus (Ogg), aac (ADTS), flac, wav or pcm (raw s16le), streamed"
     )
     speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, allow_inf_nan=False)
     stream_format: Literal["audio", "sse"] = Field(

@@ -1,4 +1,5 @@
-"""POST /v1/synthesize: text or mel in, a whole audio file out (wav, flac, mp3, opus or raw s16le)."""
+"""POST /v1/synthesize: text or mel in, a whole audio file out (wav, flac, mp3, opus, aac or raw
+s16le) at the sample rate asked for."""
 
 from __future__ import annotations
 
@@ -90,10 +91,10 @@ async def synthesize(
         handle.close()
     ttfa = observe_stream(metrics, ROUTE, handle, t_start)
     rtf = handle.real_time_factor
-    content = output.feed(pcm) + output.finish()
+    content, samples = output.whole(pcm)
     headers = {
         "X-Sample-Rate": str(body.sample_rate),
-        "X-Audio-Samples": str(len(pcm) // 2 * body.sample_rate // pool.sample_rate),
+        "X-Audio-Samples": str(samples),
         "X-Seed": str(body.seed),
         "X-Worker-Core": str(handle.core),
     }

@@ -53,14 +53,15 @@ def test_exactly_one_input_and_no_unknown_fields() -> None:
     with pytest.raises(ValidationError, match="Extra inputs"):
         SynthesizeRequest.model_validate({"text": "hi", "sed": 1})
     with pytest.raises(ValidationError, match="format"):
-        SynthesizeRequest.model_validate({"text": "hi", "format": "aac"})
+        SynthesizeRequest.model_validate({"text": "hi", "format": "wma"})
     with pytest.raises(ValidationError, match="seed"):
         SynthesizeRequest.model_validate({"text": "hi", "seed": -1})
 
 
-def test_speech_request_defaults_to_a_streamable_format() -> None:
+def test_speech_request_defaults_as_openai() -> None:
     r = SpeechRequest(model="tts-1", input="Hello")
-    assert (r.response_format, r.voice, r.stream_format) == ("wav", "slt", "audio")
+    assert (r.response_format, r.voice, r.stream_format) == ("mp3", "slt", "audio")
+    assert (r.speed, r.sample_rate, r.instructions) == (1.0, 24000, None)
     with pytest.raises(ValidationError, match="input is empty"):
         SpeechRequest(model="tts-1", input="   ")
 
