@@ -240,7 +240,8 @@ class FestivalFrontend:
         fv, binary, speed = self._resolve(voice, speed)
         if speed > tempo.HTS_MAX_RATE:  # faster needs the mel time-scale of `mel_for_text`
             raise InvalidSpeed(
-                f"audio from synthesize reaches speed {tempo.HTS_MAX_RATE:g} at most"
+                f"synthesize speaks up to speed {tempo.HTS_MAX_RATE:g} (Festival's own rate); "
+                "faster needs mel_for_text, which time-scales the mel"
             )
         clean = text.normalize(sentence)
         if not text.is_speakable(clean):

@@ -49,7 +49,6 @@ def test_model_name_of_the_server_works(app_client: TestClient) -> None:
         ({"stream_format": "sse"}, 400, "stream_format", "only 'audio'"),
         ({"model": "gpt-9"}, 404, "model", "does not exist"),
         ({"voice": "nobody"}, 400, "voice", "unknown voice"),
-        ({"speed": 3.0}, 400, "speed", "between"),
         ({"speed": 9.0}, 422, "speed", "less than or equal"),
         ({"input": ""}, 422, "input", "input is empty"),
         ({"input": "y" * 4097}, 413, "input", "limit is 4096"),
