@@ -187,7 +187,9 @@ _FENCE_RE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _HEADING_RE = re.compile(r"^\s{0,3}#{1,6}(?:\s+|$)")
 _LIST_RE = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _QUOTE_RE = re.compile(r"^\s*(?:>\s?)+")
-_RULE_RE = re.compile(r"^\s{0,3}(?:(?:-\s*){3,}|(?:\*\s*){3,}|(?:_\s*){3,})$")
+# Thematic breaks, and the "===" / "---" underlines of setext headings (the line above is a
+# block of its own either way).
+_RULE_RE = re.compile(r"^\s{0,3}(?:(?:-\s*){3,}|(?:\*\s*){3,}|(?:_\s*){3,}|=+\s*)$")
 _TABLE_DELIM_RE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _REF_DEF_RE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S+")
 _CLOSING_HASHES_RE = re.compile(r"\s+#+\s*$")

@@ -93,6 +93,14 @@ def test_blocks_are_sentences_of_their_own() -> None:
     ]
 
 
+def test_setext_headings_are_blocks() -> None:
+    assert _texts("Title\n=====\nBody text.\nSub\n---\nMore.") == [
+        "Title",
+        "Body text. Sub",
+        "More.",
+    ]
+
+
 def test_fenced_code_is_dropped() -> None:
     md = "Run this:\n```python\nprint(42)\n```\nThen it stays.\n~~~\nsecret 7\n~~~\nEnd."
     assert _texts(md) == ["Run this:", "Then it stays.", "End."]
