@@ -8,6 +8,9 @@ after one sentence, not the whole text.
 
 Security: user text is written to a file that Festival reads in its plain-text mode. It never
 becomes part of a Scheme expression (see models/festival.py for what does).
+
+Markup (markdown, SSML, URLs) is resolved by models/markup.py before normalisation, and `plan`
+shows what will be spoken (sentences with their speeds, pauses) without running Festival.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models import features, text
+from models import features, markup, tempo, text
 from models.festival import FestivalBusy, FestivalFailed, FestivalPool, FestivalTimeout
 
 logger = logging.getLogger(__name__)
 
-MIN_SPEED = 0.5
-MAX_SPEED = 2.0
+MIN_SPEED = 0.25  # OpenAI's range; see models/tempo.py for how each end is reached
+MAX_SPEED = 4.0
 DEBIAN_PACKAGES = "festival festvox-us-slt-hts"
 
 
@@ -62,6 +65,15 @@ class InvalidSpeed(FrontendInputError):
 
 class EmptyText(FrontendInputError):
     """The text has nothing to speak (no letters or digits after normalisation)."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str  # normalised, speakable, at most max_sentence_chars
+    speed: float  # the request's speed times any SSML prosody rate, within the allowed range
+
+
+Segment = Sentence | markup.Pause
 
 
 @dataclass(frozen=True)
@@ -144,12 +156,7 @@ class FestivalFrontend:
         fv = _VOICES.get(voice)
         if fv is None:
             raise UnknownVoice(f"unknown voice {voice!r}; known voices: {sorted(_VOICES)}")
-        try:
-            speed = float(speed)
-        except (TypeError, ValueError) as exc:
-            raise InvalidSpeed(f"speed must be a number, got {speed!r}") from exc
-        if not (math.isfinite(speed) and MIN_SPEED <= speed <= MAX_SPEED):
-            raise InvalidSpeed(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}")
+        speed = _check_speed(speed)
         binary = self._binary()
         if binary is None:
             raise FrontendUnavailable(
@@ -231,6 +238,11 @@ class FestivalFrontend:
         sentences (see `mel_for_text` for arbitrary text).
         """
         fv, binary, speed = self._resolve(voice, speed)
+        if speed > tempo.HTS_MAX_RATE:  # faster needs the mel time-scale of `mel_for_text`
+            raise InvalidSpeed(
+                f"synthesize speaks up to speed {tempo.HTS_MAX_RATE:g} (Festival's own rate); "
+                "faster needs mel_for_text, which time-scales the mel"
+            )
         clean = text.normalize(sentence)
         if not text.is_speakable(clean):
             raise EmptyText(f"nothing to speak in {sentence[:50]!r}")
@@ -238,31 +250,95 @@ class FestivalFrontend:
 
     def sentences(self, text_in: str) -> list[str]:
         """Normalised, speakable sentences of `text_in`, each at most max_sentence_chars long."""
-        chunks = text.split_sentences(text.normalize(text_in), self.max_sentence_chars)
-        # Chunks of pure punctuation (e.g. "...") make no sound and make Festival fail.
-        return [c for c in chunks if text.is_speakable(c)]
+        return [s.text for s in self.plan(text_in) if isinstance(s, Sentence)]
+
+    def plan(self, text_in: str, speed: float = 1.0) -> list[Segment]:
+        """What `mel_for_text` speaks, in order: sentences (normalised text, speed) and pauses.
+
+        Markup is resolved first (models/markup.py), so it never meets the normaliser. Needs no
+        Festival; InvalidSpeed for a speed out of range. An SSML prosody rate multiplies
+        `speed`, and the product is clamped to [MIN_SPEED, MAX_SPEED].
+        """
+        speed = _check_speed(speed)
+        out: list[Segment] = []
+        for seg in markup.segments(text_in):
+            if isinstance(seg, markup.Pause):
+                out.append(seg)
+                continue
+            seg_speed = min(max(speed * seg.rate, MIN_SPEED), MAX_SPEED)
+            chunks = text.split_sentences(text.normalize(seg.text), self.max_sentence_chars)
+            # Chunks of pure punctuation (e.g. "...") make no sound and make Festival fail.
+            out += [Sentence(c, seg_speed) for c in chunks if text.is_speakable(c)]
+        return out
 
     def mel_for_text(
         self, text_in: str, voice: str = "slt", speed: float = 1.0
     ) -> Iterator[np.ndarray]:
-        """Yield one log-mel float32 [frames, 80] per sentence, synthesising lazily.
+        """Yield one log-mel float32 [frames, 80] per segment of `plan` (a sentence, or a pause's
+        silence), synthesising lazily.
 
         Voice, speed and emptiness are checked here, before the first sentence is synthesised,
         so bad requests fail before any audio is promised.
         """
         fv, binary, speed = self._resolve(voice, speed)
-        chunks = self.sentences(text_in)
-        if not chunks:
+        segments = self.plan(text_in, speed)
+        n = sum(isinstance(s, Sentence) for s in segments)
+        if not n:
             raise EmptyText("the text has nothing to speak (no letters or digits)")
-        logger.debug("front end: %d sentences, voice=%s speed=%.2f", len(chunks), voice, speed)
-        return self._mels(chunks, fv, binary, speed)
+        logger.debug("front end: %d sentences, voice=%s speed=%.2f", n, voice, speed)
+        return self._mels(segments, fv, binary)
 
     def _mels(
-        self, chunks: list[str], fv: _FestivalVoice, binary: str, speed: float
+        self, segments: list[Segment], fv: _FestivalVoice, binary: str
     ) -> Iterator[np.ndarray]:
-        for chunk in chunks:
+        for i, seg in enumerate(segments):
+            if isinstance(seg, markup.Pause):
+                yield silence_mel(seg.seconds)
+                continue
             t0 = time.perf_counter()
-            mel = features.log_mel(self._run_festival(chunk, fv, binary, speed))
+            rate, factor = tempo.split_speed(seg.speed)
+            mel = features.log_mel(self._run_festival(seg.text, fv, binary, rate))
+            if factor != 1.0:
+                mel = tempo.time_scale(mel, factor)
+            # Festival starts and ends each utterance with ~0.2 s of near-silence; next to a pause
+            # that edge is cut, so the silence around a <break time="1s"/> lasts about 1 s.
+            before = i > 0 and isinstance(segments[i - 1], markup.Pause)
+            after = i + 1 < len(segments) and isinstance(segments[i + 1], markup.Pause)
+            mel = trim_quiet_edges(mel, before, after)
             if self.on_sentence is not None:
                 self.on_sentence(time.perf_counter() - t0)
             yield mel
+
+
+def _check_speed(speed: object) -> float:
+    try:
+        value = float(speed)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidSpeed(f"speed must be a number, got {speed!r}") from exc
+    if not (math.isfinite(value) and MIN_SPEED <= value <= MAX_SPEED):
+        raise InvalidSpeed(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {value}")
+    return value
+
+
+QUIET_LOG_MEL = -5.0
+"""A frame whose loudest bin is below this is quiet (Festival's edge silence lies at -8..-5.3,
+speech onsets above -4.5)."""
+EDGE_KEEP_FRAMES = 3  # kept of a trimmed quiet edge (37.5 ms), so a weak onset or tail survives
+
+
+def trim_quiet_edges(mel: np.ndarray, start: bool, end: bool) -> np.ndarray:
+    """Cut the quiet frames at the start and/or end of `mel`, keeping EDGE_KEEP_FRAMES of each."""
+    loud = np.flatnonzero(mel.max(axis=1) >= QUIET_LOG_MEL)
+    if loud.size == 0:
+        return mel
+    lo = max(int(loud[0]) - EDGE_KEEP_FRAMES, 0) if start else 0
+    hi = min(int(loud[-1]) + 1 + EDGE_KEEP_FRAMES, mel.shape[0]) if end else mel.shape[0]
+    return mel[lo:hi]
+
+
+def silence_mel(seconds: float) -> np.ndarray:
+    """Log-mel of digital silence lasting `seconds` (at least one frame): float32 [frames, 80]."""
+    frame_rate = features.SPEC.sample_rate / features.SPEC.hop_length
+    frames = max(1, round(seconds * frame_rate))
+    row = features.log_mel(np.zeros(features.SPEC.hop_length, dtype=np.float32))[:1]
+    return np.repeat(row, frames, axis=0)

@@ -89,9 +89,9 @@ class Settings(BaseSettings):
         ge=4,
         description="most mel frames a client sends per request or websocket utterance (150 s)",
     )
-    # Festival reads ordinary English at ~5 frames per character, so the longest text at the
-    # slowest speed (4096 characters at 0.5) makes ~41,000 frames; the cap is for texts read out
-    # far longer than their length, e.g. digit strings spoken one by one.
+    # Festival reads ordinary English at ~5 frames per character, so the longest text makes
+    # ~20,000 frames at speed 1 and ~41,000 at 0.5 (at 0.25, ~82,000: such a text stops at the
+    # cap); the cap is for texts read out far longer than their length, e.g. digit strings.
     max_text_frames: int = Field(
         48_000, ge=4, description="most mel frames the front end makes from one text (600 s)"
     )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from models import tempo
 from models.features import SPEC, resample
 from models.frontend import (
     EmptyText,
@@ -21,6 +22,7 @@ from models.frontend import (
     FrontendInputError,
     FrontendUnavailable,
     InvalidSpeed,
+    Sentence,
     UnknownVoice,
     Voice,
 )
@@ -76,6 +78,71 @@ def test_speed_changes_duration(fe: FestivalFrontend) -> None:
     assert slow / normal == pytest.approx(2.0, rel=0.1)
 
 
+def _mel_seconds(fe: FestivalFrontend, text_in: str, speed: float = 1.0) -> float:
+    frames = sum(m.shape[0] for m in fe.mel_for_text(text_in, speed=speed))
+    return frames * SPEC.hop_length / SPEC.sample_rate
+
+
+def test_speed_range_moves_duration_monotonically(fe: FestivalFrontend) -> None:
+    # 0.25-3 is Festival's HTS rate; beyond, the mel is time-scaled (models/tempo.py).
+    sentence = "The quick brown fox jumps over the lazy dog."
+    normal = _mel_seconds(fe, sentence)
+    seconds = {speed: _mel_seconds(fe, sentence, speed) for speed in (0.25, 0.5, 2.0, 4.0)}
+    seconds[1.0] = normal
+    ordered = [seconds[s] for s in sorted(seconds)]
+    assert ordered == sorted(ordered, reverse=True)
+    for speed, secs in seconds.items():
+        assert secs / normal == pytest.approx(1.0 / speed, rel=0.12), (speed, secs, normal)
+    assert tempo.split_speed(4.0)[1] > 1.0  # the fastest speed does use the mel time-scale
+
+
+def test_synthesize_stops_where_the_hts_rate_does(fe: FestivalFrontend) -> None:
+    with pytest.raises(InvalidSpeed, match="mel"):
+        fe.synthesize("Hello.", speed=4.0)
+
+
+def test_markdown_speaks_like_plain_text(fe: FestivalFrontend) -> None:
+    assert fe.plan("**Hello** there.") == fe.plan("Hello there.") == [Sentence("Hello there.", 1.0)]
+    marked, plain = _mel_seconds(fe, "**Hello** there."), _mel_seconds(fe, "Hello there.")
+    assert marked == pytest.approx(plain, abs=0.05)
+
+
+def test_markdown_link_speaks_its_text_not_its_url(fe: FestivalFrontend) -> None:
+    url = "https://docs.example.com/guide/install"
+    link = _mel_seconds(fe, f"Read [the guide]({url}) first.")
+    text_only = _mel_seconds(fe, "Read the guide first.")
+    spelt = _mel_seconds(fe, "Read the guide " + " ".join(url.replace("/", "")) + " first.")
+    assert link == pytest.approx(text_only, rel=0.05)
+    assert spelt > 3 * link
+
+
+def test_ssml_break_is_real_silence(fe: FestivalFrontend) -> None:
+    plain = list(fe.mel_for_text("<speak>Hello there.</speak>"))
+    paused = list(fe.mel_for_text('<speak>Hello <break time="1s"/> there.</speak>'))
+    assert len(plain) == 1 and len(paused) == 3
+    extra = (sum(m.shape[0] for m in paused) - plain[0].shape[0]) * SPEC.hop_length
+    assert extra / SPEC.sample_rate == pytest.approx(1.0, abs=0.35)
+    whole = np.concatenate(paused)
+    floor = np.log(SPEC.log_floor)
+    silent = np.all(np.isclose(whole, floor, atol=1e-4), axis=1)
+    # One run of 80 frames (1 s) at the log floor, between speech on both sides.
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(int), [0]]))))[::2]
+    assert list(runs) == [80]
+    assert whole[: paused[0].shape[0]].max() > -2.0 and paused[2].max() > -2.0
+
+
+def test_ssml_prosody_slows_its_words(fe: FestivalFrontend) -> None:
+    plain = _mel_seconds(fe, "Hello there.")
+    slow = _mel_seconds(fe, '<speak><prosody rate="x-slow">Hello there.</prosody></speak>')
+    assert slow / plain == pytest.approx(2.0, rel=0.12)
+
+
+def test_markup_only_text_is_empty_before_synthesis(fe: FestivalFrontend) -> None:
+    for text_in in ('<speak><break time="2s"/></speak>', "**\U0001f389**", "```\nprint(1)\n```"):
+        with pytest.raises(EmptyText):
+            fe.mel_for_text(text_in)
+
+
 def test_mel_for_text_yields_one_mel_per_sentence(fe: FestivalFrontend) -> None:
     gen = fe.mel_for_text("First sentence. The second one is a little longer! Third?")
     first = next(gen)  # available before the remaining sentences are synthesised
@@ -103,7 +170,7 @@ def test_unknown_voice(fe: FestivalFrontend) -> None:
     assert issubclass(UnknownVoice, FrontendInputError) and issubclass(UnknownVoice, ValueError)
 
 
-@pytest.mark.parametrize("speed", [0.49, 2.01, 0.0, -1.0, float("nan"), float("inf"), "fast"])
+@pytest.mark.parametrize("speed", [0.24, 4.01, 0.0, -1.0, float("nan"), float("inf"), "fast"])
 def test_invalid_speed(fe: FestivalFrontend, speed: object) -> None:
     with pytest.raises(InvalidSpeed):
         fe.mel_for_text("Hello.", speed=speed)  # type: ignore[arg-type]
