@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.features import MelInputError
+from models.frontend import MAX_SPEED, MIN_SPEED
 from server.audio import OutputFormat
 
 N_MELS = 80
@@ -85,11 +86,11 @@ class SynthesizeRequest(Strict):
     )
     speed: float = Field(
         1.0,
-        gt=0.0,
-        le=10.0,
+        ge=MIN_SPEED,
+        le=MAX_SPEED,
         strict=True,
         allow_inf_nan=False,
-        description="speaking rate (text only)",
+        description="speaking rate 0.25-4.0 (text only)",
     )
     format: OutputFormat = Field(
         "wav", description="wav, flac, mp3, opus (Ogg), aac (ADTS) or pcm (raw s16le)"
@@ -133,7 +134,7 @@ class SpeechRequest(Lenient):
     response_format: str = Field(
         "mp3", description="mp3, opus (Ogg), aac (ADTS), flac, wav or pcm (raw s16le), streamed"
     )
-    speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, allow_inf_nan=False)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, allow_inf_nan=False)
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="'audio' (raw bytes) or 'sse' (speech.audio.delta events)"
     )
@@ -163,7 +164,7 @@ class WsConfig(Strict):
     type: Literal["config"]
     seed: int = Field(0, ge=0, le=SEED_MAX, strict=True)
     voice: str | None = None
-    speed: float = Field(1.0, gt=0.0, le=10.0, strict=True, allow_inf_nan=False)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, allow_inf_nan=False)
     sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
 
 
