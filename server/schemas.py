@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.features import MelInputError
+from models.dsp.features import MelInputError
 from server.audio import AudioFormat
 
 N_MELS = 80

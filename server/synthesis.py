@@ -18,8 +18,8 @@ import numpy as np
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from models.features import validate_mel
-from models.frontend import FestivalFrontend
+from models.dsp.features import validate_mel
+from models.frontend.festival_frontend import FestivalFrontend
 from server.errors import InputTooLarge, map_error
 from server.metrics import STATUS_AFTER_HEADERS, Metrics
 from server.schemas import OPENAI_VOICES, MelData, mel_to_array

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
 
-from models.frontend import EmptyText
+from models.frontend.festival_frontend import EmptyText
 from server import audio
 from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput, UnknownModel

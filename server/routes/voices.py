@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from models.frontend import DEBIAN_PACKAGES
+from models.frontend.festival_frontend import DEBIAN_PACKAGES
 from server.deps import ApiKey, FrontendDep
 from server.schemas import VoiceCard, VoiceList
 from server.synthesis import DEFAULT_VOICE

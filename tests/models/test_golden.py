@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.kernel import ISA_FLAGS, ISA_PREFERENCE
-from models.reference import vocode
+from models.kernel.kernel import ISA_FLAGS, ISA_PREFERENCE
 from models.runtime import VocoderRuntime, cpu_flags
+from models.vocoder.reference import vocode
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "compiled" / "wavernn-slt"
