@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from models import reference as ref
-from models.config import VocoderConfig
-from models.pitch import source
+from models.dsp.pitch import source
 from models.runtime import LOOKAHEAD, VocoderRuntime, VocoderStream, cpu_flags, frames_ahead
+from models.vocoder import reference as ref
+from models.vocoder.config import VocoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _runs_here(isa: str) -> bool:
-    from models.kernel import ISA_FLAGS
+    from models.kernel.kernel import ISA_FLAGS
 
     return ISA_FLAGS.get(isa, frozenset({"?"})) <= cpu_flags()
 

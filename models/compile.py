@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import tvm
 
-from models import kernel
 from models.argtypes import bounded
-from models.config import MAX_CLIP_RETRIES, VocoderConfig
-from models.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
+from models.kernel import kernel
+from models.vocoder.config import MAX_CLIP_RETRIES, VocoderConfig
+from models.vocoder.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pitch-postfilter",
         type=bounded(float, 0.0, 1.0),
         metavar="G",
-        help="strength in [0, 1] of the pitch postfilter on the output (models/postfilter.py; default: the config's)",
+        help="strength in [0, 1] of the pitch postfilter on the output (models/dsp/postfilter.py; default: the config's)",
     )
     parser.add_argument(
         "--pitch-postfilter-cutoff",
@@ -173,7 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--envelope-passes",
         type=bounded(int, 0, 4),
         metavar="N",
-        help="passes, in [0, 4], of the envelope correction towards the mel (models/envelope.py; each "
+        help="passes, in [0, 4], of the envelope correction towards the mel (models/dsp/envelope.py; each "
         "adds 4 frames of look-ahead to a stream; default: the config's)",
     )
     parser.add_argument(

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import tvm
 
-from models import kernel
 from models.compile import MANIFEST, load_weights, sha256_file
-from models.config import VocoderConfig
-from models.envelope import DELAY_SAMPLES, EnvelopeCorrector
-from models.features import MelInputError, validate_mel
-from models.pitch import SOURCE_COLUMNS, mel_pitch, source
-from models.postfilter import PitchPostfilter
-from models.reference import (
+from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector
+from models.dsp.features import MelInputError, validate_mel
+from models.dsp.pitch import SOURCE_COLUMNS, mel_pitch, source
+from models.dsp.postfilter import PitchPostfilter
+from models.kernel import kernel
+from models.vocoder.config import VocoderConfig
+from models.vocoder.reference import (
     check_weights,
     frame_logit_scales,
     frame_lpc,
@@ -175,7 +175,7 @@ class VocoderRuntime:
         """One kernel call: hop_length mu-law classes into `out` and their de-emphasised float
         PCM into `pcm`; `h` and `x` ([previous sample, de-emphasis state, previous excitation, LPC
         history]) update in place. lpc: the frame's predictor coefficients [P] ([1], unused,
-        without LPC); src: the frame's sine source [hop_length, 2] (models/pitch.py);
+        without LPC); src: the frame's sine source [hop_length, 2] (models/dsp/pitch.py);
         weight_args: the stream's own arguments where they differ (logit scaling), else the
         runtime's."""
         self._frame_fn(cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args))

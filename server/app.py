@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from models.frontend import FestivalFrontend
+from models.frontend.festival_frontend import FestivalFrontend
 from server.config import Settings, load_settings
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import SPEC
+from models.dsp.features import SPEC
 from server.encoders import (
     CONTENT_TYPES,
     STREAMED_FORMATS,

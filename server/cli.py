@@ -15,9 +15,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server.serve", "run the HTTP/websocket server"),
     "compile": ("models.compile", "compile weights into TVM modules under compiled/"),
     "bench": ("models.bench", "benchmark the vocoder kernel on one pinned core"),
-    "data": ("models.corpus", "generate the offline training corpus with Festival"),
-    "train": ("models.train", "train the WaveRNN (needs the 'train' extra)"),
-    "eval": ("models.evaluate", "measure vocoding quality on held-out audio"),
+    "data": ("models.frontend.corpus", "generate the offline training corpus with Festival"),
+    "train": ("models.train.train", "train the WaveRNN (needs the 'train' extra)"),
+    "eval": ("models.evaluation.evaluate", "measure vocoding quality on held-out audio"),
     "loadtest": ("server.loadtest", "load-test a running server with concurrent streams"),
 }
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from models.frontend import FestivalFrontend
+from models.frontend.festival_frontend import FestivalFrontend
 from server.config import Settings
 from server.errors import Unauthorized
 from server.metrics import Metrics

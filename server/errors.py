@@ -16,8 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.features import MelInputError
-from models.frontend import FrontendBusy, FrontendError, FrontendInputError, FrontendUnavailable
+from models.dsp.features import MelInputError
+from models.frontend.festival_frontend import (
+    FrontendBusy,
+    FrontendError,
+    FrontendInputError,
+    FrontendUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 

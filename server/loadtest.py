@@ -58,7 +58,7 @@ class LoadtestError(RuntimeError):
 
 
 def load_sample_mel(path: Path = SAMPLE_MEL_PATH) -> np.ndarray:
-    """The shipped sample log-mel (Festival speech, models/features.py contract): float32 [n, 80]."""
+    """The shipped sample log-mel (Festival speech, models/dsp/features.py contract): float32 [n, 80]."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -87,7 +87,7 @@ def make_sample_mel(text: str = SAMPLE_TEXT) -> np.ndarray:
     """
     import soundfile as sf
 
-    from models.features import log_mel, resample
+    from models.dsp.features import log_mel, resample
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "sample.wav"

@@ -1,7 +1,7 @@
 """Request and response models (pydantic). Unknown fields are rejected everywhere (extra="forbid").
 
 Limits that depend on settings (text length, mel frames) are checked in server/synthesis.py,
-so these models stay static; shape and value checks of mels are models.features.validate_mel's.
+so these models stay static; shape and value checks of mels are models.dsp.features.validate_mel's.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.features import MelInputError
-from models.frontend import MAX_SPEED, MIN_SPEED
+from models.dsp.features import MelInputError
+from models.frontend.festival_frontend import MAX_SPEED, MIN_SPEED
 from server.audio import OutputFormat
 
 N_MELS = 80

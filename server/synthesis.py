@@ -18,8 +18,8 @@ import numpy as np
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from models.features import validate_mel
-from models.frontend import FestivalFrontend
+from models.dsp.features import validate_mel
+from models.frontend.festival_frontend import FestivalFrontend
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
 from server.errors import InputTooLarge, map_error

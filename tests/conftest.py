@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny real compiled vocoder (no mocks of our own code).
 
-The tiny model (models.config.TINY, random weights) goes through the same compile step and the
+The tiny model (models.vocoder.config.TINY, random weights) goes through the same compile step and the
 same runtime as the shipped one; it compiles in about a second and runs ~100x faster, which keeps
 the suites quick while exercising every code path.
 """
@@ -17,8 +17,8 @@ import pytest
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """compiled/<name>/ of a tiny real model built for this host's best ISA."""
     from models.compile import build_artifact
-    from models.config import TINY
-    from models.reference import random_weights
+    from models.vocoder.config import TINY
+    from models.vocoder.reference import random_weights
 
     out = tmp_path_factory.mktemp("compiled") / "tiny"
     return build_artifact(random_weights(TINY, seed=0), TINY, out, description="tiny test model")

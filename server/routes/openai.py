@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from models.frontend import EmptyText
+from models.frontend.festival_frontend import EmptyText
 from server import audio
 from server.catalog import accepts_model
 from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep

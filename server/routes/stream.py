@@ -24,7 +24,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from models.features import validate_mel
+from models.dsp.features import validate_mel
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
 from server.deps import check_api_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from models.frontend import DEBIAN_PACKAGES
+from models.frontend.festival_frontend import DEBIAN_PACKAGES
 from server.catalog import DEFAULT_VOICE
 from server.deps import ApiKey, FrontendDep
 from server.schemas import AudioVoiceList, VoiceCard, VoiceList, VoiceRefCard

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import MelInputError
+from models.dsp.features import MelInputError
 from server.errors import NoCapacity, NotReady, StreamFailed, WorkerDied
 from server.metrics import Metrics
 from server.workers.worker import worker_main

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from models.compile import build_artifact
-from models.config import TINY
-from models.reference import random_weights
+from models.vocoder.config import TINY
+from models.vocoder.reference import random_weights
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from models import compile as comp
-from models.config import TINY, VocoderConfig
-from models.reference import random_weights
+from models.vocoder.config import TINY, VocoderConfig
+from models.vocoder.reference import random_weights
 
 
 def test_artifact_is_self_describing(tmp_path: Path) -> None:

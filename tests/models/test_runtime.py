@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from models import compile as comp
-from models import kernel
-from models.config import TINY
-from models.features import SPEC, log_mel
-from models.pitch import mel_pitch
-from models.reference import REDRAW_SHARE, frame_source, random_weights, vocode
+from models.dsp.features import SPEC, log_mel
+from models.dsp.pitch import mel_pitch
+from models.kernel import kernel
 from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
+from models.vocoder.config import TINY
+from models.vocoder.reference import REDRAW_SHARE, frame_source, random_weights, vocode
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_lpc_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path
 ) -> None:
     # the reference for 12 frames (the kernel's h differs from numpy's by float rounding, ~1e-7,
-    # so over long runs a draw on a CDF edge may differ: tests/models/test_kernel.py bounds that)
+    # so over long runs a draw on a CDF edge may differ: tests/models/kernel/test_kernel.py bounds that)
     short = mel(12, seed=4)
     assert np.array_equal(
         np.concatenate(list(lpc_runtime.generate(short, seed=2))),
@@ -207,7 +207,7 @@ def test_output_advance_moves_the_same_audio_earlier(
 def test_envelope_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int, smoothing: float
 ) -> None:
-    """A model with envelope passes (models/envelope.py, with or without the smoothing) on top of
+    """A model with envelope passes (models/dsp/envelope.py, with or without the smoothing) on top of
     the band-limited postfilter and an advance: the runtime makes reference.vocode's audio, whole
     and in any chunks, with the stream waiting 4 frames per pass more; the same draws, corrected
     towards the mel."""

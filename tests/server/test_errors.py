@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.features import MelInputError
-from models.frontend import (
+from models.dsp.features import MelInputError
+from models.frontend.festival_frontend import (
     FrontendBusy,
     FrontendError,
     FrontendUnavailable,

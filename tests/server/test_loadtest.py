@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from models.features import validate_mel
+from models.dsp.features import validate_mel
 from server import loadtest
 from server.loadtest import LoadtestError, count_late_frames, load_sample_mel, tile_mel
 

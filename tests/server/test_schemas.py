@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from models.features import MelInputError
+from models.dsp.features import MelInputError
 from server.errors import InvalidInput
 from server.routes.stream import parse_message
 from server.schemas import (

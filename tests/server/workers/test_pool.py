@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.features import MelInputError
+from models.dsp.features import MelInputError
 from models.runtime import VocoderRuntime
 from server.audio import float_to_pcm16
 from server.errors import NoCapacity, NotReady, WorkerDied, map_error

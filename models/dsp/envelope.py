@@ -1,0 +1,258 @@
+"""Envelope correction: bring the vocoder's output back to the mel it was asked for.
+
+The net draws every sample, so its short-time spectrum strays from the conditioning mel: a band a
+decibel too quiet here, too loud there (mel-cepstral distortion ~1.6 dB on held-out speech, where
+noise drawn perfectly would score ~0.7). The mel is known exactly, so the stray can be measured
+and undone: each frame of the output is analysed with the mel contract's own window, its log-mel
+compared with the target, and the difference (clipped) applied as a smooth gain across the bins
+through a weighted overlap-add. The gain follows the mel bands, 80 across the spectrum, so the
+fine structure the net drew (harmonics, noise) is kept; only the envelope moves. Applying it
+twice gets closer, as the second pass measures what the first left.
+
+Above a frequency (`smoothing_hz`, 4 kHz for the shipped voice) the original is mostly noise, and
+a drawn noise's short-time spectrum scatters from bin to bin around its envelope (a log-Rayleigh
+spread, ~5.6 dB) independently of the original's own scatter, so per-bin distances there are
+about sqrt(2) times what a smooth spectrum at the envelope scores. `smoothing` in [0, 1] moves
+each of those bins that share of the way (in log, clipped like the gain) to a smooth level, as
+Griffin-Lim's spectrum from a mel is smooth. The level is the band's average magnitude (what the
+mel holds) times sqrt(4 / pi), a noise's RMS over its mean magnitude: a smooth spectrum at the
+average alone would carry ~1 dB less power than the noise it replaces (measured -1.5 dB at 4-12
+kHz after the passes, against -0.5 dB with the factor). Harmonics below `smoothing_hz` are left
+alone. A gain that varies from bin to bin spreads a frame's sound over its whole 50 ms window, so
+at an onset (a sibilant, a burst) it would draw noise ahead of it: over the 15 ms before the
+sharp onsets above 4 kHz in held-out speech, +4.8 dB more than the original, as Griffin-Lim's
++5.1, against +1.3 without the smoothing. The smoothing therefore fades out where the mel's
+level above `smoothing_hz` changes over the frames a window covers, by ONSET_NATS (fully on below
+a 1.5-nat range, 13 dB; off above 3 nats): +1.4 dB before onsets, at 0.04 dB of the LSD it gains.
+
+It is causal with a fixed delay: output sample n is final once the input reaches
+n + DELAY_SAMPLES (the analysis window's width), so a stream that computes that much ahead
+streams it with the same results as a whole utterance (`correct` = a stream fed at once).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from models.dsp.features import SPEC, hann_window, mel_filterbank
+
+WIN = SPEC.win_length  # the mel's analysis window (1200 samples, 50 ms)
+HOP = SPEC.hop_length
+N_FFT = SPEC.n_fft
+# Frame k is centred on sample k * HOP and reads [c - WIN/2, c + WIN/2); the last frame that
+# touches sample n is centred below n + WIN/2, and it needs input up to its centre + WIN/2.
+DELAY_SAMPLES = WIN
+TINY = 1e-12  # magnitude floor of the smoothing's log ratio: digital silence stays as it is
+NOISE_RMS_OVER_MEAN = float(np.sqrt(4.0 / np.pi))  # Rayleigh magnitudes: sqrt(E|X|^2) / E|X|
+ONSET_NATS = (1.5, 3.0)  # the smoothing is full below this range of level, off above (docstring)
+REACH = WIN // (2 * HOP)  # a frame's window covers the hops of frames k - REACH .. k + REACH
+
+
+class _Tables:
+    """The window and the filterbank, as two (band, weight) pairs per bin: every bin lies under
+    at most two of the triangular filters, so the mel and the bins' gains are a gather each
+    (~10 us a frame) instead of two [80 x 1025] products."""
+
+    def __init__(self) -> None:
+        self.window = hann_window()  # the mel's own
+        fb = mel_filterbank().astype(np.float64)
+        n_mels, bins = fb.shape
+        cover = fb.sum(axis=0)
+        # Each bin's gain is the average of the gains of the filters over it, weighted by their
+        # shares of the bin; bins below the first / above the last filter take its gain.
+        spread = np.divide(fb, cover, out=np.zeros_like(fb), where=cover > 0)
+        first, last = int(np.argmax(cover > 0)), int(bins - np.argmax(cover[::-1] > 0))
+        spread[0, :first] = 1.0
+        spread[-1, last:] = 1.0
+        self.band = np.zeros((2, bins), np.intp)  # the (up to) two filters over each bin
+        self.weight = np.zeros((2, bins))  # their filterbank values there
+        self.share = np.zeros((2, bins))  # and their shares of the bin's gain
+        for j in range(bins):
+            over = np.flatnonzero(spread[:, j])
+            assert 1 <= over.size <= 2, "a bin under more than two mel filters"
+            for slot, b in enumerate(over):
+                self.band[slot, j], self.weight[slot, j] = b, fb[b, j]
+                self.share[slot, j] = spread[b, j]
+            if over.size == 1:
+                self.band[1, j] = over[0]  # weight and share 0
+        self.n_mels = n_mels
+        self.centre_hz = np.argmax(fb, axis=1) * SPEC.sample_rate / N_FFT  # each filter's peak
+        # A flat magnitude a gives band b the mel a * sum(fb[b]); a noise whose band b has the
+        # mel m has the RMS magnitude m * noise_rms[b] there (NOISE_RMS_OVER_MEAN).
+        self.noise_rms = NOISE_RMS_OVER_MEAN / fb.sum(axis=1)
+
+    def mel(self, mag: np.ndarray) -> np.ndarray:
+        return np.bincount(self.band[0], self.weight[0] * mag, self.n_mels) + np.bincount(
+            self.band[1], self.weight[1] * mag, self.n_mels
+        )
+
+    def bins(self, per_band: np.ndarray, lo: int = 0) -> np.ndarray:
+        """A value per mel band spread over bins lo.. (each bin: its filters' values, weighted
+        by their shares of it)."""
+        b0, b1 = self.band[0, lo:], self.band[1, lo:]
+        return per_band[b0] * self.share[0, lo:] + per_band[b1] * self.share[1, lo:]
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> _Tables:
+    return _Tables()
+
+
+class EnvelopeCorrector:
+    """One pass over a stream: push(samples) -> the samples now final; finish() -> the rest.
+
+    `target(k)` gives the log-mel frame k was asked for (float [n_mels]), or None past the end of
+    the mel (those frames pass unchanged). Output length = input length. `smoothing` > 0 also
+    smooths the bins from `smoothing_hz` up towards their bands' level (module docstring).
+    """
+
+    def __init__(
+        self,
+        target: Callable[[int], np.ndarray | None],
+        clip: float,
+        smoothing: float = 0.0,
+        smoothing_hz: float = 4000.0,
+    ) -> None:
+        self.target = target
+        self.clip = clip
+        self.smoothing = smoothing
+        self._t = _tables()
+        self._smooth_from = -(-round(smoothing_hz * N_FFT) // SPEC.sample_rate)  # first bin
+        self._high_bands = self._t.centre_hz >= smoothing_hz
+        self._levels: dict[int, float] = {}  # target frame -> its level above smoothing_hz
+        # Input and overlap-add sums from sample _base on (earlier ones are no longer needed), in
+        # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
+        # reads past the last sample); the next frame to make.
+        self._base = -WIN // 2
+        self._x = np.zeros(4 * WIN)
+        self._acc = np.zeros(4 * WIN)
+        self._len = WIN // 2  # input held, from _base
+        self._next = 0
+        self._emitted = 0  # samples returned so far
+        self._received = 0
+        self._finished = False
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        if self._finished:
+            raise RuntimeError("push() after finish()")
+        samples = np.asarray(samples)
+        n = samples.size
+        if self._len + n + WIN > self._x.size:  # room for the frames this input completes
+            size = 2 * (self._len + n + WIN)
+            self._x = np.concatenate([self._x, np.zeros(size - self._x.size)])
+            self._acc = np.concatenate([self._acc, np.zeros(size - self._acc.size)])
+        self._x[self._len : self._len + n] = samples
+        self._len += n
+        self._received += n
+        return self._run(final=False)
+
+    def finish(self) -> np.ndarray:
+        self._finished = True
+        return self._run(final=True)
+
+    def _run(self, final: bool) -> np.ndarray:
+        end = self._received  # input known up to here (exclusive)
+        while True:
+            centre = self._next * HOP
+            if centre - WIN // 2 >= end:
+                break  # this frame and later ones touch no sample
+            if centre + WIN // 2 > end and not final:
+                break  # needs input not yet received
+            self._frame(centre - WIN // 2 - self._base)
+            self._next += 1
+        # Samples below the next frame's start get nothing more.
+        ready = end if final else min(self._next * HOP - WIN // 2, end)
+        return self._emit(ready)
+
+    def _frame(self, lo: int) -> None:
+        """Frame _next, reading and adding at buffer offset lo."""
+        window = self._t.window
+        seg = self._x[lo : lo + WIN]
+        goal = self.target(self._next)
+        if goal is not None:
+            spec = np.fft.rfft(seg * window, N_FFT)
+            mag = np.abs(spec)
+            mel = self._t.mel(mag)
+            gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
+            gain = self._t.bins(np.clip(gain, -self.clip, self.clip))
+            share = self.smoothing * self._steadiness(self._next) if self.smoothing else 0.0
+            if share:
+                k = self._smooth_from
+                # the RMS of a noise whose bands have this mel, per bin (NOISE_RMS_OVER_MEAN)
+                level = self._t.bins(mel * self._t.noise_rms, k)
+                scatter = np.log(np.maximum(level, TINY) / np.maximum(mag[k:], TINY))
+                gain[k:] += share * np.clip(scatter, -self.clip, self.clip)
+            spec *= np.exp(gain)
+            self._acc[lo : lo + WIN] += np.fft.irfft(spec, N_FFT)[:WIN] * window
+        else:
+            self._acc[lo : lo + WIN] += seg * window * window
+
+    def _steadiness(self, j: int) -> float:
+        """1 where the target's level above smoothing_hz holds steady over the frames frame j's
+        window covers, falling to 0 at an onset or offset (ONSET_NATS)."""
+        levels = []
+        for k in range(max(j - REACH, 0), j + REACH + 1):
+            if k not in self._levels:
+                goal = self.target(k)
+                if goal is None:
+                    break  # past the end of the mel
+                high = np.asarray(goal, dtype=np.float64)[self._high_bands]
+                self._levels[k] = float(np.log(np.exp(high).sum())) if high.size else 0.0
+            levels.append(self._levels[k])
+        self._levels.pop(j - REACH - 1, None)  # no later frame reads it
+        lo, hi = ONSET_NATS
+        return float(np.clip((hi - (max(levels) - min(levels))) / (hi - lo), 0.0, 1.0))
+
+    def _emit(self, ready: int) -> np.ndarray:
+        if ready <= self._emitted:
+            return np.zeros(0, np.float32)
+        lo, hi = self._emitted - self._base, ready - self._base
+        out = (self._acc[lo:hi] / _norm(self._emitted, ready)).astype(np.float32)
+        self._emitted = ready
+        # Move what later frames still read or add to to the front of the buffers.
+        keep = min(self._emitted, self._next * HOP - WIN // 2) - self._base
+        if keep > 0:
+            rest = self._x.size - keep
+            self._x[:rest] = self._x[keep:]
+            self._x[rest:] = 0.0
+            self._acc[:rest] = self._acc[keep:]
+            self._acc[rest:] = 0.0
+            self._base += keep
+            self._len -= keep
+        return out
+
+
+def _norm(a: int, b: int) -> np.ndarray:
+    """Sum of squared windows over samples [a, b): 3 WIN / (8 HOP) = 1.5 wherever every frame
+    over a sample exists, less over the first HOP samples (no frames centred before 0)."""
+    total = np.full(b - a, 3.0 * WIN / (8.0 * HOP))
+    if a < HOP:
+        window = _tables().window
+        n = np.arange(a, min(b, HOP))
+        for k in range(1, WIN // (2 * HOP) + 1):  # the frames centred at -k * HOP are missing
+            rel = n + k * HOP + WIN // 2
+            inside = rel < WIN
+            total[: n.size][inside] -= window[rel[inside]] ** 2
+    return total
+
+
+def correct(
+    audio: np.ndarray,
+    mel: np.ndarray,
+    passes: int,
+    clip: float,
+    smoothing: float = 0.0,
+    smoothing_hz: float = 4000.0,
+) -> np.ndarray:
+    """Whole-utterance correction: float32 [L] from float [L] and its log-mel float [n, n_mels]."""
+    mel = np.asarray(mel, dtype=np.float64)
+    y = np.asarray(audio, dtype=np.float32)
+    for _ in range(passes):
+        c = EnvelopeCorrector(
+            lambda k: mel[k] if k < len(mel) else None, clip, smoothing, smoothing_hz
+        )
+        y = np.concatenate([c.push(y), c.finish()])
+    return y
