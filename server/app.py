@@ -18,12 +18,15 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from models.frontend.festival_frontend import FestivalFrontend
+from server.auth import ApiKeyMiddleware
 from server.config import Settings, load_settings
 from server.errors import install_error_handlers
-from server.limits import BodyLimitMiddleware
+from server.limits import BodyLimitMiddleware, TrailingSlashMiddleware
 from server.metrics import Metrics, RequestMetricsMiddleware, mount_metrics
+from server.openapi import install_openapi
 from server.request_id import RequestIdMiddleware
 from server.routes import health, models, openai, stream, synthesize, voices
+from server.schemas import SpeechRequest, SynthesizeRequest
 from server.workers.pool import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.frontend.close()
 
     app = FastAPI(
+        redirect_slashes=False,  # a redirect would echo the client's Host header
         title="Sparrow",
         summary="Real-time neural speech synthesis on CPU cores",
         version="0.1.0",
@@ -83,9 +87,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     metrics.watch_frontend(app.state.frontend.process_counts)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_openapi(app, [SynthesizeRequest, SpeechRequest])
+    # Innermost first: the body's size and read time are bounded, behind the key check, so a
+    # client without the key never gets a body read, let alone decoded.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(ApiKeyMiddleware, settings=settings)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # sees the 413s too
-    app.add_middleware(RequestIdMiddleware)  # outermost: every response carries x-request-id
+    app.add_middleware(RequestIdMiddleware)  # every response carries x-request-id
+    app.add_middleware(TrailingSlashMiddleware)  # outermost: /v1/models/ is /v1/models
     for module in (health, models, voices, synthesize, openai, stream):
         app.include_router(module.router)
     mount_metrics(app, metrics)

@@ -130,6 +130,23 @@ class Settings(BaseSettings):
         ge=4096,
         description="audio queued for a websocket client that is not reading before closing it (4429)",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="a connection whose request line and headers take longer is closed",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0.0, description="a request body not fully received by then is refused (408)"
+    )
+    parse_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="longest a JSON body may take to decode and validate (413 beyond); bodies "
+        "are decoded off the event loop, a few at a time",
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections and requests served at once (503 beyond)"
+    )
     api_key: SecretStr | None = Field(
         None, description="if set, every API route needs `Authorization: Bearer <key>`"
     )

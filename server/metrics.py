@@ -120,6 +120,13 @@ class Metrics:
         self.worker_busy = Counter(
             "sparrow_worker_busy_seconds", "Seconds a worker spent computing", ["core"], registry=r
         )
+        self.body_decode = Histogram(
+            "sparrow_body_decode_seconds",
+            "JSON request bodies decoded and validated (off the event loop), by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.time_to_first_audio = Histogram(
             "sparrow_time_to_first_audio_seconds",
             "Request start to first audio byte ready",

@@ -8,7 +8,6 @@ through untouched; the id also reaches websocket sessions (`scope["state"]["requ
 from __future__ import annotations
 
 import contextvars
-import logging
 import re
 import uuid
 
@@ -55,11 +54,3 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             current.reset(token)
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every record ("-" outside a request) for `%(request_id)s` formats."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current.get()
-        return True

@@ -11,13 +11,13 @@ import binascii
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
-from models.dsp.features import MelInputError
+from models.dsp.features import SPEC, MelInputError
 from models.frontend.festival_frontend import MAX_SPEED, MIN_SPEED
 from server.audio import OutputFormat
 
-N_MELS = 80
+N_MELS = SPEC.n_mels
 SEED_MAX = 2**63 - 1
 
 
@@ -39,6 +39,10 @@ class MelData(Strict):
         n, m = self.shape
         if n < 0 or m < 0:
             raise MelInputError(f"mel.shape {list(self.shape)} has a negative size", "mel.shape")
+        if m != N_MELS:
+            raise MelInputError(
+                f"mel.shape {list(self.shape)} must be [frames, {N_MELS}]", "mel.shape"
+            )
         if len(raw) != n * m * 4:
             raise MelInputError(
                 f"mel.data has {len(raw)} bytes but shape {list(self.shape)} needs {n * m * 4} "
@@ -48,13 +52,16 @@ class MelData(Strict):
         return np.frombuffer(raw, dtype="<f4").reshape(n, m).astype(np.float32)
 
 
+MelRows = list[list[StrictFloat]]
+"""Mel frames as nested lists of JSON numbers: `true` or `"1.5"` is not a mel value."""
+
 MelInput = Annotated[
-    list[list[float]] | MelData,
+    MelRows | MelData,
     Field(description="[frames, 80] log-mel as nested lists, or {data: base64 float32 LE, shape}"),
 ]
 
 
-def mel_to_array(mel: list[list[float]] | MelData) -> np.ndarray:
+def mel_to_array(mel: MelRows | MelData) -> np.ndarray:
     """Either mel form -> float32 array (shape not yet checked; validate_mel does that)."""
     if isinstance(mel, MelData):
         return mel.to_array()
@@ -175,7 +182,7 @@ class WsText(Strict):
 
 class WsMel(Strict):
     type: Literal["mel"]
-    mel: list[list[float]] | None = None
+    mel: MelRows | None = None
     data: str | None = None
     shape: tuple[int, int] | None = None
 

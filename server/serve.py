@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 
 from server.config import Settings, SettingsError, load_settings
+from server.limits import HeaderTimeoutProtocol
+from server.logs import install_root_filters, log_config
 
 logger = logging.getLogger(__name__)
 
@@ -108,20 +110,14 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         # PCM barely compresses; deflating every audio message only costs CPU on both ends.
         "ws_per_message_deflate": False,
         "lifespan": "on",
+        "log_config": log_config(),
+        "http": HeaderTimeoutProtocol,
+        "limit_concurrency": settings.max_connections,
     }
     options.update(overrides)
-    return uvicorn.Config(app, **options)
-
-
-def _log_request_ids() -> None:
-    """Every log line says which request it belongs to (`-` outside one)."""
-    from server.request_id import RequestIdFilter
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdFilter())
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
-        )
+    config = uvicorn.Config(app, **options)
+    config.header_timeout_s = settings.header_timeout_s  # type: ignore[attr-defined]
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"sparrow serve: {exc}", file=sys.stderr)
         return 2
-    _log_request_ids()
+    install_root_filters()
     config = uvicorn_config(app, settings)
     server = DrainingServer(config, app, settings.drain_timeout_s)
     app.state.on_fatal = server.fatal

@@ -15,12 +15,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 
 from models.frontend.festival_frontend import EmptyText
 from server import audio
+from server.body import body_doc, json_body
 from server.catalog import accepts_model
 from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput, UnknownModel, error_body, map_error
@@ -79,9 +80,10 @@ def check_request(body: SpeechRequest, served: str) -> None:
             "X-Time-To-First-Audio-Ms, x-request-id",
         }
     },
+    openapi_extra=body_doc(SpeechRequest),
 )
 async def speech(
-    body: SpeechRequest,
+    body: Annotated[SpeechRequest, json_body(SpeechRequest)],
     request: Request,
     pool: PoolDep,
     settings: SettingsDep,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from server import audio
+from server.body import body_doc, json_body
 from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput
 from server.schemas import SynthesizeRequest
@@ -31,22 +33,24 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["synthesis"], dependencies=[ApiKey])
 ROUTE = "/v1/synthesize"
 
-AUDIO_RESPONSES = {
+AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {t: {} for t in audio.CONTENT_TYPES.values()},
         "description": "mono audio at sample_rate (24 kHz by default); headers X-Sample-Rate, "
         "X-Time-To-First-Audio-Ms, X-Real-Time-Factor, x-request-id",
-    },
-    413: {"description": "text, mel or body too large"},
-    422: {"description": "invalid input (the message names the field)"},
-    429: {"description": "every worker is at capacity; retry after Retry-After seconds"},
-    503: {"description": "not ready, draining, worker died, or text front end unavailable"},
+    }
 }
+"""The audio; the error statuses are documented once, in server/openapi.py."""
 
 
-@router.post(ROUTE, response_class=Response, responses=AUDIO_RESPONSES)
+@router.post(
+    ROUTE,
+    response_class=Response,
+    responses=AUDIO_RESPONSES,
+    openapi_extra=body_doc(SynthesizeRequest),
+)
 async def synthesize(
-    body: SynthesizeRequest,
+    body: Annotated[SynthesizeRequest, json_body(SynthesizeRequest)],
     request: Request,
     pool: PoolDep,
     settings: SettingsDep,

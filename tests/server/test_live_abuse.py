@@ -1,0 +1,196 @@
+"""Hostile and careless HTTP clients against a real uvicorn: what one client sends must not stall
+or starve another. Count-based assertions only (statuses, decode counts, closed sockets); latency
+under attack is measured by `sparrow loadtest`, not here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import socket
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from serverkit import LiveServer, metric_value
+
+from server.logs import RedactSecrets, redact
+from server.openapi import STATUSES, ErrorResponse
+
+KEY = "s3cret-key-for-tests"
+
+
+@pytest.fixture(scope="module")
+def keyed(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return live_server_factory(
+        api_key=KEY, header_timeout_s=1.0, body_timeout_s=1.0, parse_timeout_s=10.0
+    )
+
+
+def _decodes(live: LiveServer) -> float:
+    with live.client(headers={"authorization": f"Bearer {KEY}"}) as c:
+        return metric_value(c.get("/metrics").text, "sparrow_body_decode_seconds_count")
+
+
+def test_no_key_no_body_decoded(keyed: LiveServer, make_mel: Callable[..., np.ndarray]) -> None:
+    """A 6 MiB mel list without the key is refused before a byte of it is decoded."""
+    body = json.dumps({"mel": make_mel(9000).tolist()}).encode()
+    assert len(body) > 5 * 2**20
+    before = _decodes(keyed)
+    with keyed.client() as c:
+        for headers in ({}, {"authorization": "Bearer wrong"}):
+            r = c.post("/v1/synthesize", content=body, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = c.post("/v1/audio/speech?api_key=nope", content=body)
+        assert r.status_code == 401
+    assert _decodes(keyed) == before
+    with keyed.client(headers={"authorization": f"Bearer {KEY}"}) as c:
+        small = c.post("/v1/synthesize", json={"mel": make_mel(8).tolist(), "format": "pcm"})
+    assert small.status_code == 200 and _decodes(keyed) == before + 1
+
+
+def _raw(live: LiveServer) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", live.port), timeout=15)
+    return s
+
+
+def _read_all(s: socket.socket) -> bytes:
+    """Everything until the server closes the connection; a timeout (the server kept it open)
+    fails the test."""
+    out = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return out
+        except TimeoutError:
+            pytest.fail(f"the server kept the connection open; read so far: {out[:200]!r}")
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_slow_body_gets_408(keyed: LiveServer) -> None:
+    """A body dripped a byte at a time is refused when body_timeout_s runs out, however steadily
+    the bytes come."""
+    with _raw(keyed) as s:
+        s.sendall(
+            b"POST /v1/synthesize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"mel": '
+        )
+        s.settimeout(0.25)
+        reply = b""
+        for _ in range(60):  # a byte every 0.25 s: 92 bytes would take 23 s
+            try:
+                s.sendall(b" ")
+                reply += s.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if reply:
+                break
+        s.settimeout(15)
+        reply += _read_all(s)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"body_timeout_s" in reply
+
+
+def test_slow_headers_are_closed(keyed: LiveServer) -> None:
+    with _raw(keyed) as s:
+        s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        assert _read_all(s) == b""  # closed by the server (header_timeout_s), nothing answered
+    with _raw(keyed) as s:  # and a connection that sends nothing at all
+        assert _read_all(s) == b""
+    with keyed.client() as c:  # the server is fine
+        assert c.get("/healthz").status_code == 200
+
+
+def test_trailing_slash_served_in_place(keyed: LiveServer) -> None:
+    with keyed.client(headers={"authorization": f"Bearer {KEY}", "host": "evil.example"}) as c:
+        r = c.get("/v1/models/", follow_redirects=False)
+    assert r.status_code == 200 and "location" not in r.headers
+    assert r.json()["object"] == "list"
+
+
+def test_coercion_and_shape_bounds(keyed: LiveServer) -> None:
+    auth = {"authorization": f"Bearer {KEY}"}
+    cases = [
+        ({"mel": [[True] * 80] * 8}, "mel"),
+        ({"mel": [["1.5"] * 80] * 8}, "mel"),
+        ({"mel": {"data": "", "shape": [2**62, 0]}}, "mel.shape"),
+        ({"mel": {"data": "", "shape": [2**62, 80]}}, "mel.data"),
+    ]
+    with keyed.client(headers=auth) as c:
+        for body, param in cases:
+            r = c.post("/v1/synthesize", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["error"]["param"].startswith(param), r.text
+
+
+def test_errors_match_the_openapi_document(keyed: LiveServer) -> None:
+    """Every error status the document lists for a route has the one error schema, and live
+    errors validate against it."""
+    with keyed.client(headers={"authorization": f"Bearer {KEY}"}) as c:
+        doc = c.get("/openapi.json").json()
+        for (method, path), statuses in STATUSES.items():
+            responses = doc["paths"][path][method]["responses"]
+            for status in statuses:
+                schema = responses[str(status)]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
+        assert "HTTPValidationError" not in doc["components"]["schemas"]
+        synth = doc["paths"]["/v1/synthesize"]["post"]["requestBody"]["content"]
+        assert synth["application/json"]["schema"]["$ref"].endswith("/SynthesizeRequest")
+        live_errors = [
+            c.post("/v1/synthesize", json={"seed": -1, "text": "x"}),
+            c.post("/v1/audio/speech", json={"model": "gpt-9", "input": "x"}),
+            c.post(
+                "/v1/audio/speech", json={"model": "tts-1", "input": "x", "response_format": "x"}
+            ),
+            c.get("/v1/models/gpt-9"),
+            c.post("/v1/synthesize", content=b"x" * (9 * 2**20)),
+        ]
+    with keyed.client() as c:
+        live_errors.append(c.get("/v1/voices"))
+    for r in live_errors:
+        assert str(r.status_code) in {"401", "404", "400", "413", "422"}
+        ErrorResponse.model_validate(r.json())
+
+
+def test_keys_never_reach_a_log_line() -> None:
+    assert redact("GET /v1/stream?api_key=abc&x=1") == "GET /v1/stream?api_key=***&x=1"
+    assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+    # uvicorn's access record carries the URL in its arguments
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/v1/voices?api_key=" + KEY, "1.1", 200),
+        None,
+    )
+    RedactSecrets().filter(record)
+    assert KEY not in record.getMessage() and "api_key=***" in record.getMessage()
+
+
+def test_request_ids_and_redaction_in_the_served_log_config() -> None:
+    from server.logs import log_config
+
+    config = log_config()
+    assert all(h["filters"] == ["request_id", "redact"] for h in config["handlers"].values())
+    logging.config.dictConfig(config)
+    handler = logging.getLogger("uvicorn.access").handlers[0]
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/v1/voices?api_key=" + KEY, "1.1", 200),
+        None,
+    )
+    assert all(f.filter(record) for f in handler.filters)
+    line = handler.format(record)
+    assert KEY not in line and "[-]" in line
