@@ -4,7 +4,9 @@
 # One vocoder worker runs per granted core (the server reads its CPU affinity), so pin the
 # container with --cpuset-cpus rather than --cpus: a CFS quota lets workers share cores and
 # miss real-time deadlines, a cpuset gives each worker a core of its own.
-FROM python:3.11-slim
+# The base is pinned to Debian 12 "bookworm": Festival, the SLT voice and libsndfile come from its
+# archive, and the plain `python:3.11-slim` tag moves to newer Debian releases under us.
+FROM python:3.11-slim-bookworm
 
 # Festival + the SLT HTS voice turn text into mel for the text routes; libsndfile backs
 # WAV/FLAC encoding. Installed from Debian so nothing is downloaded at run time.
@@ -19,11 +21,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject alone, so editing code does not re-download TVM/numpy.
+# Dependencies first, from pyproject alone, so editing code does not re-download TVM/numpy; every
+# version pinned by docker/constraints.txt (scripts/lock-constraints regenerates it).
 COPY pyproject.toml README.md ./
+COPY docker/constraints.txt /tmp/constraints.txt
 RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 
 COPY models/ models/
 COPY server/ server/

@@ -53,20 +53,25 @@ def dockerignore_patterns() -> list[str]:
 
 
 def ignored(rel: str, patterns: list[str]) -> bool:
-    """Is `rel` (a path in the build context) excluded? Go-style globs with leading **/."""
+    """Is `rel` (a path in the build context) excluded? Go-style globs with leading **/; as in
+    Docker, the last matching pattern wins and `!pattern` re-includes."""
     parts = rel.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pat in patterns:
+    excluded = False
+    for raw in patterns:
+        negated = raw.startswith("!")
+        pat = raw[1:] if negated else raw
         if pat.startswith("**/"):
-            if any(fnmatch.fnmatch(p, pat[3:]) for p in parts):
-                return True
-        elif any(fnmatch.fnmatch(p, pat) for p in prefixes):
-            return True
-    return False
+            hit = any(fnmatch.fnmatch(p, pat[3:]) for p in parts)
+        else:
+            hit = any(fnmatch.fnmatch(p, pat) for p in prefixes)
+        if hit:
+            excluded = not negated
+    return excluded
 
 
 def test_base_image_and_system_packages() -> None:
-    assert _one("FROM") == "python:3.11-slim"
+    assert _one("FROM") == "python:3.11-slim-bookworm"  # Debian 12, whose packages we install
     runs = " ".join(args for word, args in instructions() if word == "RUN")
     for pkg in ("festival", "festvox-us-slt-hts", "libsndfile1"):
         assert re.search(rf"apt-get install[^&]*\b{pkg}\b", runs), f"{pkg} not apt-installed"
@@ -138,6 +143,26 @@ def test_requirements_step_lists_pyproject_dependencies() -> None:
     )
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert out.stdout.split() == deps
+
+
+def test_constraints_pin_every_dependency_within_pyproject() -> None:
+    """docker/constraints.txt pins (==) every runtime dependency, at versions pyproject allows."""
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    for line in (ROOT / "docker" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[req.name.lower().replace("_", "-")] = spec.version
+    run = next(a for w, a in instructions() if w == "RUN" and "tomllib" in a)
+    assert "-c /tmp/constraints.txt" in run
+    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(dep)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in docker/constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (dep, pins[name])
 
 
 def test_installed_package_has_demo_and_all_subpackages(tmp_path: Path) -> None:
