@@ -58,11 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = pool
         logger.info("starting %d workers on cores %s for %s", len(cores), cores, model_dir)
         await pool.start()
+        watchdog = asyncio.create_task(_watch_start(pool, settings.start_timeout_s))
         # One Festival process starts beside the workers, so the first text does not wait for it.
         warming = asyncio.create_task(asyncio.to_thread(_warm_frontend, app.state.frontend))
         try:
             yield
         finally:
+            watchdog.cancel()
             await pool.stop()
             await warming
             app.state.frontend.close()
@@ -102,6 +104,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_metrics(app, metrics)
     _mount_static(app)
     return app
+
+
+async def _watch_start(pool: WorkerPool, timeout_s: float) -> None:
+    """A pool with no worker ready after `timeout_s` (e.g. no writable temporary directory, a
+    crash loop) is a failed start: /healthz turns 503 and `sparrow serve` exits with the cause,
+    rather than a server that says it is healthy while it can never serve."""
+    try:
+        await asyncio.wait_for(pool.wait_ready(), timeout_s)
+    except TimeoutError:
+        status = pool.worker_status()
+        if any(w["state"] == "ready" for w in status):
+            return  # some cores serve; /readyz says which do not
+        causes = "; ".join(f"core {w['core']}: {w['error']}" for w in status if w.get("error"))
+        pool.fatal_error = f"no worker became ready within {timeout_s:g} s (start_timeout_s)" + (
+            f": {causes}" if causes else ""
+        )
+        logger.error("%s", pool.fatal_error)
+        if pool.on_fatal is not None:
+            pool.on_fatal(pool.fatal_error)
+    except RuntimeError:
+        pass  # a fatal load error, already reported by the pool
 
 
 def _warm_frontend(frontend: FestivalFrontend) -> None:

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         ge=4096,
         description="audio queued for a websocket client that is not reading before closing it (4429)",
     )
+    start_timeout_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="if no worker is ready this long after start, /healthz fails and the "
+        "server exits non-zero with the cause",
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0.0,

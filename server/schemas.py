@@ -295,6 +295,7 @@ class VoiceList(BaseModel):
 
 class Health(BaseModel):
     status: str
+    error: str | None = None
 
 
 class Readiness(BaseModel):

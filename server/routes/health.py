@@ -11,10 +11,15 @@ from server.schemas import Health, Readiness, WorkerStatus
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """The process and its event loop answer. Restart the server only if this fails."""
-    return Health(status="ok")
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+def healthz(pool: PoolDep) -> JSONResponse:
+    """The process and its event loop answer, and its workers can start: 503 (restart the
+    server) once no worker could start or load the model; while starting it is 200."""
+    if pool.fatal_error:
+        return JSONResponse(
+            Health(status="failed", error=pool.fatal_error).model_dump(), status_code=503
+        )
+    return JSONResponse(Health(status="ok").model_dump(exclude_none=True))
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})

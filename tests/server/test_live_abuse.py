@@ -8,6 +8,7 @@ import json
 import logging
 import logging.config
 import socket
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -194,3 +195,18 @@ def test_request_ids_and_redaction_in_the_served_log_config() -> None:
     assert all(f.filter(record) for f in handler.filters)
     line = handler.format(record)
     assert KEY not in line and "[-]" in line
+
+
+def test_a_pool_that_cannot_start_fails_health(
+    live_server_factory: Callable[..., LiveServer],
+) -> None:
+    """No worker ready within start_timeout_s: /healthz turns 503 with the cause (and
+    `sparrow serve` exits non-zero, tests/server/test_serve.py), instead of healthy for ever."""
+    live = live_server_factory(wait=False, start_timeout_s=0.001)
+    with live.client() as c:
+        for _ in range(200):
+            r = c.get("/healthz")
+            if r.status_code == 503:
+                break
+            time.sleep(0.05)
+    assert r.status_code == 503 and "start_timeout_s" in r.json()["error"]

@@ -44,6 +44,12 @@ def test_invalid_settings_exit_2_with_a_clear_message(tiny_model_dir: Path) -> N
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+def test_workers_that_never_start_exit_non_zero_with_the_cause(tiny_model_dir: Path) -> None:
+    r = run_serve("--model", str(tiny_model_dir), "--port", "0", "--start-timeout-s", "0.001")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no worker became ready" in r.stderr and "start_timeout_s" in r.stderr
+
+
 @pytest.fixture
 def served(tiny_model_dir: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
     procs: list[subprocess.Popen[str]] = []
