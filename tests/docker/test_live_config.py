@@ -12,8 +12,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import yaml
 from test_dockerfile import healthcheck_command
+
+pytestmark = pytest.mark.live
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

@@ -12,6 +12,8 @@ import pytest
 from models import festival
 from models.festival import FestivalBusy, FestivalFailed, FestivalPool, FestivalProcess
 
+pytestmark = pytest.mark.festival
+
 VOICE = "cmu_us_slt_arctic_hts"
 
 

@@ -26,6 +26,8 @@ from models.frontend import (
 )
 from models.text import normalize
 
+pytestmark = pytest.mark.festival
+
 
 @pytest.fixture(scope="module")
 def fe() -> Iterator[FestivalFrontend]:

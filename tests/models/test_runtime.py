@@ -21,6 +21,8 @@ from models.pitch import mel_pitch
 from models.reference import REDRAW_SHARE, frame_source, random_weights, vocode
 from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -16,6 +16,8 @@ from models.config import TINY, VocoderConfig
 from models.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, vocode
 from models.sparsity import block_norms
 
+pytestmark = pytest.mark.slow
+
 
 def make_corpus(root: Path) -> Path:
     return train_mod.write_synthetic_corpus(root)
