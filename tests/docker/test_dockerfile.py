@@ -135,11 +135,24 @@ def test_every_copy_source_exists_in_the_build_context() -> None:
         assert readme in copied, f"pyproject's readme {readme} is not copied before pip install"
 
 
+def image_like_env(**extra: str) -> dict[str, str]:
+    """The environment with this interpreter's directory first on PATH: the image's commands call
+    `python`, which in the image is its Python, and a Debian host may have only `python3` (the
+    venv running these tests does have `python`)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, **extra}
+
+
 def test_requirements_step_lists_pyproject_dependencies() -> None:
     run = next(a for w, a in instructions() if w == "RUN" and "tomllib" in a)
     extract = run.split(">")[0]  # the python -c ... part, before the redirect
     out = subprocess.run(
-        ["sh", "-c", extract], capture_output=True, text=True, cwd=ROOT, check=True
+        ["sh", "-c", extract],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env=image_like_env(),
     )
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert out.stdout.split() == deps

@@ -5,15 +5,17 @@ HEALTHCHECK command succeeds against the server (and fails when nothing listens)
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import yaml
-from test_dockerfile import healthcheck_command
+from test_dockerfile import healthcheck_command, image_like_env
+
+pytestmark = pytest.mark.live
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -81,7 +83,7 @@ def test_probe_paths_are_app_routes(served: str) -> None:
 
 
 def _run_healthcheck(port: int) -> int:
-    env = dict(os.environ, SPARROW_PORT=str(port))
+    env = image_like_env(SPARROW_PORT=str(port))
     return subprocess.run(
         healthcheck_command(), check=False, env=env, capture_output=True, timeout=30
     ).returncode

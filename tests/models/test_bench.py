@@ -14,6 +14,8 @@ from models.compile import build_artifact
 from models.vocoder.config import TINY
 from models.vocoder.reference import random_weights
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

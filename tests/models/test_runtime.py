@@ -21,6 +21,8 @@ from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_fl
 from models.vocoder.config import TINY
 from models.vocoder.reference import REDRAW_SHARE, frame_source, random_weights, vocode
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

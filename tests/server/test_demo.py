@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+pytestmark = [pytest.mark.festival, pytest.mark.browser, pytest.mark.live]
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ROOT = Path(__file__).resolve().parents[2]

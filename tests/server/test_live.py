@@ -25,7 +25,7 @@ from serverkit import (
     ws_session,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.festival, pytest.mark.live]
 HOP = 300
 
 

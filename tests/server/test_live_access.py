@@ -10,7 +10,7 @@ import openai
 import pytest
 from serverkit import LiveServer, start_live_server, tiny_settings, ws_session
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.live]
 KEY = "test-key-123"
 
 

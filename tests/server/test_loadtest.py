@@ -14,6 +14,8 @@ from models.dsp.features import validate_mel
 from server import loadtest
 from server.loadtest import LoadtestError, count_late_frames, load_sample_mel, tile_mel
 
+pytestmark = pytest.mark.live
+
 FRAME_S = 300 / 24_000  # 12.5 ms of audio per frame
 
 

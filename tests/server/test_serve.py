@@ -18,7 +18,7 @@ import pytest
 from serverkit import drain_ws, free_port, mel_bytes_b64, wait_ready
 from websockets.asyncio.client import connect
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.live]
 SERVE = [sys.executable, "-m", "server", "serve"]
 
 

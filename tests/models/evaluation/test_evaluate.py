@@ -15,6 +15,8 @@ import soundfile as sf
 from models.dsp.features import SPEC, log_mel
 from models.evaluation import evaluate as ev
 
+pytestmark = pytest.mark.slow
+
 
 def _speechlike(seconds: float, seed: int) -> np.ndarray:
     """Harmonics with a pitch glide and an amplitude envelope: a rich, non-flat spectrum."""

@@ -14,6 +14,8 @@ from models.dsp.features import SPEC, log_mel
 from models.frontend import corpus
 from server.cli import main as sparrow
 
+pytestmark = pytest.mark.festival
+
 SENTENCES = [
     "# a comment line, ignored",
     "Hello there.",
@@ -69,19 +71,22 @@ def test_outputs_follow_the_contract(built: Path) -> None:
     assert not list(built.rglob("*.tmp"))
 
 
-def _festival_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("sparrow-festival-*"))
-
-
-def test_same_inputs_give_identical_files(built: Path, sentence_file: Path, tmp_path: Path) -> None:
+def test_same_inputs_give_identical_files(
+    built: Path, sentence_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     again = tmp_path / "corpus_b"
-    before = _festival_dirs()
+    # Temporary files in a directory of this test's own (inherited by the forked workers, and by
+    # spawned ones through TMPDIR), so that no other Festival user on the host can disturb it.
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(own_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     assert (
         sparrow(["data", "--out", str(again), "--sentences", str(sentence_file), "--jobs", "1"])
         == 0
     )
     # The worker's warm Festival is stopped and its directory removed when the worker exits.
-    assert _festival_dirs() <= before
+    assert list(own_tmp.glob("sparrow-festival-*")) == []
     for sub in ("mel", "wav"):
         names = sorted(p.name for p in (built / sub).iterdir())
         assert names == sorted(p.name for p in (again / sub).iterdir()) and len(names) == 3

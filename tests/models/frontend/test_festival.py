@@ -12,6 +12,8 @@ import pytest
 from models.frontend import festival
 from models.frontend.festival import FestivalBusy, FestivalFailed, FestivalPool, FestivalProcess
 
+pytestmark = pytest.mark.festival
+
 VOICE = "cmu_us_slt_arctic_hts"
 
 

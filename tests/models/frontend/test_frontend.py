@@ -28,6 +28,8 @@ from models.frontend.festival_frontend import (
 )
 from models.frontend.text import normalize
 
+pytestmark = pytest.mark.festival
+
 
 @pytest.fixture(scope="module")
 def fe() -> Iterator[FestivalFrontend]:

@@ -16,6 +16,8 @@ from models.vocoder import reference as ref
 from models.vocoder.config import TINY, VocoderConfig
 from models.vocoder.sparsity import to_bsr
 
+pytestmark = pytest.mark.slow
+
 # A sampled class may legitimately differ from the reference only when the uniform draw sits
 # within float rounding of a CDF edge; such steps have a tiny reference margin.
 BOUNDARY_MARGIN = 1e-4

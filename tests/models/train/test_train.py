@@ -16,6 +16,8 @@ from models.vocoder.config import TINY, VocoderConfig
 from models.vocoder.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, vocode
 from models.vocoder.sparsity import block_norms
 
+pytestmark = pytest.mark.slow
+
 
 def make_corpus(root: Path) -> Path:
     return train_mod.write_synthetic_corpus(root)

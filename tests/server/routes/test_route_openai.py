@@ -8,6 +8,8 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+pytestmark = pytest.mark.festival
+
 
 def speech(client: TestClient, **body: object):
     return client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello world.", **body})

@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from serverkit import mel_bytes_b64
 
+pytestmark = pytest.mark.festival
+
 
 def run_session(
     client: TestClient, messages: list[Any]

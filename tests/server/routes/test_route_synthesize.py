@@ -11,6 +11,8 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from serverkit import mel_bytes_b64
 
+pytestmark = pytest.mark.festival
+
 HOP = 300
 
 
