@@ -159,11 +159,9 @@ def test_errors_match_the_openapi_document(keyed: LiveServer) -> None:
         ErrorResponse.model_validate(r.json())
 
 
-def test_keys_never_reach_a_log_line() -> None:
-    assert redact("GET /v1/stream?api_key=abc&x=1") == "GET /v1/stream?api_key=***&x=1"
-    assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
-    # uvicorn's access record carries the URL in its arguments
-    record = logging.LogRecord(
+def access_record() -> logging.LogRecord:
+    """A record as uvicorn's access logger makes it: the URL is one of the arguments."""
+    return logging.LogRecord(
         "uvicorn.access",
         logging.INFO,
         __file__,
@@ -172,6 +170,12 @@ def test_keys_never_reach_a_log_line() -> None:
         ("127.0.0.1:5", "GET", "/v1/voices?api_key=" + KEY, "1.1", 200),
         None,
     )
+
+
+def test_keys_never_reach_a_log_line() -> None:
+    assert redact("GET /v1/stream?api_key=abc&x=1") == "GET /v1/stream?api_key=***&x=1"
+    assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+    record = access_record()
     RedactSecrets().filter(record)
     assert KEY not in record.getMessage() and "api_key=***" in record.getMessage()
 
@@ -183,15 +187,7 @@ def test_request_ids_and_redaction_in_the_served_log_config() -> None:
     assert all(h["filters"] == ["request_id", "redact"] for h in config["handlers"].values())
     logging.config.dictConfig(config)
     handler = logging.getLogger("uvicorn.access").handlers[0]
-    record = logging.LogRecord(
-        "uvicorn.access",
-        logging.INFO,
-        __file__,
-        1,
-        '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5", "GET", "/v1/voices?api_key=" + KEY, "1.1", 200),
-        None,
-    )
+    record = access_record()
     assert all(f.filter(record) for f in handler.filters)
     line = handler.format(record)
     assert KEY not in line and "[-]" in line
