@@ -1,0 +1,193 @@
+"""`sparrow loadtest --attack`: hostile clients beside the real streams, and what they cost.
+
+While the load test's streams run, three kinds of attacker hit the same server on loopback:
+- big bodies: clients POSTing ~7.5 MiB JSON mel lists to /v1/synthesize in a loop, half of them
+  without the API key (those must be refused before the body is read);
+- idle sockets: websockets that connect and never send;
+- slow senders: TCP connections that drip a request's headers a byte at a time.
+A prober times GET /healthz every 50 ms. The report gives /healthz's latency percentiles (the
+readiness a Kubernetes probe sees) and what each attacker got; the streams' late frames come
+from the load test itself. Every loop is bounded by the `stop` event and by the attack's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+PROBE_INTERVAL_S = 0.05
+BIG_BODY_BYTES = int(7.5 * 2**20)
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    url: str
+    api_key: str | None
+    big_bodies: int = 8
+    idle_sockets: int = 16
+    slow_senders: int = 16
+
+
+@dataclass
+class AttackReport:
+    healthz_ms: list[float] = field(default_factory=list)
+    healthz_failures: int = 0
+    outcomes: dict[str, collections.Counter[str]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter)
+    )
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.healthz_ms) if self.healthz_ms else np.zeros(1)
+        return {
+            "healthz_probes": len(self.healthz_ms),
+            "healthz_failures": self.healthz_failures,
+            "healthz_ms": {
+                "p50": round(float(np.percentile(lat, 50)), 1),
+                "p99": round(float(np.percentile(lat, 99)), 1),
+                "max": round(float(lat.max()), 1),
+            },
+            "attackers": {k: dict(v) for k, v in self.outcomes.items()},
+        }
+
+
+def big_body() -> bytes:
+    """A JSON body just under the default 8 MiB limit: a mel list of ~12,000 frames."""
+    rng = np.random.default_rng(0)
+    frames = BIG_BODY_BYTES // (80 * 8)
+    mel = np.round(rng.uniform(-9.0, -1.0, (frames, 80)), 3)
+    return json.dumps({"mel": mel.tolist()}).encode()
+
+
+async def _probe(client: httpx.AsyncClient, report: AttackReport, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            r = await client.get("/healthz", timeout=5.0)
+            if r.status_code == 200:
+                report.healthz_ms.append((time.perf_counter() - t0) * 1000)
+            else:
+                report.healthz_failures += 1
+        except httpx.HTTPError:
+            report.healthz_failures += 1
+        await asyncio.sleep(PROBE_INTERVAL_S)
+
+
+async def _poster(
+    client: httpx.AsyncClient,
+    body: bytes,
+    key: str | None,
+    tally: collections.Counter[str],
+    stop: asyncio.Event,
+) -> None:
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    while not stop.is_set():
+        try:
+            r = await client.post("/v1/synthesize", content=body, headers=headers, timeout=60)
+            tally[str(r.status_code)] += 1
+        except httpx.HTTPError as exc:
+            tally[type(exc).__name__] += 1
+
+
+async def _idle_socket(ws_url: str, tally: collections.Counter[str], stop: asyncio.Event) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    while not stop.is_set():
+        try:
+            async with connect(ws_url, open_timeout=10) as ws:
+                tally["connected"] += 1
+                try:
+                    while not stop.is_set():
+                        await asyncio.wait_for(ws.recv(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                except ConnectionClosed:
+                    tally[f"closed {ws.close_code}"] += 1
+        except (OSError, InvalidStatus, TimeoutError) as exc:
+            tally[type(exc).__name__] += 1
+            await asyncio.sleep(0.2)
+
+
+async def _slow_sender(
+    host: str, port: int, tally: collections.Counter[str], stop: asyncio.Event
+) -> None:
+    request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4000 + b"\r\n\r\n"
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            tally[type(exc).__name__] += 1
+            await asyncio.sleep(0.2)
+            continue
+        tally["connected"] += 1
+        try:
+            for byte in request:
+                if stop.is_set() or reader.at_eof():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.5)
+            tally["closed by server" if reader.at_eof() else "stopped"] += 1
+        except (ConnectionError, OSError):
+            tally["closed by server"] += 1
+        finally:
+            writer.close()
+
+
+async def run_attacks(plan: AttackPlan, stop: asyncio.Event) -> AttackReport:
+    """Run every attacker and the prober until `stop` is set; then the report."""
+    report = AttackReport()
+    parts = urlsplit(plan.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    ws_url = f"ws://{host}:{port}/v1/stream"
+    body = await asyncio.to_thread(big_body)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with (
+        httpx.AsyncClient(base_url=plan.url, limits=limits) as client,
+        httpx.AsyncClient(base_url=plan.url) as probe_client,
+    ):
+        tasks = [asyncio.ensure_future(_probe(probe_client, report, stop))]
+        for i in range(plan.big_bodies):
+            key = plan.api_key if i % 2 == 0 else None  # half keyed, half not (or none at all)
+            name = "big body, keyed" if key else "big body, no key"
+            tasks.append(
+                asyncio.ensure_future(_poster(client, body, key, report.outcomes[name], stop))
+            )
+        for _ in range(plan.idle_sockets):
+            tasks.append(
+                asyncio.ensure_future(_idle_socket(ws_url, report.outcomes["idle socket"], stop))
+            )
+        for _ in range(plan.slow_senders):
+            tasks.append(
+                asyncio.ensure_future(
+                    _slow_sender(host, port, report.outcomes["slow sender"], stop)
+                )
+            )
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return report
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    h = summary["healthz_ms"]
+    head = (
+        f"/healthz under attack: p50 {h['p50']} ms, p99 {h['p99']} ms, max {h['max']} ms "
+        f"({summary['healthz_probes']} probes, {summary['healthz_failures']} failed)"
+    )
+    lines = [head]
+    for name, tally in summary["attackers"].items():
+        got = ", ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
+        lines.append(f"  {name}: {got}")
+    return "\n".join(lines)
