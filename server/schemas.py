@@ -166,6 +166,9 @@ class WsConfig(Strict):
     voice: str | None = None
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, allow_inf_nan=False)
     sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
+    timestamps: bool = Field(
+        False, strict=True, description="send a `words` event before each sentence's audio"
+    )
 
 
 class WsText(Strict):
