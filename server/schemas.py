@@ -96,6 +96,12 @@ class SynthesizeRequest(Strict):
         "wav", description="wav, flac, mp3, opus (Ogg), aac (ADTS) or pcm (raw s16le)"
     )
     sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
+    timestamps: bool = Field(
+        False,
+        strict=True,
+        description="text only: answer JSON with the audio (base64) and each word's start and "
+        "end in seconds",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesizeRequest:
