@@ -44,7 +44,7 @@ USER sparrow
 ENV SPARROW_HOST=0.0.0.0 \
     SPARROW_PORT=8000 \
     SPARROW_MODEL=/app/compiled
-EXPOSE 8000
+EXPOSE 8000 10200
 
 # No curl in the slim image: probe with the interpreter that is there anyway.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

@@ -61,10 +61,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watchdog = asyncio.create_task(_watch_start(pool, settings.start_timeout_s))
         # One Festival process starts beside the workers, so the first text does not wait for it.
         warming = asyncio.create_task(asyncio.to_thread(_warm_frontend, app.state.frontend))
+        app.state.wyoming = None
         try:
+            if settings.wyoming_port is not None:  # same pool, front end, admission, metrics
+                from server.wyoming import WyomingServer
+
+                app.state.wyoming = WyomingServer(
+                    app.state,
+                    settings.wyoming_host or settings.host,
+                    settings.wyoming_port,
+                    settings.wyoming_sample_rate,
+                )
+                await app.state.wyoming.start()
             yield
         finally:
             watchdog.cancel()
+            if app.state.wyoming is not None:
+                await app.state.wyoming.stop()
             await pool.stop()
             await warming
             app.state.frontend.close()

@@ -157,6 +157,26 @@ class Settings(BaseSettings):
         None, description="if set, every API route needs `Authorization: Bearer <key>`"
     )
     log_level: str = Field("info", description="uvicorn/server log level")
+    wyoming_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also serve the Wyoming protocol (Home Assistant) on this TCP port; its "
+        "convention is 10200 (0 picks a free one; unset: no Wyoming)",
+    )
+    wyoming_host: str | None = Field(None, description="interface for Wyoming; default `host`")
+    wyoming_sample_rate: int = Field(
+        24000, description="sample rate of Wyoming audio (8000, 16000, 22050, 24000, 44100, 48000)"
+    )
+
+    @field_validator("wyoming_sample_rate")
+    @classmethod
+    def _known_rate(cls, value: int) -> int:
+        from server.resample import SAMPLE_RATES  # numpy + soxr: imported only when set
+
+        if value not in SAMPLE_RATES:
+            raise ValueError(f"must be one of {list(SAMPLE_RATES)}")
+        return value
 
     @field_validator("cores", mode="before")
     @classmethod

@@ -103,6 +103,12 @@ class SynthesizeRequest(Strict):
         "wav", description="wav, flac, mp3, opus (Ogg), aac (ADTS) or pcm (raw s16le)"
     )
     sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
+    timestamps: bool = Field(
+        False,
+        strict=True,
+        description="text only: answer JSON with the audio (base64) and each word's start and "
+        "end in seconds",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesizeRequest:
@@ -173,6 +179,9 @@ class WsConfig(Strict):
     voice: str | None = None
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, allow_inf_nan=False)
     sample_rate: OutputRate = Field(24000, description="output sample rate in Hz")
+    timestamps: bool = Field(
+        False, strict=True, description="send a `words` event before each sentence's audio"
+    )
 
 
 class WsText(Strict):

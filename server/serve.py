@@ -54,6 +54,9 @@ FLAGS: list[tuple[str, type, str]] = [
     ("ws-send-buffer-bytes", int, "unsent audio allowed per websocket before closing it (4429)"),
     ("api-key", str, "require 'Authorization: Bearer <key>' on API routes"),
     ("log-level", str, "critical|error|warning|info|debug|trace"),
+    ("wyoming-port", int, "also serve Wyoming (Home Assistant) on this TCP port, e.g. 10200"),
+    ("wyoming-host", str, "interface for Wyoming (default: --host)"),
+    ("wyoming-sample-rate", int, "Wyoming audio sample rate (default 24000)"),
 ]
 
 

@@ -29,6 +29,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,30 @@ HEAP_CELLS = 1_000_000
 MAX_USES = 1000
 
 # Defined once per process. `sparrow_join` is text2wave's hook: each utterance Festival cuts the
-# file into is synthesised and its wave appended.
-_PRELUDE = """(define (sparrow_join utt)
+# file into is synthesised and its wave appended. It also keeps each word's start and end (its
+# first segment's start, its last segment's end, from the Word -> SylStructure -> Segment
+# relations), shifted by the audio already joined, so word times come from the same call.
+_PRELUDE = """(define (sparrow_seconds w)
+  (/ (cadr (assoc 'num_samples (wave.info w))) (cadr (assoc 'sample_rate (wave.info w)))))
+(define (sparrow_join utt)
+  (let ((off (if sparrow_wave (sparrow_seconds sparrow_wave) 0)))
+    (mapcar
+     (lambda (w)
+       (set! sparrow_words
+             (cons (list (+ off (item.feat w "R:SylStructure.daughter1.daughter1.segment_start"))
+                         (+ off (item.feat w "R:SylStructure.daughtern.daughtern.segment_end"))
+                         (item.name w))
+                   sparrow_words)))
+     (utt.relation.items utt 'Word)))
   (set! sparrow_wave (if sparrow_wave (wave.append sparrow_wave (utt.wave utt)) (utt.wave utt))))
+(define (sparrow_save_words)
+  (let ((fd (fopen "words.txt" "w")))
+    (mapcar (lambda (x) (format fd "%f %f %s\\n" (car x) (cadr x) (car (cddr x))))
+            (reverse sparrow_words))
+    (fclose fd)))
 (set! tts_hooks (list utt.synth sparrow_join))
-(defvar sparrow_wave nil)"""
+(defvar sparrow_wave nil)
+(defvar sparrow_words nil)"""
 
 # hts_engine_params as the voice left it, so each sentence's speed replaces the last one's
 # rather than piling onto it.
@@ -60,10 +80,21 @@ _SCHEME_NAME = re.compile(r"[a-z0-9_]+")  # voice names come from our table; che
 
 _SPEAK = (
     '(set! hts_engine_params (cons (list "-r" {speed:.4f}) sparrow_voice_params)) '
-    "(set! sparrow_wave nil) "
+    "(set! sparrow_wave nil) (set! sparrow_words nil) "
     '(tts_file "input.txt" (quote fundamental)) '
-    '(if sparrow_wave (wave.save sparrow_wave "out.wav" (quote riff)))'
+    '(if sparrow_wave (wave.save sparrow_wave "out.wav" (quote riff))) '
+    "(sparrow_save_words)"
 )
+
+
+@dataclass(frozen=True)
+class WordTime:
+    """A word as Festival spoke it (its own tokenisation: "3.5" is three words), in seconds of
+    the sentence's audio."""
+
+    word: str
+    start: float
+    end: float
 
 
 class FestivalFailed(RuntimeError):
@@ -115,6 +146,13 @@ class FestivalProcess:
     ) -> tuple[np.ndarray, int]:
         """Synthesise one sentence of normalised ASCII text: (float32 [samples], Festival's
         sample rate). FestivalFailed / FestivalTimeout; after either, close the process."""
+        audio, sample_rate, _ = self.speak_timed(sentence, scheme_voice, speed, timeout_s)
+        return audio, sample_rate
+
+    def speak_timed(
+        self, sentence: str, scheme_voice: str, speed: float, timeout_s: float
+    ) -> tuple[np.ndarray, int, list[WordTime]]:
+        """`speak`, plus each word's times from the same synthesis (read back as data)."""
         if not _SCHEME_NAME.fullmatch(scheme_voice):
             raise ValueError(f"not a Festival voice name: {scheme_voice!r}")
         deadline = time.monotonic() + timeout_s
@@ -122,15 +160,16 @@ class FestivalProcess:
             self._call(_LOAD_VOICE.format(scheme=scheme_voice), timeout_s)
             self.voice = scheme_voice
         (self._dir / "input.txt").write_text(sentence + "\n", encoding="ascii", errors="ignore")
-        out = self._dir / "out.wav"
+        out, words = self._dir / "out.wav", self._dir / "words.txt"
         out.unlink(missing_ok=True)
+        words.unlink(missing_ok=True)
         self.uses += 1
         self._call(_SPEAK.format(speed=float(speed)), deadline - time.monotonic())
         try:
             audio, sample_rate = sf.read(str(out), dtype="float32", always_2d=False)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise FestivalFailed("Festival produced no readable audio") from exc
-        return audio, int(sample_rate)
+        return audio, int(sample_rate), _read_words(words, audio.shape[0] / sample_rate)
 
     def _call(self, scheme: str, timeout_s: float) -> str:
         """Send Scheme, wait for its marker; return what Festival printed before it."""
@@ -188,6 +227,26 @@ class FestivalProcess:
     def close(self) -> None:
         """Stop the process (its whole group) and remove its directory; safe to call twice."""
         self._finalizer()
+
+
+def _read_words(path: Path, duration: float) -> list[WordTime]:
+    """words.txt ("start end word" lines) -> WordTimes within [0, duration], in order."""
+    out: list[WordTime] = []
+    try:
+        lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        start_s, _, rest = line.partition(" ")
+        end_s, _, word = rest.partition(" ")
+        try:
+            start, end = float(start_s), float(end_s)
+        except ValueError:
+            continue
+        start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+        if word and end > start:
+            out.append(WordTime(word, start, end))
+    return out
 
 
 def _stop(proc: subprocess.Popen[bytes], workdir: Path) -> None:

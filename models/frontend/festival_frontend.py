@@ -28,7 +28,13 @@ import numpy as np
 
 from models.dsp import features
 from models.frontend import markup, tempo, text
-from models.frontend.festival import FestivalBusy, FestivalFailed, FestivalPool, FestivalTimeout
+from models.frontend.festival import (
+    FestivalBusy,
+    FestivalFailed,
+    FestivalPool,
+    FestivalTimeout,
+    WordTime,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,14 @@ class Sentence:
 
 
 Segment = Sentence | markup.Pause
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """One segment of a text as the vocoder will hear it: its log-mel and the words in it."""
+
+    mel: np.ndarray  # float32 [frames, 80]
+    words: tuple[WordTime, ...]  # seconds from this mel's first frame, in order (none in a pause)
 
 
 @dataclass(frozen=True)
@@ -174,17 +188,24 @@ class FestivalFrontend:
 
     # --- synthesis ---------------------------------------------------------------------------
 
+    def check(self, voice: str = "slt", speed: float = 1.0) -> None:
+        """Raise what `mel_for_text` would for this voice and speed (UnknownVoice, InvalidSpeed,
+        FrontendUnavailable), without speaking: a stream checks before its text is complete."""
+        self._resolve(voice, speed)
+
     def _run_festival(
         self, sentence: str, fv: _FestivalVoice, binary: str, speed: float
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, list[WordTime]]:
         """One sentence of already-normalised ASCII text, spoken by a warm process of the pool
-        -> float32 audio at 24 kHz."""
+        -> (float32 audio at 24 kHz, its words' times)."""
         pool = self._pool_for(binary)
         try:
             # Waiting for a free process and speaking share the one timeout.
             deadline = time.monotonic() + self.timeout_s
             with pool.process(self.timeout_s) as proc:
-                audio, sr = proc.speak(sentence, fv.scheme_name, speed, deadline - time.monotonic())
+                audio, sr, words = proc.speak_timed(
+                    sentence, fv.scheme_name, speed, deadline - time.monotonic()
+                )
         except FestivalBusy as exc:
             raise FrontendBusy(str(exc)) from exc
         except FestivalTimeout as exc:
@@ -198,7 +219,7 @@ class FestivalFrontend:
             raise FrontendUnavailable(f"cannot run {binary}: {exc}") from exc
         if audio.ndim != 1 or audio.size == 0:
             raise FrontendError(f"Festival produced empty or multi-channel audio {audio.shape}")
-        return features.resample(audio, sr, features.SPEC.sample_rate)
+        return features.resample(audio, sr, features.SPEC.sample_rate), words
 
     def _pool_for(self, binary: str) -> FestivalPool:
         with self._lock:
@@ -247,7 +268,7 @@ class FestivalFrontend:
         clean = text.normalize(sentence)
         if not text.is_speakable(clean):
             raise EmptyText(f"nothing to speak in {sentence[:50]!r}")
-        return self._run_festival(clean, fv, binary, speed)
+        return self._run_festival(clean, fv, binary, speed)[0]
 
     def sentences(self, text_in: str) -> list[str]:
         """Normalised, speakable sentences of `text_in`, each at most max_sentence_chars long."""
@@ -281,34 +302,57 @@ class FestivalFrontend:
         Voice, speed and emptiness are checked here, before the first sentence is synthesised,
         so bad requests fail before any audio is promised.
         """
+        return (s.mel for s in self.spoken_for_text(text_in, voice, speed))
+
+    def spoken_for_text(
+        self, text_in: str, voice: str = "slt", speed: float = 1.0
+    ) -> Iterator[Spoken]:
+        """`mel_for_text` with each segment's words: their times are in seconds of that mel
+        (after the speed's time-scale and the edge trimming), as Festival placed them."""
         fv, binary, speed = self._resolve(voice, speed)
         segments = self.plan(text_in, speed)
         n = sum(isinstance(s, Sentence) for s in segments)
         if not n:
             raise EmptyText("the text has nothing to speak (no letters or digits)")
         logger.debug("front end: %d sentences, voice=%s speed=%.2f", n, voice, speed)
-        return self._mels(segments, fv, binary)
+        return self._spoken(segments, fv, binary)
 
-    def _mels(
-        self, segments: list[Segment], fv: _FestivalVoice, binary: str
-    ) -> Iterator[np.ndarray]:
+    def _spoken(self, segments: list[Segment], fv: _FestivalVoice, binary: str) -> Iterator[Spoken]:
         for i, seg in enumerate(segments):
             if isinstance(seg, markup.Pause):
-                yield silence_mel(seg.seconds)
+                yield Spoken(silence_mel(seg.seconds), ())
                 continue
             t0 = time.perf_counter()
             rate, factor = tempo.split_speed(seg.speed)
-            mel = features.log_mel(self._run_festival(seg.text, fv, binary, rate))
+            audio, words = self._run_festival(seg.text, fv, binary, rate)
+            mel = features.log_mel(audio)
             if factor != 1.0:
                 mel = tempo.time_scale(mel, factor)
             # Festival starts and ends each utterance with ~0.2 s of near-silence; next to a pause
             # that edge is cut, so the silence around a <break time="1s"/> lasts about 1 s.
             before = i > 0 and isinstance(segments[i - 1], markup.Pause)
             after = i + 1 < len(segments) and isinstance(segments[i + 1], markup.Pause)
-            mel = trim_quiet_edges(mel, before, after)
+            lo, hi = quiet_edges(mel, before, after)
+            mel = mel[lo:hi]
             if self.on_sentence is not None:
                 self.on_sentence(time.perf_counter() - t0)
-            yield mel
+            yield Spoken(mel, _place_words(words, factor, lo, mel.shape[0]))
+
+
+def _place_words(
+    words: list[WordTime], factor: float, lo: int, frames: int
+) -> tuple[WordTime, ...]:
+    """Festival's word times -> seconds of the mel made from its audio: divided by the
+    time-scale factor, shifted by the `lo` frames trimmed off the start, clamped to the mel."""
+    frame_s = features.SPEC.hop_length / features.SPEC.sample_rate
+    shift, length = lo * frame_s, frames * frame_s
+    out = []
+    for w in words:
+        start = min(max(w.start / factor - shift, 0.0), length)
+        end = min(max(w.end / factor - shift, 0.0), length)
+        if end > start:
+            out.append(WordTime(w.word, round(start, 4), round(end, 4)))
+    return tuple(out)
 
 
 def _check_speed(speed: object) -> float:
@@ -329,12 +373,18 @@ EDGE_KEEP_FRAMES = 3  # kept of a trimmed quiet edge (37.5 ms), so a weak onset 
 
 def trim_quiet_edges(mel: np.ndarray, start: bool, end: bool) -> np.ndarray:
     """Cut the quiet frames at the start and/or end of `mel`, keeping EDGE_KEEP_FRAMES of each."""
+    lo, hi = quiet_edges(mel, start, end)
+    return mel[lo:hi]
+
+
+def quiet_edges(mel: np.ndarray, start: bool, end: bool) -> tuple[int, int]:
+    """The frame range `trim_quiet_edges` keeps: [lo, hi)."""
     loud = np.flatnonzero(mel.max(axis=1) >= QUIET_LOG_MEL)
     if loud.size == 0:
-        return mel
+        return 0, mel.shape[0]
     lo = max(int(loud[0]) - EDGE_KEEP_FRAMES, 0) if start else 0
     hi = min(int(loud[-1]) + 1 + EDGE_KEEP_FRAMES, mel.shape[0]) if end else mel.shape[0]
-    return mel[lo:hi]
+    return lo, hi
 
 
 def silence_mel(seconds: float) -> np.ndarray:

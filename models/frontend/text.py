@@ -306,6 +306,9 @@ _LATIN_RE = [
 ]
 # Titles precede a name, so their stop never ends a sentence; other abbreviations often do.
 _TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "no", "fig", "vol"}
+TITLES = frozenset(_TITLES)
+ABBREVIATIONS = frozenset(_ABBREVIATIONS)
+"""Lower-case words whose stop may not end a sentence (models/frontend/assembler.py)."""
 
 
 def _ends_sentence(text: str, end: int) -> bool:

@@ -1,9 +1,12 @@
 """Websocket /v1/stream: incremental mel (or text) in, PCM frames out as they are made.
 
-Protocol (docs/protocol.md): optional `config` first; `text` / `mel` messages are vocoded as they
-arrive; `flush` ends an utterance (answered by `flushed` once all its audio is sent); `close`
-flushes, sends `end` and closes with 1000. Errors: an `error` event, then a close code chosen by
-server/errors.py.
+Protocol (docs/protocol.md): optional `config` first; `mel` messages are vocoded as they arrive;
+`text` messages are fragments of one running text (an LLM's tokens): each sentence is spoken as
+soon as its end is known (models/frontend/assembler.py), and a fragment with nothing to say is
+punctuation or space of that text, never an error; `flush` speaks the pending text and ends an
+utterance (answered by `flushed` once all its audio is sent); `close` flushes, sends `end` and
+closes with 1000. With `config.timestamps`, a `words` event precedes each sentence's audio.
+Errors: an `error` event, then a close code chosen by server/errors.py.
 
 A session runs four tasks: the receiver (parses messages, enforces the idle timeout), the processor
 (applies them in order; text goes through the front end one sentence at a time), the sender
@@ -24,19 +27,21 @@ from fastapi import APIRouter, WebSocket
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from models.dsp.features import validate_mel
+from models.dsp.features import SPEC, validate_mel
+from models.frontend.assembler import RunningTextTooLong, TextAssembler
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
 from server.deps import check_api_key
 from server.errors import (
     ClientTooSlow,
     IdleTimeout,
+    InputTooLarge,
     InvalidInput,
     UnsupportedData,
     map_error,
 )
 from server.schemas import OutputRate, WsClose, WsConfig, WsFlush, WsMel, WsMessage, WsText
-from server.synthesis import check_frames, check_text, push_mels
+from server.synthesis import check_frames, check_text, check_text_frames
 from server.workers.pool import Flushed, StreamHandle
 
 logger = logging.getLogger(__name__)
@@ -85,6 +90,12 @@ class Session:
         self.speed = 1.0
         self.sample_rate = int(self.pool.sample_rate)
         self.output: AudioOutput | None = None  # the current utterance's resampler
+        self.text = TextAssembler(self.settings.max_text_chars)  # the running text of `text`s
+        self.text_checked = False  # voice, speed and Festival checked at the first text
+        self.timestamps = False  # send `words` events
+        self.frames_pushed = 0  # mel frames sent to the vocoder on this connection
+        self.utt_text_frames = 0  # frames the text of this utterance read out as
+        self.send_lock = asyncio.Lock()  # the sender and the processor (`words`) both send
         self.got_input = False
         self.processing = False
         self.closing = False
@@ -236,6 +247,7 @@ class Session:
                         await self.ws.send_json(event)
                 elif isinstance(msg, WsMel):
                     self._started()
+                    await self._speak_pending()  # text sent before this mel is heard before it
                     mel = msg.to_array()
                     if mel.ndim >= 1:
                         check_frames(
@@ -245,14 +257,16 @@ class Session:
                         )
                     mel = validate_mel(mel)
                     self.utt_frames += mel.shape[0]
-                    self.handle.push(mel)
+                    self._push(mel)
                 elif isinstance(msg, WsText):
                     self._started()
-                    await self._speak(msg.text)
+                    await self._add_text(msg.text)
                 elif isinstance(msg, WsFlush):
                     self._started()
+                    await self._speak_pending()
                     self._finish("flush")
                 elif isinstance(msg, WsClose):
+                    await self._speak_pending()
                     self._finish("close")
                     return
             finally:
@@ -272,10 +286,15 @@ class Session:
         tail, self.output = self.output.finish(), None
         return tail
 
+    async def _send_json(self, event: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.ws.send_json(event)
+
     async def _send_audio(self, pcm: bytes) -> None:
         if not pcm:
             return
-        await self.ws.send_bytes(pcm)
+        async with self.send_lock:
+            await self.ws.send_bytes(pcm)
         now = time.monotonic()
         if self.t_first_audio is None:
             self.t_first_audio = now
@@ -290,9 +309,9 @@ class Session:
                 await self._send_audio(self._resampled(None))
                 kind = self.finishes.popleft()
                 if kind == "flush":
-                    await self.ws.send_json({"type": "flushed", "samples": self.samples_sent})
+                    await self._send_json({"type": "flushed", "samples": self.samples_sent})
                     continue
-                await self.ws.send_json(self._end_message())
+                await self._send_json(self._end_message())
                 return
             await self._send_audio(self._resampled(ev))
 
@@ -332,6 +351,7 @@ class Session:
         self.handle.seed = msg.seed
         self.voice = msg.voice
         self.speed = msg.speed
+        self.timestamps = msg.timestamps
         if msg.voice is not None:
             known = {v.id for v in self.frontend.voices()}
             voice = resolve_voice(msg.voice)
@@ -349,12 +369,58 @@ class Session:
         self.finishes.append(kind)
         self.handle.finish()
         self.utt_frames = 0
+        self.utt_text_frames = 0
+
+    def _push(self, mel: Any) -> None:
+        assert self.handle is not None
+        self.handle.push(mel)
+        self.frames_pushed += int(mel.shape[0])
+
+    async def _add_text(self, fragment: str) -> None:
+        """A fragment of the running text: speak each sentence it completes."""
+        check_text(fragment, self.settings.max_text_chars)
+        if not self.text_checked:  # a missing Festival or bad speed fails now, not at the end
+            self.frontend.check(resolve_voice(self.voice), self.speed)
+            self.text_checked = True
+        try:
+            pieces = self.text.feed(fragment)
+        except RunningTextTooLong as exc:
+            raise InputTooLarge(str(exc), "text") from exc
+        for piece in pieces:
+            await self._speak(piece)
+
+    async def _speak_pending(self) -> None:
+        for piece in self.text.flush():
+            await self._speak(piece)
 
     async def _speak(self, text: str) -> None:
-        assert self.handle is not None
-        check_text(text, self.settings.max_text_chars)
-        mels = self.frontend.mel_for_text(text, voice=resolve_voice(self.voice), speed=self.speed)
-        await push_mels(self.handle, mels, self.settings.max_text_frames)
+        """One speakable piece of the running text, a segment at a time as the front end makes
+        it; its `words` event goes out before its audio can."""
+        spoken = self.frontend.spoken_for_text(
+            text, voice=resolve_voice(self.voice), speed=self.speed
+        )
+        sentinel = object()
+        while True:
+            item: Any = await asyncio.to_thread(next, spoken, sentinel)
+            if item is sentinel:
+                return
+            mel = validate_mel(item.mel)
+            self.utt_text_frames += mel.shape[0]
+            check_text_frames(self.utt_text_frames, self.settings.max_text_frames)
+            if self.timestamps and item.words:
+                await self._send_json(self._words_event(item.words))
+            self._push(mel)
+
+    def _words_event(self, words: Any) -> dict[str, Any]:
+        """Words of the mel about to be pushed, in seconds of this connection's audio."""
+        t0 = self.frames_pushed * SPEC.hop_length / SPEC.sample_rate
+        return {
+            "type": "words",
+            "words": [
+                {"word": w.word, "start": round(t0 + w.start, 4), "end": round(t0 + w.end, 4)}
+                for w in words
+            ],
+        }
 
     def _end_message(self) -> dict[str, Any]:
         assert self.handle is not None

@@ -1,8 +1,10 @@
 """POST /v1/synthesize: text or mel in, a whole audio file out (wav, flac, mp3, opus, aac or raw
-s16le) at the sample rate asked for."""
+s16le) at the sample rate asked for; with `timestamps`, JSON with the file (base64) and the words'
+times."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Iterator
@@ -10,9 +12,13 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
+from models.dsp.features import SPEC
+from models.frontend.festival_frontend import Spoken
 from server import audio
 from server.body import body_doc, json_body
+from server.catalog import resolve_voice
 from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput
 from server.schemas import SynthesizeRequest
@@ -25,7 +31,6 @@ from server.synthesis import (
     prepare_mel,
     request_start,
     start_feeder,
-    text_mels,
     unless_disconnected,
 )
 
@@ -35,10 +40,12 @@ ROUTE = "/v1/synthesize"
 
 AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {t: {} for t in audio.CONTENT_TYPES.values()},
+        "content": {t: {} for t in [*audio.CONTENT_TYPES.values(), "application/json"]},
         "description": "mono audio at sample_rate (24 kHz by default); headers X-Sample-Rate, "
-        "X-Time-To-First-Audio-Ms, X-Real-Time-Factor, x-request-id",
-    }
+        "X-Time-To-First-Audio-Ms, X-Real-Time-Factor, x-request-id. With timestamps: JSON "
+        '{"audio": base64 file, "content_type", "sample_rate", "samples", '
+        '"words": [{"word", "start", "end"}]}',
+    },
 }
 """The audio; the error statuses are documented once, in server/openapi.py."""
 
@@ -61,7 +68,10 @@ async def synthesize(
     t_start = request_start(request.scope)
     mel: np.ndarray | None = None
     mels: Iterator[np.ndarray] = iter(())
+    words: list[dict[str, Any]] = []
     if body.mel is not None:
+        if body.timestamps:
+            raise InvalidInput("timestamps apply to text input only", "timestamps")
         if body.speed != 1.0:
             raise InvalidInput(
                 "speed applies to text input only; time-scale the mel instead", "speed"
@@ -74,7 +84,8 @@ async def synthesize(
     else:
         assert body.text is not None
         check_text(body.text, settings.max_text_chars)
-        mels = text_mels(frontend, body.text, body.voice, body.speed)
+        spoken = frontend.spoken_for_text(body.text, resolve_voice(body.voice), body.speed)
+        mels = _noting_words(spoken, words)
 
     output = audio.AudioOutput(body.format, body.sample_rate, pool.sample_rate)
     handle = pool.open_stream(seed=body.seed)
@@ -107,4 +118,29 @@ async def synthesize(
     if rtf is not None:
         headers["X-Real-Time-Factor"] = f"{rtf:.4f}"
     headers["X-Elapsed-Ms"] = f"{(time.monotonic() - t_start) * 1000:.1f}"
+    if body.timestamps:
+        return JSONResponse(
+            {
+                "audio": base64.b64encode(content).decode("ascii"),
+                "content_type": output.content_type,
+                "sample_rate": body.sample_rate,
+                "samples": samples,
+                "words": words,
+            },
+            headers=headers,
+        )
     return Response(content, media_type=output.content_type, headers=headers)
+
+
+def _noting_words(spoken: Iterator[Spoken], words: list[dict[str, Any]]) -> Iterator[np.ndarray]:
+    """The mels of `spoken`, appending each segment's words to `words` in seconds of the whole
+    audio (a mel frame is hop_length samples of output)."""
+    frames = 0
+    for sp in spoken:
+        t0 = frames * SPEC.hop_length / SPEC.sample_rate
+        words += [
+            {"word": w.word, "start": round(t0 + w.start, 4), "end": round(t0 + w.end, 4)}
+            for w in sp.words
+        ]
+        frames += sp.mel.shape[0]
+        yield sp.mel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,50 @@ def test_text_message(app_client: TestClient) -> None:
     assert len(audio) > 24000 and json_events(events)[-1]["type"] == "end"
 
 
+def speak_fragments(client: TestClient, fragments: list[str], seed: int = 3) -> bytes:
+    messages: list[Any] = [{"type": "config", "seed": seed}]
+    messages += [{"type": "text", "text": f} for f in fragments]
+    _, events, audio, code = run_session(client, [*messages, {"type": "close"}])
+    assert code == 1000, events
+    assert not [e for e in json_events(events) if e["type"] == "error"]
+    return audio
+
+
+def test_fragments_speak_as_the_whole_text(app_client: TestClient) -> None:
+    whole = speak_fragments(app_client, ["Hello there, my friend. How are you today?"])
+    words = ["Hel", "lo", " there", ",", " my", " friend", ".", " How", " are", " you", " today?"]
+    assert speak_fragments(app_client, words) == whole  # same sentences, same seed: same audio
+    # punctuation, whitespace and emoji between the words: kept as such, never an error
+    noisy = ["?", " ", "Hello", " there", ",", " my", " \U0001f600", " friend", ".", " ", "."]
+    noisy += ["  ", "How are", "  ", " you", "\n", "today", "?", " ", "...", "\U0001f44d"]
+    assert speak_fragments(app_client, noisy) == whole
+
+
+@pytest.mark.parametrize("junk", [".", " ", "...", "?", "\U0001f600", "\n", "**"])
+def test_unspeakable_fragments_keep_the_session(app_client: TestClient, junk: str) -> None:
+    audio = speak_fragments(app_client, ["Hello there", junk, junk])
+    assert len(audio) > 24000  # the text before the fragment is spoken
+    assert speak_fragments(app_client, [junk]) == b""
+
+
+def test_flush_speaks_the_pending_text(app_client: TestClient) -> None:
+    _, events, audio, code = run_session(
+        app_client,
+        [
+            {"type": "text", "text": "Good morning and"},
+            {"type": "flush"},
+            {"type": "text", "text": "welcome back"},
+            {"type": "close"},
+        ],
+    )
+    assert code == 1000, events
+    flushed = [e for e in json_events(events) if e["type"] == "flushed"]
+    assert len(flushed) == 1 and flushed[0]["samples"] > 12000  # "Good morning and" was spoken
+    end = json_events(events)[-1]
+    assert end["type"] == "end" and end["samples"] - flushed[0]["samples"] > 12000
+    assert end["samples"] == len(audio) // 2
+
+
 @pytest.mark.parametrize(
     ("messages", "code", "needle"),
     [
@@ -123,7 +168,11 @@ def test_text_message(app_client: TestClient) -> None:
         ),
         ([{"type": "config", "voice": "nobody"}], 1007, "unknown voice"),
         ([{"type": "text", "text": "z" * 4097}], 1009, "limit is 4096"),
-        ([{"type": "text", "text": "?!"}], 1007, "nothing to speak"),
+        (
+            [{"type": "text", "text": "no end " * 500}, {"type": "text", "text": "at all " * 100}],
+            1009,
+            "limit is 4096 (max_text_chars)",
+        ),
         ([{"type": "mel", "mel": [[-5.0] * 80] * 12_001}], 1009, "limit is 12000"),
     ],
 )
@@ -144,3 +193,43 @@ def test_server_still_streams_after_bad_sessions(
     )
     assert code == 1000 and len(audio) == 5 * 600
     assert app_client.get("/readyz").json()["streams_in_flight"] == 0
+
+
+@pytest.mark.parametrize("rate", [24000, 16000])
+def test_word_timestamps_come_before_their_audio(app_client: TestClient, rate: int) -> None:
+    """`words` events: in order, inside the audio, each sent before the audio it describes."""
+    text = ["Hello", " there,", " my friend.", " <speak>Wait", '<break time="1s"/>', "now.</speak>"]
+    config = {"type": "config", "timestamps": True, "speed": 1.5, "sample_rate": rate}
+    messages = [config, *({"type": "text", "text": t} for t in text), {"type": "close"}]
+    _, events, audio, code = run_session(app_client, messages)
+    assert code == 1000, events
+    heard, words, seen = 0, [], 0
+    for e in events:
+        if isinstance(e, int):
+            heard += e // 2
+        elif e["type"] == "words":
+            assert heard <= e["words"][0]["start"] * rate  # none of its audio was sent yet
+            words += e["words"]
+            seen += 1
+    assert seen == 3 and [w["word"] for w in words] == [
+        "Hello",
+        "there",
+        "my",
+        "friend",
+        "Wait",
+        "now",
+    ]
+    total = len(audio) / 2 / rate
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts) and all(w["start"] < w["end"] for w in words)
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(words))
+    assert words[-1]["end"] <= total + 0.02
+    # the 1 s break lies between "Wait" and "now"
+    assert words[5]["start"] - words[4]["end"] >= 0.95
+
+
+def test_word_timestamps_are_off_by_default(app_client: TestClient) -> None:
+    _, events, _, code = run_session(
+        app_client, [{"type": "text", "text": "Hello there."}, {"type": "close"}]
+    )
+    assert code == 1000 and not [e for e in json_events(events) if e["type"] == "words"]

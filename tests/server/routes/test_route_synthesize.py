@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 from serverkit import mel_bytes_b64
+
+from server.audio import CONTENT_TYPES
 
 pytestmark = pytest.mark.festival
 
@@ -70,6 +74,24 @@ def test_text_with_festival(app_client: TestClient) -> None:
     assert data.shape[0] % HOP == 0
 
 
+@pytest.mark.parametrize(("fmt", "rate"), [("wav", 24000), ("pcm", 16000)])
+def test_text_with_timestamps(app_client: TestClient, fmt: str, rate: int) -> None:
+    text = "Hello there, my friend. See you soon!"
+    body = {"text": text, "format": fmt, "sample_rate": rate, "seed": 2, "speed": 1.3}
+    r = app_client.post("/v1/synthesize", json={**body, "timestamps": True})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+    got = r.json()
+    audio = base64.b64decode(got["audio"])
+    assert audio == synth(app_client, **body)  # the same file as without timestamps
+    assert got["sample_rate"] == rate and got["content_type"] == CONTENT_TYPES[fmt]
+    words = got["words"]
+    assert [w["word"] for w in words] == ["Hello", "there", "my", "friend", "See", "you", "soon"]
+    assert all(a["end"] <= b["start"] and b["start"] < b["end"] for a, b in pairwise(words))
+    assert 0 < words[0]["start"] and words[-1]["end"] <= got["samples"] / rate
+    # the second sentence starts after the first one's audio, pause included
+    assert words[4]["start"] - words[3]["end"] > 0.1
+
+
 GOOD_MEL = np.full((8, 80), -5.0).tolist()
 
 
@@ -102,6 +124,8 @@ def test_bad_mel_names_its_field(app_client: TestClient, mel: object, param: str
         ({"mel": [[-5.0] * 80] * 12_001}, 413, "limit is 12000"),
         ({"mel": GOOD_MEL, "speed": 1.5}, 422, "speed applies to text input only"),
         ({"mel": GOOD_MEL, "voice": "slt"}, 422, "voice applies to text input only"),
+        ({"mel": GOOD_MEL, "timestamps": True}, 422, "timestamps apply to text input only"),
+        ({"text": "hi", "timestamps": 1}, 422, "timestamps"),
         ({"mel": GOOD_MEL, "format": "wma"}, 422, "format"),
         ({"mel": GOOD_MEL, "seed": "abc"}, 422, "seed"),
         ({"mel": GOOD_MEL, "seed": -3}, 422, "seed"),
