@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from models.frontend.festival_frontend import FestivalFrontend
 from server.auth import ApiKeyMiddleware
+from server.clients import ClientLimits
 from server.config import Settings, load_settings
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware, TrailingSlashMiddleware
@@ -90,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clients = ClientLimits(
+        settings.max_sockets_per_client, settings.max_streams_per_client
+    )
     app.state.metrics = metrics
     app.state.model_dir = model_dir
     # Festival shares the cores with the pinned vocoder workers: at nice 10 a sentence's burst of

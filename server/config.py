@@ -153,6 +153,21 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000, ge=1, description="open connections and requests served at once (503 beyond)"
     )
+    max_sockets_per_client: int | None = Field(
+        64, ge=1, description="websockets one client address may hold open at once (1013 beyond)"
+    )
+    max_streams_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="streams one client address may have in flight on any route (429 / 1013 "
+        "beyond); off by default, as a proxy or an agent backend is one address",
+    )
+    ws_send_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="a websocket send blocked this long (the client stopped reading) closes the "
+        "stream (4429)",
+    )
     api_key: SecretStr | None = Field(
         None, description="if set, every API route needs `Authorization: Bearer <key>`"
     )

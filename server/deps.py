@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from models.frontend.festival_frontend import FestivalFrontend
 from server.auth import check_api_key, presented_key
+from server.clients import ClientLimits
 from server.config import Settings
 from server.metrics import Metrics
 from server.workers.pool import WorkerPool
@@ -34,10 +35,15 @@ def get_frontend(conn: HTTPConnection) -> FestivalFrontend:
     return conn.app.state.frontend
 
 
+def get_clients(conn: HTTPConnection) -> ClientLimits:
+    return conn.app.state.clients
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[WorkerPool, Depends(get_pool)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 FrontendDep = Annotated[FestivalFrontend, Depends(get_frontend)]
+ClientsDep = Annotated[ClientLimits, Depends(get_clients)]
 
 
 __all__ = ["ApiKey", "check_api_key", "presented_key"]

@@ -78,6 +78,16 @@ class NoCapacity(SparrowError):
     retry_after_s = 1
 
 
+class ClientLimit(SparrowError):
+    """One client (by address) already holds as many websockets or streams as it may."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "client_limit"
+    ws_close = 1013
+    retry_after_s = 1
+
+
 class NotReady(SparrowError):
     """Workers are still loading, restarting, or the server is draining for shutdown."""
 

@@ -23,7 +23,8 @@ from models.frontend.festival_frontend import EmptyText
 from server import audio
 from server.body import body_doc, json_body
 from server.catalog import accepts_model
-from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
+from server.clients import client_of
+from server.deps import ApiKey, ClientsDep, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput, UnknownModel, error_body, map_error
 from server.schemas import SpeechRequest
 from server.synthesis import (
@@ -89,6 +90,7 @@ async def speech(
     settings: SettingsDep,
     frontend: FrontendDep,
     metrics: MetricsDep,
+    clients: ClientsDep,
 ) -> Response:
     t_start = request_start(request.scope)
     check_request(body, pool.model_info.get("name") or pool.model_dir.name)
@@ -100,7 +102,7 @@ async def speech(
         raise
     output = audio.AudioOutput(body.response_format, body.sample_rate, pool.sample_rate)
 
-    handle = pool.open_stream(seed=0)
+    handle = clients.open_stream(pool, client_of(request.scope), seed=0)
     feeder = start_feeder(handle, feed_mels(handle, mels, settings.max_text_frames, "input"))
 
     def cleanup() -> None:

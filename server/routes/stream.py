@@ -11,6 +11,11 @@ Errors: an `error` event, then a close code chosen by server/errors.py.
 A session runs four tasks: the receiver (parses messages, enforces the idle timeout), the processor
 (applies them in order; text goes through the front end one sentence at a time), the sender
 (audio and events to the client) and a watcher for the bounded send buffer and for draining.
+A session takes a worker's stream slot when it first asks for audio (its first `mel`, `text`,
+`flush` or `close`), not when it connects, so idle sockets hold no capacity; each client address
+may hold at most `max_sockets_per_client` sockets. A send blocked for `ws_send_timeout_s` (the
+client stopped reading) ends the session with 4429, as does unsent audio past
+`ws_send_buffer_bytes`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from models.dsp.features import SPEC, validate_mel
 from models.frontend.assembler import RunningTextTooLong, TextAssembler
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
+from server.clients import client_of
 from server.deps import check_api_key
 from server.errors import (
     ClientTooSlow,
@@ -83,7 +89,10 @@ class Session:
         self.metrics = state.metrics
         self.frontend = state.frontend
         self.t_open = time.monotonic()
-        self.handle: StreamHandle | None = None
+        self.handle: StreamHandle | None = None  # opened at the first input (_open_stream)
+        self.opened = asyncio.Event()
+        self.seed = 0
+        self.client = client_of(ws.scope)
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.finishes: collections.deque[str] = collections.deque()  # "flush" | "close", in order
         self.voice: str | None = None
@@ -114,11 +123,11 @@ class Session:
         try:
             check_api_key(self.ws, self.settings)
             self.sample_rate = _query_rate(self.ws, self.sample_rate)
-            self.handle = self.pool.open_stream()
-            self.handle.max_queued_bytes = self.settings.ws_send_buffer_bytes
-            await self.ws.send_json({"type": "start", **self._format()})
-            code = await self._serve()
-            self.handle.close()  # all audio is out: free the worker slot before the handshake
+            with self.ws.app.state.clients.socket(self.client):
+                await self.ws.send_json({"type": "start", **self._format()})
+                code = await self._serve()
+            if self.handle is not None:
+                self.handle.close()  # all audio is out: free the worker slot before the handshake
             status = str(code) if code is not None else "client_closed"
             if code is not None:
                 await self._close(code)
@@ -158,15 +167,18 @@ class Session:
         try:
             while True:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                # Every finished task's exception is retrieved; the first one ends the session.
+                errors = [e for e in (t.exception() for t in done) if e is not None]
+                if errors:
+                    raise errors[0]
                 for task in done:
-                    exc = task.exception()
-                    if exc is not None:
-                        raise exc
                     name = tasks[task]
                     if name == "sender":  # `end` was sent
                         return 1001 if self.draining else 1000
                     if name == "receiver":
                         return None  # the client disconnected
+                    if name == "watch" and self.handle is None:
+                        return 1001  # draining before this session asked for audio
                     # the processor ends after `close`; the watcher after starting a drain
                 if not pending:
                     return 1000
@@ -175,7 +187,10 @@ class Session:
                 task.cancel()
             # bounded: however a task handles its cancel, the session (and its slot) ends
             if pending:
-                _, stuck = await asyncio.wait(pending, timeout=CLOSE_WAIT_S)
+                ended, stuck = await asyncio.wait(pending, timeout=CLOSE_WAIT_S)
+                for task in ended:  # retrieved, so none is reported as never retrieved
+                    if not task.cancelled() and task.exception() is not None:
+                        logger.debug("websocket task ended with %r", task.exception())
                 if stuck:
                     logger.warning("websocket tasks still running after cancel: %s", stuck)
 
@@ -199,10 +214,8 @@ class Session:
     # --- tasks ---------------------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        assert self.handle is not None
-        return bool(
-            self.processing or not self.inbox.empty() or self.finishes or self.handle.queued_bytes
-        )
+        queued = self.handle.queued_bytes if self.handle is not None else 0
+        return bool(self.processing or not self.inbox.empty() or self.finishes or queued)
 
     async def _receiver(self) -> None:
         idle = self.settings.idle_timeout_s
@@ -228,15 +241,14 @@ class Session:
                 raise UnsupportedData(
                     "binary messages are not accepted: send JSON text messages (see docs/protocol.md)"
                 )
-            parsed = parse_message(msg.get("text") or "")
             if self.closing:
-                continue  # after `close` the rest is ignored; the stream is finishing
+                continue  # after `close` the rest is ignored, unparsed: the stream is finishing
+            parsed = parse_message(msg.get("text") or "")
             if isinstance(parsed, WsClose):
                 self.closing = True
             await self.inbox.put(parsed)
 
     async def _processor(self) -> None:
-        assert self.handle is not None
         while True:
             msg = await self.inbox.get()
             self.processing = True
@@ -266,6 +278,7 @@ class Session:
                     await self._speak_pending()
                     self._finish("flush")
                 elif isinstance(msg, WsClose):
+                    self._open_stream()
                     await self._speak_pending()
                     self._finish("close")
                     return
@@ -286,15 +299,29 @@ class Session:
         tail, self.output = self.output.finish(), None
         return tail
 
-    async def _send_json(self, event: dict[str, Any]) -> None:
+    async def _send(self, message: dict[str, Any] | bytes) -> None:
+        """One message to the client; ClientTooSlow if it stays blocked for ws_send_timeout_s
+        (the client stopped reading and the socket buffers are full)."""
+        timeout = self.settings.ws_send_timeout_s
         async with self.send_lock:
-            await self.ws.send_json(event)
+            try:
+                async with asyncio.timeout(timeout):
+                    if isinstance(message, bytes):
+                        await self.ws.send_bytes(message)
+                    else:
+                        await self.ws.send_json(message)
+            except TimeoutError:
+                raise ClientTooSlow(
+                    f"client is not reading: a send waited {timeout:g} s (ws_send_timeout_s)"
+                ) from None
+
+    async def _send_json(self, event: dict[str, Any]) -> None:
+        await self._send(event)
 
     async def _send_audio(self, pcm: bytes) -> None:
         if not pcm:
             return
-        async with self.send_lock:
-            await self.ws.send_bytes(pcm)
+        await self._send(pcm)
         now = time.monotonic()
         if self.t_first_audio is None:
             self.t_first_audio = now
@@ -302,6 +329,7 @@ class Session:
         self.last_activity = now
 
     async def _sender(self) -> None:
+        await self.opened.wait()
         assert self.handle is not None
         while True:
             ev = await self.handle.read()
@@ -317,8 +345,17 @@ class Session:
 
     async def _watch(self) -> None:
         """Close a client that stopped reading; on server drain, finish up and say goodbye."""
-        assert self.handle is not None
         drain = asyncio.ensure_future(self.pool.draining_event.wait())
+        opened = asyncio.ensure_future(self.opened.wait())
+        try:
+            await asyncio.wait({drain, opened}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+        if not self.opened.is_set():  # draining before any input: nothing to finish
+            drain.cancel()
+            self.draining = True
+            return
+        assert self.handle is not None
         overflow = asyncio.ensure_future(self.handle.overflow.wait())
         try:
             await asyncio.wait({drain, overflow}, return_when=asyncio.FIRST_COMPLETED)
@@ -338,17 +375,25 @@ class Session:
     # --- message handling ----------------------------------------------------------------------
 
     def _started(self) -> None:
+        self._open_stream()
         if not self.got_input:
             self.got_input = True
             self.t_first_request = time.monotonic()
 
+    def _open_stream(self) -> None:
+        """Take a worker's stream slot (NoCapacity / ClientLimit end the session: 1013)."""
+        if self.handle is None:
+            clients = self.ws.app.state.clients
+            self.handle = clients.open_stream(self.pool, self.client, seed=self.seed)
+            self.handle.max_queued_bytes = self.settings.ws_send_buffer_bytes
+            self.opened.set()
+
     def _configure(self, msg: WsConfig) -> dict[str, Any] | None:
         """Apply the config; returns a `format` event to send when it changes the audio's rate
         (no audio has been sent yet: config comes before any input)."""
-        assert self.handle is not None
         if self.got_input:
             raise InvalidInput("config must be the first message of the stream", "type")
-        self.handle.seed = msg.seed
+        self.seed = msg.seed
         self.voice = msg.voice
         self.speed = msg.speed
         self.timestamps = msg.timestamps

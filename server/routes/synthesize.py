@@ -19,7 +19,8 @@ from models.frontend.festival_frontend import Spoken
 from server import audio
 from server.body import body_doc, json_body
 from server.catalog import resolve_voice
-from server.deps import ApiKey, FrontendDep, MetricsDep, PoolDep, SettingsDep
+from server.clients import client_of
+from server.deps import ApiKey, ClientsDep, FrontendDep, MetricsDep, PoolDep, SettingsDep
 from server.errors import InvalidInput
 from server.schemas import SynthesizeRequest
 from server.synthesis import (
@@ -63,6 +64,7 @@ async def synthesize(
     settings: SettingsDep,
     frontend: FrontendDep,
     metrics: MetricsDep,
+    clients: ClientsDep,
 ) -> Response:
     """Vocode `mel` (or speak `text`) with `seed`; same seed and input give identical audio."""
     t_start = request_start(request.scope)
@@ -88,7 +90,7 @@ async def synthesize(
         mels = _noting_words(spoken, words)
 
     output = audio.AudioOutput(body.format, body.sample_rate, pool.sample_rate)
-    handle = pool.open_stream(seed=body.seed)
+    handle = clients.open_stream(pool, client_of(request.scope), seed=body.seed)
     feeder = None
     try:
         if mel is not None:  # all there and checked: no feeder needed

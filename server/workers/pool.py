@@ -118,6 +118,7 @@ class StreamHandle:
         self.overflow = asyncio.Event()
         self.error: Exception | None = None
         self.closed = False
+        self.on_close: list[Callable[[], None]] = []  # run once, when the stream is closed
         self._opened = False
         self._events: asyncio.Queue[bytes | Flushed | Exception] = asyncio.Queue()
 
@@ -155,6 +156,8 @@ class StreamHandle:
         if not self.closed:
             self.closed = True
             self.pool._release(self)
+            for callback in self.on_close:
+                callback()
 
     @property
     def real_time_factor(self) -> float | None:

@@ -4,16 +4,18 @@ under attack is measured by `sparrow loadtest`, not here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.config
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-from serverkit import LiveServer, metric_value
+from serverkit import LiveServer, drain_ws, mel_bytes_b64, metric_value, ws_session
 
 from server.logs import RedactSecrets, redact
 from server.openapi import STATUSES, ErrorResponse
@@ -206,3 +208,90 @@ def test_a_pool_that_cannot_start_fails_health(
                 break
             time.sleep(0.05)
     assert r.status_code == 503 and "start_timeout_s" in r.json()["error"]
+
+
+# --- websockets ---------------------------------------------------------------------------------
+
+
+async def _start(url: str, **kw: Any) -> Any:
+    from websockets.asyncio.client import connect
+
+    ws = await connect(url, max_size=None, **kw)
+    assert json.loads(await ws.recv())["type"] == "start"
+    return ws
+
+
+@pytest.mark.anyio
+async def test_idle_sockets_hold_no_slot_and_are_capped_per_client(
+    live_server_factory: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
+    live = live_server_factory(max_streams=1, max_sockets_per_client=3)
+    idle = [await _start(live.ws_url) for _ in range(3)]
+    try:
+        with live.client() as c:
+            assert c.get("/readyz").json()["streams_in_flight"] == 0
+            r = c.post("/v1/synthesize", json={"mel": make_mel(8).tolist(), "format": "pcm"})
+            assert r.status_code == 200  # idle sockets took no capacity
+        events, _, code, _ = await ws_session(live.ws_url, [])
+        assert code == 1013 and "max_sockets_per_client" in events[-1]["message"]
+    finally:
+        for ws in idle:
+            await ws.close()
+    events, _, code, _ = await ws_session(live.ws_url, [{"type": "close"}])
+    assert code == 1000 and events[-1]["type"] == "end"  # places come back when sockets close
+
+
+@pytest.mark.anyio
+async def test_messages_after_close_are_ignored(
+    live: LiveServer, make_mel: Callable[..., np.ndarray]
+) -> None:
+    mel = make_mel(20)
+    events, audio, code, _ = await ws_session(
+        live.ws_url,
+        [{"type": "mel", **mel_bytes_b64(mel)}, {"type": "close"}, "not json", {"type": "x"}],
+    )
+    assert code == 1000 and events[-1]["type"] == "end" and len(audio) == 20 * 600
+
+
+@pytest.mark.anyio
+async def test_failing_messages_leave_no_unretrieved_task_errors(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+
+    bad = json.dumps({"type": "mel", "mel": [[float("nan")] * 80]})
+
+    async def session() -> int | None:
+        ws = await _start(live.ws_url)
+        await ws.send(bad)
+        await ws.send(bad)
+        await ws.send("{")
+        await asyncio.wait_for(drain_ws(ws), 10)
+        return ws.close_code
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        codes = await asyncio.gather(*(session() for _ in range(12)))
+        await asyncio.sleep(0.5)
+        gc.collect()
+        await asyncio.sleep(0.1)
+    assert codes == [1007] * 12
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+@pytest.mark.anyio
+async def test_a_client_that_stops_reading_is_closed_by_the_send_timeout(
+    live_server_factory: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
+    """With a send buffer too large to fill, a blocked send still ends the session (4429)."""
+    live = live_server_factory(ws_send_buffer_bytes=512 * 2**20, ws_send_timeout_s=1.0)
+    ws = await _start(live.ws_url, max_queue=1)  # the client library stops reading when full
+    await ws.send(json.dumps({"type": "mel", **mel_bytes_b64(make_mel(12_000))}))
+    await ws.send(json.dumps({"type": "flush"}))
+    for _ in range(600):
+        with live.client() as c:
+            if c.get("/readyz").json()["streams_in_flight"] == 0:
+                break
+        await asyncio.sleep(0.05)
+    events, audio = await asyncio.wait_for(drain_ws(ws), 30)
+    assert ws.close_code == 4429 and "ws_send_timeout_s" in events[-1]["message"]
+    assert len(audio) < 12_000 * 600

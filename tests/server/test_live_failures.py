@@ -66,9 +66,14 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
-async def opened(url: str, **kw: Any) -> ClientConnection:
+async def opened(url: str, hold: bool = False, **kw: Any) -> ClientConnection:
+    """A websocket past its `start`; with `hold`, also holding a stream slot (a session takes one
+    at its first input: here an empty flush, answered by `flushed`)."""
     ws = await connect(url, max_size=None, **kw)
     assert json.loads(await ws.recv())["type"] == "start"
+    if hold:
+        await ws.send(json.dumps({"type": "flush"}))
+        assert json.loads(await ws.recv())["type"] == "flushed"
     return ws
 
 
@@ -99,10 +104,12 @@ async def test_over_capacity_is_refused_and_admitted_streams_keep_real_time(
     server_with: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
 ) -> None:
     live = server_with(max_streams=1, initial_buffer_s=0.5)
-    held = [await opened(live.ws_url) for _ in CORES]  # one stream per worker: all full
+    held = [await opened(live.ws_url, hold=True) for _ in CORES]  # one per worker: all full
     try:
         await wait_for(lambda: readyz(live)["streams_in_flight"] == len(CORES), what="admission")
-        events, _, code, reason = await ws_session(live.ws_url, [])
+        # a socket that asks for nothing takes no slot; its first input is refused
+        idle = await opened(live.ws_url)
+        events, _, code, reason = await ws_session(live.ws_url, [{"type": "flush"}])
         assert code == 1013 and "capacity" in events[-1]["message"] and "capacity" in reason
         async with httpx.AsyncClient(base_url=live.url) as c:
             r = await c.post("/v1/synthesize", json={"mel": make_mel(4).tolist()})
@@ -119,6 +126,7 @@ async def test_over_capacity_is_refused_and_admitted_streams_keep_real_time(
         for ws in held:
             events, audio = await drain_ws(ws)
             assert events[-1]["type"] == "end" and len(audio) == 400 * 600
+        await idle.close()
     finally:
         for ws in held:
             await ws.close()

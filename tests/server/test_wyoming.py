@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -165,6 +166,8 @@ async def test_no_capacity_is_an_error_event(
         wyoming_port=0, cores=cores, max_streams=1, wyoming_sample_rate=16000
     )
     async with connect(live.ws_url) as ws:  # holds the only stream slot
+        await ws.recv()
+        await ws.send(json.dumps({"type": "flush"}))  # a socket takes its slot at its first input
         await ws.recv()
         got = await exchange(live, [Synthesize(text="Hello.").event()], "audio-stop")
         (err,) = got
