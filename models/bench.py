@@ -2,8 +2,7 @@
 
 Machines are shared and noisy, so every engine reports the minimum and the median over repeats,
 the engines' repeats are interleaved, and speedups are ratios of minima measured in the same run.
-The real-time budget at 24 kHz is 1 / 24,000 s = 41.7 µs per sample; we round it to 40 µs, as the
-product promises.
+The real-time budget is US_PER_SAMPLE_BUDGET (models/dsp/features.py: 40 µs per sample).
 """
 
 from __future__ import annotations
@@ -23,14 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from models.artifact import default_model_dir
+from models.dsp.features import US_PER_SAMPLE_BUDGET
 from models.dsp.pitch import source
-from models.runtime import LOOKAHEAD, VocoderRuntime, VocoderStream, cpu_flags, frames_ahead
+from models.kernel.isa import ISA_FLAGS, cpu_flags
+from models.runtime import VocoderRuntime
+from models.sample_mel import load_sample_mel, tile_mel
+from models.stream import LOOKAHEAD, VocoderStream
 from models.vocoder import reference as ref
+from models.vocoder.chain import frames_ahead
 from models.vocoder.config import VocoderConfig
 
 log = logging.getLogger(__name__)
 
-BUDGET_US = 40.0
 REPORTED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
 
 
@@ -89,8 +93,6 @@ def speech_mel(frames: int) -> np.ndarray:
     """`frames` frames of the shipped speech sample's log-mel (Festival speech, repeated), the
     input the demo and `sparrow loadtest` send: a voice's own speech never reaches full scale, so
     the stream path is timed without redraws (random mels would clip and be drawn again)."""
-    from server.loadtest import load_sample_mel, tile_mel  # the sample lives with the web demo
-
     return tile_mel(load_sample_mel(), frames)
 
 
@@ -144,7 +146,7 @@ def numpy_engine(weights: dict[str, np.ndarray], config: VocoderConfig) -> Calla
     rng = np.random.default_rng(0)
     cond = rng.uniform(-1, 1, (2, config.cond_size)).astype(np.float32)
     u = rng.random(config.hop_length, dtype=np.float32)
-    quantized = ref.QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
+    quantized = ref.QuantizedWeights.from_weights(weights)
     lpc = np.zeros(config.lpc_order, np.float32)  # the prediction's cost, not its value
     src = source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0]
 
@@ -213,8 +215,8 @@ def stats(name: str, values: list[float]) -> dict[str, Any]:
         "engine": name,
         "min_us_per_sample": best,
         "median_us_per_sample": statistics.median(values),
-        "budget_share": best / BUDGET_US,
-        "realtime_streams_per_core": int(BUDGET_US // best),
+        "budget_share": best / US_PER_SAMPLE_BUDGET,
+        "realtime_streams_per_core": int(US_PER_SAMPLE_BUDGET // best),
         "repeats": len(values),
     }
 
@@ -222,20 +224,13 @@ def stats(name: str, values: list[float]) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="compiled model dir (default: compiled/manifest.json's default)")
     parser.add_argument("--core", type=int, help="core to pin to (default: the last available)")
-    parser.add_argument("--frames", type=int, default=20, help="kernel calls (300 samples each) per TVM repeat")
+    parser.add_argument("--frames", type=int, default=20, help="kernel calls (one frame of samples each) per TVM repeat")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats per engine")
     parser.add_argument("--numpy-repeats", type=int, default=2, help="repeats of one numpy frame (slow)")
     parser.add_argument("--torch-steps", type=int, default=300, help="samples per PyTorch repeat")
     parser.add_argument("--torch-repeats", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-
-
-def default_model_dir() -> Path:
-    from models.compile import COMPILED_ROOT, MANIFEST
-
-    index = json.loads((COMPILED_ROOT / MANIFEST).read_text())
-    return COMPILED_ROOT / index["default"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -285,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
         "cpu": cpu_model(),
         "cpu_flags": sorted(f for f in REPORTED_FLAGS if f in cpu_flags()),
         "core": core,
-        "budget_us_per_sample": BUDGET_US,
+        "budget_us_per_sample": US_PER_SAMPLE_BUDGET,
         "results": results,
         "speedups": speedups,
         "stream_frames_redrawn": sum(redrawn),  # draws redone in all stream calls (0: none timed)
@@ -298,8 +293,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _runs_here(isa: str) -> bool:
-    from models.kernel.kernel import ISA_FLAGS
-
     return ISA_FLAGS.get(isa, frozenset({"?"})) <= cpu_flags()
 
 

@@ -1,11 +1,5 @@
-"""`sparrow compile`: weights -> a self-describing artefact directory under compiled/.
-
-compiled/<name>/
-  config.json      VocoderConfig (hyperparameters, block shape, kernel dtype)
-  weights.npz      reference weights (dense, zeros outside kept blocks); packed to BSR at load
-  <isa>.so         one TVM module per ISA level (avx512, avx2)
-  manifest.json    name, trained flag, sparsity, targets, TVM version, sha256 of every file
-compiled/manifest.json is the index: every model and which one the server loads by default.
+"""`sparrow compile`: weights -> a self-describing artefact directory under compiled/ (its layout:
+models/artifact.py).
 
 One function per stage, as in TVM's export tutorials: check -> pack -> build -> export -> describe.
 """
@@ -14,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import json
 import logging
 import platform
 from pathlib import Path
@@ -25,31 +17,15 @@ import numpy as np
 import tvm
 
 from models.argtypes import bounded
-from models.kernel import kernel
+from models.artifact import FORMAT_VERSION, load_weights, update_index, write_manifest
+from models.dsp.features import SPEC
+from models.kernel.build import build
+from models.kernel.isa import ISA_PREFERENCE, ISA_TARGETS, host_isas
+from models.kernel.packing import KERNEL_ABI, pack_weights
 from models.vocoder.config import MAX_CLIP_RETRIES, VocoderConfig
-from models.vocoder.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
+from models.vocoder.reference import SPARSE_WEIGHTS, check_weights, random_weights
 
 log = logging.getLogger(__name__)
-
-COMPILED_ROOT = Path(__file__).resolve().parent.parent / "compiled"
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def host_isas() -> list[str]:
-    """ISA levels this machine can run, best first."""
-    from models.runtime import cpu_flags  # runtime owns CPU detection
-
-    flags = cpu_flags()
-    return [isa for isa in kernel.ISA_PREFERENCE if kernel.ISA_FLAGS[isa] <= flags]
 
 
 def measured_density(weights: dict[str, np.ndarray]) -> dict[str, float]:
@@ -57,15 +33,9 @@ def measured_density(weights: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def build_module(weights: dict[str, np.ndarray], config: VocoderConfig, isa: str, out: Path) -> None:
-    shape, _ = kernel.pack_weights(weights, config)
-    executable = kernel.build(shape, isa)
+    shape, _ = pack_weights(weights, config)
+    executable = build(shape, isa)
     executable.export_library(str(out))
-
-
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != MANIFEST)
-    manifest["files"] = {name: sha256_file(out_dir / name) for name in files}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def build_artifact(
@@ -87,10 +57,10 @@ def build_artifact(
     if isas is None:
         isas = host_isas()[:1]
         if not isas:
-            raise RuntimeError("this CPU supports none of the ISA levels: " + ", ".join(kernel.ISA_PREFERENCE))
-    unknown = set(isas) - set(kernel.ISA_TARGETS)
+            raise RuntimeError("this CPU supports none of the ISA levels: " + ", ".join(ISA_PREFERENCE))
+    unknown = set(isas) - set(ISA_TARGETS)
     if unknown:
-        raise ValueError(f"unknown ISA levels {sorted(unknown)}; known: {list(kernel.ISA_PREFERENCE)}")
+        raise ValueError(f"unknown ISA levels {sorted(unknown)}; known: {list(ISA_PREFERENCE)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.so"):
         stale.unlink()
@@ -114,29 +84,12 @@ def build_artifact(
             "density": measured_density(weights),
         },
         "kernel_dtype": config.weight_dtype,
-        "kernel_abi": kernel.KERNEL_ABI,
-        "isas": {isa: {"file": f"{isa}.so", "target": kernel.ISA_TARGETS[isa]} for isa in isas},
+        "kernel_abi": KERNEL_ABI,
+        "isas": {isa: {"file": f"{isa}.so", "target": ISA_TARGETS[isa]} for isa in isas},
         "training": training or {},
     }
     write_manifest(out_dir, manifest)
     return out_dir
-
-
-def update_index(root: Path, name: str, *, make_default: bool) -> None:
-    """Record a model in compiled/manifest.json (the server's default comes from here)."""
-    index_path = root / MANIFEST
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"default": name, "models": []}
-    if name not in index["models"]:
-        index["models"].append(name)
-    index["models"] = sorted(m for m in index["models"] if (root / m / MANIFEST).exists())
-    if make_default or index.get("default") not in index["models"]:
-        index["default"] = name
-    index_path.write_text(json.dumps(index, indent=2) + "\n")
-
-
-def load_weights(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return upgrade_weights({k: data[k] for k in data.files})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,9 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for --random")
     parser.add_argument("--out", type=Path, required=True, help="artefact directory, e.g. compiled/wavernn-slt")
     parser.add_argument(
-        "--isa", action="append", choices=list(kernel.ISA_PREFERENCE), help="ISA level (repeatable; default all)"
+        "--isa", action="append", choices=list(ISA_PREFERENCE), help="ISA level (repeatable; default all)"
     )
-    parser.add_argument("--weight-dtype", choices=["float32", "float16", "int8"], help="override kernel dtype")
     parser.add_argument(
         "--pitch-postfilter",
         type=bounded(float, 0.0, 1.0),
@@ -159,13 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pitch-postfilter-cutoff",
         dest="pitch_postfilter_cutoff_hz",
-        type=bounded(float, 0.0, 11_999.0),
+        type=bounded(float, 0.0, SPEC.sample_rate / 2 - 1),
         metavar="HZ",
         help="upper edge of the band the pitch postfilter combs (0: the whole band; default: the config's)",
     )
     parser.add_argument(
         "--output-advance",
-        type=bounded(int, 0, 300),
+        type=bounded(int, 0, SPEC.hop_length),
         metavar="N",
         help="samples, in [0, hop], the output is moved earlier by (default: the config's)",
     )
@@ -191,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--envelope-smoothing-hz",
-        type=bounded(float, 0.0, 11_999.0),
+        type=bounded(float, 0.0, SPEC.sample_rate / 2 - 1),
         metavar="HZ",
         help="lowest frequency the envelope smoothing applies to (default: the config's)",
     )
@@ -217,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
     config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "envelope_smoothing", "envelope_smoothing_hz", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "envelope_smoothing", "envelope_smoothing_hz", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)
@@ -225,10 +177,10 @@ def run(args: argparse.Namespace) -> int:
         weights,
         config,
         args.out,
-        isas=args.isa or list(kernel.ISA_PREFERENCE),
+        isas=args.isa or list(ISA_PREFERENCE),
         trained=args.trained,
         description=args.description,
     )
     update_index(out.parent, out.name, make_default=args.default)
-    print(f"wrote {out} ({', '.join(args.isa or kernel.ISA_PREFERENCE)})")
+    print(f"wrote {out} ({', '.join(args.isa or ISA_PREFERENCE)})")
     return 0

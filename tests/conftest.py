@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_index_dir(tiny_model_dir: Path) -> Path:
     """A compiled/ directory whose manifest.json index names the tiny model as the default."""
-    from models.compile import update_index
+    from models.artifact import update_index
 
     update_index(tiny_model_dir.parent, tiny_model_dir.name, make_default=True)
     return tiny_model_dir.parent

@@ -22,7 +22,7 @@ taps) and is added to x delayed by the FIR's own delay D = (taps - 1) / 2:
 
 so the band above the cutoff passes untouched (D samples late) and the band below is combed as
 before. The HTS voice is noise above ~4 kHz even when voiced; combing it there made its
-per-bin spectrum further from the original's (docs/training.md, session 14). The output is
+per-bin spectrum further from the original's (docs/training.md). The output is
 clipped to [-1, 1] (the lowpass can overshoot by its ripple).
 """
 

@@ -220,7 +220,7 @@ def write_synthetic_corpus(
 ) -> Path:
     """A tiny corpus in the `sparrow data` layout for smoke runs and tests: harmonic tones with a
     pitch glide (learnable structure, no Festival needed)."""
-    from models.dsp.features import log_mel
+    from models.dsp.features import SPEC, log_mel
 
     (root / "wav").mkdir(parents=True, exist_ok=True)
     (root / "mel").mkdir(exist_ok=True)
@@ -228,12 +228,13 @@ def write_synthetic_corpus(
     rows = []
     for i in range(n_train + n_test):
         uid = f"u{i:03d}"
-        n = int(seconds * 24_000) + int(rng.integers(0, 300))
-        t = np.arange(n) / 24_000
-        phase = 2 * np.pi * np.cumsum(120 + 60 * rng.random() + 40 * t) / 24_000
+        rate = SPEC.sample_rate
+        n = int(seconds * rate) + int(rng.integers(0, SPEC.hop_length))
+        t = np.arange(n) / rate
+        phase = 2 * np.pi * np.cumsum(120 + 60 * rng.random() + 40 * t) / rate
         # 15 harmonics (to ~2.7 kHz): a comb models/dsp/pitch.py finds in the mel, as in speech
         audio = sum(0.2 / k * np.sin(k * phase) for k in range(1, 16)) + 0.003 * rng.normal(size=n)
-        sf.write(root / "wav" / f"{uid}.wav", audio.astype(np.float32), 24_000, subtype="PCM_16")
+        sf.write(root / "wav" / f"{uid}.wav", audio.astype(np.float32), rate, subtype="PCM_16")
         mel = log_mel(
             sf.read(root / "wav" / f"{uid}.wav", dtype="float32")[0]
         )  # of the 16-bit audio
@@ -448,7 +449,9 @@ def use_bf16(precision: str) -> bool:
     float32 (AVX2-only Zen 3, same load: 143 vs 2,272 samples/s); natively it was 1.2-2x faster."""
     if precision != "auto":
         return precision == "bf16"
-    from models.runtime import cpu_flags  # /proc/cpuinfo, the same reading the kernel loader uses
+    from models.kernel.isa import (
+        cpu_flags,  # /proc/cpuinfo, the same reading the kernel loader uses
+    )
 
     return bool(cpu_flags() & NATIVE_BF16_FLAGS)
 

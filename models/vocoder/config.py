@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.dsp.features import SPEC
+
 MAX_CLIP_RETRIES = 8  # each redraw costs a frame's compute: beyond a few, real time is at risk
 
 
 @dataclass(frozen=True)
 class VocoderConfig:
-    # Audio contract (see models/dsp/features.py): 24 kHz, one mel frame every 12.5 ms.
-    sample_rate: int = 24_000
-    hop_length: int = 300  # samples per mel frame = samples per kernel call
-    n_mels: int = 80
+    # Audio contract (models/dsp/features.py): 24 kHz, one mel frame every 12.5 ms.
+    sample_rate: int = SPEC.sample_rate
+    hop_length: int = SPEC.hop_length  # samples per mel frame = samples per kernel call
+    n_mels: int = SPEC.n_mels
 
     # Conditioning network (numpy, once per frame): two k=3 convolutions over the mel frames.
     # k=3 gives each layer one frame of look-ahead; it is cheap (~1% of the per-sample cost).
@@ -43,7 +45,7 @@ class VocoderConfig:
     # White-noise correction of the LPC fit (r[0] *= 1 + floor): it fills the envelope's valleys
     # and tempers its sharpest resonances. With 1e-4 the predictor rang at a 30-40 dB low
     # resonance in a slow utterance until sampling ran away to full scale; 1e-3 stopped that
-    # with the same weights (docs/training.md, session 7).
+    # with the same weights (docs/training.md).
     lpc_noise_floor: float = 1e-3
     # Strength g of the pitch postfilter on the output (models/dsp/postfilter.py): a one-tap comb at
     # the mel's pitch, weighted by its voicing, that takes noise out from between the harmonics.
@@ -51,26 +53,25 @@ class VocoderConfig:
     pitch_postfilter: float = 0.0
     # Upper edge (Hz) of the band the pitch postfilter works in; 0 is the whole band. The HTS
     # voice is harmonic below ~4 kHz and noise above even when voiced, and combing that noise
-    # cost more log-spectral distance than the harmonics below gained (docs/training.md,
-    # session 14). Above 0 the comb's correction goes through a short linear-phase lowpass, which
+    # cost more log-spectral distance than the harmonics below gained (docs/training.md). Above 0 the comb's correction goes through a short linear-phase lowpass, which
     # delays the output by POSTFILTER_DELAY samples (0.3 ms).
     pitch_postfilter_cutoff_hz: float = 0.0
     # Samples the output is moved earlier by, up to one frame (the stream then computes one frame
     # ahead; the last samples of an utterance are the postfilter's tail, then zeros). The net's
     # onsets come ~3 ms after the original's, and the band-limited postfilter adds its own 7
-    # samples; 79 = 7 + 72 took 0.08 dB off the held-out LSD (docs/training.md, session 14).
+    # samples; 79 = 7 + 72 took 0.08 dB off the held-out LSD (docs/training.md).
     output_advance: int = 0
     # Passes of the envelope correction on the output (models/dsp/envelope.py): each measures the
     # output's log-mel against the mel asked for and applies the difference, clipped to
     # +-envelope_clip (natural log), as a gain that follows the mel bands; the net's harmonics
     # and noise stay as drawn. Each pass needs 1,200 samples (4 frames) of look-ahead, which a
-    # stream computes ahead of its output. 0 turns it off (docs/training.md, session 15).
+    # stream computes ahead of its output. 0 turns it off (docs/training.md).
     envelope_passes: int = 0
     envelope_clip: float = 1.5
     # Share, in [0, 1], of the way each pass also moves the bins from envelope_smoothing_hz up to
     # a smooth level (their mel band's, at a noise's power): there the voice is mostly noise, and
     # a drawn noise's per-bin scatter only adds distance (held-out LSD, 3 passes: 7.41 -> 6.99 at
-    # 1.0 from 4 kHz; docs/training.md, session 16). Harmonics below the frequency stay as drawn.
+    # 1.0 from 4 kHz; docs/training.md). Harmonics below the frequency stay as drawn.
     # 0 turns it off.
     envelope_smoothing: float = 0.0
     envelope_smoothing_hz: float = 4000.0
@@ -79,15 +80,14 @@ class VocoderConfig:
     # draw stands), within a per-stream budget (reference.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
     # once in ~150 held-out utterances its sampling locks onto a run of one-signed excitation that
     # the de-emphasis integrates into a 10-30 ms full-scale thump; a fresh draw of the frame where
-    # it starts does not (docs/training.md, session 9). An inference setting; 0 turns it off (a
+    # it starts does not (docs/training.md). An inference setting; 0 turns it off (a
     # random model clips every frame, so there it only multiplies the cost).
     clip_retries: int = 0
     # Voicing-dependent sampling temperature, as LPCNet lowers it in voiced speech: frame f's
     # logits are multiplied by unvoiced_logit_scale + (voiced_logit_scale - unvoiced_logit_scale)
     # * v_f, v_f its voicing in [0, 1] from the mel (models/dsp/pitch.py). The export already baked a
     # temperature T into FC2, so a scale s samples the frame at temperature T / s. Sharper voiced
-    # frames keep the harmonics clean; unvoiced frames want the full noise (docs/training.md,
-    # session 11). An inference setting; 1.0 and 1.0 turn it off.
+    # frames keep the harmonics clean; unvoiced frames want the full noise (docs/training.md). An inference setting; 1.0 and 1.0 turn it off.
     voiced_logit_scale: float = 1.0
     unvoiced_logit_scale: float = 1.0
 
@@ -98,9 +98,10 @@ class VocoderConfig:
     # index load for 4 broadcasts. LPCNet uses the same shape (8 x 4) for its int8 AVX2 kernels.
     block_rows: int = 16
     block_cols: int = 4
-    # Sparse weight storage in the kernel: "float32", "float16", or "int8" (per-row scales, with
-    # activations quantised to 8 bits per step so the products run as integer dot products:
-    # measured ~2x faster than float32 with VNNI, and exact integer sums on every ISA).
+    # Sparse weight storage in the kernel: "int8" (per-row scales, with activations quantised to
+    # 8 bits per step so the products run as integer dot products: measured ~2x faster than
+    # float32 with VNNI, and exact integer sums on every ISA). The only kind the kernel compiles;
+    # the field stays so artefacts say what they hold.
     weight_dtype: str = "int8"
 
     def __post_init__(self) -> None:
@@ -120,7 +121,7 @@ class VocoderConfig:
             assert rows % self.block_rows == 0, "block rows must divide every sparse matrix"
         for cols in (self.hidden_size, self.fc_size):
             assert cols % self.block_cols == 0
-        assert self.weight_dtype in ("float32", "float16", "int8")
+        assert self.weight_dtype == "int8", "the kernel stores sparse weights as int8"
         assert self.hop_length > 0 and self.sample_rate > 0
         assert 0.0 <= self.preemphasis < 1.0
         assert 0 <= self.lpc_order <= 32

@@ -1,6 +1,6 @@
 """Numpy reference of the vocoder's exact math: the single source of truth.
 
-The TVM kernel (models/kernel/kernel.py), the torch training model (models/train/wavernn.py) and the tests are
+The TVM kernel (models/kernel/frame.py), the torch training model (models/train/wavernn.py) and the tests are
 all checked against these functions. Everything is float32, and the fast exp/tanh approximations
 are the ones the kernel uses, written with the same constants and the same order of operations.
 
@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import lfilter
 
-from models.dsp import envelope
 from models.dsp.lpc import lpc_from_mel, synthesize
 from models.dsp.pitch import mel_pitch, source
-from models.dsp.postfilter import PitchPostfilter
+from models.vocoder.chain import SynthesisChain
 from models.vocoder.config import VocoderConfig
 
 f32 = np.float32
 
-# --- fast math (kernel twins live in models/kernel/kernel.py) -------------------------------------------
+# --- fast math (kernel twins live in models/kernel/frame.py) -------------------------------------------
 
 # tanh(x) ~ x P(x^2) / Q(x^2) on x clamped to +-TANH_CLAMP: a [7/6] odd rational fitted here
 # (Lawson's iteratively reweighted least squares, then Nelder-Mead on the max error with the clamp
@@ -346,7 +345,7 @@ def random_weights(config: VocoderConfig, seed: int = 0) -> dict[str, np.ndarray
     return w
 
 
-# --- int8 kernel arithmetic (config.weight_dtype == "int8") -----------------------------------------
+# --- int8 kernel arithmetic -----------------------------------------
 #
 # Sparse weights are stored as int8 with one float scale per row; the matvec input is quantised to
 # 8 bits each step (h with the fixed scale 1/127 since |h| < 1; the FC1 output with a per-step
@@ -474,7 +473,7 @@ def condition_rows(xpad: np.ndarray, m: CondMatrices) -> np.ndarray:
     """Conditioning of k consecutive frames from their padded normalised mel rows [k + 4, n_mels].
 
     conv1 runs once per mel position (k + 2 of them) and conv2 once per frame, as the TVM
-    "condition" function does (models/kernel/kernel.py). Dot products accumulate in float64 and round to
+    "condition" function does (models/kernel/frame.py). Dot products accumulate in float64 and round to
     float32 once per output: float32 products are exact in float64, so the result does not depend
     on the summation order and the kernel and numpy's BLAS agree bit for bit; nor does it depend on
     how a stream splits frames into calls, since every output is the same dot product.
@@ -546,6 +545,37 @@ def project_conditioning(cond_pair: np.ndarray, w_cond: np.ndarray) -> np.ndarra
     return acc
 
 
+def gate_inputs(
+    base: np.ndarray, slope: np.ndarray, a: np.float32, w_steps: list[np.ndarray], values: list
+) -> np.ndarray:
+    """The GRU's input-side gates [3H] at interpolation weight a in [0, 1) of the frame: the
+    conditioning base + a * slope (project_conditioning of this frame and the next, b_ih in base),
+    then each step input (STEP_INPUTS' weights [3H] times its value), one FMA each, in order."""
+    gi = fma32(slope, a, base)
+    for w_k, v in zip(w_steps, values, strict=True):
+        gi = fma32(w_k, v, gi)
+    return gi
+
+
+def gru_step(gi: np.ndarray, gh: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """One GRU update: h [H] from the input gates gi [3H] and the recurrent gates gh [3H]
+    (W_hh h + b_hh, int8 in generation, float in teacher forcing), as the kernel computes it."""
+    H = h.shape[0]
+    r = fast_sigmoid(gi[:H] + gh[:H])
+    z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+    n = fast_tanh(fma32(r, gh[2 * H :], gi[2 * H :]))
+    return fma32(z, h, (f32(1) - z) * n)
+
+
+def frame_gates(
+    cond_pair: np.ndarray, weights: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(base, slope) [3H] of a frame from its conditioning and the next's, cond_pair [2, C]:
+    (1 - a) P0 + a P1 + b_ih written as base + a * slope, one FMA per step in the kernel."""
+    proj = project_conditioning(cond_pair, weights["gru.w_cond"])  # [2, 3H]
+    return (proj[0] + weights["gru.b_ih"]).astype(f32), (proj[1] - proj[0]).astype(f32)
+
+
 def run_frame(
     weights: dict[str, np.ndarray],
     config: VocoderConfig,
@@ -563,70 +593,39 @@ def run_frame(
     cond_pair: [2, C] conditioning of this frame and the next; per-sample conditioning is their
         linear interpolation, so its GRU projection is two matvecs per frame, not one per sample.
     uniforms:  [T] float32 in [0, 1), one per sample (the stream's RNG lives outside).
-    quantized: int8 forms of the sparse weights (derived here when the config asks for int8).
+    quantized: int8 forms of the sparse weights (derived here when not given).
     lpc:       [P] float32 predictor coefficients of this frame (config.lpc_order > 0).
     source:    [T, 2] float32 sine source of this frame (models/dsp/pitch.py); None: zeros.
-    logit_scale: this frame's factor on the logits (frame_logit_scales): FC2's row scales (or
-               weights) and bias are multiplied by it, as the runtime does with its arguments.
+    logit_scale: this frame's factor on the logits (frame_logit_scales): FC2's row scales and
+               bias are multiplied by it, as the runtime does with its arguments.
     returns:   ([T] int32 mu-law classes drawn, [T] float32 samples of the pre-emphasised signal:
                the decoded class, plus the linear prediction when P > 0).
     """
-    H, T = config.hidden_size, config.hop_length
+    T, P = config.hop_length, config.lpc_order
     assert cond_pair.shape == (2, config.cond_size)
     assert uniforms.shape == (T,)
-    proj = project_conditioning(cond_pair, weights["gru.w_cond"])  # [2, 3H]
-    # (1 - a) P0 + a P1 + b_ih, written as base + a * slope: one FMA per step in the kernel
-    base = (proj[0] + weights["gru.b_ih"]).astype(f32)
-    slope = (proj[1] - proj[0]).astype(f32)
-    w_s, w_p, w_e, w_sin, w_cos = (weights[k] for k in STEP_INPUTS)
-    if source is None:
-        source = np.zeros((T, 2), f32)
+    base, slope = frame_gates(cond_pair, weights)
+    w_steps = [weights[k] for k in STEP_INPUTS]
+    source = np.zeros((T, 2), f32) if source is None else source.astype(f32)
     assert source.shape == (T, 2)
-    source = source.astype(f32)
-    b_hh = weights["gru.b_hh"]
-    w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
-    table = mulaw_table()
-    int8 = config.weight_dtype == "int8"
-    if int8 and quantized is None:
-        quantized = QuantizedWeights.from_weights(weights)
-    fc2_scale = quantized.fc2_scale if quantized is not None else None
-    if logit_scale != 1.0:
-        s = f32(logit_scale)
-        b2 = (b2 * s).astype(f32)
-        if quantized is not None:
-            fc2_scale = (quantized.fc2_scale * s).astype(f32)
-        else:
-            w2 = (w2 * s).astype(f32)
-    P = config.lpc_order
+    q = quantized if quantized is not None else QuantizedWeights.from_weights(weights)
+    b_hh, b1 = weights["gru.b_hh"], weights["fc1.bias"]
+    s = f32(logit_scale)
+    b2 = (weights["fc2.bias"] * s).astype(f32) if logit_scale != 1.0 else weights["fc2.bias"]
+    fc2_scale = (q.fc2_scale * s).astype(f32) if logit_scale != 1.0 else q.fc2_scale
     if P:
         assert lpc is not None and lpc.shape == (P,), "an LPC model needs the frame's coefficients"
+    table = mulaw_table()
     out = np.empty(T, np.int32)
     signal = np.empty(T, f32)
     h, x, e, hist = state.h.astype(f32), f32(state.x), f32(state.e), state.hist.astype(f32).copy()
-    zero = f32(0)
     for t in range(T):
-        a = f32(t) / f32(T)
-        p = predict(lpc, hist) if P else zero
-        sin, cos = source[t]
-        gi = fma32(slope, a, base)
-        for w_k, v in ((w_s, x), (w_p, p), (w_e, e), (w_sin, sin), (w_cos, cos)):
-            gi = fma32(w_k, v, gi)
-        if quantized is not None:
-            hq = quantize_unit(h)
-            gh = qmatvec(quantized.hh, quantized.hh_scale, hq, b_hh)
-        else:
-            gh = w_hh @ h + b_hh
-        r = fast_sigmoid(gi[:H] + gh[:H])
-        z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
-        n = fast_tanh(fma32(r, gh[2 * H :], gi[2 * H :]))
-        h = fma32(z, h, (f32(1) - z) * n)
-        if quantized is not None:
-            y = np.maximum(qmatvec(quantized.fc1, quantized.fc1_scale, quantize_unit(h), b1), f32(0))
-            yq, y_scale = quantize_relu_output(y)
-            logits = qmatvec(quantized.fc2, (fc2_scale * y_scale).astype(f32), yq, b2)
-        else:
-            y = np.maximum(w1 @ h + b1, f32(0))
-            logits = (w2 @ y + b2).astype(f32)
+        p = predict(lpc, hist) if P else f32(0)
+        gi = gate_inputs(base, slope, f32(t) / f32(T), w_steps, [x, p, e, *source[t]])
+        h = gru_step(gi, qmatvec(q.hh, q.hh_scale, quantize_unit(h), b_hh), h)
+        y = np.maximum(qmatvec(q.fc1, q.fc1_scale, quantize_unit(h), b1), f32(0))
+        yq, y_scale = quantize_relu_output(y)
+        logits = qmatvec(q.fc2, (fc2_scale * y_scale).astype(f32), yq, b2)
         k, margin = sample_from_logits(logits, float(uniforms[t]))
         if trace is not None:
             trace.cdf_margin.append(margin)
@@ -645,56 +644,47 @@ def run_frame(
 def vocode(
     weights: dict[str, np.ndarray], config: VocoderConfig, mel: np.ndarray, seed: int = 0
 ) -> np.ndarray:
-    """Whole-utterance reference: log-mel [N, n_mels] -> float32 audio [N * hop_length]."""
+    """Whole-utterance reference: log-mel [N, n_mels] -> float32 audio [N * hop_length]: each
+    frame by run_frame and de-emphasis, then the post-kernel chain (models/vocoder/chain.py)."""
+    n, T = mel.shape[0], config.hop_length
+    if n == 0:
+        return np.zeros(0, f32)
     cond = condition(mel, weights, config)
     cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
     rng = np.random.default_rng(seed)
     state = FrameState.zeros(config)
-    quantized = QuantizedWeights.from_weights(weights) if config.weight_dtype == "int8" else None
+    quantized = QuantizedWeights.from_weights(weights)
     deemphasis = Deemphasis(config.preemphasis)
     lpc = frame_lpc(mel, config)
-    T = config.hop_length
     f0, voicing = mel_pitch(mel)  # for the sine source (as frame_source) and the postfilter
     src = source(f0, voicing, T, config.sample_rate)[0]
-    postfilter = PitchPostfilter(
-        config.pitch_postfilter, config.sample_rate, T, config.pitch_postfilter_cutoff_hz
-    )
     scales = frame_logit_scales(config, voicing)
-    frames = []
-    redrawn = 0
-    for f in range(mel.shape[0]):
-        # a frame that reaches full scale is drawn again from the state before it, with the next
-        # uniforms, up to config.clip_retries times (VocoderConfig.clip_retries) and within the
-        # stream's budget (may_redraw); the last draw stands
-        for attempt in range(config.clip_retries + 1):
-            before, y_before = state.copy(), deemphasis.state
+    chain = SynthesisChain(config, lambda k: mel[k] if k < n else None)
+    saved: list[tuple[FrameState, np.float32]] = []
+
+    def save() -> None:
+        saved[:] = [(state.copy(), deemphasis.state)]
+
+    def restore() -> None:
+        before, y_before = saved[0]
+        state.h, state.x, state.hist, state.e = before.h, before.x, before.hist, before.e
+        deemphasis.state = y_before
+
+    out = []
+    for f in range(n):
+
+        def run(f: int = f) -> np.ndarray:
             u = rng.random(T, dtype=np.float32)
             _, signal = run_frame(
                 weights, config, cond[f : f + 2], u, state, quantized=quantized, lpc=lpc[f],
                 source=src[f * T : (f + 1) * T], logit_scale=float(scales[f]),
-            )
-            pcm = deemphasis(signal)
-            if not reaches_full_scale(pcm) or not may_redraw(attempt, redrawn, f, config.clip_retries):
-                break
-            redrawn += 1
-            state, deemphasis.state = before, y_before
-        frames.append(postfilter(pcm, f0[f : f + 1], voicing[f : f + 1]))
-    if not frames:
-        return np.zeros(0, f32)
-    advance = config.output_advance
-    if advance:  # the output moved earlier; after the last frame, the postfilter's tail
-        frames.append(postfilter(np.zeros(T, f32), f0[-1:], np.zeros(1)))
-    out = np.concatenate(frames)[advance : advance + mel.shape[0] * T]
-    if config.envelope_passes:
-        out = envelope.correct(
-            out,
-            mel,
-            config.envelope_passes,
-            config.envelope_clip,
-            config.envelope_smoothing,
-            config.envelope_smoothing_hz,
-        )
-    return out
+            )  # fmt: skip
+            return deemphasis(signal)
+
+        pcm = chain.draw(f, run, save, restore)
+        out.append(chain.frame(pcm, f0[f : f + 1], voicing[f : f + 1]))
+    out.append(chain.finish())
+    return np.concatenate(out)
 
 
 def frame_logit_scales(config: VocoderConfig, voicing: np.ndarray) -> np.ndarray:
@@ -704,26 +694,6 @@ def frame_logit_scales(config: VocoderConfig, voicing: np.ndarray) -> np.ndarray
     v = np.clip(np.asarray(voicing, f32), f32(0), f32(1))
     lo, hi = f32(config.unvoiced_logit_scale), f32(config.voiced_logit_scale)
     return (lo + (hi - lo) * v).astype(f32)
-
-
-def reaches_full_scale(pcm: np.ndarray) -> bool:
-    """Whether a frame's output touched the [-1, 1] clip: the sign that sampling ran away."""
-    return bool(np.max(np.abs(pcm), initial=0.0) >= f32(1))
-
-
-# A stream's redraws are capped at clip_retries + REDRAW_SHARE x the frames it has made: a trained
-# voice redraws about once in 150 utterances, but mels that clip for real (a much louder voice, or
-# noise) would otherwise cost their core up to (1 + clip_retries)x the compute admission control
-# counted on, and make every stream on that core late.
-REDRAW_SHARE = 0.05
-
-
-def may_redraw(attempt: int, redrawn: int, frames_done: int, clip_retries: int) -> bool:
-    """Whether a frame's draw number `attempt` (0 first) that reached full scale may be thrown away
-    and drawn again: retries are left for this frame, and the stream, having redrawn `redrawn`
-    draws over `frames_done` finished frames, is within the budget above. The one rule the stream
-    and vocode() share."""
-    return attempt < clip_retries and redrawn < clip_retries + REDRAW_SHARE * frames_done
 
 
 # --- teacher forcing (training checks; appended for models/train/wavernn.py's tests) --------------------
@@ -737,32 +707,28 @@ def teacher_forced_logits(
     mel: log-mel [N, n_mels]; audio: float [L] with L <= N * hop_length.
     Inputs at sample n are the step inputs as generation makes them from the true past
     (`excitation_targets`: previous sample, prediction, previous excitation) and the sine source
-    (`frame_source`), exactly what training uses. Returns float32 [L, 256] logits (same GRU/FC
-    math and fast exp/tanh as run_frame).
+    (`frame_source`), exactly what training uses. Returns float32 [L, 256] logits: the same GRU
+    step (gate_inputs, gru_step) as run_frame, with float matvecs in place of the int8 ones.
     """
     H, T = config.hidden_size, config.hop_length
     audio = np.asarray(audio, dtype=f32)
     assert audio.ndim == 1 and audio.shape[0] <= mel.shape[0] * T
     cond = condition(mel, weights, config)
     cond = np.concatenate([cond, cond[-1:]])  # the last frame interpolates towards itself
-    proj = (cond @ weights["gru.w_cond"].T).astype(f32)  # [N + 1, 3H]
     e = preemphasize(audio, config.preemphasis)
     _, inputs = excitation_targets(e, frame_lpc(mel, config), T)
     inputs = np.concatenate([inputs, frame_source(mel, config)[: audio.shape[0]]], axis=1)
-    w_in = np.stack([weights[k] for k in STEP_INPUTS], axis=1)  # [3H, 5]
-    b_ih, b_hh = weights["gru.b_ih"], weights["gru.b_hh"]
-    w_hh, w1, b1, w2, b2 = (weights[k] for k in ("gru.w_hh", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
+    w_steps = [weights[k] for k in STEP_INPUTS]
+    w_hh, b_hh = weights["gru.w_hh"], weights["gru.b_hh"]
+    w1, b1, w2, b2 = (weights[k] for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"))
     h = np.zeros(H, f32)
     out = np.empty((audio.shape[0], config.n_classes), f32)
     for n in range(audio.shape[0]):
         f, t = divmod(n, T)
-        a = f32(t) / f32(T)
-        gi = (f32(1) - a) * proj[f] + a * proj[f + 1] + w_in @ inputs[n] + b_ih
-        gh = w_hh @ h + b_hh
-        r = fast_sigmoid(gi[:H] + gh[:H])
-        z = fast_sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
-        nn_ = fast_tanh(gi[2 * H :] + r * gh[2 * H :])
-        h = ((f32(1) - z) * nn_ + z * h).astype(f32)
+        if t == 0:
+            base, slope = frame_gates(cond[f : f + 2], weights)
+        gi = gate_inputs(base, slope, f32(t) / f32(T), w_steps, list(inputs[n]))
+        h = gru_step(gi, (w_hh @ h + b_hh).astype(f32), h)
         y = np.maximum(w1 @ h + b1, f32(0))
         out[n] = (w2 @ y + b2).astype(f32)
     return out

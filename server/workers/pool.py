@@ -39,22 +39,20 @@ from typing import Any
 
 import numpy as np
 
-from models.dsp.features import MelInputError
+from models.dsp.features import SPEC, US_PER_SAMPLE_BUDGET, MelInputError
 from server.errors import NoCapacity, NotReady, StreamFailed, WorkerDied
 from server.metrics import Metrics
 from server.workers.worker import worker_main
 
 logger = logging.getLogger(__name__)
 
-REALTIME_US_PER_SAMPLE = 40.0
-"""The real-time line per sample: 1/24 kHz = 41.7 µs, rounded down to the 40 µs the alerts use."""
 
 _PRELOAD = ["server.workers.worker", "models.runtime"]
 
 
 def capacity_for(us_per_sample: float, headroom: float, max_streams: int | None) -> int:
     """Real-time streams a core admits: floor(headroom * 40 µs / measured µs), at least 1."""
-    cap = math.floor(headroom * REALTIME_US_PER_SAMPLE / max(us_per_sample, 1e-3))
+    cap = math.floor(headroom * US_PER_SAMPLE_BUDGET / max(us_per_sample, 1e-3))
     if cap < 1:
         logger.warning(
             "%.1f µs/sample is slower than real time with headroom %.2f; admitting 1 stream per "
@@ -223,8 +221,8 @@ class WorkerPool:
         self.recovery_s = recovery_s
         self.workers = [_Worker(core=c) for c in self.cores]
         self.model_info: dict[str, Any] = {}
-        self.sample_rate = 24_000
-        self.hop_length = 300
+        self.sample_rate = SPEC.sample_rate
+        self.hop_length = SPEC.hop_length
         self.draining = False
         self.draining_event = asyncio.Event()  # websocket sessions wrap up when it is set
         self.fatal_error: str | None = None

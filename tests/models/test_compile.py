@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models import compile as comp
+from models.artifact import sha256_file
 from models.vocoder.config import TINY, VocoderConfig
 from models.vocoder.reference import random_weights
 
@@ -22,7 +23,7 @@ def test_artifact_is_self_describing(tmp_path: Path) -> None:
     assert manifest["config"] == TINY.to_dict()
     assert manifest["isas"]["avx2"]["target"]["mcpu"] == "haswell"
     assert set(manifest["files"]) == names - {"manifest.json"}
-    assert manifest["files"]["weights.npz"] == comp.sha256_file(out / "weights.npz")
+    assert manifest["files"]["weights.npz"] == sha256_file(out / "weights.npz")
     for name, density in manifest["sparsity"]["density"].items():
         assert density == pytest.approx(TINY.density, abs=0.02), name
     assert manifest["tvm_version"]

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from models import compile as comp
+from models.artifact import ModelLoadError, sha256_file
 from models.dsp.features import SPEC, log_mel
 from models.dsp.pitch import mel_pitch
-from models.kernel import kernel
-from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
+from models.kernel.isa import ISA_FLAGS, cpu_flags, host_isas
+from models.kernel.packing import KERNEL_ABI
+from models.runtime import MelInputError, VocoderRuntime
+from models.vocoder.chain import REDRAW_SHARE
 from models.vocoder.config import TINY
-from models.vocoder.reference import REDRAW_SHARE, frame_source, random_weights, vocode
+from models.vocoder.reference import frame_source, random_weights, vocode
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +73,8 @@ def test_the_sine_source_reaches_the_kernel(runtime: VocoderRuntime, tmp_path: P
 
 
 def test_loads_best_isa_for_this_cpu(runtime: VocoderRuntime) -> None:
-    assert runtime.isa == comp.host_isas()[0]
-    assert kernel.ISA_FLAGS[runtime.isa] <= cpu_flags()
+    assert runtime.isa == host_isas()[0]
+    assert ISA_FLAGS[runtime.isa] <= cpu_flags()
     assert runtime.measure_us_per_sample(frames=3) > 0
 
 
@@ -395,7 +398,7 @@ def test_missing_manifest_and_mismatched_config(tiny_dir: Path, tmp_path: Path) 
 def test_module_from_another_kernel_abi_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     """An artefact compiled before the weight layout changed must not be fed the new layout."""
     d = copy_model(tiny_dir, tmp_path / "m")
-    assert json.loads((d / "manifest.json").read_text())["kernel_abi"] == kernel.KERNEL_ABI
+    assert json.loads((d / "manifest.json").read_text())["kernel_abi"] == KERNEL_ABI
     edit_json(
         d / "manifest.json", lambda m: m.pop("kernel_abi")
     )  # as written before the field existed
@@ -414,7 +417,7 @@ def test_old_artefacts_load_with_what_they_were_trained_with(
 
     def drop_field(manifest: dict[str, Any]) -> None:
         manifest["config"].pop(field)
-        manifest["files"]["config.json"] = comp.sha256_file(d / "config.json")
+        manifest["files"]["config.json"] = sha256_file(d / "config.json")
 
     edit_json(d / "manifest.json", drop_field)
     assert getattr(VocoderRuntime.load(d).config, field) == then
@@ -425,13 +428,13 @@ def test_module_for_missing_cpu_features_is_refused(tiny_dir: Path, tmp_path: Pa
     manifest = json.loads((d / "manifest.json").read_text())
     # Pretend the only shipped module needs a feature no CPU has.
     isa = next(iter(manifest["isas"]))
-    original = kernel.ISA_FLAGS[isa]
-    kernel.ISA_FLAGS[isa] = original | {"imaginary_feature"}
+    original = ISA_FLAGS[isa]
+    ISA_FLAGS[isa] = original | {"imaginary_feature"}
     try:
         with pytest.raises(ModelLoadError, match="imaginary_feature"):
             VocoderRuntime.load(d, isa=isa)
     finally:
-        kernel.ISA_FLAGS[isa] = original
+        ISA_FLAGS[isa] = original
     with pytest.raises(ModelLoadError, match="has no"):
         VocoderRuntime.load(d, isa="nonexistent")
 
@@ -460,7 +463,7 @@ def test_no_fitting_module_compiles_for_host(
 
 def test_every_isa_level_gives_identical_audio(tmp_path: Path) -> None:
     """int8 blocks are exact integer sums on every ISA, so the samples are the same everywhere."""
-    isas = comp.host_isas()
+    isas = host_isas()
     d = comp.build_artifact(random_weights(TINY, 1), TINY, tmp_path / "all", isas=isas)
     m = mel(5, seed=4)
     outputs = {

@@ -7,14 +7,13 @@ import argparse
 import json
 import time
 
-import numpy as np
 import pytest
 
-from models.dsp.features import validate_mel
-from server import loadtest
-from server.loadtest import LoadtestError, count_late_frames, load_sample_mel, tile_mel
+from models.dsp.features import SPEC
+from server.loadtest import cli as loadtest
+from server.loadtest.client import count_late_frames
 
-FRAME_S = 300 / 24_000  # 12.5 ms of audio per frame
+FRAME_S = SPEC.hop_length / SPEC.sample_rate  # 12.5 ms of audio per frame
 
 
 def test_count_late_frames_on_time_stream() -> None:
@@ -48,24 +47,6 @@ def test_count_late_frames_multi_frame_messages() -> None:
 
 def test_count_late_frames_empty() -> None:
     assert count_late_frames([], buffer_s=0.1) == (0, 0)
-
-
-def test_shipped_sample_mel_follows_the_mel_contract() -> None:
-    mel = load_sample_mel()
-    validate_mel(mel)  # raises MelInputError if not [n, 80] finite
-    assert mel.shape[0] >= 80, "at least one second of speech"
-    # Festival speech, not silence: log-mel spans the floor (-11.5) up to loud bins.
-    assert mel.max() > -2.0 and mel.min() >= np.log(1e-5) - 1e-3
-
-
-def test_tile_mel_repeats_and_crops() -> None:
-    mel = np.arange(3 * 80, dtype=np.float32).reshape(3, 80)
-    out = tile_mel(mel, 7)
-    assert out.shape == (7, 80)
-    np.testing.assert_array_equal(out[3:6], mel)
-    np.testing.assert_array_equal(out[6], mel[0])
-    with pytest.raises(LoadtestError):
-        tile_mel(mel, 0)
 
 
 def _args(*argv: str) -> argparse.Namespace:

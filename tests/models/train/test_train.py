@@ -355,7 +355,7 @@ def test_input_ring_outside_0_1_is_a_usage_error(gamma: str, capsys: pytest.Capt
 
 
 def test_precision_auto_uses_bf16_only_with_native_support() -> None:
-    from models.runtime import cpu_flags
+    from models.kernel.isa import cpu_flags
 
     assert train_mod.use_bf16("bf16") and not train_mod.use_bf16("fp32")
     assert train_mod.use_bf16("auto") == bool(cpu_flags() & train_mod.NATIVE_BF16_FLAGS)

@@ -209,7 +209,7 @@ def test_frame_logit_scales_follow_voicing() -> None:
 def test_logit_scale_is_a_temperature() -> None:
     """Scaling a frame's logits by s samples it exactly as weights exported at temperature 1 / s
     would (FC2 and its bias times s), and a larger s draws from fewer classes."""
-    config = dataclasses.replace(TINY, weight_dtype="float32")
+    config = TINY
     w = ref.random_weights(config, 1)
     cond = np.random.default_rng(2).normal(0, 1, (2, config.cond_size)).astype(np.float32)
     u = np.random.default_rng(3).random(config.hop_length, dtype=np.float32)
