@@ -21,7 +21,7 @@ import numpy as np
 
 from models.kernel.packing import KERNEL_ABI
 from models.vocoder.config import VocoderConfig
-from models.vocoder.reference import check_weights, upgrade_weights
+from models.vocoder.params import check_weights, upgrade_weights
 
 COMPILED_ROOT = Path(__file__).resolve().parent.parent / "compiled"
 MANIFEST = "manifest.json"

@@ -29,6 +29,7 @@ from models.kernel.isa import ISA_FLAGS, cpu_flags
 from models.runtime import VocoderRuntime
 from models.sample_mel import load_sample_mel, tile_mel
 from models.stream import LOOKAHEAD, VocoderStream
+from models.vocoder import excitation, mulaw, quantize
 from models.vocoder import reference as ref
 from models.vocoder.chain import frames_ahead
 from models.vocoder.config import VocoderConfig
@@ -146,7 +147,7 @@ def numpy_engine(weights: dict[str, np.ndarray], config: VocoderConfig) -> Calla
     rng = np.random.default_rng(0)
     cond = rng.uniform(-1, 1, (2, config.cond_size)).astype(np.float32)
     u = rng.random(config.hop_length, dtype=np.float32)
-    quantized = ref.QuantizedWeights.from_weights(weights)
+    quantized = quantize.QuantizedWeights.from_weights(weights)
     lpc = np.zeros(config.lpc_order, np.float32)  # the prediction's cost, not its value
     src = source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0]
 
@@ -174,11 +175,11 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
         return None
     torch.set_num_threads(1)
     H = config.hidden_size
-    gru = torch.nn.GRUCell(len(ref.STEP_INPUTS) + config.cond_size, H)
+    gru = torch.nn.GRUCell(len(excitation.STEP_INPUTS) + config.cond_size, H)
     fc1 = torch.nn.Linear(H, config.fc_size)
     fc2 = torch.nn.Linear(config.fc_size, config.n_classes)
     with torch.no_grad():
-        w_in = [weights[k][:, None] for k in ref.STEP_INPUTS]
+        w_in = [weights[k][:, None] for k in excitation.STEP_INPUTS]
         gru.weight_ih.copy_(torch.from_numpy(np.concatenate([*w_in, weights["gru.w_cond"]], 1)))
         gru.weight_hh.copy_(torch.from_numpy(weights["gru.w_hh"]))
         gru.bias_ih.copy_(torch.from_numpy(weights["gru.b_ih"]))
@@ -187,7 +188,7 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
         fc1.bias.copy_(torch.from_numpy(weights["fc1.bias"]))
         fc2.weight.copy_(torch.from_numpy(weights["fc2.weight"]))
         fc2.bias.copy_(torch.from_numpy(weights["fc2.bias"]))
-    table = torch.from_numpy(ref.mulaw_table())
+    table = torch.from_numpy(mulaw.mulaw_table())
     cond = torch.rand(2, config.cond_size) * 2 - 1
     src = torch.from_numpy(source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0])
     gen = torch.Generator().manual_seed(0)

@@ -23,7 +23,7 @@ from models.kernel.build import build
 from models.kernel.isa import ISA_PREFERENCE, ISA_TARGETS, host_isas
 from models.kernel.packing import KERNEL_ABI, pack_weights
 from models.vocoder.config import MAX_CLIP_RETRIES, VocoderConfig
-from models.vocoder.reference import SPARSE_WEIGHTS, check_weights, random_weights
+from models.vocoder.params import SPARSE_WEIGHTS, check_weights, random_weights
 
 log = logging.getLogger(__name__)
 

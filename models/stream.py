@@ -21,7 +21,9 @@ import tvm
 from models.dsp.features import MelInputError, validate_mel
 from models.dsp.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.vocoder.chain import SynthesisChain, frames_ahead
-from models.vocoder.reference import frame_logit_scales, frame_lpc, normalize_mel
+from models.vocoder.conditioning import normalize_mel
+from models.vocoder.excitation import frame_lpc
+from models.vocoder.reference import frame_logit_scales
 
 if TYPE_CHECKING:
     from models.runtime import VocoderRuntime
@@ -42,7 +44,7 @@ class VocoderStream:
         self.runtime = runtime
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        # Normalised mel, edge-padded as reference.pad_mel: rows 0-1 repeat frame 0, frame i is row
+        # Normalised mel, edge-padded as conditioning.pad_mel: rows 0-1 repeat frame 0, frame i is row
         # i + 2, and finish() appends two copies of the last frame; an aligned buffer that doubles.
         self._mel = aligned((64, c.n_mels))
         self._n = 0

@@ -18,7 +18,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """compiled/<name>/ of a tiny real model built for this host's best ISA."""
     from models.compile import build_artifact
     from models.vocoder.config import TINY
-    from models.vocoder.reference import random_weights
+    from models.vocoder.params import random_weights
 
     out = tmp_path_factory.mktemp("compiled") / "tiny"
     return build_artifact(random_weights(TINY, seed=0), TINY, out, description="tiny test model")

@@ -23,14 +23,9 @@ from tvm.script import tirx as T
 
 from models.kernel.packing import KernelShape
 from models.kernel.tir_math import exp2_poly, fma, multiply_add, tanh_rational
-from models.vocoder.reference import (
-    EXP_FLOOR,
-    LOG2E,
-    SOURCE_INPUTS,
-    STEP_INPUTS,
-    TANH_CLAMP,
-    Q,
-)
+from models.vocoder.excitation import SOURCE_INPUTS, STEP_INPUTS
+from models.vocoder.fastmath import EXP_FLOOR, LOG2E, TANH_CLAMP
+from models.vocoder.quantize import Q
 
 
 def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.PrimFunc:
@@ -172,7 +167,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     @T.macro
     def predict(lpc, xprev, sc, d64):
         # sc[4] = p[t] = -sum_i a_i s[t-i] from the history xprev[3:] (float64 products and sum,
-        # rounded once, as reference.predict); 0 without LPC
+        # rounded once, as excitation.predict); 0 without LPC
         if P > 0:
             d64[0] = T.float64(0)
             for i in range(P):

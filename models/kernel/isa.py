@@ -24,7 +24,7 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2")  # best first
 #   vnni:     one vpdpbusd (u8 x s8, 4 products summed per int32 lane)
 #   avx512bw: vpmaddubsw (u8 x s8, pairs summed into int16) then vpmaddwd by ones (pairs of int16
 #             summed into int32): the VNNI emulation LPCNet uses; it cannot saturate because
-#             reference.quantize_rows bounds every weight pair by 128
+#             quantize.quantize_rows bounds every weight pair by 128
 #   avx2:     the same with 256-bit registers (two of each per block)
 #   generic:  plain integer SIMD that LLVM vectorises for any CPU (host fallback)
 # All are exact integer sums, so every ISA level produces the same samples. (The earlier avx2 path,

@@ -7,14 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.vocoder.conditioning import CondMatrices
 from models.vocoder.config import VocoderConfig
-from models.vocoder.reference import (
-    SOURCE_INPUTS,
-    STEP_INPUTS,
-    CondMatrices,
-    QuantizedWeights,
-    mulaw_table,
-)
+from models.vocoder.excitation import SOURCE_INPUTS, STEP_INPUTS
+from models.vocoder.mulaw import mulaw_table
+from models.vocoder.quantize import QuantizedWeights
 from models.vocoder.sparsity import BSR, to_bsr
 
 # The calling convention of the compiled frame function: its arguments, their layouts and the
@@ -24,11 +21,11 @@ from models.vocoder.sparsity import BSR, to_bsr
 # 4: xprev holds [previous sample, de-emphasis state] and the frame also writes float PCM.
 # 5: "condition" computes k frames per call from padded mel rows (cond, x, hid, weights).
 # 6: the frame takes lpc [max(P, 1)] after cond, and xprev is [2 + P] (+ the LPC history).
-# 7: the GRU also sees p[n] and e[n-1]: w_sample becomes w_in [3, 3H] (reference.STEP_INPUTS)
+# 7: the GRU also sees p[n] and e[n-1]: w_sample becomes w_in [3, 3H] (excitation.STEP_INPUTS)
 #    and xprev is [3 + P]: [previous sample, de-emphasis state, previous excitation, history].
 # 8: the GRU also sees the sine source (models/dsp/pitch.py): the frame takes src [T, 2] after lpc,
 #    and w_in is [5, 3H].
-# 9: tanh is reference.TANH_*'s 5-FMA rational, not Eigen's 9-FMA one. The arguments are those of
+# 9: tanh is fastmath.TANH_*'s 5-FMA rational, not Eigen's 9-FMA one. The arguments are those of
 #    8, but a module must compute its reference's math, and the host-compile cache is keyed by ABI.
 KERNEL_ABI = 9
 

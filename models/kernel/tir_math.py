@@ -8,11 +8,11 @@ from collections.abc import Callable
 import tvm
 from tvm.script import tirx as T
 
-from models.vocoder.reference import EXP2_POLY, TANH_ALPHA, TANH_BETA
+from models.vocoder.fastmath import EXP2_POLY, TANH_ALPHA, TANH_BETA
 
 
 def fma(a: tvm.tirx.PrimExpr, b: tvm.tirx.PrimExpr, c: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
-    """a * b + c rounded once (models.vocoder.reference.fma32), vectorised like any elementwise op.
+    """a * b + c rounded once (models.vocoder.fastmath.fma32), vectorised like any elementwise op.
 
     Written out rather than left to LLVM's contraction of `a * b + c`: where both operands of an
     add are products, or an ISA has no FMA, LLVM's choice decides the last bit, and a last-bit
@@ -35,7 +35,7 @@ def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr, mad: Callable = f
     """fast_tanh's rational P(x2) * x / Q(x2) on an already clamped x, with x2 = x * x.
 
     A plain Python builder, called from the TVMScript below: the expression tree (Horner steps as
-    FMAs, as models.vocoder.reference._tanh_rational) is written once for the GRU gates and the
+    FMAs, as models.vocoder.fastmath._tanh_rational) is written once for the GRU gates and the
     conditioning net.
     """
     p = T.float32(float(TANH_ALPHA[0]))
@@ -48,7 +48,7 @@ def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr, mad: Callable = f
 
 
 def exp2_poly(f: tvm.tirx.PrimExpr, mad: Callable = fma) -> tvm.tirx.PrimExpr:
-    """2^f on [0, 1) (models.vocoder.reference.fast_exp's polynomial), Horner steps as FMAs."""
+    """2^f on [0, 1) (models.vocoder.fastmath.fast_exp's polynomial), Horner steps as FMAs."""
     p = T.float32(float(EXP2_POLY[-1]))
     for c in reversed(EXP2_POLY[:-1]):
         p = mad(p, f, T.float32(float(c)))

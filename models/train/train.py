@@ -4,7 +4,7 @@ Reads the corpus written by `sparrow data` (data/corpus/metadata.csv, wav/<id>.w
 re-reading metadata.csv every few minutes so training can start while the corpus still grows.
 Each step takes random crops of a few mel frames (plus the conditioning context around them),
 runs the GRU over the crop's samples with the true past as input (previous sample, linear
-prediction, previous excitation: reference.excitation_targets), and minimises
+prediction, previous excitation: excitation.excitation_targets), and minimises
 cross-entropy over the 256 mu-law classes. W_hh, FC1 and FC2 are pruned to `config.density` in
 blocks of `(block_rows, block_cols)` on a cubic schedule; masks are re-applied after every step.
 
@@ -35,16 +35,11 @@ import torch.nn.functional as F
 from models.argtypes import bounded
 from models.dsp.pitch import frame_phases, locked_offsets, mel_pitch, source
 from models.train.wavernn import SAMPLE_GAIN, WaveRNN, to_reference_weights, widen_input_columns
+from models.vocoder.conditioning import pad_mel
 from models.vocoder.config import TINY, VocoderConfig
-from models.vocoder.reference import (
-    SIGNAL_INPUTS,
-    SPARSE_WEIGHTS,
-    STEP_INPUTS,
-    excitation_targets,
-    frame_lpc,
-    pad_mel,
-    preemphasize,
-)
+from models.vocoder.excitation import SIGNAL_INPUTS, STEP_INPUTS, excitation_targets, frame_lpc
+from models.vocoder.mulaw import preemphasize
+from models.vocoder.params import SPARSE_WEIGHTS
 from models.vocoder.sparsity import block_norms, grow_block_mask, magnitude_block_mask
 
 logger = logging.getLogger(__name__)
@@ -73,7 +68,7 @@ class Utterance:
     id: str
     classes: np.ndarray  # [samples] uint8 mu-law targets: pre-emphasised audio or LPC excitation
     inputs: np.ndarray  # [samples, 3] float32 signal inputs as generation makes them
-    mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as reference.condition does
+    mel: np.ndarray  # [frames + 4, n_mels] float32, edge-padded as conditioning.condition does
     pitch: np.ndarray  # [frames, 2] float64 F0 and voicing from the mel (models/dsp/pitch.py)
     phases: np.ndarray  # [frames + 1] float64 sine-source phase at each frame's start
     offsets: np.ndarray  # [frames] float64 phase of the audio's fundamental against that source
@@ -103,7 +98,7 @@ class Corpus:
     split: str
     config: VocoderConfig
     input_noise: float = 0.0  # LPC only: largest per-utterance Laplace scale of injected slips
-    input_ring: float = 0.0  # largest per-utterance gamma the slips ring with (reference.ring_through_lpc)
+    input_ring: float = 0.0  # largest per-utterance gamma the slips ring with (excitation.ring_through_lpc)
     utterances: list[Utterance] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
 
@@ -191,7 +186,7 @@ def sample_batch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random crops of `crop_frames` frames, utterances drawn in proportion to their length.
 
-    Returns mel [B, crop + 5, n_mels], inputs [B, crop * hop, 5] float32 (reference.STEP_INPUTS:
+    Returns mel [B, crop + 5, n_mels], inputs [B, crop * hop, 5] float32 (excitation.STEP_INPUTS:
     the signal inputs, then the sine source), target [B, crop * hop] int64.
     """
     hop = config.hop_length

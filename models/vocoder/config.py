@@ -77,7 +77,7 @@ class VocoderConfig:
     envelope_smoothing_hz: float = 4000.0
     # Redraws of a frame whose output reaches full scale: the stream restores the state from
     # before the frame and samples it again with fresh uniforms, up to this many times (the last
-    # draw stands), within a per-stream budget (reference.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
+    # draw stands), within a per-stream budget (chain.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
     # once in ~150 held-out utterances its sampling locks onto a run of one-signed excitation that
     # the de-emphasis integrates into a 10-30 ms full-scale thump; a fresh draw of the frame where
     # it starts does not (docs/training.md). An inference setting; 0 turns it off (a

@@ -12,7 +12,7 @@ import pytest
 
 from models.compile import build_artifact
 from models.vocoder.config import TINY
-from models.vocoder.reference import random_weights
+from models.vocoder.params import random_weights
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from models import compile as comp
 from models.artifact import sha256_file
 from models.vocoder.config import TINY, VocoderConfig
-from models.vocoder.reference import random_weights
+from models.vocoder.params import random_weights
 
 
 def test_artifact_is_self_describing(tmp_path: Path) -> None:

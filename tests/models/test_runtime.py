@@ -22,7 +22,9 @@ from models.kernel.packing import KERNEL_ABI
 from models.runtime import MelInputError, VocoderRuntime
 from models.vocoder.chain import REDRAW_SHARE
 from models.vocoder.config import TINY
-from models.vocoder.reference import frame_source, random_weights, vocode
+from models.vocoder.excitation import frame_source
+from models.vocoder.params import random_weights
+from models.vocoder.reference import vocode
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from models.dsp.pitch import source
 from models.kernel.build import build
 from models.kernel.isa import host_isas
 from models.kernel.packing import condition_args, int8_args, logit_arg_positions, pack_weights
+from models.vocoder import conditioning, excitation, mulaw, params, quantize
 from models.vocoder import reference as ref
 from models.vocoder.config import TINY, VocoderConfig
 from models.vocoder.sparsity import to_bsr
@@ -24,11 +25,11 @@ BOUNDARY_MARGIN = 1e-4
 
 def signal_of(classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pre-emphasised samples a frame's classes make, and the LPC history after them."""
-    table = ref.mulaw_table()
+    table = mulaw.mulaw_table()
     out = np.empty(len(classes), np.float32)
     for t, k in enumerate(classes):
         if len(lpc):
-            out[t] = np.clip(ref.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1))
+            out[t] = np.clip(excitation.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1))
             hist = np.concatenate([[out[t]], hist[:-1]]).astype(np.float32)
         else:
             out[t] = table[k]
@@ -40,20 +41,20 @@ def run_and_compare(
 ) -> dict[str, float]:
     """Run `frames` kernel calls; before each, run the reference from the kernel's own state.
     with_source=False zeroes the sine-source weights: the kernel is built without those terms."""
-    w = ref.random_weights(config, seed)
+    w = params.random_weights(config, seed)
     if not with_source:
-        w.update({k: np.zeros_like(w[k]) for k in ref.SOURCE_INPUTS})
+        w.update({k: np.zeros_like(w[k]) for k in excitation.SOURCE_INPUTS})
     shape, wargs = pack_weights(w, config)
     assert shape.source == with_source
     fn = build(shape, isa)["main"]
     rng = np.random.default_rng(seed + 1)
     mel = rng.normal(-5, 2, size=(frames + 1, config.n_mels)).astype(np.float32)
-    cond = ref.condition(mel, w, config)
-    lpc = ref.frame_lpc(mel, config)  # [frames + 1, P]
+    cond = conditioning.condition(mel, w, config)
+    lpc = excitation.frame_lpc(mel, config)  # [frames + 1, P]
     # A voiced sine source of changing pitch and strength (a random mel has no pitch to find).
     src, _ = source(rng.uniform(120, 300, frames), rng.uniform(0.3, 1.0, frames), config.hop_length, config.sample_rate)
     T = config.hop_length
-    quantized = ref.QuantizedWeights.from_weights(w)
+    quantized = quantize.QuantizedWeights.from_weights(w)
     arr = tvm.runtime.tensor
     h = arr(np.zeros(config.hidden_size, np.float32))
     x = arr(np.zeros(3 + config.lpc_order, np.float32))
@@ -70,7 +71,7 @@ def run_and_compare(
         expected, _ = ref.run_frame(
             w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
         )
-        deemphasis = ref.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
+        deemphasis = mulaw.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
         frame_lpc = arr(lpc[f] if config.lpc_order else np.zeros(1, np.float32))
         frame_src = arr(np.ascontiguousarray(src[f * T : (f + 1) * T]))
         fn(arr(np.ascontiguousarray(cond[f : f + 2])), frame_lpc, frame_src, arr(u), h, x, out, pcm, *weights_args)
@@ -79,7 +80,7 @@ def run_and_compare(
         signal, hist = signal_of(got, lpc[f], hist)
         assert np.array_equal(pcm.numpy(), deemphasis(signal))
         assert np.array_equal(x.numpy()[3:], hist)  # the LPC history it carries on
-        assert x.numpy()[2] == ref.mulaw_table()[got[-1]]  # and the last excitation
+        assert x.numpy()[2] == mulaw.mulaw_table()[got[-1]]  # and the last excitation
         differ = np.nonzero(got != expected)[0]
         steps += len(got)
         if len(differ):
@@ -138,7 +139,7 @@ def test_kernel_without_source_terms_matches_reference(with_source: bool) -> Non
 
 
 def test_unknown_isa_is_rejected() -> None:
-    shape, _ = pack_weights(ref.random_weights(TINY, 0), TINY)
+    shape, _ = pack_weights(params.random_weights(TINY, 0), TINY)
     with pytest.raises(ValueError, match="unknown ISA"):
         build(shape, "sse9")
 
@@ -161,14 +162,14 @@ def test_a_block_that_rounds_to_zero_in_int8_stays_a_block(tmp_path: Path) -> No
     from models.compile import build_artifact
     from models.runtime import VocoderRuntime
 
-    w = ref.random_weights(TINY, 0)
+    w = params.random_weights(TINY, 0)
     hh = w["gru.w_hh"]
     pattern = to_bsr(hh, (TINY.block_rows, TINY.block_cols))
     row = int(np.searchsorted(pattern.indptr, 0, side="right")) - 1  # the first block's row
     col, r0 = int(pattern.indices[0]), row * TINY.block_rows
     block = (slice(r0, r0 + TINY.block_rows), slice(col * TINY.block_cols, (col + 1) * TINY.block_cols))
     hh[block] = 1e-6  # nonzero, far below half a step of any row's scale
-    assert np.all(ref.QuantizedWeights.from_weights(w).hh[block] == 0)
+    assert np.all(quantize.QuantizedWeights.from_weights(w).hh[block] == 0)
     shape, args = pack_weights(w, TINY)
     assert shape.nnzb_hh == pattern.data.shape[0] == args[4].shape[0]  # hh data after w_cond, w_in, b_ih, b_hh
     rt = VocoderRuntime.load(build_artifact(w, TINY, tmp_path / "m", isas=None))
@@ -178,9 +179,9 @@ def test_a_block_that_rounds_to_zero_in_int8_stays_a_block(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("config", [TINY, VocoderConfig()], ids=["tiny", "full"])
 def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig) -> None:
-    """The module's "condition" (float64 dot products) equals reference.condition_rows exactly,
+    """The module's "condition" (float64 dot products) equals conditioning.condition_rows exactly,
     for any batch size k, and batches of a padded mel give the whole-utterance conditioning."""
-    w = ref.random_weights(config, 3)
+    w = params.random_weights(config, 3)
     rng = np.random.default_rng(4)
     for name in ("cond.conv1.bias", "cond.conv2.bias"):
         w[name] = rng.normal(0, 0.5, size=w[name].shape).astype(np.float32)
@@ -188,8 +189,8 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
     fn = build(shape, host_isas()[0])["condition"]
     args = [tvm.runtime.tensor(a) for a in condition_args(w)]
     mel = rng.normal(-5, 2.5, size=(40, config.n_mels)).astype(np.float32)
-    xpad = ref.pad_mel(ref.normalize_mel(mel, config))
-    whole = ref.condition(mel, w, config)
+    xpad = conditioning.pad_mel(conditioning.normalize_mel(mel, config))
+    whole = conditioning.condition(mel, w, config)
     got = np.zeros_like(whole)
     g = 0
     for k in (1, 16, 2, 5, 16):  # uneven batches covering all 40 frames
@@ -197,7 +198,7 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
         hid = tvm.runtime.tensor(np.zeros((k + 2, config.cond_hidden), np.float32))
         fn(cond, tvm.runtime.tensor(xpad[g : g + k + 4]), hid, *args)
         got[g : g + k] = cond.numpy()
-        assert np.array_equal(got[g : g + k], ref.condition_rows(xpad[g : g + k + 4], ref.CondMatrices.from_weights(w)))
+        assert np.array_equal(got[g : g + k], conditioning.condition_rows(xpad[g : g + k + 4], conditioning.CondMatrices.from_weights(w)))
         g += k
     assert g == mel.shape[0]
     bad = np.flatnonzero((got != whole).any(axis=1))
@@ -211,7 +212,7 @@ def test_logit_arguments_are_the_ones_the_logits_scale_with() -> None:
     """logit_arg_positions: doubling the arguments there is exactly packing weights whose
     FC2 and bias were doubled (a temperature halved at export), and no other argument changes."""
     config = TINY
-    w = ref.random_weights(config, 4)
+    w = params.random_weights(config, 4)
     w["fc2.bias"] = np.random.default_rng(5).normal(0, 1, config.n_classes).astype(np.float32)
     doubled = dict(w, **{k: (w[k] * 2).astype(np.float32) for k in ("fc2.weight", "fc2.bias")})
     _, args = pack_weights(w, config)

@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 
 from models.train import train as train_mod
 from models.vocoder.config import TINY, VocoderConfig
-from models.vocoder.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, vocode
+from models.vocoder.params import SPARSE_WEIGHTS, WEIGHT_SHAPES
+from models.vocoder.reference import vocode
 from models.vocoder.sparsity import block_norms
 
 
@@ -41,7 +42,7 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
     assert inputs.shape == (*target.shape, 5) and target.shape == (5, 600)
     assert target.min() >= 0 and target.max() <= 255
     # Teacher forcing: input n is the decoded class of target n - 1.
-    from models.vocoder.reference import mulaw_decode
+    from models.vocoder.mulaw import mulaw_decode
 
     np.testing.assert_array_equal(inputs[:, 1:, 0], mulaw_decode(target[:, :-1]))
     # The last two columns are the sine source the tones' mel gives (they are voiced throughout).
@@ -49,11 +50,11 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
 
 
 def test_crops_carry_the_source_locked_to_the_recording(corpus: Path) -> None:
-    """A crop's sine source has generation's pitch and voicing (reference.frame_source, what the
+    """A crop's sine source has generation's pitch and voicing (excitation.frame_source, what the
     runtime feeds the kernel), shifted onto the recording's own fundamental."""
     import soundfile as sf
 
-    from models.vocoder.reference import frame_source
+    from models.vocoder.excitation import frame_source
 
     c = train_mod.Corpus(corpus, "train", TINY)
     c.refresh()
@@ -75,7 +76,7 @@ def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
     """With LPC the targets are the classes of e = s - p, and input n is p + decoded e of n - 1."""
     import dataclasses
 
-    from models.vocoder.reference import mulaw_decode
+    from models.vocoder.mulaw import mulaw_decode
 
     config = dataclasses.replace(TINY, lpc_order=8)
     plain, lpc = train_mod.Corpus(corpus, "train", TINY), train_mod.Corpus(corpus, "train", config)

@@ -15,17 +15,12 @@ from models.train.wavernn import (
     from_reference_weights,
     to_reference_weights,
 )
+from models.vocoder.conditioning import pad_mel
 from models.vocoder.config import TINY, VocoderConfig
-from models.vocoder.reference import (
-    WEIGHT_SHAPES,
-    excitation_targets,
-    frame_lpc,
-    frame_source,
-    pad_mel,
-    preemphasize,
-    random_weights,
-    teacher_forced_logits,
-)
+from models.vocoder.excitation import excitation_targets, frame_lpc, frame_source
+from models.vocoder.mulaw import preemphasize
+from models.vocoder.params import WEIGHT_SHAPES, random_weights
+from models.vocoder.reference import teacher_forced_logits
 
 CONFIG = VocoderConfig(
     hidden_size=64, fc_size=48, cond_hidden=32, cond_size=16, density=0.25, hop_length=40
@@ -125,7 +120,8 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     rest: the same function, ready to fine-tune."""
     from models.train.train import _widen_moments, model_from_checkpoint
     from models.train.wavernn import N_INPUTS
-    from models.vocoder.reference import STEP_INPUTS, upgrade_weights
+    from models.vocoder.excitation import STEP_INPUTS
+    from models.vocoder.params import upgrade_weights
 
     config = dataclasses.replace(CONFIG, lpc_order=8)
     w = random_weights(config, 3)
