@@ -118,7 +118,7 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     """Weights and training checkpoints saved when the GRU saw only the first k step inputs
     (kernel ABI < 7: the previous sample; ABI 7: no sine source) load with zero columns for the
     rest: the same function, ready to fine-tune."""
-    from models.train.train import _widen_moments, model_from_checkpoint
+    from models.train.checkpoint import model_from_checkpoint, widen_moments
     from models.train.wavernn import N_INPUTS
     from models.vocoder.excitation import STEP_INPUTS
     from models.vocoder.params import upgrade_weights
@@ -147,7 +147,7 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     opt.state[w_ih] = {
         "step": torch.tensor(10.0), "exp_avg": torch.ones_like(narrow), "exp_avg_sq": torch.ones_like(narrow)
     }
-    _widen_moments(opt, again, config)
+    widen_moments(opt, again, config)
     m = opt.state[w_ih]["exp_avg"]
     assert m.shape == w_ih.shape and not m[:, k:N_INPUTS].any() and m[:, :k].all() and m[:, N_INPUTS:].all()
     # and the new columns learn: one step moves them off zero
