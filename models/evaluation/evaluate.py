@@ -110,6 +110,10 @@ def evaluate(
     here), lsd_voiced_db and lsd_unvoiced_db (lsd_voiced_unvoiced, mean over the utterances that
     have such frames), the VOICING_KEYS of voicing_scores (likewise), band_bias_db and band_lsd_db
     (means over utterances of those functions), per_utterance (LSD, MCD lists)}.
+
+    Long because each utterance runs every system and every metric in one pass over shared
+    intermediates (the reference, its spectra, the runtime's counts); the metrics themselves are
+    models/evaluation/metrics.py.
     """
     names = list(systems) + ([] if griffin_lim_iters is None else ["griffin-lim"])
     names += ["lpc-noise"] if lpc_noise else []

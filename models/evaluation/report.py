@@ -122,6 +122,8 @@ def write_quality_doc(
     samples: list[str],
     manifests: dict[str, dict],
 ) -> None:
+    """Write docs/quality.md from a run, wholly generated. Long because it is the page's text
+    (one f-string block per section, in page order); splitting it would scatter one document."""
     models = "\n".join(
         f"- `{name}`: {m.get('description') or ''} (trained: {m.get('trained')}, ISA module used: "
         f"{m.get('_isa', '?')})"

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `sparrow train`: a flat list, one call per option, long by nature."""
     parser.add_argument(
         "--corpus", default="data/corpus", help="directory written by `sparrow data`"
     )
