@@ -13,6 +13,7 @@ route joins the chunks and the websocket sends each one.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ from models.kernel.build import build
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
 from models.stream import VocoderStream, aligned
-from models.vocoder.config import VocoderConfig
+from models.vocoder.config import SynthesisConfig, VocoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,23 @@ class VocoderRuntime:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def open_stream(self, seed: int = 0) -> VocoderStream:
-        return VocoderStream(self, seed)
+    def open_stream(self, seed: int = 0, synthesis: SynthesisConfig | None = None) -> VocoderStream:
+        """A stream for one utterance; `synthesis` replaces this voice's synthesis settings for
+        it alone (the module is the net's, so nothing is recompiled)."""
+        return VocoderStream(self, seed, synthesis)
 
-    def generate(self, mel: np.ndarray, seed: int = 0) -> Iterator[np.ndarray]:
+    def with_synthesis(self, synthesis: SynthesisConfig) -> VocoderRuntime:
+        """This voice with other default synthesis settings, sharing the module, the weights and
+        their packed arguments (nothing is recompiled or repacked)."""
+        other = copy.copy(self)
+        other.config = self.config.with_synthesis(synthesis)
+        return other
+
+    def generate(
+        self, mel: np.ndarray, seed: int = 0, synthesis: SynthesisConfig | None = None
+    ) -> Iterator[np.ndarray]:
         """Whole mel -> one float32 [hop_length] array per frame."""
-        stream = self.open_stream(seed)
+        stream = self.open_stream(seed, synthesis)
         stream.push(mel)
         stream.finish()
         while stream.pending():

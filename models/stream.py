@@ -22,6 +22,7 @@ from models.dsp.features import MelInputError, validate_mel
 from models.dsp.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.vocoder.chain import SynthesisChain, frames_ahead
 from models.vocoder.conditioning import normalize_mel
+from models.vocoder.config import SynthesisConfig
 from models.vocoder.excitation import frame_lpc
 from models.vocoder.reference import frame_logit_scales
 
@@ -39,8 +40,13 @@ LPC_BATCH = 64  # frames per LPC fit (LPC models): ~0.4 ms fixed + ~20 µs per f
 class VocoderStream:
     """One utterance's state: GRU state, previous sample, RNG and the mel received so far."""
 
-    def __init__(self, runtime: VocoderRuntime, seed: int) -> None:
-        c = runtime.config
+    def __init__(
+        self, runtime: VocoderRuntime, seed: int, synthesis: SynthesisConfig | None = None
+    ) -> None:
+        # The runtime's voice, with this stream's synthesis settings where it has its own.
+        own = synthesis is not None
+        self.config = runtime.config.with_synthesis(synthesis) if own else runtime.config
+        c = self.config
         self.runtime = runtime
         self.seed = seed
         self._rng = np.random.default_rng(seed)
@@ -106,7 +112,7 @@ class VocoderStream:
 
     @property
     def frames_redrawn(self) -> int:
-        """Draws thrown away because they reached full scale (VocoderConfig.clip_retries)."""
+        """Draws thrown away because they reached full scale (SynthesisConfig.clip_retries)."""
         return self._chain.frames_redrawn
 
     @property
@@ -125,10 +131,10 @@ class VocoderStream:
     def push(self, mel: np.ndarray) -> None:
         if self._finished:
             raise MelInputError("mel pushed after finish()")
-        if isinstance(mel, np.ndarray) and mel.shape == (0, self.runtime.config.n_mels):
+        if isinstance(mel, np.ndarray) and mel.shape == (0, self.config.n_mels):
             return  # an empty chunk is a no-op for a stream (a whole request must have frames)
         raw = validate_mel(mel)
-        config = self.runtime.config
+        config = self.config
         self._raw = _fit(self._raw, self._n, self._n + raw.shape[0])
         self._raw[self._n : self._n + raw.shape[0]] = raw
         mel = normalize_mel(raw, config)
@@ -153,7 +159,7 @@ class VocoderStream:
         """Frames step() can produce now: all of them once finished, else those with look-ahead."""
         ready = self.frames_received
         if not self._finished:
-            ready -= LOOKAHEAD + frames_ahead(self.runtime.config)
+            ready -= LOOKAHEAD + frames_ahead(self.config)
         return max(0, ready - self.frames_done)
 
     def _condition_through(self, f: int) -> None:
@@ -185,7 +191,7 @@ class VocoderStream:
         per fit, as far as the mel received goes)."""
         if self._lpc_done > f:
             return
-        config = self.runtime.config
+        config = self.config
         start, end = self._lpc_done, min(self._n, self._lpc_done + LPC_BATCH)
         rows = self._raw[start:end]
         if config.lpc_order:
@@ -206,14 +212,14 @@ class VocoderStream:
         """Frame f's predictor coefficients for the kernel (fitted by _fit_through)."""
         if self._no_lpc is not None:
             return self._no_lpc
-        return _view(self._lpc[f, : self.runtime.config.lpc_order])
+        return _view(self._lpc[f, : self.config.lpc_order])
 
     def _frame_source(self, f: int) -> tvm.runtime.Tensor:
         """Frame f's sine source for the kernel (made by _fit_through; frame by frame or in
         batches, the phase carries over bit for bit: pitch.source)."""
         if not self.runtime.uses_source:
             return self._src  # zeros, and the module is built without the source terms
-        hop = self.runtime.config.hop_length
+        hop = self.config.hop_length
         at = (f - self._fit_first) * hop
         self._src_np[:] = self._src_batch[at : at + hop]
         return self._src
@@ -222,7 +228,7 @@ class VocoderStream:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
-        hop = self.runtime.config.hop_length
+        hop = self.config.hop_length
         # The output runs behind the kernel's (frames_ahead): frame f ends inside kernel frame
         # f + 1 (output_advance) and each envelope pass needs 4 frames more; pending() waits for
         # them, and after the last frame come the postfilter's tail and the passes' ends.

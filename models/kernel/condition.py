@@ -6,11 +6,11 @@ import tvm
 from tvm.script import tirx as T
 
 from models.kernel.tir_math import multiply_add, tanh_rational
-from models.vocoder.config import VocoderConfig
+from models.vocoder.config import NetConfig
 from models.vocoder.fastmath import TANH_CLAMP
 
 
-def make_condition_kernel(cfg: VocoderConfig, fused: bool = True) -> tvm.tirx.PrimFunc:
+def make_condition_kernel(cfg: NetConfig, fused: bool = True) -> tvm.tirx.PrimFunc:
     """The conditioning network for k consecutive frames (k is a call-time size).
 
     x holds the frames' padded normalised mel rows [k + 4, M] (frame g reads rows g..g+4, see

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.vocoder.conditioning import CondMatrices
-from models.vocoder.config import VocoderConfig
+from models.vocoder.config import NetConfig, VocoderConfig
 from models.vocoder.excitation import SOURCE_INPUTS, STEP_INPUTS
 from models.vocoder.mulaw import mulaw_table
 from models.vocoder.quantize import QuantizedWeights
@@ -34,7 +34,7 @@ KERNEL_ABI = 9
 class KernelShape:
     """Everything the compiled function is specialised on (weights are arguments, not constants)."""
 
-    config: VocoderConfig
+    config: NetConfig  # the net alone: synthesis settings never reach the module
     nnzb_hh: int
     nnzb_fc1: int
     nnzb_fc2: int
@@ -53,7 +53,7 @@ STATE_ARGS = ("cond", "lpc", "src", "uniforms", "h", "xprev", "out", "pcm")
 
 
 def pack_weights(
-    weights: dict[str, np.ndarray], config: VocoderConfig
+    weights: dict[str, np.ndarray], config: NetConfig
 ) -> tuple[KernelShape, list[np.ndarray]]:
     """Reference weights -> (kernel shape, weight arguments in the kernel's order). The int8
     layout is the same on every ISA level."""
@@ -76,7 +76,7 @@ def pack_weights(
         mulaw_table(),
     ]
     shape = KernelShape(
-        config=config,
+        config=config.net if isinstance(config, VocoderConfig) else config,
         nnzb_hh=packed["gru.w_hh"].data.shape[0],
         nnzb_fc1=packed["fc1.weight"].data.shape[0],
         nnzb_fc2=packed["fc2.weight"].data.shape[0],
@@ -85,7 +85,7 @@ def pack_weights(
     return shape, args
 
 
-def logit_arg_positions(config: VocoderConfig) -> tuple[int, int]:
+def logit_arg_positions(config: NetConfig) -> tuple[int, int]:
     """Positions, among pack_weights' arguments, of the two arrays the logits are linear in:
     FC2's row scales and its bias. Multiplying both by s multiplies
     the logits by s, the frame's sampling temperature by 1 / s, with the module unchanged

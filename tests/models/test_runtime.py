@@ -28,10 +28,9 @@ from models.vocoder.reference import vocode
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return comp.build_artifact(
-        random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("m") / "tiny", isas=None
-    )
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    """The session's tiny model (tests/conftest.py): TINY with random_weights(TINY, 0)."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +168,7 @@ def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
         pitch_postfilter_cutoff_hz=cutoff_hz,
         output_advance=advance,
     )
-    rt = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "pf", isas=None)
-    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)  # the same module
     short = mel(12, seed=4)
     filtered = np.concatenate(list(rt.generate(short, seed=2)))
     assert np.array_equal(filtered, vocode(lpc_runtime.weights, config, short, seed=2))
@@ -191,12 +188,8 @@ def test_output_advance_moves_the_same_audio_earlier(
     (here, without a delay line, silence)."""
     plain_cfg = dataclasses.replace(TINY_LPC, pitch_postfilter=0.35)
     ahead_cfg = dataclasses.replace(plain_cfg, output_advance=79)
-    plain = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, plain_cfg, tmp_path / "p", isas=None)
-    )
-    ahead = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, ahead_cfg, tmp_path / "a", isas=None)
-    )
+    plain = lpc_runtime.with_synthesis(plain_cfg.synthesis)
+    ahead = lpc_runtime.with_synthesis(ahead_cfg.synthesis)
     m = mel(20, seed=5)
     p = np.concatenate(list(plain.generate(m, seed=4)))
     a = np.concatenate(list(ahead.generate(m, seed=4)))
@@ -222,12 +215,8 @@ def test_envelope_model_equals_numpy_reference_whole_and_streamed(
     config = dataclasses.replace(
         base, envelope_passes=passes, envelope_clip=1.0, envelope_smoothing=smoothing, envelope_smoothing_hz=3000.0
     )
-    rt = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "env", isas=None)
-    )
-    plain = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, base, tmp_path / "plain", isas=None)
-    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)
+    plain = lpc_runtime.with_synthesis(base.synthesis)
     for frames in (1, 3, 30):
         m = mel(frames, seed=6)
         whole = np.concatenate(list(rt.generate(m, seed=2)))
@@ -258,11 +247,10 @@ def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
     """A model with voicing-dependent logit scales: unvoiced frames (scale 1 here) draw exactly
     what the plain model draws until the first voiced frame, from which the draws differ; the
     runtime makes reference.vocode's audio, in any chunking, and two streams interleaved on one
-    runtime each make their own audio (the rescaled arguments are the stream's, not shared)."""
+    runtime each make their own audio (the rescaled arguments are the stream's, not shared),
+    also when one stream brings its own synthesis settings to a runtime that has others."""
     config = dataclasses.replace(TINY_LPC, voiced_logit_scale=2.5, unvoiced_logit_scale=1.0)
-    rt = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "vt", isas=None)
-    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)
     m = voiced_after_noise(6, 10)
     _, voicing = mel_pitch(m)
     assert voicing[:6].max() == 0 and voicing[8:].min() == 1  # noise, then a clear tone
@@ -274,7 +262,7 @@ def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
     assert np.array_equal(scaled, vocode(lpc_runtime.weights, config, m, seed=3))
     assert np.array_equal(streamed(rt, (m[:3], m[3:9], m[9:]), seed=3), scaled)
     a, b = rt.open_stream(seed=3), lpc_runtime.open_stream(seed=3)
-    c = rt.open_stream(seed=4)
+    c = lpc_runtime.open_stream(seed=4, synthesis=config.synthesis)  # per stream
     for stream in (a, b, c):
         stream.push(m)
         stream.finish()
@@ -298,9 +286,7 @@ def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
     w["fc2.bias"] = (-(((np.arange(TINY.n_classes) - 127.5) / 64) ** 2)).astype(np.float32)
     guarded_config = dataclasses.replace(TINY, clip_retries=3)
     plain = VocoderRuntime.load(comp.build_artifact(w, TINY, tmp_path / "plain", isas=None))
-    guarded = VocoderRuntime.load(
-        comp.build_artifact(w, guarded_config, tmp_path / "guarded", isas=None)
-    )
+    guarded = plain.with_synthesis(guarded_config.synthesis)
     m = mel(20, seed=1)
 
     def frames(rt: VocoderRuntime) -> tuple[list[np.ndarray], Any]:
@@ -328,9 +314,7 @@ def test_redraws_are_capped_per_stream(runtime: VocoderRuntime, tmp_path: Path) 
     """The tiny random model clips every frame: the first frame gets its clip_retries redraws, then
     the stream's budget (REDRAW_SHARE of its frames) stops them, and the reference agrees."""
     config = dataclasses.replace(TINY, clip_retries=3)
-    guarded = VocoderRuntime.load(
-        comp.build_artifact(runtime.weights, config, tmp_path / "g", isas=None)
-    )
+    guarded = runtime.with_synthesis(config.synthesis)
     m = mel(20, seed=5)
     stream = guarded.open_stream(seed=3)
     stream.push(m)
