@@ -36,7 +36,16 @@ from models.vocoder.config import VocoderConfig
 
 log = logging.getLogger(__name__)
 
-REPORTED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
+REPORTED_FLAGS = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_int8",
+)
 
 
 def cpu_model() -> str:
@@ -166,7 +175,9 @@ def numpy_engine(weights: dict[str, np.ndarray], config: VocoderConfig) -> Calla
     return run
 
 
-def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: int) -> Callable[[], None] | None:
+def torch_engine(
+    weights: dict[str, np.ndarray], config: VocoderConfig, steps: int
+) -> Callable[[], None] | None:
     """The same network, dense, in PyTorch eager mode, one sample per step (as a trainer would
     sample). None when torch is not installed (it is only in the `train` extra)."""
     try:
@@ -190,7 +201,9 @@ def torch_engine(weights: dict[str, np.ndarray], config: VocoderConfig, steps: i
         fc2.bias.copy_(torch.from_numpy(weights["fc2.bias"]))
     table = torch.from_numpy(mulaw.mulaw_table())
     cond = torch.rand(2, config.cond_size) * 2 - 1
-    src = torch.from_numpy(source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0])
+    src = torch.from_numpy(
+        source(np.array([200.0]), np.ones(1), config.hop_length, config.sample_rate)[0]
+    )
     gen = torch.Generator().manual_seed(0)
 
     @torch.inference_mode()
@@ -223,15 +236,26 @@ def stats(name: str, values: list[float]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="compiled model dir (default: compiled/manifest.json's default)")
+    parser.add_argument(
+        "--model", type=Path, help="compiled model dir (default: compiled/manifest.json's default)"
+    )
     parser.add_argument("--core", type=int, help="core to pin to (default: the last available)")
-    parser.add_argument("--frames", type=int, default=20, help="kernel calls (one frame of samples each) per TVM repeat")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=20,
+        help="kernel calls (one frame of samples each) per TVM repeat",
+    )
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats per engine")
-    parser.add_argument("--numpy-repeats", type=int, default=2, help="repeats of one numpy frame (slow)")
+    parser.add_argument(
+        "--numpy-repeats", type=int, default=2, help="repeats of one numpy frame (slow)"
+    )
     parser.add_argument("--torch-steps", type=int, default=300, help="samples per PyTorch repeat")
     parser.add_argument("--torch-repeats", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,7 +264,11 @@ def run(args: argparse.Namespace) -> int:
     base = VocoderRuntime.load(model_dir)
     config = base.config
     runnable = [isa for isa in base.manifest["isas"] if _runs_here(isa)]
-    total = (len(runnable) + 1) * args.repeats + args.numpy_repeats + (0 if args.no_torch else args.torch_repeats)
+    total = (
+        (len(runnable) + 1) * args.repeats
+        + args.numpy_repeats
+        + (0 if args.no_torch else args.torch_repeats)
+    )
     done = 0
 
     def progress() -> None:
@@ -249,7 +277,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"\rbenchmarking on core {core}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
     samples = args.frames * config.hop_length
-    engines = [Engine(f"tvm {base.isa} kernel only", kernel_engine(base, args.frames), args.repeats, samples)]
+    engines = [
+        Engine(
+            f"tvm {base.isa} kernel only", kernel_engine(base, args.frames), args.repeats, samples
+        )
+    ]
     mel = speech_mel(args.frames + LOOKAHEAD + frames_ahead(config) + stream_preroll(config))
     redrawn: list[int] = []
     for isa in runnable:
@@ -257,11 +289,18 @@ def run(args: argparse.Namespace) -> int:
         prepare, run = tvm_engine(rt, mel, args.frames, redrawn)
         engines.append(Engine(f"tvm {isa} stream", run, args.repeats, samples, prepare=prepare))
     engines.append(
-        Engine("numpy reference", numpy_engine(base.weights, config), args.numpy_repeats, config.hop_length)
+        Engine(
+            "numpy reference",
+            numpy_engine(base.weights, config),
+            args.numpy_repeats,
+            config.hop_length,
+        )
     )
     torch_run = None if args.no_torch else torch_engine(base.weights, config, args.torch_steps)
     if torch_run is not None:
-        engines.append(Engine("pytorch eager (dense)", torch_run, args.torch_repeats, args.torch_steps))
+        engines.append(
+            Engine("pytorch eager (dense)", torch_run, args.torch_repeats, args.torch_steps)
+        )
     time_interleaved(engines, progress)
     results = [stats(e.name, e.times) for e in engines]
     print(file=sys.stderr)
@@ -319,5 +358,7 @@ def format_table(report: dict[str, Any]) -> str:
     for name, value in report["speedups"].items():
         lines.append(f"speedup {name}: {value:.0f}x")
     if report.get("stream_frames_redrawn"):
-        lines.append(f"note: the stream rows include {report['stream_frames_redrawn']} redrawn frames (clip_retries)")
+        lines.append(
+            f"note: the stream rows include {report['stream_frames_redrawn']} redrawn frames (clip_retries)"
+        )
     return "\n".join(lines)

@@ -29,10 +29,14 @@ log = logging.getLogger(__name__)
 
 
 def measured_density(weights: dict[str, np.ndarray]) -> dict[str, float]:
-    return {name: float(np.count_nonzero(weights[name]) / weights[name].size) for name in SPARSE_WEIGHTS}
+    return {
+        name: float(np.count_nonzero(weights[name]) / weights[name].size) for name in SPARSE_WEIGHTS
+    }
 
 
-def build_module(weights: dict[str, np.ndarray], config: VocoderConfig, isa: str, out: Path) -> None:
+def build_module(
+    weights: dict[str, np.ndarray], config: VocoderConfig, isa: str, out: Path
+) -> None:
     shape, _ = pack_weights(weights, config)
     executable = build(shape, isa)
     executable.export_library(str(out))
@@ -57,7 +61,9 @@ def build_artifact(
     if isas is None:
         isas = host_isas()[:1]
         if not isas:
-            raise RuntimeError("this CPU supports none of the ISA levels: " + ", ".join(ISA_PREFERENCE))
+            raise RuntimeError(
+                "this CPU supports none of the ISA levels: " + ", ".join(ISA_PREFERENCE)
+            )
     unknown = set(isas) - set(ISA_TARGETS)
     if unknown:
         raise ValueError(f"unknown ISA levels {sorted(unknown)}; known: {list(ISA_PREFERENCE)}")
@@ -65,7 +71,9 @@ def build_artifact(
     for stale in out_dir.glob("*.so"):
         stale.unlink()
     config.save(out_dir / "config.json")
-    np.savez_compressed(out_dir / "weights.npz", **{k: np.asarray(v, np.float32) for k, v in weights.items()})
+    np.savez_compressed(
+        out_dir / "weights.npz", **{k: np.asarray(v, np.float32) for k, v in weights.items()}
+    )
     for isa in isas:
         log.info("building %s module for %s", isa, out_dir.name)
         build_module(weights, config, isa, out_dir / f"{isa}.so")
@@ -73,7 +81,8 @@ def build_artifact(
         "format": FORMAT_VERSION,
         "name": out_dir.name,
         "trained": trained,
-        "description": description or ("UNTRAINED: deterministic random weights" if not trained else ""),
+        "description": description
+        or ("UNTRAINED: deterministic random weights" if not trained else ""),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "tvm_version": tvm.__version__,
         "built_on": {"machine": platform.machine(), "python": platform.python_version()},
@@ -94,13 +103,24 @@ def build_artifact(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", type=Path, help="weights.npz exported by `sparrow train --export`")
-    src.add_argument("--random", action="store_true", help="deterministic random (untrained) weights")
-    parser.add_argument("--config", type=Path, help="config.json (default: beside --weights, or defaults)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --random")
-    parser.add_argument("--out", type=Path, required=True, help="artefact directory, e.g. compiled/wavernn-slt")
+    src.add_argument(
+        "--weights", type=Path, help="weights.npz exported by `sparrow train --export`"
+    )
+    src.add_argument(
+        "--random", action="store_true", help="deterministic random (untrained) weights"
+    )
     parser.add_argument(
-        "--isa", action="append", choices=list(ISA_PREFERENCE), help="ISA level (repeatable; default all)"
+        "--config", type=Path, help="config.json (default: beside --weights, or defaults)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="artefact directory, e.g. compiled/wavernn-slt"
+    )
+    parser.add_argument(
+        "--isa",
+        action="append",
+        choices=list(ISA_PREFERENCE),
+        help="ISA level (repeatable; default all)",
     )
     parser.add_argument(
         "--pitch-postfilter",
@@ -161,15 +181,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"factor on the logits of fully {which} frames, in [0.25, 4]: the temperature baked at export "
             "divided by S (VocoderConfig.voiced_logit_scale; default: the config's)",
         )
-    parser.add_argument("--trained", action="store_true", help="mark the artefact as a trained model")
+    parser.add_argument(
+        "--trained", action="store_true", help="mark the artefact as a trained model"
+    )
     parser.add_argument("--description", default="")
     parser.add_argument("--default", action="store_true", help="make it the server's default model")
 
 
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
-    config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "envelope_smoothing", "envelope_smoothing_hz", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
+    config = (
+        VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
+    )
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "pitch_postfilter",
+            "pitch_postfilter_cutoff_hz",
+            "output_advance",
+            "envelope_passes",
+            "envelope_clip",
+            "envelope_smoothing",
+            "envelope_smoothing_hz",
+            "clip_retries",
+            "voiced_logit_scale",
+            "unvoiced_logit_scale",
+        )
+        if getattr(args, k) is not None
+    }
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)

@@ -129,9 +129,13 @@ class VocoderRuntime:
         without LPC); src: the frame's sine source [hop_length, 2] (models/dsp/pitch.py);
         weight_args: the stream's own arguments where they differ (logit scaling), else the
         runtime's."""
-        self._frame_fn(cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args))
+        self._frame_fn(
+            cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
+        )
 
-    def logit_scalable_args(self) -> tuple[list[tvm.runtime.Tensor], list[tuple[np.ndarray, np.ndarray]]]:
+    def logit_scalable_args(
+        self,
+    ) -> tuple[list[tvm.runtime.Tensor], list[tuple[np.ndarray, np.ndarray]]]:
         """The weight arguments with the two the logits are linear in (logit_arg_positions)
         replaced by zero-copy views of new aligned buffers: (arguments, [(base, buffer)] of those
         two). Writing base * s into each buffer scales the next call's logits by s; a stream
@@ -189,7 +193,9 @@ class SyntheticFrame:
             cond=tvm.runtime.tensor(rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32)),
             lpc=tvm.runtime.tensor(np.zeros(max(c.lpc_order, 1), np.float32)),  # no prediction
             # a voiced frame at 200 Hz: the source costs the same whatever its values
-            src=tvm.runtime.tensor(source(np.array([200.0]), np.ones(1), c.hop_length, c.sample_rate)[0]),
+            src=tvm.runtime.tensor(
+                source(np.array([200.0]), np.ones(1), c.hop_length, c.sample_rate)[0]
+            ),
             uniforms=tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32)),
             h=tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32)),
             x=tvm.runtime.tensor(np.zeros(3 + c.lpc_order, np.float32)),
@@ -222,7 +228,9 @@ def _choose_module(
     shipped = manifest["isas"]
     if isa is not None:
         if isa not in shipped:
-            raise ModelLoadError(f"{model_dir} has no {isa} module (it has: {', '.join(shipped) or 'none'})")
+            raise ModelLoadError(
+                f"{model_dir} has no {isa} module (it has: {', '.join(shipped) or 'none'})"
+            )
         missing = ISA_FLAGS.get(isa, frozenset()) - flags
         if missing:
             raise ModelLoadError(

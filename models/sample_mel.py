@@ -32,7 +32,9 @@ def load_sample_mel(path: Path = SAMPLE_MEL_PATH) -> np.ndarray:
         ) from exc
     mel = np.asarray(data["mel"], dtype=np.float32)
     if mel.ndim != 2 or mel.shape[1] != SPEC.n_mels or mel.shape[0] == 0:
-        raise SampleMelError(f"sample mel {path} has shape {mel.shape}, expected [n, {SPEC.n_mels}]")
+        raise SampleMelError(
+            f"sample mel {path} has shape {mel.shape}, expected [n, {SPEC.n_mels}]"
+        )
     return mel
 
 

@@ -197,7 +197,11 @@ class VocoderStream:
         if config.lpc_order:
             self._lpc = _fit(self._lpc, start, end)
             self._lpc[start:end, : config.lpc_order] = frame_lpc(rows, config)
-        if self.runtime.uses_source or self._chain.postfilter is not None or config.voicing_temperature:
+        if (
+            self.runtime.uses_source
+            or self._chain.postfilter is not None
+            or config.voicing_temperature
+        ):
             f0, voicing = mel_pitch(rows)
             hop, rate = config.hop_length, config.sample_rate
             if self.runtime.uses_source:

@@ -42,7 +42,9 @@ def mel_to_psd(log_mel: np.ndarray, spec: MelSpec = SPEC) -> np.ndarray:
 def _inversion(spec: MelSpec) -> tuple[np.ndarray, float]:
     """(spread [M, K], sum(window^2)): band value -> per-bin magnitude in one matrix product."""
     fb = mel_filterbank(spec).astype(np.float64)  # [M, K]
-    spread = fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-12) / np.maximum(fb.sum(axis=0), 1e-12)
+    spread = (
+        fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-12) / np.maximum(fb.sum(axis=0), 1e-12)
+    )
     spread.setflags(write=False)
     window = np.hanning(spec.win_length + 1)[:-1]  # periodic Hann, as models.dsp.features
     return spread, float(np.sum(window**2))
@@ -125,5 +127,7 @@ def synthesize(x: np.ndarray, a: np.ndarray, hop: int) -> np.ndarray:
     for f in range(min(a.shape[0], -(-x.size // hop))):
         start = f * hop
         past = y[max(0, start - order) : start][::-1]  # most recent first
-        y[start : start + hop], _ = lfilter([1.0], a[f], x[start : start + hop], zi=lfiltic([1.0], a[f], past))
+        y[start : start + hop], _ = lfilter(
+            [1.0], a[f], x[start : start + hop], zi=lfiltic([1.0], a[f], past)
+        )
     return y

@@ -186,7 +186,9 @@ def evaluate(
             "band_bias_db": [float(b) for b in np.mean(v["bias"], axis=0)],
             "band_lsd_db": [float(b) for b in np.mean(v["band_lsd"], axis=0)],
             "band_periodicity": [nanmean(list(b)) for b in np.array(v["band_periodicity"]).T],
-            "band_periodicity_original": [nanmean(list(b)) for b in np.array(original_periodicity).T],
+            "band_periodicity_original": [
+                nanmean(list(b)) for b in np.array(original_periodicity).T
+            ],
             # vocoders only (None for the baselines): draws redone, frames sent at full scale
             "frames_redrawn": int(np.sum(v["redrawn"])) if v["redrawn"] else None,
             "frames_clipped": int(np.sum(v["clipped"])) if v["clipped"] else None,

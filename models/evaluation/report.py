@@ -30,7 +30,11 @@ def format_table(summary: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, m in summary.items():
-        counts = "–" if m.get("frames_redrawn") is None else f"{m['frames_redrawn']} / {m['frames_clipped']}"
+        counts = (
+            "–"
+            if m.get("frames_redrawn") is None
+            else f"{m['frames_redrawn']} / {m['frames_clipped']}"
+        )
         lines.append(
             f"| {name} | {m['lsd_db']:.2f} | {m['lsd_max_db']:.2f} | {m['mcd_db']:.2f} "
             f"| {m['rtf']:.3f} | {m['n']} | {counts} |"

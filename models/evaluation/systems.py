@@ -38,7 +38,9 @@ def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-NOISE_ORACLE_SPLIT_HZ = 4000.0  # the original is noise above this even when voiced (band_periodicity)
+NOISE_ORACLE_SPLIT_HZ = (
+    4000.0  # the original is noise above this even when voiced (band_periodicity)
+)
 NOISE_ORACLE_SMOOTH_BINS = 8  # +-94 Hz: wider than the window's main lobe, narrower than a formant
 
 

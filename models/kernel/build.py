@@ -10,7 +10,9 @@ from models.kernel.isa import INT8_VARIANT, ISA_TARGETS
 from models.kernel.packing import KernelShape
 
 
-def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None = None) -> tvm.runtime.Module:
+def build(
+    shape: KernelShape, isa: str | None, target: dict[str, object] | None = None
+) -> tvm.runtime.Module:
     """Compile the frame kernel ("main") and the conditioning network ("condition") for one ISA
     level (or an explicit target dict)."""
     if target is None:
@@ -20,4 +22,6 @@ def build(shape: KernelShape, isa: str | None, target: dict[str, object] | None 
     variant = INT8_VARIANT.get(isa or "", "generic")
     func = make_frame_kernel(shape, variant)
     cond = make_condition_kernel(shape.config, fused=variant != "generic")
-    return tvm.compile(tvm.IRModule({"main": func, "condition": cond}), target=tvm.target.Target(target))
+    return tvm.compile(
+        tvm.IRModule({"main": func, "condition": cond}), target=tvm.target.Target(target)
+    )

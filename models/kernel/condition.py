@@ -37,7 +37,9 @@ def make_condition_kernel(cfg: NetConfig, fused: bool = True) -> tvm.tirx.PrimFu
             acc[oi] = T.float64(0)
         for i in range(3 * width):
             for oi in T.vectorized(V):
-                acc[oi] = acc[oi] + T.Cast("float64", src[row + i // width, i % width]) * T.Cast("float64", w[i, oo * V + oi])
+                acc[oi] = acc[oi] + T.Cast("float64", src[row + i // width, i % width]) * T.Cast(
+                    "float64", w[i, oo * V + oi]
+                )
 
     @T.prim_func
     def condition(
@@ -61,7 +63,8 @@ def make_condition_kernel(cfg: NetConfig, fused: bool = True) -> tvm.tirx.PrimFu
                 dot3(acc, x, q, M, w1, oo)
                 for oi in T.vectorized(V):
                     hid[q, oo * V + oi] = T.max(
-                        T.Cast("float32", acc[oi] + T.Cast("float64", b1[oo * V + oi])), T.float32(0)
+                        T.Cast("float32", acc[oi] + T.Cast("float64", b1[oo * V + oi])),
+                        T.float32(0),
                     )
         for g in range(k):
             for oo in range(C // V):

@@ -104,14 +104,22 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 s[0, ii] = gate_input(p0, p1, w_in, sc, io * V + ii) + gh[io * V + ii]
                 s[1, ii] = gate_input(p0, p1, w_in, sc, H + io * V + ii) + gh[H + io * V + ii]
                 # sigmoid(v) = 0.5 + 0.5 tanh(v/2): clamp, square, rational
-                s[0, ii] = T.min(T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
-                s[1, ii] = T.min(T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp))
+                s[0, ii] = T.min(
+                    T.max(s[0, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp)
+                )
+                s[1, ii] = T.min(
+                    T.max(s[1, ii] * T.float32(0.5), T.float32(-clamp)), T.float32(clamp)
+                )
                 s[2, ii] = s[0, ii] * s[0, ii]
                 s[3, ii] = s[1, ii] * s[1, ii]
                 s[0, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[0, ii], s[2, ii], mad)
                 s[1, ii] = T.float32(0.5) + T.float32(0.5) * tanh_rational(s[1, ii], s[3, ii], mad)
                 # n = tanh(gi_n + r * gh_n)
-                s[4, ii] = mad(s[0, ii], gh[2 * H + io * V + ii], gate_input(p0, p1, w_in, sc, 2 * H + io * V + ii))
+                s[4, ii] = mad(
+                    s[0, ii],
+                    gh[2 * H + io * V + ii],
+                    gate_input(p0, p1, w_in, sc, 2 * H + io * V + ii),
+                )
                 s[4, ii] = T.min(T.max(s[4, ii], T.float32(-clamp)), T.float32(clamp))
                 s[5, ii] = s[4, ii] * s[4, ii]
                 s[4, ii] = tanh_rational(s[4, ii], s[5, ii], mad)
@@ -130,7 +138,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             sc[1] = T.max(sc[1], m[ii])
         for ko in range(K // V):
             for ii in T.vectorized(V):
-                s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(log2e)
+                s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(
+                    log2e
+                )
                 s[7, ii] = T.floor(s[6, ii])
                 s[6, ii] = s[6, ii] - s[7, ii]
                 prob[ko * V + ii] = exp2_poly(s[6, ii], mad) * T.reinterpret(
@@ -228,7 +238,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             )
         elif variant == "avx2":
             for rr in T.unroll(2):
-                acc[a, T.ramp(rr * 8, 1, 8)] = acc[a, T.ramp(rr * 8, 1, 8)] + T.call_llvm_pure_intrin(
+                acc[a, T.ramp(rr * 8, 1, 8)] = acc[
+                    a, T.ramp(rr * 8, 1, 8)
+                ] + T.call_llvm_pure_intrin(
                     "int32x8",
                     "llvm.x86.avx2.pmadd.wd",
                     T.call_llvm_pure_intrin(
@@ -244,9 +256,12 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 acc[a, r] = (
                     acc[a, r]
                     + T.shift_right(T.shift_left(data[j, r], 24), 24) * T.bitwise_and(xq[k, 0], 255)
-                    + T.shift_right(T.shift_left(data[j, r], 16), 24) * T.bitwise_and(T.shift_right(xq[k, 0], 8), 255)
-                    + T.shift_right(T.shift_left(data[j, r], 8), 24) * T.bitwise_and(T.shift_right(xq[k, 0], 16), 255)
-                    + T.shift_right(data[j, r], 24) * T.bitwise_and(T.shift_right(xq[k, 0], 24), 255)
+                    + T.shift_right(T.shift_left(data[j, r], 16), 24)
+                    * T.bitwise_and(T.shift_right(xq[k, 0], 8), 255)
+                    + T.shift_right(T.shift_left(data[j, r], 8), 24)
+                    * T.bitwise_and(T.shift_right(xq[k, 0], 16), 255)
+                    + T.shift_right(data[j, r], 24)
+                    * T.bitwise_and(T.shift_right(xq[k, 0], 24), 255)
                 )
 
     @T.macro
@@ -268,7 +283,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                         acc[a, r] = 0
                 for jj in range((ptr[br + 1] - ptr[br]) // QACC):
                     for a in T.unroll(QACC):
-                        dot4(acc, a, data, ptr[br] + jj * QACC + a, xq, idx[ptr[br] + jj * QACC + a])
+                        dot4(
+                            acc, a, data, ptr[br] + jj * QACC + a, xq, idx[ptr[br] + jj * QACC + a]
+                        )
                 for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // QACC * QACC, ptr[br + 1]):
                     dot4(acc, 0, data, j, xq, idx[j])
                 for r in T.vectorized(R):
@@ -276,11 +293,17 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             for r in T.vectorized(R):
                 if relu:
                     y[br * R + r] = T.max(
-                        mad(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r]),
+                        mad(
+                            T.Cast("float32", acc[1, r]),
+                            scale[br * R + r] * xscale,
+                            bias[br * R + r],
+                        ),
                         T.float32(0),
                     )
                 else:
-                    y[br * R + r] = mad(T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r])
+                    y[br * R + r] = mad(
+                        T.Cast("float32", acc[1, r]), scale[br * R + r] * xscale, bias[br * R + r]
+                    )
 
     @T.macro
     def quantize4(x, n, scale, xq8):
@@ -290,7 +313,10 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         # stride-4 loads cost ~0.5 us/sample on AVX2.)
         for io in range(n // V):
             for ii in T.vectorized(V):
-                xq8[io * V + ii] = T.Cast("uint8", T.Cast("int32", T.floor(mad(x[io * V + ii], scale, T.float32(0.5)))) + 128)
+                xq8[io * V + ii] = T.Cast(
+                    "uint8",
+                    T.Cast("int32", T.floor(mad(x[io * V + ii], scale, T.float32(0.5)))) + 128,
+                )
 
     @T.prim_func
     def frame_int8(
@@ -351,13 +377,39 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
         quantize4(h, H, T.float32(Q), hq8)
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a
-            q_matvec(hh_data, hh_idx, hh_ptr, hq, G // R, hh_scale, hh_corr, T.float32(1), b_hh, gh, acc, False)
+            q_matvec(
+                hh_data,
+                hh_idx,
+                hh_ptr,
+                hq,
+                G // R,
+                hh_scale,
+                hh_corr,
+                T.float32(1),
+                b_hh,
+                gh,
+                acc,
+                False,
+            )
             predict(lpc, xprev, sc, d64)
             sc[6] = src[t, 0]
             sc[7] = src[t, 1]
             gru_update(sc, p0, p1, w_in, gh, h, s)
             quantize4(h, H, T.float32(Q), hq8)
-            q_matvec(fc1_data, fc1_idx, fc1_ptr, hq, F // R, fc1_scale, fc1_corr, T.float32(1), fc1_b, y1, acc, True)
+            q_matvec(
+                fc1_data,
+                fc1_idx,
+                fc1_ptr,
+                hq,
+                F // R,
+                fc1_scale,
+                fc1_corr,
+                T.float32(1),
+                fc1_b,
+                y1,
+                acc,
+                True,
+            )
             # FC2 input scale: max(y1) / 127 this step (y1 >= 0 after the ReLU)
             for ii in T.vectorized(V):
                 m[ii] = y1[ii]
@@ -370,7 +422,20 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             ys[1] = ys[0] / T.float32(Q)
             ys[0] = T.if_then_else(ys[0] > T.float32(0), T.float32(Q) / ys[0], T.float32(0))
             quantize4(y1, F, ys[0], yq8)
-            q_matvec(fc2_data, fc2_idx, fc2_ptr, yq, K // R, fc2_scale, fc2_corr, ys[1], fc2_b, logit, acc, False)
+            q_matvec(
+                fc2_data,
+                fc2_idx,
+                fc2_ptr,
+                yq,
+                K // R,
+                fc2_scale,
+                fc2_corr,
+                ys[1],
+                fc2_b,
+                logit,
+                acc,
+                False,
+            )
             softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out)
             next_sample(t, out, table, xprev, sig, sc)
         xprev[0] = sc[3]

@@ -12,7 +12,9 @@ ISA_TARGETS: dict[str, dict[str, object]] = {
     "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 1},
 }
 # CPU flags (from /proc/cpuinfo) each ISA module needs.
-_AVX512 = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx2", "fma", "f16c"})
+_AVX512 = frozenset(
+    {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx2", "fma", "f16c"}
+)
 ISA_FLAGS: dict[str, frozenset[str]] = {
     "avx512vnni": _AVX512 | {"avx512_vnni"},
     "avx512": _AVX512,

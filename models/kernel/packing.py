@@ -58,7 +58,9 @@ def pack_weights(
     """Reference weights -> (kernel shape, weight arguments in the kernel's order). The int8
     layout is the same on every ISA level."""
     block = (config.block_rows, config.block_cols)
-    packed = {name: to_bsr(weights[name], block) for name in ("gru.w_hh", "fc1.weight", "fc2.weight")}
+    packed = {
+        name: to_bsr(weights[name], block) for name in ("gru.w_hh", "fc1.weight", "fc2.weight")
+    }
     q = QuantizedWeights.from_weights(weights)
     sparse = [
         *int8_args(q.hh, q.hh_scale, packed["gru.w_hh"]),
@@ -111,4 +113,10 @@ def int8_args(wq: np.ndarray, scale: np.ndarray, pattern: BSR) -> list[np.ndarra
     data = np.ascontiguousarray(blocks[rows, pattern.indices].astype(np.int8))  # [nnzb, R, 4]
     packed = data.view(np.int32)[:, :, 0]
     corr = (128 * wq.astype(np.int64).sum(axis=1)).astype(np.int32)
-    return [np.ascontiguousarray(packed), pattern.indices, pattern.indptr, scale.astype(np.float32), corr]
+    return [
+        np.ascontiguousarray(packed),
+        pattern.indices,
+        pattern.indptr,
+        scale.astype(np.float32),
+        corr,
+    ]

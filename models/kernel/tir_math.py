@@ -22,7 +22,9 @@ def fma(a: tvm.tirx.PrimExpr, b: tvm.tirx.PrimExpr, c: tvm.tirx.PrimExpr) -> tvm
     return T.call_llvm_pure_intrin("float32", "llvm.fma.f32", a, b, c)
 
 
-def multiply_add(fused: bool) -> Callable[[tvm.tirx.PrimExpr, tvm.tirx.PrimExpr, tvm.tirx.PrimExpr], tvm.tirx.PrimExpr]:
+def multiply_add(
+    fused: bool,
+) -> Callable[[tvm.tirx.PrimExpr, tvm.tirx.PrimExpr, tvm.tirx.PrimExpr], tvm.tirx.PrimExpr]:
     """`fma` for the shipped ISA levels (all have FMA hardware). The host fallback (any x86-64)
     gets a plain a * b + c instead: on a CPU without FMA, llvm.fma is a libm call per element,
     which measured 70 us/sample for the shipped voice, beyond the 40 us budget. There LLVM rounds
@@ -31,7 +33,9 @@ def multiply_add(fused: bool) -> Callable[[tvm.tirx.PrimExpr, tvm.tirx.PrimExpr,
     return fma if fused else lambda a, b, c: a * b + c
 
 
-def tanh_rational(x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr, mad: Callable = fma) -> tvm.tirx.PrimExpr:
+def tanh_rational(
+    x: tvm.tirx.PrimExpr, x2: tvm.tirx.PrimExpr, mad: Callable = fma
+) -> tvm.tirx.PrimExpr:
     """fast_tanh's rational P(x2) * x / Q(x2) on an already clamped x, with x2 = x * x.
 
     A plain Python builder, called from the TVMScript below: the expression tree (Horner steps as
@@ -53,4 +57,3 @@ def exp2_poly(f: tvm.tirx.PrimExpr, mad: Callable = fma) -> tvm.tirx.PrimExpr:
     for c in reversed(EXP2_POLY[:-1]):
         p = mad(p, f, T.float32(float(c)))
     return p
-

@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--input-ring",
-        type=bounded(float, 0.0, 1.0, high_open=True),  # gamma 1: the fit's full resonances, up to ~50 dB sharp
+        type=bounded(
+            float, 0.0, 1.0, high_open=True
+        ),  # gamma 1: the fit's full resonances, up to ~50 dB sharp
         default=None,
         help="with --input-noise: pass the slips through each frame's LPC filter 1/A(z/gamma), gamma "
         "uniform per utterance up to this (< 1), so the past is bent as an uncorrected run rings it, "

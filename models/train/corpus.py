@@ -60,7 +60,9 @@ class Corpus:
     split: str
     config: VocoderConfig
     input_noise: float = 0.0  # LPC only: largest per-utterance Laplace scale of injected slips
-    input_ring: float = 0.0  # largest per-utterance gamma the slips ring with (excitation.ring_through_lpc)
+    input_ring: float = (
+        0.0  # largest per-utterance gamma the slips ring with (excitation.ring_through_lpc)
+    )
     utterances: list[Utterance] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
 
@@ -123,12 +125,16 @@ class Corpus:
                 continue
             target = preemphasize(audio, self.config.preemphasis)
             noise, ring = self._noise(uid, target.size)
-            classes, inputs = excitation_targets(target, frame_lpc(m, self.config), hop, noise, ring)
+            classes, inputs = excitation_targets(
+                target, frame_lpc(m, self.config), hop, noise, ring
+            )
             pitch = np.stack(mel_pitch(m), axis=1)
             rate = self.config.sample_rate
             phases = frame_phases(pitch[:, 0], hop, rate)
             offsets = locked_offsets(audio, pitch[:, 0], hop, rate)
-            utt = Utterance(uid, classes.astype(np.uint8), inputs, pad_mel(m), pitch, phases, offsets)
+            utt = Utterance(
+                uid, classes.astype(np.uint8), inputs, pad_mel(m), pitch, phases, offsets
+            )
             if utt.usable_frames >= 1:
                 self.utterances.append(utt)
                 added += 1

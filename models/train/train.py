@@ -220,10 +220,14 @@ def train(args: argparse.Namespace) -> int:
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
     if args.input_ring and not args.input_noise:
-        logger.warning("--input-ring %.2f has no slips to ring without --input-noise", args.input_ring)
+        logger.warning(
+            "--input-ring %.2f has no slips to ring without --input-noise", args.input_ring
+        )
     if args.input_ring:
         logger.info("slips ring through the LPC filter with gamma up to %.2f", args.input_ring)
-    corpus = Corpus(Path(args.corpus), "train", config, input_noise=args.input_noise, input_ring=args.input_ring)
+    corpus = Corpus(
+        Path(args.corpus), "train", config, input_noise=args.input_noise, input_ring=args.input_ring
+    )
     corpus.refresh()
     held_out = Corpus(Path(args.corpus), "test", config)
     held_out.refresh()

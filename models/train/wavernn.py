@@ -147,7 +147,9 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
         "cond.conv2.bias": a(model.cond.conv2.bias),
         **{
             k: np.ascontiguousarray(w_ih[:, i] * np.float32(gain))
-            for i, (k, gain) in enumerate(zip(STEP_INPUTS, input_gains(model.sample_gain), strict=True))
+            for i, (k, gain) in enumerate(
+                zip(STEP_INPUTS, input_gains(model.sample_gain), strict=True)
+            )
         },
         "gru.w_cond": np.ascontiguousarray(w_ih[:, N_INPUTS:]),
         "gru.b_ih": a(model.gru.bias_ih_l0),

@@ -14,7 +14,11 @@ from models.vocoder.fastmath import f32, fast_tanh, fma32
 def conv1d_k3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """'valid' k=3 convolution over time. x [N, Cin] -> [N-2, Cout]; weight [Cout, Cin, 3]."""
     n = x.shape[0] - 2
-    out = x[0:n] @ weight[:, :, 0].T + x[1 : n + 1] @ weight[:, :, 1].T + x[2 : n + 2] @ weight[:, :, 2].T
+    out = (
+        x[0:n] @ weight[:, :, 0].T
+        + x[1 : n + 1] @ weight[:, :, 1].T
+        + x[2 : n + 2] @ weight[:, :, 2].T
+    )
     return (out + bias).astype(f32)
 
 

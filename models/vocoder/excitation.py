@@ -17,7 +17,9 @@ def frame_lpc(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
     ([N, 0] when config.lpc_order is 0): what the kernel and training use (models/dsp/lpc.py)."""
     if not config.lpc_order:
         return np.zeros((mel.shape[0], 0), f32)
-    a, _ = lpc_from_mel(mel, config.lpc_order, config.preemphasis, noise_floor=config.lpc_noise_floor)
+    a, _ = lpc_from_mel(
+        mel, config.lpc_order, config.preemphasis, noise_floor=config.lpc_noise_floor
+    )
     return np.ascontiguousarray(a[:, 1:], dtype=f32)
 
 
@@ -55,7 +57,11 @@ def ring_through_lpc(d: np.ndarray, lpc: np.ndarray, hop: int, gamma: float) -> 
 
 
 def excitation_targets(
-    signal: np.ndarray, lpc: np.ndarray, hop: int, noise: np.ndarray | None = None, ring: float = 0.0
+    signal: np.ndarray,
+    lpc: np.ndarray,
+    hop: int,
+    noise: np.ndarray | None = None,
+    ring: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Teacher forcing for a pre-emphasised signal s [L] and per-frame coefficients lpc [N, P].
 

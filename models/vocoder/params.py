@@ -85,7 +85,11 @@ def random_weights(config: VocoderConfig, seed: int = 0) -> dict[str, np.ndarray
         "fc2.bias": np.zeros(c.n_classes, f32),
     }
     # Sparse matrices: kept values are scaled up by 1/sqrt(density) so the effective fan-in matches.
-    for name, fan_in in (("gru.w_hh", c.hidden_size), ("fc1.weight", c.hidden_size), ("fc2.weight", c.fc_size)):
+    for name, fan_in in (
+        ("gru.w_hh", c.hidden_size),
+        ("fc1.weight", c.hidden_size),
+        ("fc2.weight", c.fc_size),
+    ):
         shape = WEIGHT_SHAPES[name](c)
         mask = random_block_mask(shape, (c.block_rows, c.block_cols), c.density, rng)
         gain = 3.0 if name == "fc2.weight" else 1.5

@@ -79,7 +79,9 @@ def grow_block_mask(
     kept = block_norms(mask, block) > 0
     k = _keep_count(kept.size, density)
     if k < kept.sum():
-        raise ValueError(f"density {density} keeps fewer blocks than the mask has: growing never prunes")
+        raise ValueError(
+            f"density {density} keeps fewer blocks than the mask has: growing never prunes"
+        )
     norms = np.where(kept, -np.inf, block_norms(scores, block)).ravel()
     order = np.argsort(-norms, kind="stable")
     grown = kept.ravel().copy()

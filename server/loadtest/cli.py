@@ -34,7 +34,6 @@ class LoadtestError(RuntimeError):
     """The load test cannot run (bad arguments, missing sample mel, server unreachable)."""
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--streams", type=int, default=4, help="concurrent streams")

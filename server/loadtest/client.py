@@ -46,7 +46,6 @@ def mel_message(mel: np.ndarray) -> str:
     return json.dumps({"type": "mel", "data": data, "shape": list(mel.shape)})
 
 
-
 # --- measurement -------------------------------------------------------------------------------
 
 
@@ -267,7 +266,6 @@ async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> 
     except httpx.HTTPError as exc:
         res.error = f"{type(exc).__name__}: {exc}"
     return res.finish(t0, plan.buffer_s)
-
 
 
 async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], float]:

@@ -139,4 +139,3 @@ def format_table(s: dict[str, Any]) -> str:
         verdict = "NOT real-time: " + (", ".join(reasons) or "no stream completed")
     lines.append("verdict: " + verdict)
     return "\n".join(lines)
-

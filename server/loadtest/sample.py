@@ -43,4 +43,3 @@ def write_sample_mel(path: Path, text: str = SAMPLE_TEXT) -> np.ndarray:
     }
     path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
     return mel
-

@@ -201,7 +201,9 @@ def test_output_advance_moves_the_same_audio_earlier(
     assert stream.pending() == plain_stream.pending() - 1  # it waits for the frame after
 
 
-@pytest.mark.parametrize(("passes", "advance", "smoothing"), [(1, 0, 0.0), (2, 79, 0.0), (1, 300, 0.0), (2, 79, 1.0)])
+@pytest.mark.parametrize(
+    ("passes", "advance", "smoothing"), [(1, 0, 0.0), (2, 79, 0.0), (1, 300, 0.0), (2, 79, 1.0)]
+)
 def test_envelope_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int, smoothing: float
 ) -> None:
@@ -213,7 +215,11 @@ def test_envelope_model_equals_numpy_reference_whole_and_streamed(
         TINY_LPC, pitch_postfilter=0.35, pitch_postfilter_cutoff_hz=4000.0, output_advance=advance
     )
     config = dataclasses.replace(
-        base, envelope_passes=passes, envelope_clip=1.0, envelope_smoothing=smoothing, envelope_smoothing_hz=3000.0
+        base,
+        envelope_passes=passes,
+        envelope_clip=1.0,
+        envelope_smoothing=smoothing,
+        envelope_smoothing_hz=3000.0,
     )
     rt = lpc_runtime.with_synthesis(config.synthesis)
     plain = lpc_runtime.with_synthesis(base.synthesis)

@@ -180,8 +180,17 @@ def test_tiny_capacity_refuses_streams(
     # A refused slot waits --retry-after before trying again, as a client honouring Retry-After
     # would: over 3 s, two slots kept out by the third refuse a handful of times, not hundreds.
     rc, s = _run_json(
-        capsys, "--url", server.url, "--streams", "3", "--duration", "3",
-        "--retry-after", "1", "--mel-frames", "400",
+        capsys,
+        "--url",
+        server.url,
+        "--streams",
+        "3",
+        "--duration",
+        "3",
+        "--retry-after",
+        "1",
+        "--mel-frames",
+        "400",
     )
     assert s["ok"] >= 1 and s["errors"] == 0, s
     assert 1 <= s["refused"] <= 12, s
@@ -189,8 +198,17 @@ def test_tiny_capacity_refuses_streams(
     # (the bound is generous: the admitted 5 s utterance still finishes).
     t0 = time.monotonic()
     rc, s = _run_json(
-        capsys, "--url", server.url, "--streams", "3", "--duration", "2",
-        "--retry-after", "60", "--mel-frames", "400",
+        capsys,
+        "--url",
+        server.url,
+        "--streams",
+        "3",
+        "--duration",
+        "2",
+        "--retry-after",
+        "60",
+        "--mel-frames",
+        "400",
     )
     assert s["refused"] >= 1 and s["errors"] == 0, s
     assert time.monotonic() - t0 < 30

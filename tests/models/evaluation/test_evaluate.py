@@ -38,8 +38,14 @@ def test_metrics_grow_with_the_difference() -> None:
     rng = np.random.default_rng(1)
     small = y + 0.002 * rng.normal(size=y.size).astype(np.float32)
     big = y + 0.05 * rng.normal(size=y.size).astype(np.float32)
-    lsd_small, lsd_big = metrics.log_spectral_distance(y, small), metrics.log_spectral_distance(y, big)
-    mcd_small, mcd_big = metrics.mel_cepstral_distortion(y, small), metrics.mel_cepstral_distortion(y, big)
+    lsd_small, lsd_big = (
+        metrics.log_spectral_distance(y, small),
+        metrics.log_spectral_distance(y, big),
+    )
+    mcd_small, mcd_big = (
+        metrics.mel_cepstral_distortion(y, small),
+        metrics.mel_cepstral_distortion(y, big),
+    )
     assert 0 < lsd_small < lsd_big
     assert 0 < mcd_small < mcd_big
     noise = 0.1 * rng.normal(size=y.size).astype(np.float32)  # flat spectrum: no envelope in common
@@ -127,7 +133,9 @@ def test_voiced_frames_are_told_from_noise_and_scored_apart() -> None:
     assert off["periodicity"] > 0.8 and off["vuv_error"] == 0.0
     assert off["f0_error_cents"] == pytest.approx(1200 * np.log2(1.03), abs=10)
     assert all(
-        math.isnan(off) for k, off in metrics.voicing_scores(noise, noise).items() if k != "vuv_error"
+        math.isnan(off)
+        for k, off in metrics.voicing_scores(noise, noise).items()
+        if k != "vuv_error"
     )
 
 
@@ -146,7 +154,10 @@ def test_band_periodicity_tells_harmonic_bands_from_noise_bands() -> None:
     ref = fade * (voiced + hiss)
     own = metrics.band_periodicity(ref, ref)
     assert own.shape == (len(metrics.BANDS_HZ) - 1,)
-    low, high = metrics.BANDS_HZ.index(500), metrics.BANDS_HZ.index(4000)  # bands 0.5-2 kHz, 4-12 kHz
+    low, high = (
+        metrics.BANDS_HZ.index(500),
+        metrics.BANDS_HZ.index(4000),
+    )  # bands 0.5-2 kHz, 4-12 kHz
     assert np.all(own[low : low + 2] > 0.9) and np.all(np.abs(own[high:]) < 0.2)
     smeared = fade * (metrics._band_pass(0.1 * rng.normal(size=t.shape), 150, 2000) + hiss)
     lost = metrics.band_periodicity(ref, smeared)
@@ -237,12 +248,17 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
         assert m["n"] == 2 and m["lsd_db"] > 0 and m["mcd_db"] > 0 and m["rtf"] > 0
         assert m["lsd_max_db"] == max(m["per_utterance"]["lsd_db"]) >= m["lsd_db"]
         assert len(m["band_bias_db"]) == len(m["band_lsd_db"]) == len(metrics.BANDS_HZ) - 1
-        assert len(m["band_periodicity"]) == len(m["band_periodicity_original"]) == len(metrics.BANDS_HZ) - 1
+        assert (
+            len(m["band_periodicity"])
+            == len(m["band_periodicity_original"])
+            == len(metrics.BANDS_HZ) - 1
+        )
         assert all(b >= 0 for b in m["band_lsd_db"])
         assert np.isfinite(m["lsd_voiced_db"]) or np.isfinite(m["lsd_unvoiced_db"])
         if np.isfinite(m["lsd_voiced_db"]):
             assert (
-                -1.0 <= m["periodicity"] <= 1.0 and m["periodicity_original"] > metrics.VOICED_THRESHOLD
+                -1.0 <= m["periodicity"] <= 1.0
+                and m["periodicity_original"] > metrics.VOICED_THRESHOLD
             )
         assert 0.0 <= m["vuv_error"] <= 1.0
     for u in utts:
@@ -251,8 +267,12 @@ def test_evaluate_runtime_and_baselines(tiny_model_dir: Path, tmp_path: Path) ->
             assert y.shape == u.audio.shape and np.all(np.isfinite(y))
     # The tiny random model clips every frame and has no redraws; the baselines have no frames.
     frames = sum(u.mel.shape[0] for u in utts)
-    assert summary["tiny"]["frames_redrawn"] == 0 and 0 < summary["tiny"]["frames_clipped"] <= frames
-    assert summary["griffin-lim"]["frames_redrawn"] is None is summary["lpc-noise"]["frames_clipped"]
+    assert (
+        summary["tiny"]["frames_redrawn"] == 0 and 0 < summary["tiny"]["frames_clipped"] <= frames
+    )
+    assert (
+        summary["griffin-lim"]["frames_redrawn"] is None is summary["lpc-noise"]["frames_clipped"]
+    )
     assert summary["noise-oracle"]["frames_redrawn"] is None
     # Both baselines from the true mel are far closer to the original than an untrained vocoder.
     assert summary["griffin-lim"]["lsd_db"] < summary["tiny"]["lsd_db"]
@@ -314,6 +334,8 @@ def test_cli_bad_inputs_fail_cleanly(tiny_model_dir: Path, tmp_path: Path) -> No
     corpus = _corpus(tmp_path / "c")
     assert cli.run(parser.parse_args(["--corpus", str(corpus), "--model", "no-equals-sign"])) == 1
     assert (
-        cli.run(parser.parse_args(["--corpus", str(corpus), "--model", f"x={tmp_path / 'missing'}"]))
+        cli.run(
+            parser.parse_args(["--corpus", str(corpus), "--model", f"x={tmp_path / 'missing'}"])
+        )
         == 1
     )

@@ -23,13 +23,17 @@ from models.vocoder.sparsity import to_bsr
 BOUNDARY_MARGIN = 1e-4
 
 
-def signal_of(classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def signal_of(
+    classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The pre-emphasised samples a frame's classes make, and the LPC history after them."""
     table = mulaw.mulaw_table()
     out = np.empty(len(classes), np.float32)
     for t, k in enumerate(classes):
         if len(lpc):
-            out[t] = np.clip(excitation.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1))
+            out[t] = np.clip(
+                excitation.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1)
+            )
             hist = np.concatenate([[out[t]], hist[:-1]]).astype(np.float32)
         else:
             out[t] = table[k]
@@ -52,7 +56,12 @@ def run_and_compare(
     cond = conditioning.condition(mel, w, config)
     lpc = excitation.frame_lpc(mel, config)  # [frames + 1, P]
     # A voiced sine source of changing pitch and strength (a random mel has no pitch to find).
-    src, _ = source(rng.uniform(120, 300, frames), rng.uniform(0.3, 1.0, frames), config.hop_length, config.sample_rate)
+    src, _ = source(
+        rng.uniform(120, 300, frames),
+        rng.uniform(0.3, 1.0, frames),
+        config.hop_length,
+        config.sample_rate,
+    )
     T = config.hop_length
     quantized = quantize.QuantizedWeights.from_weights(w)
     arr = tvm.runtime.tensor
@@ -66,15 +75,35 @@ def run_and_compare(
     for f in range(frames):
         u = rng.random(config.hop_length, dtype=np.float32)
         hist = x.numpy()[3:].copy()
-        state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy(), e=float(x.numpy()[2]))
+        state = ref.FrameState(
+            h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy(), e=float(x.numpy()[2])
+        )
         trace = ref.FrameTrace()
         expected, _ = ref.run_frame(
-            w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
+            w,
+            config,
+            cond[f : f + 2],
+            u,
+            state,
+            trace,
+            quantized=quantized,
+            lpc=lpc[f],
+            source=src[f * T : (f + 1) * T],
         )
         deemphasis = mulaw.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
         frame_lpc = arr(lpc[f] if config.lpc_order else np.zeros(1, np.float32))
         frame_src = arr(np.ascontiguousarray(src[f * T : (f + 1) * T]))
-        fn(arr(np.ascontiguousarray(cond[f : f + 2])), frame_lpc, frame_src, arr(u), h, x, out, pcm, *weights_args)
+        fn(
+            arr(np.ascontiguousarray(cond[f : f + 2])),
+            frame_lpc,
+            frame_src,
+            arr(u),
+            h,
+            x,
+            out,
+            pcm,
+            *weights_args,
+        )
         got = out.numpy()
         # the kernel's PCM is its own classes (plus its prediction), de-emphasised as the reference
         signal, hist = signal_of(got, lpc[f], hist)
@@ -149,7 +178,9 @@ def test_int8_packing_layout() -> None:
     rng = np.random.default_rng(0)
     wq = np.zeros((16, 8), np.int8)
     wq[:, 4:8] = rng.integers(-127, 128, size=(16, 4))
-    packed, indices, indptr, _scale, corr = int8_args(wq, np.ones(16, np.float32), to_bsr(wq, (16, 4)))
+    packed, indices, indptr, _scale, corr = int8_args(
+        wq, np.ones(16, np.float32), to_bsr(wq, (16, 4))
+    )
     assert list(indices) == [1] and list(indptr) == [0, 1]
     assert np.array_equal(packed.view(np.int8).reshape(1, 16, 4)[0], wq[:, 4:8])
     assert np.array_equal(corr, 128 * wq.astype(np.int32).sum(axis=1))
@@ -167,14 +198,21 @@ def test_a_block_that_rounds_to_zero_in_int8_stays_a_block(tmp_path: Path) -> No
     pattern = to_bsr(hh, (TINY.block_rows, TINY.block_cols))
     row = int(np.searchsorted(pattern.indptr, 0, side="right")) - 1  # the first block's row
     col, r0 = int(pattern.indices[0]), row * TINY.block_rows
-    block = (slice(r0, r0 + TINY.block_rows), slice(col * TINY.block_cols, (col + 1) * TINY.block_cols))
+    block = (
+        slice(r0, r0 + TINY.block_rows),
+        slice(col * TINY.block_cols, (col + 1) * TINY.block_cols),
+    )
     hh[block] = 1e-6  # nonzero, far below half a step of any row's scale
     assert np.all(quantize.QuantizedWeights.from_weights(w).hh[block] == 0)
     shape, args = pack_weights(w, TINY)
-    assert shape.nnzb_hh == pattern.data.shape[0] == args[4].shape[0]  # hh data after w_cond, w_in, b_ih, b_hh
+    assert (
+        shape.nnzb_hh == pattern.data.shape[0] == args[4].shape[0]
+    )  # hh data after w_cond, w_in, b_ih, b_hh
     rt = VocoderRuntime.load(build_artifact(w, TINY, tmp_path / "m", isas=None))
     mel = np.random.default_rng(1).normal(-5, 1, (4, TINY.n_mels)).astype(np.float32)
-    assert np.array_equal(np.concatenate(list(rt.generate(mel, seed=2))), ref.vocode(w, TINY, mel, seed=2))
+    assert np.array_equal(
+        np.concatenate(list(rt.generate(mel, seed=2))), ref.vocode(w, TINY, mel, seed=2)
+    )
 
 
 @pytest.mark.parametrize("config", [TINY, VocoderConfig()], ids=["tiny", "full"])
@@ -198,7 +236,12 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
         hid = tvm.runtime.tensor(np.zeros((k + 2, config.cond_hidden), np.float32))
         fn(cond, tvm.runtime.tensor(xpad[g : g + k + 4]), hid, *args)
         got[g : g + k] = cond.numpy()
-        assert np.array_equal(got[g : g + k], conditioning.condition_rows(xpad[g : g + k + 4], conditioning.CondMatrices.from_weights(w)))
+        assert np.array_equal(
+            got[g : g + k],
+            conditioning.condition_rows(
+                xpad[g : g + k + 4], conditioning.CondMatrices.from_weights(w)
+            ),
+        )
         g += k
     assert g == mel.shape[0]
     bad = np.flatnonzero((got != whole).any(axis=1))

@@ -42,7 +42,9 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
     c = corpus_mod.Corpus(corpus, "train", TINY)
     assert c.refresh() == 6
     assert c.refresh() == 0  # a second read adds nothing new
-    mel, inputs, target = corpus_mod.sample_batch(c.utterances, TINY, 5, 2, np.random.default_rng(0))
+    mel, inputs, target = corpus_mod.sample_batch(
+        c.utterances, TINY, 5, 2, np.random.default_rng(0)
+    )
     assert mel.shape == (5, 2 + 5, 80)
     assert inputs.shape == (*target.shape, 5) and target.shape == (5, 600)
     assert target.min() >= 0 and target.max() <= 255
@@ -77,6 +79,7 @@ def test_crops_carry_the_source_locked_to_the_recording(corpus: Path) -> None:
         # itself is tested in tests/models/dsp/test_pitch.py)
         assert np.corrcoef(crop[:, 0], audio[span])[0, 1] > 0.7
 
+
 def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
     """With LPC the targets are the classes of e = s - p, and input n is p + decoded e of n - 1."""
     import dataclasses
@@ -84,7 +87,10 @@ def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
     from models.vocoder.mulaw import mulaw_decode
 
     config = dataclasses.replace(TINY, lpc_order=8)
-    plain, lpc = corpus_mod.Corpus(corpus, "train", TINY), corpus_mod.Corpus(corpus, "train", config)
+    plain, lpc = (
+        corpus_mod.Corpus(corpus, "train", TINY),
+        corpus_mod.Corpus(corpus, "train", config),
+    )
     plain.refresh(), lpc.refresh()
     u, v = plain.utterances[0], lpc.utterances[0]
     assert v.classes.shape == u.classes.shape and not np.array_equal(v.classes, u.classes)
@@ -109,10 +115,13 @@ def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
         assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
     # Ringing slips bend it further, the same way on every load too.
     ringing, ringing_again = (
-        corpus_mod.Corpus(corpus, "train", config, input_noise=6.0, input_ring=0.95) for _ in range(2)
+        corpus_mod.Corpus(corpus, "train", config, input_noise=6.0, input_ring=0.95)
+        for _ in range(2)
     )
     ringing.refresh(), ringing_again.refresh()
-    rung = [np.abs(u.inputs - v.inputs).mean() for u, v in zip(clean.utterances, ringing.utterances)]
+    rung = [
+        np.abs(u.inputs - v.inputs).mean() for u, v in zip(clean.utterances, ringing.utterances)
+    ]
     assert np.mean(rung) > np.mean(bent)
     for u, v in zip(ringing.utterances, ringing_again.utterances):
         assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
@@ -239,26 +248,37 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     )
     assert (tmp_path / "e" / "weights.npz").exists()
     # The compact checkpoint resumes too (fresh optimizer moments).
-    assert (
-        cli_mod.run(parse(*common, "--steps", "6", "--resume", str(small), "--name", "r2")) == 0
-    )
+    assert cli_mod.run(parse(*common, "--steps", "6", "--resume", str(small), "--name", "r2")) == 0
     assert checkpoint_mod.load_checkpoint(tmp_path / "r2")["step"] == 6
     # Resuming with another pre-emphasis fine-tunes into that target domain; the export says so.
     assert TINY.preemphasis != 0.5
-    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r3", "--preemphasis", "0.5")
+    args = parse(
+        *common, "--steps", "7", "--resume", str(small), "--name", "r3", "--preemphasis", "0.5"
+    )
     args.export = str(tmp_path / "e3")
     assert cli_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e3" / "config.json").preemphasis == 0.5
     # The same for linear prediction: the net goes on, now predicting the LPC excitation.
     args = parse(
-        *common, "--steps", "7", "--resume", str(small), "--name", "r4", "--lpc-order", "8",
-        "--input-noise", "3",
+        *common,
+        "--steps",
+        "7",
+        "--resume",
+        str(small),
+        "--name",
+        "r4",
+        "--lpc-order",
+        "8",
+        "--input-noise",
+        "3",
     )
     args.export = str(tmp_path / "e4")
     assert cli_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e4" / "config.json").lpc_order == 8
     # And for the LPC fit's noise floor.
-    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r5", "--lpc-noise-floor", "0.01")
+    args = parse(
+        *common, "--steps", "7", "--resume", str(small), "--name", "r5", "--lpc-noise-floor", "0.01"
+    )
     args.export = str(tmp_path / "e5")
     assert cli_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e5" / "config.json").lpc_noise_floor == 0.01
@@ -271,16 +291,49 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     assert cli_mod.run(args) == 0
     assert checkpoint_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 0
     # So is the slips' ringing.
-    args = parse(*common, "--steps", "10", "--resume", "--name", "r4", "--input-noise", "2", "--input-ring", "0.9")
+    args = parse(
+        *common,
+        "--steps",
+        "10",
+        "--resume",
+        "--name",
+        "r4",
+        "--input-noise",
+        "2",
+        "--input-ring",
+        "0.9",
+    )
     assert cli_mod.run(args) == 0
     assert cli_mod.run(parse(*common, "--steps", "11", "--resume", "--name", "r4")) == 0
     assert checkpoint_mod.load_checkpoint(tmp_path / "r4")["args"]["input_ring"] == 0.9
 
 
 def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_path: Path) -> None:
-    common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
-              "--crop-frames", "1", "--threads", "1", "--log-seconds", "0", "--lr", "3e-3",
-              "--warmup", "1", "--prune-start", "0.1", "--prune-end", "0.5", "--prune-every", "2")
+    common = (
+        "--tiny",
+        "--corpus",
+        str(corpus),
+        "--run-dir",
+        str(tmp_path),
+        "--batch",
+        "4",
+        "--crop-frames",
+        "1",
+        "--threads",
+        "1",
+        "--log-seconds",
+        "0",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--prune-start",
+        "0.1",
+        "--prune-end",
+        "0.5",
+        "--prune-every",
+        "2",
+    )
     assert cli_mod.run(parse(*common, "--name", "a", "--steps", "20")) == 0
     first = checkpoint_mod.load_checkpoint(tmp_path / "a")
     checkpoint_mod.save_checkpoint(tmp_path / "b" / checkpoint_mod.CHECKPOINT, first)
@@ -289,7 +342,9 @@ def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_
     assert cli_mod.run(parse(*common, "--name", "a", "--steps", "30", "--resume")) == 0
     plain = [e["lr"] for e in checkpoint_mod.load_checkpoint(tmp_path / "a")["history"][20:]]
     # A cycle of its own: from the peak down to the final rate over these 10 steps.
-    assert cli_mod.run(parse(*common, "--name", "b", "--steps", "30", "--resume", "--lr-cycle")) == 0
+    assert (
+        cli_mod.run(parse(*common, "--name", "b", "--steps", "30", "--resume", "--lr-cycle")) == 0
+    )
     state = checkpoint_mod.load_checkpoint(tmp_path / "b")
     cycled = [e["lr"] for e in state["history"][20:]]
     assert len(plain) == len(cycled) == 10
@@ -302,12 +357,40 @@ def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_
     assert state["history"][-1]["density"] == pytest.approx(TINY.density, abs=0.02)
 
 
-def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tmp_path: Path) -> None:
-    common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
-              "--crop-frames", "1", "--threads", "1", "--log-seconds", "1000", "--lr", "3e-3")
+def test_resume_grows_the_masks_and_keeps_what_the_net_computes(
+    corpus: Path, tmp_path: Path
+) -> None:
+    common = (
+        "--tiny",
+        "--corpus",
+        str(corpus),
+        "--run-dir",
+        str(tmp_path),
+        "--batch",
+        "4",
+        "--crop-frames",
+        "1",
+        "--threads",
+        "1",
+        "--log-seconds",
+        "1000",
+        "--lr",
+        "3e-3",
+    )
     # A run pruned to TINY's density within its 6 steps.
-    args = parse(*common, "--name", "g", "--steps", "6", "--prune-start", "0", "--prune-end", "0.3",
-                 "--prune-every", "1")
+    args = parse(
+        *common,
+        "--name",
+        "g",
+        "--steps",
+        "6",
+        "--prune-start",
+        "0",
+        "--prune-end",
+        "0.3",
+        "--prune-every",
+        "1",
+    )
     assert cli_mod.run(args) == 0
     state = checkpoint_mod.load_checkpoint(tmp_path / "g")
     assert state["pruner"]["density"] == TINY.density
@@ -330,8 +413,18 @@ def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tm
 
     # Through the CLI: the run goes on at the new density, and the export keeps that many blocks.
     out = tmp_path / "e"
-    args = parse(*common, "--name", "g", "--steps", "9", "--resume", "--grow-density", "0.5",
-                 "--export", str(out))
+    args = parse(
+        *common,
+        "--name",
+        "g",
+        "--steps",
+        "9",
+        "--resume",
+        "--grow-density",
+        "0.5",
+        "--export",
+        str(out),
+    )
     assert cli_mod.run(args) == 0
     state = checkpoint_mod.load_checkpoint(tmp_path / "g")
     assert state["step"] == 9 and state["pruner"]["density"] == 0.5
@@ -344,16 +437,28 @@ def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tm
     # A plain resume stays there; growing to the density it has, or without a run, is refused.
     assert cli_mod.run(parse(*common, "--name", "g", "--steps", "10", "--resume")) == 0
     assert checkpoint_mod.load_checkpoint(tmp_path / "g")["pruner"]["density"] == 0.5
-    assert cli_mod.run(parse(*common, "--name", "g", "--steps", "11", "--resume", "--grow-density", "0.5")) == 1
+    assert (
+        cli_mod.run(
+            parse(*common, "--name", "g", "--steps", "11", "--resume", "--grow-density", "0.5")
+        )
+        == 1
+    )
     assert cli_mod.run(parse(*common, "--name", "h", "--steps", "1", "--grow-density", "0.5")) == 1
     # So is growing a run still on its way down to its density (here: not pruned at all yet).
     assert cli_mod.run(parse(*common, "--name", "p", "--steps", "2")) == 0
     assert checkpoint_mod.load_checkpoint(tmp_path / "p")["pruner"]["density"] == 1.0
-    assert cli_mod.run(parse(*common, "--name", "p", "--steps", "3", "--resume", "--grow-density", "0.5")) == 1
+    assert (
+        cli_mod.run(
+            parse(*common, "--name", "p", "--steps", "3", "--resume", "--grow-density", "0.5")
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("gamma", ["1", "-0.1", "1.5"])
-def test_input_ring_outside_0_1_is_a_usage_error(gamma: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_input_ring_outside_0_1_is_a_usage_error(
+    gamma: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         parse("--input-ring", gamma)
     assert exc.value.code == 2

@@ -137,7 +137,9 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     assert all(np.array_equal(up[name], w[name]) for name in w)
     # an old training checkpoint: GRU input matrix [3H, k + C], Adam moments of that shape
     state = model.state_dict()
-    narrow = torch.cat([state["gru.weight_ih_l0"][:, :k], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1)
+    narrow = torch.cat(
+        [state["gru.weight_ih_l0"][:, :k], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1
+    )
     assert narrow.shape == (3 * config.hidden_size, k + config.cond_size)
     old_state = {"config": config.to_dict(), "model": {**state, "gru.weight_ih_l0": narrow}}
     again, _ = model_from_checkpoint(old_state)
@@ -145,14 +147,23 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     opt = torch.optim.Adam(again.parameters())
     w_ih = again.gru.weight_ih_l0
     opt.state[w_ih] = {
-        "step": torch.tensor(10.0), "exp_avg": torch.ones_like(narrow), "exp_avg_sq": torch.ones_like(narrow)
+        "step": torch.tensor(10.0),
+        "exp_avg": torch.ones_like(narrow),
+        "exp_avg_sq": torch.ones_like(narrow),
     }
     widen_moments(opt, again, config)
     m = opt.state[w_ih]["exp_avg"]
-    assert m.shape == w_ih.shape and not m[:, k:N_INPUTS].any() and m[:, :k].all() and m[:, N_INPUTS:].all()
+    assert (
+        m.shape == w_ih.shape
+        and not m[:, k:N_INPUTS].any()
+        and m[:, :k].all()
+        and m[:, N_INPUTS:].all()
+    )
     # and the new columns learn: one step moves them off zero
     again(
-        torch.from_numpy(pad_mel(mel))[None], torch.ones(1, 4 * config.hop_length, N_INPUTS), utterance_end=True
+        torch.from_numpy(pad_mel(mel))[None],
+        torch.ones(1, 4 * config.hop_length, N_INPUTS),
+        utterance_end=True,
     ).sum().backward()
     opt.step()
     assert w_ih[:, k:N_INPUTS].abs().sum() > 0

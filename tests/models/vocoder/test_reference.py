@@ -96,7 +96,9 @@ def test_deemphasis_inverts_preemphasis_across_frames() -> None:
     d = mulaw.Deemphasis(0.85)
     y = np.concatenate([d(e[i : i + 300]) for i in range(0, 1500, 300)])
     np.testing.assert_allclose(y, x, atol=1e-5)
-    assert np.array_equal(mulaw.preemphasize(x, 0.0), x) and np.array_equal(mulaw.Deemphasis(0.0)(x), x)
+    assert np.array_equal(mulaw.preemphasize(x, 0.0), x) and np.array_equal(
+        mulaw.Deemphasis(0.0)(x), x
+    )
 
 
 def test_excitation_targets_plain_and_lpc() -> None:
@@ -185,14 +187,18 @@ def test_ringing_slips_follow_the_lpc_resonance() -> None:
     for gamma in (0.5, 0.95):
         expanded = np.concatenate([[1.0], lpc[0].astype(np.float64)]) * gamma ** np.arange(3)
         # one filter over the whole signal: the frame-by-frame memory hand-over is seamless
-        assert np.allclose(excitation.ring_through_lpc(d, lpc, hop, gamma), lfilter([1.0], expanded, d))
+        assert np.allclose(
+            excitation.ring_through_lpc(d, lpc, hop, gamma), lfilter([1.0], expanded, d)
+        )
 
     def resonance_share(y: np.ndarray) -> float:
         power = np.abs(np.fft.rfft(y)) ** 2
         k = round(0.13 / (2 * np.pi) * n)
         return float(power[k - 30 : k + 31].sum() / power.sum())
 
-    shares = [resonance_share(excitation.ring_through_lpc(d, lpc, hop, g)) for g in (0.0, 0.5, 0.95)]
+    shares = [
+        resonance_share(excitation.ring_through_lpc(d, lpc, hop, g)) for g in (0.0, 0.5, 0.95)
+    ]
     assert shares[0] < 0.05 and shares[0] < shares[1] < shares[2] and shares[2] > 0.3
 
 
