@@ -29,7 +29,8 @@ FORMAT_VERSION = 1
 
 
 class ModelLoadError(RuntimeError):
-    """A compiled model cannot be used: missing, corrupt, mismatched, or not runnable on this CPU."""
+    """A compiled model cannot be used: missing, corrupt, mismatched, or not runnable on this
+    CPU."""
 
 
 def sha256_file(path: Path) -> str:

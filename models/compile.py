@@ -126,14 +126,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pitch-postfilter",
         type=bounded(float, 0.0, 1.0),
         metavar="G",
-        help="strength in [0, 1] of the pitch postfilter on the output (models/dsp/postfilter.py; default: the config's)",
+        help="strength in [0, 1] of the pitch postfilter on the output (models/dsp/postfilter.py; "
+        "default: the config's)",
     )
     parser.add_argument(
         "--pitch-postfilter-cutoff",
         dest="pitch_postfilter_cutoff_hz",
         type=bounded(float, 0.0, SPEC.sample_rate / 2 - 1),
         metavar="HZ",
-        help="upper edge of the band the pitch postfilter combs (0: the whole band; default: the config's)",
+        help="upper edge of the band the pitch postfilter combs (0: the whole band; default: the "
+        "config's)",
     )
     parser.add_argument(
         "--output-advance",
@@ -145,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--envelope-passes",
         type=bounded(int, 0, 4),
         metavar="N",
-        help="passes, in [0, 4], of the envelope correction towards the mel (models/dsp/envelope.py; each "
+        help="passes, in [0, 4], of the envelope correction towards the mel "
+        "(models/dsp/envelope.py; each "
         "adds 4 frames of look-ahead to a stream; default: the config's)",
     )
     parser.add_argument(
@@ -171,14 +174,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip-retries",
         type=bounded(int, 0, MAX_CLIP_RETRIES),
         metavar="N",
-        help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale (default: the config's)",
+        help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale "
+        f"(default: the config's)",
     )
     for which in ("voiced", "unvoiced"):
         parser.add_argument(
             f"--{which}-logit-scale",
             type=bounded(float, 0.25, 4.0),
             metavar="S",
-            help=f"factor on the logits of fully {which} frames, in [0.25, 4]: the temperature baked at export "
+            help=f"factor on the logits of fully {which} frames, in [0.25, 4]: the temperature "
+            f"baked at export "
             "divided by S (VocoderConfig.voiced_logit_scale; default: the config's)",
         )
     parser.add_argument(

@@ -213,7 +213,7 @@ class SyntheticFrame:
         )
 
 
-# -- artefact checks ---------------------------------------------------------------------------------
+# -- artefact checks -------------------------------------------------------------------------------
 
 
 def _choose_module(
@@ -234,7 +234,8 @@ def _choose_module(
         missing = ISA_FLAGS.get(isa, frozenset()) - flags
         if missing:
             raise ModelLoadError(
-                f"the {isa} module needs CPU features this machine lacks: {', '.join(sorted(missing))}"
+                f"the {isa} module needs CPU features this machine lacks: "
+                f"{', '.join(sorted(missing))}"
             )
         return isa, model_dir / shipped[isa]["file"]
     for candidate in ISA_PREFERENCE:

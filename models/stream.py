@@ -50,8 +50,9 @@ class VocoderStream:
         self.runtime = runtime
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        # Normalised mel, edge-padded as conditioning.pad_mel: rows 0-1 repeat frame 0, frame i is row
-        # i + 2, and finish() appends two copies of the last frame; an aligned buffer that doubles.
+        # Normalised mel, edge-padded as conditioning.pad_mel: rows 0-1 repeat frame 0, frame i is
+        # row i + 2, and finish() appends two copies of the last frame; an aligned buffer that
+        # doubles.
         self._mel = aligned((64, c.n_mels))
         self._n = 0
         # Conditioning of frames [0, _cond_done): row f pairs with row f + 1 for frame f's call.
@@ -308,7 +309,8 @@ def aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.n
 
 
 def _fit(buf: np.ndarray, used: int, rows: int) -> np.ndarray:
-    """`buf` if it has `rows` rows, else an aligned copy of its first `used` rows with room to grow."""
+    """`buf` if it has `rows` rows, else an aligned copy of its first `used` rows with room to
+    grow."""
     if rows <= buf.shape[0]:
         return buf
     grown = aligned((max(rows, 2 * buf.shape[0]), *buf.shape[1:]))

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny real compiled vocoder (no mocks of our own code).
 
-The tiny model (models.vocoder.config.TINY, random weights) goes through the same compile step and the
+The tiny model (models.vocoder.config.TINY, random weights) goes through the same compile step and
+the
 same runtime as the shipped one; it compiles in about a second and runs ~100x faster, which keeps
 the suites quick while exercising every code path.
 """

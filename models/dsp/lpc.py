@@ -1,4 +1,5 @@
-"""Linear prediction from the mel contract: the spectral envelope of each frame as an all-pole filter.
+"""Linear prediction from the mel contract: the spectral envelope of each frame as an all-pole
+filter.
 
 LPCNet's observation is that a vocoder need not learn the spectral envelope sample by sample: the
 features already carry it, and an all-pole filter 1/A(z) fitted to them shapes any excitation into

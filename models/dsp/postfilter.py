@@ -68,7 +68,8 @@ class PitchPostfilter:
         return POSTFILTER_DELAY if self._lowpass is not None else 0
 
     def __call__(self, pcm: np.ndarray, f0: np.ndarray, voicing: np.ndarray) -> np.ndarray:
-        """Filter k consecutive frames: pcm float32 [k * hop_length], f0 and voicing [k] -> float32."""
+        """Filter k consecutive frames: pcm float32 [k * hop_length], f0 and voicing [k] ->
+        float32."""
         hop = self.hop_length
         assert pcm.shape == (f0.shape[0] * hop,) and voicing.shape == f0.shape
         past = self._history.size

@@ -5,7 +5,8 @@ model given (TVM runtime, `VocoderRuntime.generate`, exactly what the server run
 Griffin-Lim from the same mel; each output is compared with the original audio:
 
 - LSD, log-spectral distance (dB): per frame sqrt(mean_k (10 log10 P_ref - 10 log10 P_out)^2) over
-  the STFT bins of models.dsp.features (2048-point FFT, 50 ms window, 12.5 ms hop), averaged over frames.
+  the STFT bins of models.dsp.features (2048-point FFT, 50 ms window, 12.5 ms hop), averaged over
+  frames.
 - MCD, mel-cepstral distortion (dB): (10 / ln 10) sqrt(2 sum_{d=1..24} (c_d - c'_d)^2) per frame,
   where c is the cepstrum (DCT-II, true-cepstrum scaling) of the natural-log magnitude mel spectrum
   (80 bands); c_0 (loudness) is left out as usual. A filterbank cepstrum, not SPTK's all-pass
@@ -52,7 +53,7 @@ class EvalError(ValueError):
     """Bad evaluation input (missing corpus, no test utterances, no models)."""
 
 
-# --- corpus ----------------------------------------------------------------------------------------
+# --- corpus ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def load_test_set(
     return out
 
 
-# --- report ----------------------------------------------------------------------------------------
+# --- report ---------------------------------------------------------------------------------------
 
 
 def evaluate(

@@ -26,7 +26,7 @@ class EvalError(ValueError):
     """Bad evaluation input (missing corpus, no test utterances, no models)."""
 
 
-# --- metrics (pure) --------------------------------------------------------------------------------
+# --- metrics (pure) -------------------------------------------------------------------------------
 
 
 def _align(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +100,8 @@ def voicing_scores(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
 
     periodicity_original / periodicity: mean periodicity of ref / out over ref's voiced frames
     (noise through the right envelope scores near 0); f0_error_cents: median |pitch difference|
-    over the frames voiced in both (the standard F0 error, robust to the odd octave slip); vuv_error:
+    over the frames voiced in both (the standard F0 error, robust to the odd octave slip);
+    vuv_error:
     the fraction of active frames whose voiced/unvoiced decision differs. NaN where undefined.
     """
     ref, out = _align(ref, out)
@@ -144,7 +145,8 @@ def band_index(bins: int) -> np.ndarray:
 
 
 def band_bias_db(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Energy of `out` minus energy of `ref` per band of BANDS_HZ (dB, active frames): float [bands].
+    """Energy of `out` minus energy of `ref` per band of BANDS_HZ (dB, active frames): float
+    [bands].
 
     LSD says how far two spectra are; this says which way: a vocoder that is too quiet where the
     voice is loud (or booms below it) shows here as a sign, not only as a larger distance.
@@ -217,7 +219,8 @@ def mel_cepstrum(audio: np.ndarray, n: int = N_CEPSTRA) -> np.ndarray:
     """Cepstra c_1..c_n of the natural-log magnitude mel spectrum: float64 [frames, n].
 
     Scaled as a true cepstrum, ln|M(w)| = c_0 + 2 sum_k c_k cos(k w), as SPTK's mel-cepstra are,
-    so the usual MCD formula applies: scipy's unnormalised DCT-II is 2 sum_n x_n cos(..), hence / 2N.
+    so the usual MCD formula applies: scipy's unnormalised DCT-II is 2 sum_n x_n cos(..), hence /
+    2N.
     """
     log_amp = log_mel(audio).astype(np.float64)  # [frames, 80] natural-log magnitude
     return dct(log_amp, type=2, axis=1)[:, 1 : n + 1] / (2 * log_amp.shape[1])

@@ -15,7 +15,7 @@ from models.evaluation.metrics import VOICED_THRESHOLD, pitch_track
 logger = logging.getLogger(__name__)
 
 
-# --- systems ---------------------------------------------------------------------------------------
+# --- systems --------------------------------------------------------------------------------------
 
 
 LIBROSA_STFT = {
@@ -29,7 +29,8 @@ LIBROSA_STFT = {
 
 
 def griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0) -> np.ndarray:
-    """Log-mel [N, 80] -> float32 audio [(N - 1) * hop]: NNLS mel inversion + Griffin-Lim (librosa)."""
+    """Log-mel [N, 80] -> float32 audio [(N - 1) * hop]: NNLS mel inversion + Griffin-Lim
+    (librosa)."""
     import librosa  # optional: part of the `train` extra
 
     magnitude_mel = np.exp(mel.astype(np.float64)).T  # [80, N]
@@ -77,7 +78,8 @@ def noise_oracle(audio: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def vocode_runtime(runtime: object, mel: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Whole-mel vocoding through a VocoderStream (the server's path, redraws included): float32 [N * hop]."""
+    """Whole-mel vocoding through a VocoderStream (the server's path, redraws included): float32 [N
+    * hop]."""
     return vocode_counted(runtime, mel, seed)[0]
 
 

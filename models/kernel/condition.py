@@ -14,12 +14,14 @@ def make_condition_kernel(cfg: NetConfig, fused: bool = True) -> tvm.tirx.PrimFu
     """The conditioning network for k consecutive frames (k is a call-time size).
 
     x holds the frames' padded normalised mel rows [k + 4, M] (frame g reads rows g..g+4, see
-    models.vocoder.conditioning.pad_mel); conv1 runs once per mel position into the caller's scratch `hid`
+    models.vocoder.conditioning.pad_mel); conv1 runs once per mel position into the caller's scratch
+    `hid`
     [k + 2, CH], then conv2 + tanh writes cond [k, C]. A stream calls it for a batch of frames at a
     time: its 0.6 MB of float32 weights, evicted by every frame call, are then streamed from cache
     once per batch instead of once per frame, and conv1 is not recomputed for overlapping windows.
     Dot products accumulate in float64 (float32 x float32 products are exact there) and round to
-    float32 once, as models.vocoder.conditioning.condition_rows does: the result does not depend on summation
+    float32 once, as models.vocoder.conditioning.condition_rows does: the result does not depend on
+    summation
     order, so it matches numpy's BLAS bit for bit (a float64 sum would need to land within ~1e-16 of
     a float32 rounding edge to differ).
     """
@@ -70,7 +72,8 @@ def make_condition_kernel(cfg: NetConfig, fused: bool = True) -> tvm.tirx.PrimFu
             for oo in range(C // V):
                 dot3(acc, hid, g, CH, w2, oo)
                 for oi in T.vectorized(V):
-                    # fast tanh exactly as models.vocoder.fastmath.fast_tanh: clamp, square, rational
+                    # fast tanh exactly as models.vocoder.fastmath.fast_tanh: clamp, square,
+                    # rational
                     s[0, oi] = T.Cast("float32", acc[oi] + T.Cast("float64", b2[oo * V + oi]))
                     s[0, oi] = T.min(T.max(s[0, oi], T.float32(-clamp)), T.float32(clamp))
                     s[1, oi] = s[0, oi] * s[0, oi]

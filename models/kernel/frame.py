@@ -266,9 +266,9 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
 
     @T.macro
     def q_matvec(data, idx, ptr, xq, n_block_rows, scale, corr, xscale, bias, y, acc, relu):
-        # y = W x + bias (ReLU if relu), W block-sparse int8: data[j, r] packs the 4 int8 weights of row r in block j, xq[k]
-        # packs the 4 uint8 inputs (value + 128) of columns 4k..4k+3; integer accumulation is
-        # exact, the +128 offset is removed with corr = 128 * row sum.
+        # y = W x + bias (ReLU if relu), W block-sparse int8: data[j, r] packs the 4 int8 weights of
+        # row r in block j, xq[k] packs the 4 uint8 inputs (value + 128) of columns 4k..4k+3;
+        # integer accumulation is exact, the +128 offset is removed with corr = 128 * row sum.
         for br in range(n_block_rows):
             if QACC == 1:
                 for r in T.vectorized(R):

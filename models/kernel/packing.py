@@ -1,5 +1,6 @@
 """The compiled frame function's calling convention: its shape, and the weights packed as its
-arguments (block-sparse int8 rows, scales, offsets). numpy only: loading an artefact needs no TVM."""
+arguments (block-sparse int8 rows, scales, offsets). numpy only: loading an artefact needs no
+TVM."""
 
 from __future__ import annotations
 

@@ -52,20 +52,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preemphasis",
         type=float,
         default=None,
-        help="pre-emphasis of the target (default: the model config's; on --resume, switches domain)",
+        help="pre-emphasis of the target (default: the model config's; on --resume, switches "
+        "domain)",
     )
     parser.add_argument(
         "--lpc-order",
         type=int,
         default=None,
-        help="predict the excitation of this many LPC poles fitted to each frame's mel, LPCNet-style "
+        help="predict the excitation of this many LPC poles fitted to each frame's mel, "
+        "LPCNet-style "
         "(default: the model config's, 0 = off; on --resume, switches domain)",
     )
     parser.add_argument(
         "--lpc-noise-floor",
         type=float,
         default=None,
-        help="white-noise correction of the LPC fit, which tempers its sharpest resonances (default: the "
+        help="white-noise correction of the LPC fit, which tempers its sharpest resonances "
+        "(default: the "
         "model config's; on --resume, switches domain)",
     )
     parser.add_argument(
@@ -82,8 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             float, 0.0, 1.0, high_open=True
         ),  # gamma 1: the fit's full resonances, up to ~50 dB sharp
         default=None,
-        help="with --input-noise: pass the slips through each frame's LPC filter 1/A(z/gamma), gamma "
-        "uniform per utterance up to this (< 1), so the past is bent as an uncorrected run rings it, "
+        help="with --input-noise: pass the slips through each frame's LPC filter 1/A(z/gamma), "
+        "gamma "
+        "uniform per utterance up to this (< 1), so the past is bent as an uncorrected run rings "
+        "it, "
         "not white (default: the resumed run's, else 0 = white slips)",
     )
     parser.add_argument("--batch", type=int, default=48)
@@ -111,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=bounded(float, 0.0, 1.0),
         default=None,
         metavar="D",
-        help="with --resume: add the blocks the loss gradient wants most to W_hh, FC1 and FC2 until "
+        help="with --resume: add the blocks the loss gradient wants most to W_hh, FC1 and FC2 "
+        "until "
         "this share of blocks is kept, starting at zero (the net computes what it did), and train "
         "at that density from then on",
     )
@@ -119,7 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
-        help="autocast dtype; auto = bf16 where the CPU multiplies bf16 natively (avx512_bf16/AMX), "
+        help="autocast dtype; auto = bf16 where the CPU multiplies bf16 natively "
+        "(avx512_bf16/AMX), "
         "else fp32",
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -136,13 +143,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--export",
         default=None,
         metavar="DIR",
-        help="write DIR/weights.npz + config.json (after training, or from --resume with --steps 0)",
+        help="write DIR/weights.npz + config.json (after training, or from --resume with --steps "
+        "0)",
     )
     parser.add_argument(
         "--temperature",
         type=float,
         default=1.0,
-        help="sampling temperature baked into the exported FC2 (< 1 sharpens; see docs/training.md)",
+        help="sampling temperature baked into the exported FC2 (< 1 sharpens; see "
+        "docs/training.md)",
     )
     parser.add_argument(
         "--save-small", default=None, metavar="PATH", help="also write a compact fp16 checkpoint"

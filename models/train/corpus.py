@@ -82,7 +82,8 @@ class Corpus:
         return noise, rng.uniform(0.0, self.input_ring) if self.input_ring > 0 else 0.0
 
     def refresh(self) -> int:
-        """Load utterances added to metadata.csv since the last call; returns how many were added."""
+        """Load utterances added to metadata.csv since the last call; returns how many were
+        added."""
         meta = self.root / "metadata.csv"
         if not meta.exists():
             raise CorpusError(

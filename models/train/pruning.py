@@ -23,7 +23,8 @@ class GrowthError(ValueError):
 
 
 def cubic_density(progress: float, target: float, start: float, end: float) -> float:
-    """Density 1.0 until `start`, then target + (1 - target) * (1 - x)^3 with x going 0 -> 1 at `end`."""
+    """Density 1.0 until `start`, then target + (1 - target) * (1 - x)^3 with x going 0 -> 1 at
+    `end`."""
     if progress <= start:
         return 1.0
     x = min(1.0, (progress - start) / max(end - start, 1e-9))
@@ -31,7 +32,8 @@ def cubic_density(progress: float, target: float, start: float, end: float) -> f
 
 
 def learning_rate(progress: float, step: int, peak: float, warmup: int, final: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay from `peak` to `final` over progress."""
+    """Linear warm-up over `warmup` steps, then cosine decay from `peak` to `final` over
+    progress."""
     warm = min(1.0, (step + 1) / max(warmup, 1))
     cos = final + 0.5 * (peak - final) * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return warm * cos
@@ -47,7 +49,8 @@ class Pruner:
         self.density = 1.0
 
     def update(self, density: float) -> None:
-        """Recompute masks from the current magnitudes at `density` (kept blocks only shrink in number)."""
+        """Recompute masks from the current magnitudes at `density` (kept blocks only shrink in
+        number)."""
         self.density = density
         if density >= 1.0:
             return
@@ -81,7 +84,8 @@ class Pruner:
 def finalize_sparsity(
     weights: dict[str, np.ndarray], config: VocoderConfig
 ) -> dict[str, np.ndarray]:
-    """Prune the sparse matrices to exactly the target density (a no-op once training reached it)."""
+    """Prune the sparse matrices to exactly the target density (a no-op once training reached
+    it)."""
     out = dict(weights)
     for name in SPARSE_WEIGHTS:
         mask = magnitude_block_mask(

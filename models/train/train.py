@@ -43,9 +43,11 @@ from models.vocoder.config import TINY, VocoderConfig
 logger = logging.getLogger(__name__)
 
 DOMAIN_FIELDS = ("preemphasis", "lpc_order", "lpc_noise_floor")
-"""VocoderConfig fields a run may change on --resume: they change the targets, not the net's shape."""
+"""VocoderConfig fields a run may change on --resume: they change the targets, not the net's
+shape."""
 CARRIED_SETTINGS = ("input_noise", "input_ring")
-"""Training settings (not model fields) a plain --resume takes from the checkpoint's args; 0 = off."""
+"""Training settings (not model fields) a plain --resume takes from the checkpoint's args; 0 =
+off."""
 
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -197,7 +199,8 @@ def train(args: argparse.Namespace) -> int:
         else:
             warm_from = step
     budget = prior_seconds + args.max_minutes * 60 if args.max_minutes else None
-    # --lr-cycle: the learning rate's own schedule over this run alone; pruning keeps the whole run's.
+    # --lr-cycle: the learning rate's own schedule over this run alone; pruning keeps the whole
+    # run's.
     start_step = step
     cycle_steps = args.steps - start_step if args.steps else None
     cycle_budget = args.max_minutes * 60 if args.max_minutes else None
@@ -249,13 +252,15 @@ def train(args: argparse.Namespace) -> int:
         pruner.grow(args.grow_density, gradient_scores(model, batches, s.bf16))
         config = dataclasses.replace(config, density=args.grow_density)
         logger.info(
-            "grew the sparse matrices from %.3f to %.3f of their blocks, by the loss gradient over %d batches",
+            "grew the sparse matrices from %.3f to %.3f of their blocks, by the loss gradient over "
+            "%d batches",
             before,
             pruner.density,
             GROW_BATCHES,
         )
     logger.info(
-        "training H=%d F=%d block %dx%d density %.2f | %d utterances (%d frames) | batch %d x %d samples, "
+        "training H=%d F=%d block %dx%d density %.2f | %d utterances (%d frames) | batch %d x %d "
+        "samples, "
         "%d threads, bf16=%s",
         config.hidden_size,
         config.fc_size,
@@ -347,7 +352,8 @@ def train(args: argparse.Namespace) -> int:
                 model.train()
             history.append(entry)
             logger.info(
-                "step %d | loss %.4f%s | lr %.2e | density %.3f | %.2f steps/s %.0f samples/s | %.1f%% | %.1f min",
+                "step %d | loss %.4f%s | lr %.2e | density %.3f | %.2f steps/s %.0f samples/s | "
+                "%.1f%% | %.1f min",
                 step,
                 entry["loss"],
                 f" val {entry['val_loss']:.4f}" if "val_loss" in entry else "",

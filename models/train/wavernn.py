@@ -1,7 +1,8 @@
 """Torch twin of the numpy reference (models/vocoder/reference.py), for teacher-forced training.
 
 Same shapes and the same math as the reference, with exact exp/tanh instead of the kernel's fast
-approximations (tests/models/train/test_wavernn.py checks the two agree). torch is imported only here
+approximations (tests/models/train/test_wavernn.py checks the two agree). torch is imported only
+here
 and in models/train/train.py: the server never imports this module.
 
 Shapes: B = batch, N = mel frames, T = hop_length, L = N * T samples, H/F/C as in VocoderConfig.
@@ -20,7 +21,8 @@ from models.vocoder.params import SPARSE_WEIGHTS, WEIGHT_SHAPES, check_weights
 
 
 class CondNet(nn.Module):
-    """Log-mel -> conditioning: two 'valid' k=3 convolutions, ReLU then tanh (conditioning.condition)."""
+    """Log-mel -> conditioning: two 'valid' k=3 convolutions, ReLU then tanh
+    (conditioning.condition)."""
 
     def __init__(self, config: VocoderConfig) -> None:
         super().__init__()
@@ -166,7 +168,8 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
 
 
 def from_reference_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> WaveRNN:
-    """Build a model holding exactly the given reference weights (raises ValueError if malformed)."""
+    """Build a model holding exactly the given reference weights (raises ValueError if
+    malformed)."""
     check_weights(weights, config)
     model = WaveRNN(config)
 

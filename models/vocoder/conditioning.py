@@ -66,7 +66,8 @@ def condition_rows(xpad: np.ndarray, m: CondMatrices) -> np.ndarray:
     """Conditioning of k consecutive frames from their padded normalised mel rows [k + 4, n_mels].
 
     conv1 runs once per mel position (k + 2 of them) and conv2 once per frame, as the TVM
-    "condition" function does (models/kernel/frame.py). Dot products accumulate in float64 and round to
+    "condition" function does (models/kernel/frame.py). Dot products accumulate in float64 and round
+    to
     float32 once per output: float32 products are exact in float64, so the result does not depend
     on the summation order and the kernel and numpy's BLAS agree bit for bit; nor does it depend on
     how a stream splits frames into calls, since every output is the same dot product.

@@ -24,7 +24,8 @@ def frame_lpc(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
 
 
 def frame_source(mel: np.ndarray, config: VocoderConfig) -> np.ndarray:
-    """The sine source of a whole utterance from its start, float32 [N * hop, 2] (models/dsp/pitch.py):
+    """The sine source of a whole utterance from its start, float32 [N * hop, 2]
+    (models/dsp/pitch.py):
     what the kernel gets, frame by frame, and training crops from."""
     f0, voicing = mel_pitch(mel)
     return source(f0, voicing, config.hop_length, config.sample_rate)[0]
@@ -113,7 +114,8 @@ the previous sample x[n-1], this step's linear prediction p[n] and the previous 
 (LPCNet's inputs: the net sees the prediction it corrects and the excitation history where pitch
 pulses stand out; p = 0 without LPC)."""
 SOURCE_INPUTS = ("gru.w_sin", "gru.w_cos")
-"""The per-step inputs made from the mel alone: the sine source at the mel's F0 (models/dsp/pitch.py),
+"""The per-step inputs made from the mel alone: the sine source at the mel's F0
+(models/dsp/pitch.py),
 so the net need not count samples to time its pitch pulses."""
 STEP_INPUTS = SIGNAL_INPUTS + SOURCE_INPUTS
 """All scalar inputs of a GRU step and their weight columns, in input-column order."""

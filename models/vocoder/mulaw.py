@@ -27,7 +27,7 @@ def mulaw_decode(k: np.ndarray) -> np.ndarray:
     return mulaw_table()[np.asarray(k, dtype=np.int64)]
 
 
-# --- pre-emphasis ----------------------------------------------------------------------------------
+# --- pre-emphasis ---------------------------------------------------------------------------------
 
 
 def preemphasize(audio: np.ndarray, coef: float) -> np.ndarray:

@@ -29,7 +29,8 @@ WEIGHT_SHAPES = {
     "fc2.bias": lambda c: (c.n_classes,),
 }
 SPARSE_WEIGHTS = ("gru.w_hh", "fc1.weight", "fc2.weight")
-"""Stored dense (zeros outside kept blocks); packed to BSR by models/vocoder/sparsity.py at compile time."""
+"""Stored dense (zeros outside kept blocks); packed to BSR by models/vocoder/sparsity.py at compile
+time."""
 
 
 def upgrade_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """Numpy reference of the vocoder's exact math: the single source of truth.
 
-The TVM kernel (models/kernel/frame.py), the torch training model (models/train/wavernn.py) and the tests are
+The TVM kernel (models/kernel/frame.py), the torch training model (models/train/wavernn.py) and the
+tests are
 all checked against these functions. Everything is float32, and the fast exp/tanh approximations
 are the ones the kernel uses, written with the same constants and the same order of operations.
 
@@ -33,7 +34,7 @@ from models.vocoder.quantize import (
     quantize_unit,
 )
 
-# --- the autoregressive frame -----------------------------------------------------------------------
+# --- the autoregressive frame ---------------------------------------------------------------------
 
 
 @dataclass
@@ -226,7 +227,7 @@ def frame_logit_scales(config: VocoderConfig, voicing: np.ndarray) -> np.ndarray
     return (lo + (hi - lo) * v).astype(f32)
 
 
-# --- teacher forcing (training checks; appended for models/train/wavernn.py's tests) --------------------
+# --- teacher forcing (training checks; appended for models/train/wavernn.py's tests) --------------
 
 
 def teacher_forced_logits(

@@ -99,7 +99,8 @@ def random_block_mask(
 
 
 def to_bsr(w: np.ndarray, block: tuple[int, int]) -> BSR:
-    """Pack the nonzero blocks of a dense matrix. A block is kept if any of its values is nonzero."""
+    """Pack the nonzero blocks of a dense matrix. A block is kept if any of its values is
+    nonzero."""
     mb, kb = _check_block(w.shape, block)
     r, c = block
     blocks = w.reshape(mb, r, kb, c).transpose(0, 2, 1, 3)  # [mb, kb, r, c]

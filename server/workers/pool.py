@@ -401,7 +401,8 @@ class WorkerPool:
         code = w.proc.exitcode if w.proc is not None else None
         streams = list(w.streams.values())
         logger.error(
-            "worker for core %d (pid %s) died (exit code %s); failing its %d streams and restarting",
+            "worker for core %d (pid %s) died (exit code %s); failing its %d streams and "
+            "restarting",
             w.core,
             w.pid,
             code,

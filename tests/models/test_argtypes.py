@@ -1,4 +1,5 @@
-"""Range-checked argparse types: values in range parse, the rest are usage errors naming the range."""
+"""Range-checked argparse types: values in range parse, the rest are usage errors naming the
+range."""
 
 from __future__ import annotations
 

@@ -115,8 +115,9 @@ def test_generate_equals_numpy_reference(runtime: VocoderRuntime, frames: int) -
 def test_lpc_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path
 ) -> None:
-    # the reference for 12 frames (the kernel's h differs from numpy's by float rounding, ~1e-7,
-    # so over long runs a draw on a CDF edge may differ: tests/models/kernel/test_kernel.py bounds that)
+    # the reference for 12 frames (the kernel's h differs from numpy's by float rounding, ~1e-7, so
+    # over long runs a draw on a CDF edge may differ: tests/models/kernel/test_kernel.py bounds
+    # that)
     short = mel(12, seed=4)
     assert np.array_equal(
         np.concatenate(list(lpc_runtime.generate(short, seed=2))),
@@ -207,7 +208,8 @@ def test_output_advance_moves_the_same_audio_earlier(
 def test_envelope_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int, smoothing: float
 ) -> None:
-    """A model with envelope passes (models/dsp/envelope.py, with or without the smoothing) on top of
+    """A model with envelope passes (models/dsp/envelope.py, with or without the smoothing) on top
+    of
     the band-limited postfilter and an advance: the runtime makes reference.vocode's audio, whole
     and in any chunks, with the stream waiting 4 frames per pass more; the same draws, corrected
     towards the mel."""

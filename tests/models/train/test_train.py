@@ -1,4 +1,5 @@
-"""`sparrow train` on a tiny synthetic corpus: loss goes down, export is block sparse and vocodes."""
+"""`sparrow train` on a tiny synthetic corpus: loss goes down, export is block sparse and
+vocodes."""
 
 from __future__ import annotations
 

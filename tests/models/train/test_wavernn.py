@@ -76,7 +76,8 @@ def test_malformed_weights_are_rejected() -> None:
 @pytest.mark.parametrize("lpc_order", [0, 8], ids=["plain", "lpc"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_teacher_forced_logits_match_reference(seed: int, lpc_order: int) -> None:
-    """Exact torch math vs the reference's fast exp/tanh: the kernel's approximations are harmless."""
+    """Exact torch math vs the reference's fast exp/tanh: the kernel's approximations are
+    harmless."""
     config = dataclasses.replace(CONFIG, lpc_order=lpc_order)
     w = random_weights(config, seed=seed)
     # Non-zero biases so every term of the formulas is exercised.

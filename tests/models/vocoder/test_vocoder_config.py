@@ -1,4 +1,5 @@
-"""NetConfig (compiled into the module) apart from SynthesisConfig (changed per server or request)."""
+"""NetConfig (compiled into the module) apart from SynthesisConfig (changed per server or
+request)."""
 
 from __future__ import annotations
 

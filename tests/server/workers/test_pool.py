@@ -1,4 +1,5 @@
-"""The worker pool with real pinned processes: audio over IPC, admission, death and restart, drain."""
+"""The worker pool with real pinned processes: audio over IPC, admission, death and restart,
+drain."""
 
 from __future__ import annotations
 
