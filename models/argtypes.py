@@ -9,13 +9,17 @@ from typing import TypeVar
 N = TypeVar("N", int, float)
 
 
-def bounded(kind: Callable[[str], N], low: N, high: N, *, high_open: bool = False) -> Callable[[str], N]:
+def bounded(
+    kind: Callable[[str], N], low: N, high: N, *, high_open: bool = False
+) -> Callable[[str], N]:
     """A `type=` for argparse: `kind(text)` within [low, high] (or [low, high) when high_open)."""
 
     def parse(text: str) -> N:
         value = kind(text)  # a ValueError becomes argparse's "invalid <kind> value" usage error
         if not (low <= value < high if high_open else low <= value <= high):
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be in [{low}, {high}{')' if high_open else ']'}, got {value}"
+            )
         return value
 
     parse.__name__ = getattr(kind, "__name__", "value")

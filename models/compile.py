@@ -1,11 +1,5 @@
-"""`sparrow compile`: weights -> a self-describing artefact directory under compiled/.
-
-compiled/<name>/
-  config.json      VocoderConfig (hyperparameters, block shape, kernel dtype)
-  weights.npz      reference weights (dense, zeros outside kept blocks); packed to BSR at load
-  <isa>.so         one TVM module per ISA level (avx512, avx2)
-  manifest.json    name, trained flag, sparsity, targets, TVM version, sha256 of every file
-compiled/manifest.json is the index: every model and which one the server loads by default.
+"""`sparrow compile`: weights -> a self-describing artefact directory under compiled/ (its layout:
+models/artifact.py).
 
 One function per stage, as in TVM's export tutorials: check -> pack -> build -> export -> describe.
 """
@@ -14,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import json
 import logging
 import platform
 from pathlib import Path
@@ -25,47 +17,29 @@ import numpy as np
 import tvm
 
 from models.argtypes import bounded
-from models.kernel import kernel
+from models.artifact import FORMAT_VERSION, load_weights, update_index, write_manifest
+from models.dsp.features import SPEC
+from models.kernel.build import build
+from models.kernel.isa import ISA_PREFERENCE, ISA_TARGETS, host_isas
+from models.kernel.packing import KERNEL_ABI, pack_weights
 from models.vocoder.config import MAX_CLIP_RETRIES, VocoderConfig
-from models.vocoder.reference import SPARSE_WEIGHTS, check_weights, random_weights, upgrade_weights
+from models.vocoder.params import SPARSE_WEIGHTS, check_weights, random_weights
 
 log = logging.getLogger(__name__)
 
-COMPILED_ROOT = Path(__file__).resolve().parent.parent / "compiled"
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def host_isas() -> list[str]:
-    """ISA levels this machine can run, best first."""
-    from models.runtime import cpu_flags  # runtime owns CPU detection
-
-    flags = cpu_flags()
-    return [isa for isa in kernel.ISA_PREFERENCE if kernel.ISA_FLAGS[isa] <= flags]
-
 
 def measured_density(weights: dict[str, np.ndarray]) -> dict[str, float]:
-    return {name: float(np.count_nonzero(weights[name]) / weights[name].size) for name in SPARSE_WEIGHTS}
+    return {
+        name: float(np.count_nonzero(weights[name]) / weights[name].size) for name in SPARSE_WEIGHTS
+    }
 
 
-def build_module(weights: dict[str, np.ndarray], config: VocoderConfig, isa: str, out: Path) -> None:
-    shape, _ = kernel.pack_weights(weights, config)
-    executable = kernel.build(shape, isa)
+def build_module(
+    weights: dict[str, np.ndarray], config: VocoderConfig, isa: str, out: Path
+) -> None:
+    shape, _ = pack_weights(weights, config)
+    executable = build(shape, isa)
     executable.export_library(str(out))
-
-
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != MANIFEST)
-    manifest["files"] = {name: sha256_file(out_dir / name) for name in files}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def build_artifact(
@@ -87,15 +61,19 @@ def build_artifact(
     if isas is None:
         isas = host_isas()[:1]
         if not isas:
-            raise RuntimeError("this CPU supports none of the ISA levels: " + ", ".join(kernel.ISA_PREFERENCE))
-    unknown = set(isas) - set(kernel.ISA_TARGETS)
+            raise RuntimeError(
+                "this CPU supports none of the ISA levels: " + ", ".join(ISA_PREFERENCE)
+            )
+    unknown = set(isas) - set(ISA_TARGETS)
     if unknown:
-        raise ValueError(f"unknown ISA levels {sorted(unknown)}; known: {list(kernel.ISA_PREFERENCE)}")
+        raise ValueError(f"unknown ISA levels {sorted(unknown)}; known: {list(ISA_PREFERENCE)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.so"):
         stale.unlink()
     config.save(out_dir / "config.json")
-    np.savez_compressed(out_dir / "weights.npz", **{k: np.asarray(v, np.float32) for k, v in weights.items()})
+    np.savez_compressed(
+        out_dir / "weights.npz", **{k: np.asarray(v, np.float32) for k, v in weights.items()}
+    )
     for isa in isas:
         log.info("building %s module for %s", isa, out_dir.name)
         build_module(weights, config, isa, out_dir / f"{isa}.so")
@@ -103,7 +81,8 @@ def build_artifact(
         "format": FORMAT_VERSION,
         "name": out_dir.name,
         "trained": trained,
-        "description": description or ("UNTRAINED: deterministic random weights" if not trained else ""),
+        "description": description
+        or ("UNTRAINED: deterministic random weights" if not trained else ""),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "tvm_version": tvm.__version__,
         "built_on": {"machine": platform.machine(), "python": platform.python_version()},
@@ -114,58 +93,53 @@ def build_artifact(
             "density": measured_density(weights),
         },
         "kernel_dtype": config.weight_dtype,
-        "kernel_abi": kernel.KERNEL_ABI,
-        "isas": {isa: {"file": f"{isa}.so", "target": kernel.ISA_TARGETS[isa]} for isa in isas},
+        "kernel_abi": KERNEL_ABI,
+        "isas": {isa: {"file": f"{isa}.so", "target": ISA_TARGETS[isa]} for isa in isas},
         "training": training or {},
     }
     write_manifest(out_dir, manifest)
     return out_dir
 
 
-def update_index(root: Path, name: str, *, make_default: bool) -> None:
-    """Record a model in compiled/manifest.json (the server's default comes from here)."""
-    index_path = root / MANIFEST
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"default": name, "models": []}
-    if name not in index["models"]:
-        index["models"].append(name)
-    index["models"] = sorted(m for m in index["models"] if (root / m / MANIFEST).exists())
-    if make_default or index.get("default") not in index["models"]:
-        index["default"] = name
-    index_path.write_text(json.dumps(index, indent=2) + "\n")
-
-
-def load_weights(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return upgrade_weights({k: data[k] for k in data.files})
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", type=Path, help="weights.npz exported by `sparrow train --export`")
-    src.add_argument("--random", action="store_true", help="deterministic random (untrained) weights")
-    parser.add_argument("--config", type=Path, help="config.json (default: beside --weights, or defaults)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --random")
-    parser.add_argument("--out", type=Path, required=True, help="artefact directory, e.g. compiled/wavernn-slt")
-    parser.add_argument(
-        "--isa", action="append", choices=list(kernel.ISA_PREFERENCE), help="ISA level (repeatable; default all)"
+    src.add_argument(
+        "--weights", type=Path, help="weights.npz exported by `sparrow train --export`"
     )
-    parser.add_argument("--weight-dtype", choices=["float32", "float16", "int8"], help="override kernel dtype")
+    src.add_argument(
+        "--random", action="store_true", help="deterministic random (untrained) weights"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="config.json (default: beside --weights, or defaults)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="artefact directory, e.g. compiled/wavernn-slt"
+    )
+    parser.add_argument(
+        "--isa",
+        action="append",
+        choices=list(ISA_PREFERENCE),
+        help="ISA level (repeatable; default all)",
+    )
     parser.add_argument(
         "--pitch-postfilter",
         type=bounded(float, 0.0, 1.0),
         metavar="G",
-        help="strength in [0, 1] of the pitch postfilter on the output (models/dsp/postfilter.py; default: the config's)",
+        help="strength in [0, 1] of the pitch postfilter on the output (models/dsp/postfilter.py; "
+        "default: the config's)",
     )
     parser.add_argument(
         "--pitch-postfilter-cutoff",
         dest="pitch_postfilter_cutoff_hz",
-        type=bounded(float, 0.0, 11_999.0),
+        type=bounded(float, 0.0, SPEC.sample_rate / 2 - 1),
         metavar="HZ",
-        help="upper edge of the band the pitch postfilter combs (0: the whole band; default: the config's)",
+        help="upper edge of the band the pitch postfilter combs (0: the whole band; default: the "
+        "config's)",
     )
     parser.add_argument(
         "--output-advance",
-        type=bounded(int, 0, 300),
+        type=bounded(int, 0, SPEC.hop_length),
         metavar="N",
         help="samples, in [0, hop], the output is moved earlier by (default: the config's)",
     )
@@ -173,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--envelope-passes",
         type=bounded(int, 0, 4),
         metavar="N",
-        help="passes, in [0, 4], of the envelope correction towards the mel (models/dsp/envelope.py; each "
+        help="passes, in [0, 4], of the envelope correction towards the mel "
+        "(models/dsp/envelope.py; each "
         "adds 4 frames of look-ahead to a stream; default: the config's)",
     )
     parser.add_argument(
@@ -191,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--envelope-smoothing-hz",
-        type=bounded(float, 0.0, 11_999.0),
+        type=bounded(float, 0.0, SPEC.sample_rate / 2 - 1),
         metavar="HZ",
         help="lowest frequency the envelope smoothing applies to (default: the config's)",
     )
@@ -199,25 +174,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip-retries",
         type=bounded(int, 0, MAX_CLIP_RETRIES),
         metavar="N",
-        help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale (default: the config's)",
+        help=f"redraws, in [0, {MAX_CLIP_RETRIES}], of a frame whose output reaches full scale "
+        f"(default: the config's)",
     )
     for which in ("voiced", "unvoiced"):
         parser.add_argument(
             f"--{which}-logit-scale",
             type=bounded(float, 0.25, 4.0),
             metavar="S",
-            help=f"factor on the logits of fully {which} frames, in [0.25, 4]: the temperature baked at export "
+            help=f"factor on the logits of fully {which} frames, in [0.25, 4]: the temperature "
+            f"baked at export "
             "divided by S (VocoderConfig.voiced_logit_scale; default: the config's)",
         )
-    parser.add_argument("--trained", action="store_true", help="mark the artefact as a trained model")
+    parser.add_argument(
+        "--trained", action="store_true", help="mark the artefact as a trained model"
+    )
     parser.add_argument("--description", default="")
     parser.add_argument("--default", action="store_true", help="make it the server's default model")
 
 
 def run(args: argparse.Namespace) -> int:
     config_path = args.config or (args.weights.parent / "config.json" if args.weights else None)
-    config = VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
-    overrides = {k: getattr(args, k) for k in ("weight_dtype", "pitch_postfilter", "pitch_postfilter_cutoff_hz", "output_advance", "envelope_passes", "envelope_clip", "envelope_smoothing", "envelope_smoothing_hz", "clip_retries", "voiced_logit_scale", "unvoiced_logit_scale") if getattr(args, k) is not None}
+    config = (
+        VocoderConfig.load(config_path) if config_path and config_path.exists() else VocoderConfig()
+    )
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "pitch_postfilter",
+            "pitch_postfilter_cutoff_hz",
+            "output_advance",
+            "envelope_passes",
+            "envelope_clip",
+            "envelope_smoothing",
+            "envelope_smoothing_hz",
+            "clip_retries",
+            "voiced_logit_scale",
+            "unvoiced_logit_scale",
+        )
+        if getattr(args, k) is not None
+    }
     if overrides:
         config = VocoderConfig.from_dict({**config.to_dict(), **overrides})
     weights = random_weights(config, args.seed) if args.random else load_weights(args.weights)
@@ -225,10 +221,10 @@ def run(args: argparse.Namespace) -> int:
         weights,
         config,
         args.out,
-        isas=args.isa or list(kernel.ISA_PREFERENCE),
+        isas=args.isa or list(ISA_PREFERENCE),
         trained=args.trained,
         description=args.description,
     )
     update_index(out.parent, out.name, make_default=args.default)
-    print(f"wrote {out} ({', '.join(args.isa or kernel.ISA_PREFERENCE)})")
+    print(f"wrote {out} ({', '.join(args.isa or ISA_PREFERENCE)})")
     return 0

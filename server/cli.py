@@ -18,8 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("models.compile", "compile weights into TVM modules under compiled/"),
     "bench": ("models.bench", "benchmark the vocoder kernel on one pinned core"),
     "data": ("models.frontend.corpus", "generate the offline training corpus with Festival"),
-    "train": ("models.train.train", "train the WaveRNN (needs the 'train' extra)"),
-    "eval": ("models.evaluation.evaluate", "measure vocoding quality on held-out audio"),
+    "train": ("models.train.cli", "train the WaveRNN (needs the 'train' extra)"),
+    "eval": ("models.evaluation.cli", "measure vocoding quality on held-out audio"),
     "loadtest": ("server.loadtest", "load-test a running server with concurrent streams"),
 }
 

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny real compiled vocoder (no mocks of our own code).
 
-The tiny model (models.vocoder.config.TINY, random weights) goes through the same compile step and the
+The tiny model (models.vocoder.config.TINY, random weights) goes through the same compile step and
+the
 same runtime as the shipped one; it compiles in about a second and runs ~100x faster, which keeps
 the suites quick while exercising every code path.
 """
@@ -18,7 +19,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """compiled/<name>/ of a tiny real model built for this host's best ISA."""
     from models.compile import build_artifact
     from models.vocoder.config import TINY
-    from models.vocoder.reference import random_weights
+    from models.vocoder.params import random_weights
 
     out = tmp_path_factory.mktemp("compiled") / "tiny"
     return build_artifact(random_weights(TINY, seed=0), TINY, out, description="tiny test model")
@@ -27,7 +28,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_index_dir(tiny_model_dir: Path) -> Path:
     """A compiled/ directory whose manifest.json index names the tiny model as the default."""
-    from models.compile import update_index
+    from models.artifact import update_index
 
     update_index(tiny_model_dir.parent, tiny_model_dir.name, make_default=True)
     return tiny_model_dir.parent

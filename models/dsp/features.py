@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
-from models.vocoder.config import VocoderConfig
-
 logger = logging.getLogger(__name__)
 
 
@@ -43,7 +41,7 @@ class MelSpec:
     n_fft: int = 2048
     # 50 ms periodic Hann window, zero-padded to n_fft (centred, as librosa does).
     win_length: int = 1200
-    # 12.5 ms between frames; must equal VocoderConfig.hop_length (one kernel call per frame).
+    # 12.5 ms between frames; VocoderConfig.hop_length takes it (one kernel call per frame).
     hop_length: int = 300
     n_mels: int = 80
     # 40 Hz skips DC/rumble; 12 kHz is Nyquist at 24 kHz.
@@ -61,6 +59,11 @@ class MelSpec:
     def n_freqs(self) -> int:
         return self.n_fft // 2 + 1
 
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per mel frame (12.5 ms)."""
+        return self.hop_length / self.sample_rate
+
     def frames_for(self, n_samples: int) -> int:
         """Frames `log_mel` returns for `n_samples` of audio (center=True padding)."""
         return n_samples // self.hop_length + 1
@@ -71,9 +74,11 @@ SPEC = MelSpec()
 # Natural-log mels of audio in [-1, 1] lie in about [-11.5, 4]; the wide margin tolerates an
 # acoustic model's over/undershoot but catches decibel mels (-100..0) and raw power (up to 1e3+).
 MEL_VALUE_RANGE: tuple[float, float] = (-30.0, 20.0)
-_VOCODER = VocoderConfig()
-assert SPEC.hop_length == _VOCODER.hop_length, "mel hop must equal the vocoder's samples per frame"
-assert SPEC.sample_rate == _VOCODER.sample_rate and SPEC.n_mels == _VOCODER.n_mels
+
+US_PER_SAMPLE_BUDGET = 40.0
+"""Real time, per output sample: 1 / 24,000 s = 41.7 µs, rounded down to 40 µs so a core that
+meets it keeps ~4% in hand for what runs around the kernel (conditioning, the chain, the socket).
+Admission control, `sparrow bench` and the alerts all use this one figure."""
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

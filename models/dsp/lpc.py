@@ -1,4 +1,5 @@
-"""Linear prediction from the mel contract: the spectral envelope of each frame as an all-pole filter.
+"""Linear prediction from the mel contract: the spectral envelope of each frame as an all-pole
+filter.
 
 LPCNet's observation is that a vocoder need not learn the spectral envelope sample by sample: the
 features already carry it, and an all-pole filter 1/A(z) fitted to them shapes any excitation into
@@ -42,7 +43,9 @@ def mel_to_psd(log_mel: np.ndarray, spec: MelSpec = SPEC) -> np.ndarray:
 def _inversion(spec: MelSpec) -> tuple[np.ndarray, float]:
     """(spread [M, K], sum(window^2)): band value -> per-bin magnitude in one matrix product."""
     fb = mel_filterbank(spec).astype(np.float64)  # [M, K]
-    spread = fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-12) / np.maximum(fb.sum(axis=0), 1e-12)
+    spread = (
+        fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-12) / np.maximum(fb.sum(axis=0), 1e-12)
+    )
     spread.setflags(write=False)
     window = np.hanning(spec.win_length + 1)[:-1]  # periodic Hann, as models.dsp.features
     return spread, float(np.sum(window**2))
@@ -125,5 +128,7 @@ def synthesize(x: np.ndarray, a: np.ndarray, hop: int) -> np.ndarray:
     for f in range(min(a.shape[0], -(-x.size // hop))):
         start = f * hop
         past = y[max(0, start - order) : start][::-1]  # most recent first
-        y[start : start + hop], _ = lfilter([1.0], a[f], x[start : start + hop], zi=lfiltic([1.0], a[f], past))
+        y[start : start + hop], _ = lfilter(
+            [1.0], a[f], x[start : start + hop], zi=lfiltic([1.0], a[f], past)
+        )
     return y

@@ -22,7 +22,7 @@ taps) and is added to x delayed by the FIR's own delay D = (taps - 1) / 2:
 
 so the band above the cutoff passes untouched (D samples late) and the band below is combed as
 before. The HTS voice is noise above ~4 kHz even when voiced; combing it there made its
-per-bin spectrum further from the original's (docs/training.md, session 14). The output is
+per-bin spectrum further from the original's (docs/training.md). The output is
 clipped to [-1, 1] (the lowpass can overshoot by its ripple).
 """
 
@@ -68,7 +68,8 @@ class PitchPostfilter:
         return POSTFILTER_DELAY if self._lowpass is not None else 0
 
     def __call__(self, pcm: np.ndarray, f0: np.ndarray, voicing: np.ndarray) -> np.ndarray:
-        """Filter k consecutive frames: pcm float32 [k * hop_length], f0 and voicing [k] -> float32."""
+        """Filter k consecutive frames: pcm float32 [k * hop_length], f0 and voicing [k] ->
+        float32."""
         hop = self.hop_length
         assert pcm.shape == (f0.shape[0] * hop,) and voicing.shape == f0.shape
         past = self._history.size

@@ -1,7 +1,8 @@
 """Torch twin of the numpy reference (models/vocoder/reference.py), for teacher-forced training.
 
 Same shapes and the same math as the reference, with exact exp/tanh instead of the kernel's fast
-approximations (tests/models/train/test_wavernn.py checks the two agree). torch is imported only here
+approximations (tests/models/train/test_wavernn.py checks the two agree). torch is imported only
+here
 and in models/train/train.py: the server never imports this module.
 
 Shapes: B = batch, N = mel frames, T = hop_length, L = N * T samples, H/F/C as in VocoderConfig.
@@ -15,17 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.vocoder.config import VocoderConfig
-from models.vocoder.reference import (
-    SIGNAL_INPUTS,
-    SPARSE_WEIGHTS,
-    STEP_INPUTS,
-    WEIGHT_SHAPES,
-    check_weights,
-)
+from models.vocoder.excitation import SIGNAL_INPUTS, STEP_INPUTS
+from models.vocoder.params import SPARSE_WEIGHTS, WEIGHT_SHAPES, check_weights
 
 
 class CondNet(nn.Module):
-    """Log-mel -> conditioning: two 'valid' k=3 convolutions, ReLU then tanh (reference.condition)."""
+    """Log-mel -> conditioning: two 'valid' k=3 convolutions, ReLU then tanh
+    (conditioning.condition)."""
 
     def __init__(self, config: VocoderConfig) -> None:
         super().__init__()
@@ -94,7 +91,7 @@ class WaveRNN(nn.Module):
         self.config = config
         self.sample_gain = SAMPLE_GAIN
         self.cond = CondNet(config)
-        # GRU input = [the step inputs (reference.STEP_INPUTS), interpolated conditioning]; gate
+        # GRU input = [the step inputs (excitation.STEP_INPUTS), interpolated conditioning]; gate
         # order r,z,n and the b_hn-inside-r formula of nn.GRU are exactly the reference's.
         self.gru = nn.GRU(N_INPUTS + config.cond_size, config.hidden_size, batch_first=True)
         self.fc1 = nn.Linear(config.hidden_size, config.fc_size)
@@ -113,8 +110,8 @@ class WaveRNN(nn.Module):
         mel:  [B, N + 5, n_mels] padded mel: rows f..f+4 give the conditioning of frame f, and the
               N + 1 conditioning frames cover the N frames generated plus the interpolation target.
         inputs: [B, N * T, 5] step inputs as generation makes them: previous sample, this step's
-              linear prediction, previous decoded excitation (reference.excitation_targets),
-              then the sine source (reference.frame_source).
+              linear prediction, previous decoded excitation (excitation.excitation_targets),
+              then the sine source (excitation.frame_source).
         h0:   optional [B, H] initial GRU state (zeros by default).
         utterance_end: mel is [B, N + 4] and ends the utterance, so the last frame interpolates
               towards its own conditioning (reference.vocode) instead of a following frame's.
@@ -152,7 +149,9 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
         "cond.conv2.bias": a(model.cond.conv2.bias),
         **{
             k: np.ascontiguousarray(w_ih[:, i] * np.float32(gain))
-            for i, (k, gain) in enumerate(zip(STEP_INPUTS, input_gains(model.sample_gain), strict=True))
+            for i, (k, gain) in enumerate(
+                zip(STEP_INPUTS, input_gains(model.sample_gain), strict=True)
+            )
         },
         "gru.w_cond": np.ascontiguousarray(w_ih[:, N_INPUTS:]),
         "gru.b_ih": a(model.gru.bias_ih_l0),
@@ -169,7 +168,8 @@ def to_reference_weights(model: WaveRNN) -> dict[str, np.ndarray]:
 
 
 def from_reference_weights(weights: dict[str, np.ndarray], config: VocoderConfig) -> WaveRNN:
-    """Build a model holding exactly the given reference weights (raises ValueError if malformed)."""
+    """Build a model holding exactly the given reference weights (raises ValueError if
+    malformed)."""
     check_weights(weights, config)
     model = WaveRNN(config)
 

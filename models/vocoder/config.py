@@ -1,4 +1,16 @@
-"""Vocoder hyperparameters: one frozen dataclass, written next to every compiled artefact."""
+"""Vocoder configuration: the net's shape, fixed when it is compiled, apart from the synthesis
+settings a server or a request may change without recompiling (as Piper's voice config and its
+SynthesisConfig).
+
+    NetConfig        what the weights and the compiled module are specialised on
+    SynthesisConfig  what the stream does around the kernel: sampling temperature, redraws,
+                     postfilter, output advance, envelope correction
+    VocoderConfig    both, flat: what config.json next to every artefact holds (the synthesis
+                     fields there are the voice's defaults); `.net`, `.synthesis`,
+                     `.with_synthesis(s)`
+
+All three are frozen; every field says in one line why its value is what it is.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.dsp.features import SPEC
+
 MAX_CLIP_RETRIES = 8  # each redraw costs a frame's compute: beyond a few, real time is at risk
 
 
 @dataclass(frozen=True)
-class VocoderConfig:
-    # Audio contract (see models/dsp/features.py): 24 kHz, one mel frame every 12.5 ms.
-    sample_rate: int = 24_000
-    hop_length: int = 300  # samples per mel frame = samples per kernel call
-    n_mels: int = 80
+class NetConfig:
+    """The net's shape and signal domain: changing any of these means new weights or a new .so."""
+
+    # Audio contract (models/dsp/features.py): 24 kHz, one mel frame every 12.5 ms.
+    sample_rate: int = SPEC.sample_rate
+    hop_length: int = SPEC.hop_length  # samples per mel frame = samples per kernel call
+    n_mels: int = SPEC.n_mels
 
     # Conditioning network (numpy, once per frame): two k=3 convolutions over the mel frames.
     # k=3 gives each layer one frame of look-ahead; it is cheap (~1% of the per-sample cost).
@@ -27,7 +43,7 @@ class VocoderConfig:
     mel_std: float = 2.5
 
     # Autoregressive core: GRU(H) -> FC(F) ReLU -> FC(256) softmax over 8-bit mu-law.
-    hidden_size: int = 512  # H=512 is the talk's size; sparse weights still fit in L2
+    hidden_size: int = 512  # H=512: the sparse int8 weights still fit in L2
     fc_size: int = 512
     n_classes: int = 256  # 8-bit mu-law
     # The net models the pre-emphasised signal x[n] - p x[n-1] and the output is de-emphasised
@@ -41,99 +57,151 @@ class VocoderConfig:
     # comes from the features and the sampling noise is shaped like it. 0 turns it off.
     lpc_order: int = 0
     # White-noise correction of the LPC fit (r[0] *= 1 + floor): it fills the envelope's valleys
-    # and tempers its sharpest resonances. With 1e-4 the predictor rang at a 30-40 dB low
-    # resonance in a slow utterance until sampling ran away to full scale; 1e-3 stopped that
-    # with the same weights (docs/training.md, session 7).
+    # and tempers its sharpest resonances. With 1e-4 the predictor can ring at a 30-40 dB low
+    # resonance in a slow utterance until sampling runs away to full scale; 1e-3 does not.
     lpc_noise_floor: float = 1e-3
-    # Strength g of the pitch postfilter on the output (models/dsp/postfilter.py): a one-tap comb at
-    # the mel's pitch, weighted by its voicing, that takes noise out from between the harmonics.
-    # An inference setting (training never sees it); 0 turns it off.
-    pitch_postfilter: float = 0.0
-    # Upper edge (Hz) of the band the pitch postfilter works in; 0 is the whole band. The HTS
-    # voice is harmonic below ~4 kHz and noise above even when voiced, and combing that noise
-    # cost more log-spectral distance than the harmonics below gained (docs/training.md,
-    # session 14). Above 0 the comb's correction goes through a short linear-phase lowpass, which
-    # delays the output by POSTFILTER_DELAY samples (0.3 ms).
-    pitch_postfilter_cutoff_hz: float = 0.0
-    # Samples the output is moved earlier by, up to one frame (the stream then computes one frame
-    # ahead; the last samples of an utterance are the postfilter's tail, then zeros). The net's
-    # onsets come ~3 ms after the original's, and the band-limited postfilter adds its own 7
-    # samples; 79 = 7 + 72 took 0.08 dB off the held-out LSD (docs/training.md, session 14).
-    output_advance: int = 0
-    # Passes of the envelope correction on the output (models/dsp/envelope.py): each measures the
-    # output's log-mel against the mel asked for and applies the difference, clipped to
-    # +-envelope_clip (natural log), as a gain that follows the mel bands; the net's harmonics
-    # and noise stay as drawn. Each pass needs 1,200 samples (4 frames) of look-ahead, which a
-    # stream computes ahead of its output. 0 turns it off (docs/training.md, session 15).
-    envelope_passes: int = 0
-    envelope_clip: float = 1.5
-    # Share, in [0, 1], of the way each pass also moves the bins from envelope_smoothing_hz up to
-    # a smooth level (their mel band's, at a noise's power): there the voice is mostly noise, and
-    # a drawn noise's per-bin scatter only adds distance (held-out LSD, 3 passes: 7.41 -> 6.99 at
-    # 1.0 from 4 kHz; docs/training.md, session 16). Harmonics below the frequency stay as drawn.
-    # 0 turns it off.
-    envelope_smoothing: float = 0.0
-    envelope_smoothing_hz: float = 4000.0
-    # Redraws of a frame whose output reaches full scale: the stream restores the state from
-    # before the frame and samples it again with fresh uniforms, up to this many times (the last
-    # draw stands), within a per-stream budget (reference.may_redraw). A trained voice never comes near full scale (the corpus peaks at 0.64), but
-    # once in ~150 held-out utterances its sampling locks onto a run of one-signed excitation that
-    # the de-emphasis integrates into a 10-30 ms full-scale thump; a fresh draw of the frame where
-    # it starts does not (docs/training.md, session 9). An inference setting; 0 turns it off (a
-    # random model clips every frame, so there it only multiplies the cost).
-    clip_retries: int = 0
-    # Voicing-dependent sampling temperature, as LPCNet lowers it in voiced speech: frame f's
-    # logits are multiplied by unvoiced_logit_scale + (voiced_logit_scale - unvoiced_logit_scale)
-    # * v_f, v_f its voicing in [0, 1] from the mel (models/dsp/pitch.py). The export already baked a
-    # temperature T into FC2, so a scale s samples the frame at temperature T / s. Sharper voiced
-    # frames keep the harmonics clean; unvoiced frames want the full noise (docs/training.md,
-    # session 11). An inference setting; 1.0 and 1.0 turn it off.
-    voiced_logit_scale: float = 1.0
-    unvoiced_logit_scale: float = 1.0
 
-    # Block sparsity of W_hh, FC1 and FC2 (FC2 dense was measured ~1.8x slower per sample).
+    # Block sparsity of W_hh, FC1 and FC2 (FC2 dense measured ~1.8x slower per sample).
     density: float = 0.10
-    # 16 x 4 blocks: 16 rows fill one AVX-512 register of int32/float32 lanes, and 4 columns are
-    # what one VNNI dot-product instruction (vpdpbusd) sums per lane; the float path reuses one
-    # index load for 4 broadcasts. LPCNet uses the same shape (8 x 4) for its int8 AVX2 kernels.
+    # 16 x 4 blocks: 16 rows fill one AVX-512 register of int32 lanes, and 4 columns are what one
+    # VNNI dot-product instruction (vpdpbusd) sums per lane. LPCNet uses 8 x 4 for its AVX2 kernels.
     block_rows: int = 16
     block_cols: int = 4
-    # Sparse weight storage in the kernel: "float32", "float16", or "int8" (per-row scales, with
-    # activations quantised to 8 bits per step so the products run as integer dot products:
-    # measured ~2x faster than float32 with VNNI, and exact integer sums on every ISA).
+    # Sparse weight storage in the kernel: "int8" (per-row scales, with activations quantised to
+    # 8 bits per step so the products run as integer dot products: measured ~2x faster than
+    # float32 with VNNI, and exact integer sums on every ISA). The only kind the kernel compiles;
+    # the field stays so artefacts say what they hold.
     weight_dtype: str = "int8"
 
     def __post_init__(self) -> None:
         assert self.n_classes == 256, "the sampler and mu-law tables assume 8-bit mu-law"
-        assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
-        assert 0.0 <= self.pitch_postfilter_cutoff_hz < self.sample_rate / 2, "cutoff in [0, Nyquist)"
-        assert 0 <= self.output_advance <= self.hop_length, "output_advance is in [0, hop_length]"
-        assert 0 <= self.envelope_passes <= 4, "envelope_passes is in [0, 4]"
-        assert 0.0 < self.envelope_clip <= 5.0, "envelope_clip is in (0, 5]"
-        assert 0.0 <= self.envelope_smoothing <= 1.0, "envelope_smoothing is in [0, 1]"
-        assert 0.0 <= self.envelope_smoothing_hz < self.sample_rate / 2, "smoothing from [0, Nyquist)"
-        assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
-        for scale in (self.voiced_logit_scale, self.unvoiced_logit_scale):
-            assert 0.25 <= scale <= 4.0, "logit scales are in [0.25, 4]"
         assert 0.0 < self.density <= 1.0
         for rows in (3 * self.hidden_size, self.fc_size, self.n_classes):
             assert rows % self.block_rows == 0, "block rows must divide every sparse matrix"
         for cols in (self.hidden_size, self.fc_size):
             assert cols % self.block_cols == 0
-        assert self.weight_dtype in ("float32", "float16", "int8")
+        assert self.weight_dtype == "int8", "the kernel stores sparse weights as int8"
         assert self.hop_length > 0 and self.sample_rate > 0
         assert 0.0 <= self.preemphasis < 1.0
         assert 0 <= self.lpc_order <= 32
         assert 0.0 <= self.lpc_noise_floor < 1.0
 
     @property
-    def voicing_temperature(self) -> bool:
-        """Whether frames are sampled at a voicing-dependent temperature (the logit scales above)."""
-        return self.voiced_logit_scale != 1.0 or self.unvoiced_logit_scale != 1.0
-
-    @property
     def frame_seconds(self) -> float:
         return self.hop_length / self.sample_rate
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """What a stream does around the kernel; none of it reaches the compiled module, so a server
+    setting or a request may change it. The defaults turn every stage off."""
+
+    # Strength g of the pitch postfilter on the output (models/dsp/postfilter.py): a one-tap comb
+    # at the mel's pitch, weighted by its voicing, that takes noise out from between the
+    # harmonics. Training never sees it; 0 turns it off.
+    pitch_postfilter: float = 0.0
+    # Upper edge (Hz) of the band the pitch postfilter works in; 0 is the whole band. The HTS
+    # voice is harmonic below ~4 kHz and noise above even when voiced, where combing costs more
+    # log-spectral distance than the harmonics below gain. Above 0 the comb's correction goes
+    # through a short linear-phase lowpass, which delays the output by POSTFILTER_DELAY samples.
+    pitch_postfilter_cutoff_hz: float = 0.0
+    # Samples the output is moved earlier by, up to one frame (the stream then computes one frame
+    # ahead; the last samples of an utterance are the postfilter's tail). The net's onsets come
+    # ~3 ms after the original's; moving them back lowers the held-out log-spectral distance.
+    output_advance: int = 0
+    # Passes of the envelope correction on the output (models/dsp/envelope.py): each measures the
+    # output's log-mel against the mel asked for and applies the difference, clipped to
+    # +-envelope_clip (natural log), as a gain that follows the mel bands; the net's harmonics
+    # and noise stay as drawn. Each pass needs 1,200 samples (4 frames) of look-ahead, which a
+    # stream computes ahead of its output. 0 turns it off.
+    envelope_passes: int = 0
+    envelope_clip: float = 1.5
+    # Share, in [0, 1], of the way each pass also moves the bins from envelope_smoothing_hz up to
+    # a smooth level (their mel band's, at a noise's power): there the voice is mostly noise, and
+    # a drawn noise's per-bin scatter only adds distance. Harmonics below stay as drawn. 0: off.
+    envelope_smoothing: float = 0.0
+    envelope_smoothing_hz: float = 4000.0
+    # Redraws of a frame whose output reaches full scale: the stream restores the state from
+    # before the frame and samples it again with fresh uniforms, up to this many times (the last
+    # draw stands), within a per-stream budget (chain.may_redraw). A trained voice rarely comes
+    # near full scale, but now and then its sampling locks onto a run of one-signed excitation
+    # that the de-emphasis integrates into a 10-30 ms full-scale thump, which a fresh draw of the
+    # frame where it starts avoids. 0 turns it off (a random model clips every frame, so there it
+    # only multiplies the cost).
+    clip_retries: int = 0
+    # Voicing-dependent sampling temperature, as LPCNet lowers it in voiced speech: frame f's
+    # logits are multiplied by unvoiced_logit_scale + (voiced_logit_scale - unvoiced_logit_scale)
+    # * v_f, v_f its voicing in [0, 1] from the mel (models/dsp/pitch.py). The export already baked
+    # a temperature T into FC2, so a scale s samples the frame at temperature T / s: sharper voiced
+    # frames keep the harmonics clean, unvoiced frames want the full noise. 1.0 and 1.0: off.
+    voiced_logit_scale: float = 1.0
+    unvoiced_logit_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        nyquist = SPEC.sample_rate / 2
+        assert 0.0 <= self.pitch_postfilter <= 1.0, "the pitch postfilter's strength is in [0, 1]"
+        assert 0.0 <= self.pitch_postfilter_cutoff_hz < nyquist, "cutoff in [0, Nyquist)"
+        assert self.output_advance >= 0, "output_advance is in [0, hop_length]"
+        assert 0 <= self.envelope_passes <= 4, "envelope_passes is in [0, 4]"
+        assert 0.0 < self.envelope_clip <= 5.0, "envelope_clip is in (0, 5]"
+        assert 0.0 <= self.envelope_smoothing <= 1.0, "envelope_smoothing is in [0, 1]"
+        assert 0.0 <= self.envelope_smoothing_hz < nyquist, "smoothing from [0, Nyquist)"
+        assert 0 <= self.clip_retries <= MAX_CLIP_RETRIES, (
+            f"clip_retries is in [0, {MAX_CLIP_RETRIES}]"
+        )
+        for scale in (self.voiced_logit_scale, self.unvoiced_logit_scale):
+            assert 0.25 <= scale <= 4.0, "logit scales are in [0.25, 4]"
+
+    @property
+    def voicing_temperature(self) -> bool:
+        """Whether frames are sampled at a voicing-dependent temperature (the logit scales)."""
+        return self.voiced_logit_scale != 1.0 or self.unvoiced_logit_scale != 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SynthesisConfig:
+        """Settings by field name; unknown names are an error (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown synthesis settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+NET_FIELDS = tuple(f.name for f in dataclasses.fields(NetConfig))
+SYNTHESIS_FIELDS = tuple(f.name for f in dataclasses.fields(SynthesisConfig))
+
+
+@dataclass(frozen=True)
+class VocoderConfig(SynthesisConfig, NetConfig):
+    """A voice: its net (NetConfig) and its default synthesis settings (SynthesisConfig), flat, as
+    config.json holds them."""
+
+    def __post_init__(self) -> None:
+        NetConfig.__post_init__(self)
+        SynthesisConfig.__post_init__(self)
+        assert self.output_advance <= self.hop_length, "output_advance is in [0, hop_length]"
+        nyquist = self.sample_rate / 2
+        assert self.pitch_postfilter_cutoff_hz < nyquist, "cutoff in [0, Nyquist)"
+        assert self.envelope_smoothing_hz < nyquist, "smoothing from [0, Nyquist)"
+
+    @property
+    def net(self) -> NetConfig:
+        return NetConfig(**{k: getattr(self, k) for k in NET_FIELDS})
+
+    @property
+    def synthesis(self) -> SynthesisConfig:
+        return SynthesisConfig(**{k: getattr(self, k) for k in SYNTHESIS_FIELDS})
+
+    def with_synthesis(self, synthesis: SynthesisConfig) -> VocoderConfig:
+        """The same net with other synthesis settings (no recompiling: the module is the net's)."""
+        return dataclasses.replace(self, **synthesis.to_dict())
+
+    @classmethod
+    def compose(cls, net: NetConfig, synthesis: SynthesisConfig) -> VocoderConfig:
+        return cls(**dataclasses.asdict(net), **synthesis.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -79,7 +79,9 @@ def grow_block_mask(
     kept = block_norms(mask, block) > 0
     k = _keep_count(kept.size, density)
     if k < kept.sum():
-        raise ValueError(f"density {density} keeps fewer blocks than the mask has: growing never prunes")
+        raise ValueError(
+            f"density {density} keeps fewer blocks than the mask has: growing never prunes"
+        )
     norms = np.where(kept, -np.inf, block_norms(scores, block)).ravel()
     order = np.argsort(-norms, kind="stable")
     grown = kept.ravel().copy()
@@ -97,7 +99,8 @@ def random_block_mask(
 
 
 def to_bsr(w: np.ndarray, block: tuple[int, int]) -> BSR:
-    """Pack the nonzero blocks of a dense matrix. A block is kept if any of its values is nonzero."""
+    """Pack the nonzero blocks of a dense matrix. A block is kept if any of its values is
+    nonzero."""
     mb, kb = _check_block(w.shape, block)
     r, c = block
     blocks = w.reshape(mb, r, kb, c).transpose(0, 2, 1, 3)  # [mb, kb, r, c]

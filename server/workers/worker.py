@@ -11,13 +11,7 @@ Deadlines model a client playing the audio in real time: frame f of a stream is 
 stream is admitted and restarts whenever the client's own input arrives after the audio already
 produced has played out, so a client that feeds mel slowly is not blamed on the server.
 
-IPC (multiprocessing Connection, pickled tuples), parent -> worker:
-    ("open", sid, seed, t_admitted)   ("push", sid, mel[n, 80] float32)   ("finish", sid)
-    ("close", sid)                    ("stop",)
-worker -> parent:
-    ("ready", info)   ("load_error", message)
-    ("frames", sid, pcm_bytes, [compute_s...], [queue_wait_s...], n_late, n_redrawn, n_clipped)
-    ("flushed", sid, samples_in_utterance)   ("failed", sid, kind, message)   kind: "input" | "internal"
+IPC: a multiprocessing Connection carrying the typed messages of server/workers/messages.py.
 """
 
 from __future__ import annotations
@@ -29,12 +23,27 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from models.vocoder.config import SynthesisConfig
 from server.audio import float_to_pcm16
 from server.workers.affinity import pin_to_core, single_threaded_env
+from server.workers.messages import (
+    CloseStream,
+    Command,
+    FinishUtterance,
+    FramesMade,
+    LoadError,
+    OpenStream,
+    PushMel,
+    Report,
+    Stop,
+    StreamError,
+    UtteranceDone,
+    WorkerReady,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ class _Stream:
     sid: int
     seed: int
     base_t: float  # monotonic time the playback clock (re)started
+    synthesis: SynthesisConfig | None = None  # the stream's own settings, else the voice's
     base_f: int = 0  # frame index at that time
     frames: int = 0  # frames produced over all utterances of this stream
     utt_samples: int = 0
@@ -61,13 +71,13 @@ class _Stream:
         default_factory=list
     )  # pcm, compute, wait, deadline
     # draws thrown away and frames sent at full scale since the last flush (VocoderStream's
-    # frames_redrawn / frames_clipped, see VocoderConfig.clip_retries)
+    # frames_redrawn / frames_clipped, see SynthesisConfig.clip_retries)
     redrawn: int = 0
     clipped: int = 0
     eager: bool = True  # send the next frame without batching (first frame of an utterance)
     finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
     # Commands for the next utterance that arrived while this one was finishing, in order.
-    backlog: collections.deque[tuple[Any, ...]] = field(default_factory=collections.deque)
+    backlog: collections.deque[PushMel | FinishUtterance] = field(default_factory=collections.deque)
 
     def deadline(self, frame: int, buffer_s: float, frame_s: float) -> float:
         return self.base_t + buffer_s + (frame - self.base_f) * frame_s
@@ -89,32 +99,32 @@ class Scheduler:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def _handle(self, msg: tuple[Any, ...]) -> bool:
+    def _handle(self, msg: Command) -> bool:
         """Apply one command; False means stop the worker."""
-        kind = msg[0]
-        if kind == "stop":
+        if isinstance(msg, Stop):
             return False
-        if kind == "open":
-            _, sid, seed, t_admitted = msg
-            self.streams[sid] = _Stream(sid=sid, seed=int(seed), base_t=float(t_admitted))
+        if isinstance(msg, OpenStream):
+            synthesis = SynthesisConfig.from_dict(msg.synthesis) if msg.synthesis else None
+            self.streams[msg.sid] = _Stream(
+                sid=msg.sid, seed=int(msg.seed), base_t=float(msg.admitted_at), synthesis=synthesis
+            )
             return True
-        s = self.streams.get(msg[1])
+        if not isinstance(msg, (PushMel, FinishUtterance, CloseStream)):
+            raise TypeError(f"unknown worker command {msg!r}")
+        s = self.streams.get(msg.sid)
         if s is None:
             return True  # closed meanwhile: late commands for it are dropped
-        if kind == "close":
+        if isinstance(msg, CloseStream):
             del self.streams[s.sid]
-        elif kind in ("push", "finish"):
-            if s.finishing:
-                s.backlog.append(msg)  # belongs to the next utterance
-            else:
-                self._apply(s, msg)
+        elif s.finishing:
+            s.backlog.append(msg)  # belongs to the next utterance
         else:
-            raise ValueError(f"unknown worker command {kind!r}")
+            self._apply(s, msg)
         return True
 
-    def _apply(self, s: _Stream, msg: tuple[Any, ...]) -> None:
-        if msg[0] == "push":
-            self._push(s, msg[2])
+    def _apply(self, s: _Stream, msg: PushMel | FinishUtterance) -> None:
+        if isinstance(msg, PushMel):
+            self._push(s, msg.mel)
         else:
             self._finish(s)
 
@@ -130,7 +140,7 @@ class Scheduler:
     def _push(self, s: _Stream, mel: Any) -> None:
         try:
             if s.vs is None:
-                s.vs = self.rt.open_stream(seed=s.seed)
+                s.vs = self.rt.open_stream(seed=s.seed, synthesis=s.synthesis)
                 s.eager = True
             was = s.pending()
             s.vs.push(mel)
@@ -141,7 +151,7 @@ class Scheduler:
 
     def _finish(self, s: _Stream) -> None:
         if s.vs is None:  # nothing pushed since the last flush: the utterance is already complete
-            self._send(("flushed", s.sid, 0))
+            self._send(UtteranceDone(s.sid, 0))
             return
         was = s.pending()
         s.vs.finish()
@@ -150,13 +160,13 @@ class Scheduler:
         if s.vs.finished:
             self._complete(s)
 
-    def _fail(self, s: _Stream, kind: str, message: str) -> None:
+    def _fail(self, s: _Stream, kind: Literal["input", "internal"], message: str) -> None:
         self.streams.pop(s.sid, None)
-        self._send(("failed", s.sid, kind, message))
+        self._send(StreamError(s.sid, kind, message))
 
     # --- output ------------------------------------------------------------------------------
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
+    def _send(self, msg: Report) -> None:
         self.conn.send(msg)
 
     def _flush(self, s: _Stream) -> None:
@@ -166,7 +176,7 @@ class Scheduler:
         late = sum(1 for *_, deadline in s.out if now > deadline)
         pcm = b"".join(o[0] for o in s.out)
         computes, waits = [o[1] for o in s.out], [o[2] for o in s.out]
-        self._send(("frames", s.sid, pcm, computes, waits, late, s.redrawn, s.clipped))
+        self._send(FramesMade(s.sid, pcm, computes, waits, late, s.redrawn, s.clipped))
         s.out.clear()
         s.redrawn = s.clipped = 0
 
@@ -177,7 +187,7 @@ class Scheduler:
 
     def _complete(self, s: _Stream) -> None:
         self._flush(s)
-        self._send(("flushed", s.sid, s.utt_samples))
+        self._send(UtteranceDone(s.sid, s.utt_samples))
         s.vs, s.utt_samples, s.eager, s.finishing = None, 0, True, False
         while s.backlog and not s.finishing and s.sid in self.streams:
             self._apply(s, s.backlog.popleft())
@@ -293,24 +303,19 @@ def worker_main(
         kernel_us = float(rt.measure_us_per_sample(frames=measure_frames))
         step_us = measure_step_us(rt, measure_frames)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides (fail start-up or retry)
-        conn.send(("load_error", f"{type(exc).__name__}: {exc}"))
+        conn.send(LoadError(f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
     conn.send(
-        (
-            "ready",
-            {
-                "core": core,
-                "pid": os.getpid(),
-                # Capacity comes from what a stream really costs: the whole step (conditioning, the
-                # kernel call, PCM conversion), never less than the kernel's best time.
-                "us_per_sample": max(kernel_us, step_us),
-                "kernel_us_per_sample": kernel_us,
-                "isa": getattr(rt, "isa", None),
-                "name": getattr(rt, "name", None),
-                "manifest": getattr(rt, "manifest", {}),
-                "config": rt.config.to_dict(),
-            },
+        WorkerReady(
+            core=core,
+            pid=os.getpid(),
+            us_per_sample=max(kernel_us, step_us),
+            kernel_us_per_sample=kernel_us,
+            isa=getattr(rt, "isa", None),
+            name=getattr(rt, "name", None),
+            manifest=getattr(rt, "manifest", {}),
+            config=rt.config.to_dict(),
         )
     )
     try:

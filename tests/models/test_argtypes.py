@@ -1,4 +1,5 @@
-"""Range-checked argparse types: values in range parse, the rest are usage errors naming the range."""
+"""Range-checked argparse types: values in range parse, the rest are usage errors naming the
+range."""
 
 from __future__ import annotations
 
@@ -33,5 +34,7 @@ def test_in_range_values_parse_to_their_kind() -> None:
     ],
 )
 def test_out_of_range_or_not_a_number_is_a_usage_error(argv: list[str], message: str) -> None:
-    with pytest.raises(argparse.ArgumentError, match=message.replace("[", r"\[").replace(")", r"\)")):
+    with pytest.raises(
+        argparse.ArgumentError, match=message.replace("[", r"\[").replace(")", r"\)")
+    ):
         parser().parse_args(argv)

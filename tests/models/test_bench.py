@@ -12,14 +12,16 @@ import pytest
 
 from models.compile import build_artifact
 from models.vocoder.config import TINY
-from models.vocoder.reference import random_weights
+from models.vocoder.params import random_weights
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_artifact(random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("b") / "tiny", isas=["avx2"])
+    return build_artifact(
+        random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("b") / "tiny", isas=["avx2"]
+    )
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,8 +37,19 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_bench_json_reports_all_engines(tiny_model: Path) -> None:
     proc = run_bench(
-        "--model", str(tiny_model), "--frames", "2", "--repeats", "2", "--numpy-repeats", "1",
-        "--torch-steps", "30", "--torch-repeats", "1", "--json",
+        "--model",
+        str(tiny_model),
+        "--frames",
+        "2",
+        "--repeats",
+        "2",
+        "--numpy-repeats",
+        "1",
+        "--torch-steps",
+        "30",
+        "--torch-repeats",
+        "1",
+        "--json",
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -62,7 +75,17 @@ def test_bench_says_when_the_stream_redrew_frames(tmp_path: Path) -> None:
     redraws, and the report says how many."""
     config = dataclasses.replace(TINY, clip_retries=1)
     model = build_artifact(random_weights(TINY, 0), config, tmp_path / "guarded", isas=["avx2"])
-    args = ("--model", str(model), "--frames", "2", "--repeats", "2", "--numpy-repeats", "1", "--no-torch")
+    args = (
+        "--model",
+        str(model),
+        "--frames",
+        "2",
+        "--repeats",
+        "2",
+        "--numpy-repeats",
+        "1",
+        "--no-torch",
+    )
     proc = run_bench(*args, "--json")
     assert proc.returncode == 0, proc.stderr
     redrawn = json.loads(proc.stdout)["stream_frames_redrawn"]
@@ -72,7 +95,17 @@ def test_bench_says_when_the_stream_redrew_frames(tmp_path: Path) -> None:
 
 
 def test_bench_table_and_bad_core(tiny_model: Path) -> None:
-    proc = run_bench("--model", str(tiny_model), "--frames", "1", "--repeats", "1", "--numpy-repeats", "1", "--no-torch")
+    proc = run_bench(
+        "--model",
+        str(tiny_model),
+        "--frames",
+        "1",
+        "--repeats",
+        "1",
+        "--numpy-repeats",
+        "1",
+        "--no-torch",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "min us/sample" in proc.stdout and "tvm avx2 stream" in proc.stdout
     proc = run_bench("--model", str(tiny_model), "--core", "4096")
@@ -83,7 +116,10 @@ def test_engines_are_timed_round_robin() -> None:
     from models.bench import Engine, time_interleaved
 
     calls: list[str] = []
-    engines = [Engine(n, lambda n=n: calls.append(n), reps, 10) for n, reps in (("a", 3), ("b", 1), ("c", 2))]
+    engines = [
+        Engine(n, lambda n=n: calls.append(n), reps, 10)
+        for n, reps in (("a", 3), ("b", 1), ("c", 2))
+    ]
     ticks: list[int] = []
     time_interleaved(engines, lambda: ticks.append(1))
     # one warm-up call each, then rounds; an engine drops out once its repeats are done

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.kernel.kernel import ISA_FLAGS, ISA_PREFERENCE
-from models.runtime import VocoderRuntime, cpu_flags
+from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags
+from models.runtime import VocoderRuntime
 from models.vocoder.reference import vocode
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,21 +14,25 @@ import numpy as np
 import pytest
 
 from models import compile as comp
+from models.artifact import ModelLoadError, sha256_file
 from models.dsp.features import SPEC, log_mel
 from models.dsp.pitch import mel_pitch
-from models.kernel import kernel
-from models.runtime import MelInputError, ModelLoadError, VocoderRuntime, cpu_flags
+from models.kernel.isa import ISA_FLAGS, cpu_flags, host_isas
+from models.kernel.packing import KERNEL_ABI
+from models.runtime import MelInputError, VocoderRuntime
+from models.vocoder.chain import REDRAW_SHARE
 from models.vocoder.config import TINY
-from models.vocoder.reference import REDRAW_SHARE, frame_source, random_weights, vocode
+from models.vocoder.excitation import frame_source
+from models.vocoder.params import random_weights
+from models.vocoder.reference import vocode
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return comp.build_artifact(
-        random_weights(TINY, 0), TINY, tmp_path_factory.mktemp("m") / "tiny", isas=None
-    )
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    """The session's tiny model (tests/conftest.py): TINY with random_weights(TINY, 0)."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +76,8 @@ def test_the_sine_source_reaches_the_kernel(runtime: VocoderRuntime, tmp_path: P
 
 
 def test_loads_best_isa_for_this_cpu(runtime: VocoderRuntime) -> None:
-    assert runtime.isa == comp.host_isas()[0]
-    assert kernel.ISA_FLAGS[runtime.isa] <= cpu_flags()
+    assert runtime.isa == host_isas()[0]
+    assert ISA_FLAGS[runtime.isa] <= cpu_flags()
     assert runtime.measure_us_per_sample(frames=3) > 0
 
 
@@ -113,8 +117,9 @@ def test_generate_equals_numpy_reference(runtime: VocoderRuntime, frames: int) -
 def test_lpc_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path
 ) -> None:
-    # the reference for 12 frames (the kernel's h differs from numpy's by float rounding, ~1e-7,
-    # so over long runs a draw on a CDF edge may differ: tests/models/kernel/test_kernel.py bounds that)
+    # the reference for 12 frames (the kernel's h differs from numpy's by float rounding, ~1e-7, so
+    # over long runs a draw on a CDF edge may differ: tests/models/kernel/test_kernel.py bounds
+    # that)
     short = mel(12, seed=4)
     assert np.array_equal(
         np.concatenate(list(lpc_runtime.generate(short, seed=2))),
@@ -166,9 +171,7 @@ def test_pitch_postfilter_model_equals_numpy_reference_whole_and_streamed(
         pitch_postfilter_cutoff_hz=cutoff_hz,
         output_advance=advance,
     )
-    rt = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "pf", isas=None)
-    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)  # the same module
     short = mel(12, seed=4)
     filtered = np.concatenate(list(rt.generate(short, seed=2)))
     assert np.array_equal(filtered, vocode(lpc_runtime.weights, config, short, seed=2))
@@ -188,12 +191,8 @@ def test_output_advance_moves_the_same_audio_earlier(
     (here, without a delay line, silence)."""
     plain_cfg = dataclasses.replace(TINY_LPC, pitch_postfilter=0.35)
     ahead_cfg = dataclasses.replace(plain_cfg, output_advance=79)
-    plain = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, plain_cfg, tmp_path / "p", isas=None)
-    )
-    ahead = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, ahead_cfg, tmp_path / "a", isas=None)
-    )
+    plain = lpc_runtime.with_synthesis(plain_cfg.synthesis)
+    ahead = lpc_runtime.with_synthesis(ahead_cfg.synthesis)
     m = mel(20, seed=5)
     p = np.concatenate(list(plain.generate(m, seed=4)))
     a = np.concatenate(list(ahead.generate(m, seed=4)))
@@ -205,11 +204,14 @@ def test_output_advance_moves_the_same_audio_earlier(
     assert stream.pending() == plain_stream.pending() - 1  # it waits for the frame after
 
 
-@pytest.mark.parametrize(("passes", "advance", "smoothing"), [(1, 0, 0.0), (2, 79, 0.0), (1, 300, 0.0), (2, 79, 1.0)])
+@pytest.mark.parametrize(
+    ("passes", "advance", "smoothing"), [(1, 0, 0.0), (2, 79, 0.0), (1, 300, 0.0), (2, 79, 1.0)]
+)
 def test_envelope_model_equals_numpy_reference_whole_and_streamed(
     lpc_runtime: VocoderRuntime, tmp_path: Path, passes: int, advance: int, smoothing: float
 ) -> None:
-    """A model with envelope passes (models/dsp/envelope.py, with or without the smoothing) on top of
+    """A model with envelope passes (models/dsp/envelope.py, with or without the smoothing) on top
+    of
     the band-limited postfilter and an advance: the runtime makes reference.vocode's audio, whole
     and in any chunks, with the stream waiting 4 frames per pass more; the same draws, corrected
     towards the mel."""
@@ -217,14 +219,14 @@ def test_envelope_model_equals_numpy_reference_whole_and_streamed(
         TINY_LPC, pitch_postfilter=0.35, pitch_postfilter_cutoff_hz=4000.0, output_advance=advance
     )
     config = dataclasses.replace(
-        base, envelope_passes=passes, envelope_clip=1.0, envelope_smoothing=smoothing, envelope_smoothing_hz=3000.0
+        base,
+        envelope_passes=passes,
+        envelope_clip=1.0,
+        envelope_smoothing=smoothing,
+        envelope_smoothing_hz=3000.0,
     )
-    rt = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "env", isas=None)
-    )
-    plain = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, base, tmp_path / "plain", isas=None)
-    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)
+    plain = lpc_runtime.with_synthesis(base.synthesis)
     for frames in (1, 3, 30):
         m = mel(frames, seed=6)
         whole = np.concatenate(list(rt.generate(m, seed=2)))
@@ -255,11 +257,10 @@ def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
     """A model with voicing-dependent logit scales: unvoiced frames (scale 1 here) draw exactly
     what the plain model draws until the first voiced frame, from which the draws differ; the
     runtime makes reference.vocode's audio, in any chunking, and two streams interleaved on one
-    runtime each make their own audio (the rescaled arguments are the stream's, not shared)."""
+    runtime each make their own audio (the rescaled arguments are the stream's, not shared),
+    also when one stream brings its own synthesis settings to a runtime that has others."""
     config = dataclasses.replace(TINY_LPC, voiced_logit_scale=2.5, unvoiced_logit_scale=1.0)
-    rt = VocoderRuntime.load(
-        comp.build_artifact(lpc_runtime.weights, config, tmp_path / "vt", isas=None)
-    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)
     m = voiced_after_noise(6, 10)
     _, voicing = mel_pitch(m)
     assert voicing[:6].max() == 0 and voicing[8:].min() == 1  # noise, then a clear tone
@@ -271,7 +272,7 @@ def test_voicing_temperature_model_equals_numpy_reference_whole_and_streamed(
     assert np.array_equal(scaled, vocode(lpc_runtime.weights, config, m, seed=3))
     assert np.array_equal(streamed(rt, (m[:3], m[3:9], m[9:]), seed=3), scaled)
     a, b = rt.open_stream(seed=3), lpc_runtime.open_stream(seed=3)
-    c = rt.open_stream(seed=4)
+    c = lpc_runtime.open_stream(seed=4, synthesis=config.synthesis)  # per stream
     for stream in (a, b, c):
         stream.push(m)
         stream.finish()
@@ -295,9 +296,7 @@ def test_frames_reaching_full_scale_are_drawn_again(tmp_path: Path) -> None:
     w["fc2.bias"] = (-(((np.arange(TINY.n_classes) - 127.5) / 64) ** 2)).astype(np.float32)
     guarded_config = dataclasses.replace(TINY, clip_retries=3)
     plain = VocoderRuntime.load(comp.build_artifact(w, TINY, tmp_path / "plain", isas=None))
-    guarded = VocoderRuntime.load(
-        comp.build_artifact(w, guarded_config, tmp_path / "guarded", isas=None)
-    )
+    guarded = plain.with_synthesis(guarded_config.synthesis)
     m = mel(20, seed=1)
 
     def frames(rt: VocoderRuntime) -> tuple[list[np.ndarray], Any]:
@@ -325,9 +324,7 @@ def test_redraws_are_capped_per_stream(runtime: VocoderRuntime, tmp_path: Path) 
     """The tiny random model clips every frame: the first frame gets its clip_retries redraws, then
     the stream's budget (REDRAW_SHARE of its frames) stops them, and the reference agrees."""
     config = dataclasses.replace(TINY, clip_retries=3)
-    guarded = VocoderRuntime.load(
-        comp.build_artifact(runtime.weights, config, tmp_path / "g", isas=None)
-    )
+    guarded = runtime.with_synthesis(config.synthesis)
     m = mel(20, seed=5)
     stream = guarded.open_stream(seed=3)
     stream.push(m)
@@ -397,7 +394,7 @@ def test_missing_manifest_and_mismatched_config(tiny_dir: Path, tmp_path: Path) 
 def test_module_from_another_kernel_abi_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     """An artefact compiled before the weight layout changed must not be fed the new layout."""
     d = copy_model(tiny_dir, tmp_path / "m")
-    assert json.loads((d / "manifest.json").read_text())["kernel_abi"] == kernel.KERNEL_ABI
+    assert json.loads((d / "manifest.json").read_text())["kernel_abi"] == KERNEL_ABI
     edit_json(
         d / "manifest.json", lambda m: m.pop("kernel_abi")
     )  # as written before the field existed
@@ -416,7 +413,7 @@ def test_old_artefacts_load_with_what_they_were_trained_with(
 
     def drop_field(manifest: dict[str, Any]) -> None:
         manifest["config"].pop(field)
-        manifest["files"]["config.json"] = comp.sha256_file(d / "config.json")
+        manifest["files"]["config.json"] = sha256_file(d / "config.json")
 
     edit_json(d / "manifest.json", drop_field)
     assert getattr(VocoderRuntime.load(d).config, field) == then
@@ -427,13 +424,13 @@ def test_module_for_missing_cpu_features_is_refused(tiny_dir: Path, tmp_path: Pa
     manifest = json.loads((d / "manifest.json").read_text())
     # Pretend the only shipped module needs a feature no CPU has.
     isa = next(iter(manifest["isas"]))
-    original = kernel.ISA_FLAGS[isa]
-    kernel.ISA_FLAGS[isa] = original | {"imaginary_feature"}
+    original = ISA_FLAGS[isa]
+    ISA_FLAGS[isa] = original | {"imaginary_feature"}
     try:
         with pytest.raises(ModelLoadError, match="imaginary_feature"):
             VocoderRuntime.load(d, isa=isa)
     finally:
-        kernel.ISA_FLAGS[isa] = original
+        ISA_FLAGS[isa] = original
     with pytest.raises(ModelLoadError, match="has no"):
         VocoderRuntime.load(d, isa="nonexistent")
 
@@ -462,7 +459,7 @@ def test_no_fitting_module_compiles_for_host(
 
 def test_every_isa_level_gives_identical_audio(tmp_path: Path) -> None:
     """int8 blocks are exact integer sums on every ISA, so the samples are the same everywhere."""
-    isas = comp.host_isas()
+    isas = host_isas()
     d = comp.build_artifact(random_weights(TINY, 1), TINY, tmp_path / "all", isas=isas)
     m = mel(5, seed=4)
     outputs = {

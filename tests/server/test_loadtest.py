@@ -7,16 +7,15 @@ import argparse
 import json
 import time
 
-import numpy as np
 import pytest
 
-from models.dsp.features import validate_mel
-from server import loadtest
-from server.loadtest import LoadtestError, count_late_frames, load_sample_mel, tile_mel
+from models.dsp.features import SPEC
+from server.loadtest import cli as loadtest
+from server.loadtest.client import count_late_frames
 
 pytestmark = pytest.mark.live
 
-FRAME_S = 300 / 24_000  # 12.5 ms of audio per frame
+FRAME_S = SPEC.hop_length / SPEC.sample_rate  # 12.5 ms of audio per frame
 
 
 def test_count_late_frames_on_time_stream() -> None:
@@ -50,24 +49,6 @@ def test_count_late_frames_multi_frame_messages() -> None:
 
 def test_count_late_frames_empty() -> None:
     assert count_late_frames([], buffer_s=0.1) == (0, 0)
-
-
-def test_shipped_sample_mel_follows_the_mel_contract() -> None:
-    mel = load_sample_mel()
-    validate_mel(mel)  # raises MelInputError if not [n, 80] finite
-    assert mel.shape[0] >= 80, "at least one second of speech"
-    # Festival speech, not silence: log-mel spans the floor (-11.5) up to loud bins.
-    assert mel.max() > -2.0 and mel.min() >= np.log(1e-5) - 1e-3
-
-
-def test_tile_mel_repeats_and_crops() -> None:
-    mel = np.arange(3 * 80, dtype=np.float32).reshape(3, 80)
-    out = tile_mel(mel, 7)
-    assert out.shape == (7, 80)
-    np.testing.assert_array_equal(out[3:6], mel)
-    np.testing.assert_array_equal(out[6], mel[0])
-    with pytest.raises(LoadtestError):
-        tile_mel(mel, 0)
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -201,8 +182,17 @@ def test_tiny_capacity_refuses_streams(
     # A refused slot waits --retry-after before trying again, as a client honouring Retry-After
     # would: over 3 s, two slots kept out by the third refuse a handful of times, not hundreds.
     rc, s = _run_json(
-        capsys, "--url", server.url, "--streams", "3", "--duration", "3",
-        "--retry-after", "1", "--mel-frames", "400",
+        capsys,
+        "--url",
+        server.url,
+        "--streams",
+        "3",
+        "--duration",
+        "3",
+        "--retry-after",
+        "1",
+        "--mel-frames",
+        "400",
     )
     assert s["ok"] >= 1 and s["errors"] == 0, s
     assert 1 <= s["refused"] <= 12, s
@@ -210,8 +200,17 @@ def test_tiny_capacity_refuses_streams(
     # (the bound is generous: the admitted 5 s utterance still finishes).
     t0 = time.monotonic()
     rc, s = _run_json(
-        capsys, "--url", server.url, "--streams", "3", "--duration", "2",
-        "--retry-after", "60", "--mel-frames", "400",
+        capsys,
+        "--url",
+        server.url,
+        "--streams",
+        "3",
+        "--duration",
+        "2",
+        "--retry-after",
+        "60",
+        "--mel-frames",
+        "400",
     )
     assert s["refused"] >= 1 and s["errors"] == 0, s
     assert time.monotonic() - t0 < 30

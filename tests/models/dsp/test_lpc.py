@@ -30,7 +30,9 @@ def _ar_signal(a: np.ndarray, seconds: float = 1.0, rms: float = 0.05, seed: int
 def test_psd_of_white_noise_is_its_variance() -> None:
     x = np.random.default_rng(1).normal(0, 0.1, SR).astype(np.float32)
     psd = mel_to_psd(log_mel(x))[2:-2]  # frames away from the padded ends
-    k = (np.arange(psd.shape[1]) * SR / SPEC.n_fft > 200) & (np.arange(psd.shape[1]) * SR / SPEC.n_fft < 11000)
+    k = (np.arange(psd.shape[1]) * SR / SPEC.n_fft > 200) & (
+        np.arange(psd.shape[1]) * SR / SPEC.n_fft < 11000
+    )
     assert abs(10 * np.log10(np.median(psd[:, k]) / 0.01)) < 1.5  # within 1.5 dB of sigma^2
 
 

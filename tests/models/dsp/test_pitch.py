@@ -75,7 +75,9 @@ def test_frame_by_frame_source_is_the_whole_source_bit_for_bit() -> None:
     whole, end = pitch.source(f0, voicing, SPEC.hop_length, SPEC.sample_rate)
     parts, phase = [], 0.0
     for f in range(9):
-        part, phase = pitch.source(f0[f : f + 1], voicing[f : f + 1], SPEC.hop_length, SPEC.sample_rate, phase)
+        part, phase = pitch.source(
+            f0[f : f + 1], voicing[f : f + 1], SPEC.hop_length, SPEC.sample_rate, phase
+        )
         parts.append(part)
     assert np.array_equal(np.concatenate(parts), whole) and phase == end
     starts = pitch.frame_phases(f0, SPEC.hop_length, SPEC.sample_rate)
@@ -96,4 +98,7 @@ def test_locked_offsets_find_the_phase_of_a_recording(theta: float) -> None:
     err = np.angle(np.exp(1j * (offsets - theta)))[2:-2]
     assert np.abs(err).max() < 0.15
     locked, _ = pitch.source(f0, np.ones(24), hop, sr, offsets=offsets)
-    assert np.corrcoef(locked[2 * hop : -2 * hop, 0], np.sin(phi + theta)[2 * hop : -2 * hop])[0, 1] > 0.99
+    assert (
+        np.corrcoef(locked[2 * hop : -2 * hop, 0], np.sin(phi + theta)[2 * hop : -2 * hop])[0, 1]
+        > 0.99
+    )

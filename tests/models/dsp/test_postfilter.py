@@ -1,4 +1,5 @@
-"""The pitch postfilter: identity when off, harmonics kept, noise between them taken out, streams."""
+"""The pitch postfilter: identity when off, harmonics kept, noise between them taken out,
+streams."""
 
 from __future__ import annotations
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tvm
 
-from models.compile import host_isas
 from models.dsp.pitch import source
-from models.kernel import kernel
+from models.kernel.build import build
+from models.kernel.isa import host_isas
+from models.kernel.packing import condition_args, int8_args, logit_arg_positions, pack_weights
+from models.vocoder import conditioning, excitation, mulaw, params, quantize
 from models.vocoder import reference as ref
 from models.vocoder.config import TINY, VocoderConfig
 from models.vocoder.sparsity import to_bsr
@@ -23,13 +25,17 @@ pytestmark = pytest.mark.slow
 BOUNDARY_MARGIN = 1e-4
 
 
-def signal_of(classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def signal_of(
+    classes: np.ndarray, lpc: np.ndarray, hist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The pre-emphasised samples a frame's classes make, and the LPC history after them."""
-    table = ref.mulaw_table()
+    table = mulaw.mulaw_table()
     out = np.empty(len(classes), np.float32)
     for t, k in enumerate(classes):
         if len(lpc):
-            out[t] = np.clip(ref.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1))
+            out[t] = np.clip(
+                excitation.predict(lpc, hist) + table[k], np.float32(-1), np.float32(1)
+            )
             hist = np.concatenate([[out[t]], hist[:-1]]).astype(np.float32)
         else:
             out[t] = table[k]
@@ -41,23 +47,25 @@ def run_and_compare(
 ) -> dict[str, float]:
     """Run `frames` kernel calls; before each, run the reference from the kernel's own state.
     with_source=False zeroes the sine-source weights: the kernel is built without those terms."""
-    w = ref.random_weights(config, seed)
+    w = params.random_weights(config, seed)
     if not with_source:
-        w.update({k: np.zeros_like(w[k]) for k in ref.SOURCE_INPUTS})
-    shape, wargs = kernel.pack_weights(w, config, isa)
+        w.update({k: np.zeros_like(w[k]) for k in excitation.SOURCE_INPUTS})
+    shape, wargs = pack_weights(w, config)
     assert shape.source == with_source
-    if config.weight_dtype == "float16":
-        # float16 storage rounds the sparse weights; the reference sees the same rounded values
-        w = {k: (v.astype(np.float16).astype(np.float32) if k in ref.SPARSE_WEIGHTS else v) for k, v in w.items()}
-    fn = kernel.build(shape, isa)["main"]
+    fn = build(shape, isa)["main"]
     rng = np.random.default_rng(seed + 1)
     mel = rng.normal(-5, 2, size=(frames + 1, config.n_mels)).astype(np.float32)
-    cond = ref.condition(mel, w, config)
-    lpc = ref.frame_lpc(mel, config)  # [frames + 1, P]
+    cond = conditioning.condition(mel, w, config)
+    lpc = excitation.frame_lpc(mel, config)  # [frames + 1, P]
     # A voiced sine source of changing pitch and strength (a random mel has no pitch to find).
-    src, _ = source(rng.uniform(120, 300, frames), rng.uniform(0.3, 1.0, frames), config.hop_length, config.sample_rate)
+    src, _ = source(
+        rng.uniform(120, 300, frames),
+        rng.uniform(0.3, 1.0, frames),
+        config.hop_length,
+        config.sample_rate,
+    )
     T = config.hop_length
-    quantized = ref.QuantizedWeights.from_weights(w) if config.weight_dtype == "int8" else None
+    quantized = quantize.QuantizedWeights.from_weights(w)
     arr = tvm.runtime.tensor
     h = arr(np.zeros(config.hidden_size, np.float32))
     x = arr(np.zeros(3 + config.lpc_order, np.float32))
@@ -69,21 +77,41 @@ def run_and_compare(
     for f in range(frames):
         u = rng.random(config.hop_length, dtype=np.float32)
         hist = x.numpy()[3:].copy()
-        state = ref.FrameState(h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy(), e=float(x.numpy()[2]))
+        state = ref.FrameState(
+            h=h.numpy().copy(), x=float(x.numpy()[0]), hist=hist.copy(), e=float(x.numpy()[2])
+        )
         trace = ref.FrameTrace()
         expected, _ = ref.run_frame(
-            w, config, cond[f : f + 2], u, state, trace, quantized=quantized, lpc=lpc[f], source=src[f * T : (f + 1) * T]
+            w,
+            config,
+            cond[f : f + 2],
+            u,
+            state,
+            trace,
+            quantized=quantized,
+            lpc=lpc[f],
+            source=src[f * T : (f + 1) * T],
         )
-        deemphasis = ref.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
+        deemphasis = mulaw.Deemphasis(config.preemphasis, state=float(x.numpy()[1]))
         frame_lpc = arr(lpc[f] if config.lpc_order else np.zeros(1, np.float32))
         frame_src = arr(np.ascontiguousarray(src[f * T : (f + 1) * T]))
-        fn(arr(np.ascontiguousarray(cond[f : f + 2])), frame_lpc, frame_src, arr(u), h, x, out, pcm, *weights_args)
+        fn(
+            arr(np.ascontiguousarray(cond[f : f + 2])),
+            frame_lpc,
+            frame_src,
+            arr(u),
+            h,
+            x,
+            out,
+            pcm,
+            *weights_args,
+        )
         got = out.numpy()
         # the kernel's PCM is its own classes (plus its prediction), de-emphasised as the reference
         signal, hist = signal_of(got, lpc[f], hist)
         assert np.array_equal(pcm.numpy(), deemphasis(signal))
         assert np.array_equal(x.numpy()[3:], hist)  # the LPC history it carries on
-        assert x.numpy()[2] == ref.mulaw_table()[got[-1]]  # and the last excitation
+        assert x.numpy()[2] == mulaw.mulaw_table()[got[-1]]  # and the last excitation
         differ = np.nonzero(got != expected)[0]
         steps += len(got)
         if len(differ):
@@ -107,15 +135,13 @@ def run_and_compare(
 
 
 @pytest.mark.parametrize("isa", host_isas())
-@pytest.mark.parametrize("dtype", ["int8", "float32", "float16"])
 @pytest.mark.parametrize("lpc_order", [0, 8], ids=["plain", "lpc"])
-def test_tiny_kernel_matches_reference(isa: str, dtype: str, lpc_order: int) -> None:
-    config = dataclasses.replace(TINY, weight_dtype=dtype, lpc_order=lpc_order)
+def test_tiny_kernel_matches_reference(isa: str, lpc_order: int) -> None:
+    config = dataclasses.replace(TINY, lpc_order=lpc_order)
     r = run_and_compare(config, isa, frames=4)
     assert r["mismatch_rate"] <= 0.01
-    # int8: exact integer matvecs and every fused step explicit, so h is the reference's bit for
-    # bit; float matvecs sum in another order than numpy's BLAS
-    assert r["max_h_err"] == 0.0 if dtype == "int8" else r["max_h_err"] < 1e-5
+    # exact integer matvecs and every fused step explicit: h is the reference's bit for bit
+    assert r["max_h_err"] == 0.0
     assert r["classes"] > 20  # the sampler really explores the distribution
 
 
@@ -127,7 +153,7 @@ def test_full_size_int8_kernel_matches_reference(lpc_order: int) -> None:
     difference anywhere (e.g. LLVM contracting `a * b + c * d` into an FMA the reference did not
     take) now and then meets an activation on an 8-bit rounding edge, moves one quantised value
     by a step and h by ~2e-3, which a tolerance would have to allow."""
-    r = run_and_compare(VocoderConfig(weight_dtype="int8", lpc_order=lpc_order), host_isas()[0], frames=8)
+    r = run_and_compare(VocoderConfig(lpc_order=lpc_order), host_isas()[0], frames=8)
     assert r["mismatch_rate"] <= 0.01
     assert len(r["h_errs"]) >= 6
     assert r["max_h_err"] == 0.0
@@ -143,16 +169,10 @@ def test_kernel_without_source_terms_matches_reference(with_source: bool) -> Non
     assert r["max_h_err"] < 1e-5
 
 
-def test_full_size_float32_kernel_matches_reference() -> None:
-    r = run_and_compare(VocoderConfig(weight_dtype="float32"), host_isas()[0], frames=2)
-    assert r["mismatch_rate"] <= 0.01
-    assert r["max_h_err"] < 1e-4
-
-
 def test_unknown_isa_is_rejected() -> None:
-    shape, _ = kernel.pack_weights(ref.random_weights(TINY, 0), TINY)
+    shape, _ = pack_weights(params.random_weights(TINY, 0), TINY)
     with pytest.raises(ValueError, match="unknown ISA"):
-        kernel.build(shape, "sse9")
+        build(shape, "sse9")
 
 
 def test_int8_packing_layout() -> None:
@@ -160,7 +180,9 @@ def test_int8_packing_layout() -> None:
     rng = np.random.default_rng(0)
     wq = np.zeros((16, 8), np.int8)
     wq[:, 4:8] = rng.integers(-127, 128, size=(16, 4))
-    packed, indices, indptr, _scale, corr = kernel.int8_args(wq, np.ones(16, np.float32), to_bsr(wq, (16, 4)))
+    packed, indices, indptr, _scale, corr = int8_args(
+        wq, np.ones(16, np.float32), to_bsr(wq, (16, 4))
+    )
     assert list(indices) == [1] and list(indptr) == [0, 1]
     assert np.array_equal(packed.view(np.int8).reshape(1, 16, 4)[0], wq[:, 4:8])
     assert np.array_equal(corr, 128 * wq.astype(np.int32).sum(axis=1))
@@ -173,35 +195,42 @@ def test_a_block_that_rounds_to_zero_in_int8_stays_a_block(tmp_path: Path) -> No
     from models.compile import build_artifact
     from models.runtime import VocoderRuntime
 
-    w = ref.random_weights(TINY, 0)
+    w = params.random_weights(TINY, 0)
     hh = w["gru.w_hh"]
     pattern = to_bsr(hh, (TINY.block_rows, TINY.block_cols))
     row = int(np.searchsorted(pattern.indptr, 0, side="right")) - 1  # the first block's row
     col, r0 = int(pattern.indices[0]), row * TINY.block_rows
-    block = (slice(r0, r0 + TINY.block_rows), slice(col * TINY.block_cols, (col + 1) * TINY.block_cols))
+    block = (
+        slice(r0, r0 + TINY.block_rows),
+        slice(col * TINY.block_cols, (col + 1) * TINY.block_cols),
+    )
     hh[block] = 1e-6  # nonzero, far below half a step of any row's scale
-    assert np.all(ref.QuantizedWeights.from_weights(w).hh[block] == 0)
-    shape, args = kernel.pack_weights(w, TINY, host_isas()[0])
-    assert shape.nnzb_hh == pattern.data.shape[0] == args[4].shape[0]  # hh data after w_cond, w_in, b_ih, b_hh
+    assert np.all(quantize.QuantizedWeights.from_weights(w).hh[block] == 0)
+    shape, args = pack_weights(w, TINY)
+    assert (
+        shape.nnzb_hh == pattern.data.shape[0] == args[4].shape[0]
+    )  # hh data after w_cond, w_in, b_ih, b_hh
     rt = VocoderRuntime.load(build_artifact(w, TINY, tmp_path / "m", isas=None))
     mel = np.random.default_rng(1).normal(-5, 1, (4, TINY.n_mels)).astype(np.float32)
-    assert np.array_equal(np.concatenate(list(rt.generate(mel, seed=2))), ref.vocode(w, TINY, mel, seed=2))
+    assert np.array_equal(
+        np.concatenate(list(rt.generate(mel, seed=2))), ref.vocode(w, TINY, mel, seed=2)
+    )
 
 
 @pytest.mark.parametrize("config", [TINY, VocoderConfig()], ids=["tiny", "full"])
 def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig) -> None:
-    """The module's "condition" (float64 dot products) equals reference.condition_rows exactly,
+    """The module's "condition" (float64 dot products) equals conditioning.condition_rows exactly,
     for any batch size k, and batches of a padded mel give the whole-utterance conditioning."""
-    w = ref.random_weights(config, 3)
+    w = params.random_weights(config, 3)
     rng = np.random.default_rng(4)
     for name in ("cond.conv1.bias", "cond.conv2.bias"):
         w[name] = rng.normal(0, 0.5, size=w[name].shape).astype(np.float32)
-    shape, _ = kernel.pack_weights(w, config, host_isas()[0])
-    fn = kernel.build(shape, host_isas()[0])["condition"]
-    args = [tvm.runtime.tensor(a) for a in kernel.condition_args(w)]
+    shape, _ = pack_weights(w, config)
+    fn = build(shape, host_isas()[0])["condition"]
+    args = [tvm.runtime.tensor(a) for a in condition_args(w)]
     mel = rng.normal(-5, 2.5, size=(40, config.n_mels)).astype(np.float32)
-    xpad = ref.pad_mel(ref.normalize_mel(mel, config))
-    whole = ref.condition(mel, w, config)
+    xpad = conditioning.pad_mel(conditioning.normalize_mel(mel, config))
+    whole = conditioning.condition(mel, w, config)
     got = np.zeros_like(whole)
     g = 0
     for k in (1, 16, 2, 5, 16):  # uneven batches covering all 40 frames
@@ -209,7 +238,12 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
         hid = tvm.runtime.tensor(np.zeros((k + 2, config.cond_hidden), np.float32))
         fn(cond, tvm.runtime.tensor(xpad[g : g + k + 4]), hid, *args)
         got[g : g + k] = cond.numpy()
-        assert np.array_equal(got[g : g + k], ref.condition_rows(xpad[g : g + k + 4], ref.CondMatrices.from_weights(w)))
+        assert np.array_equal(
+            got[g : g + k],
+            conditioning.condition_rows(
+                xpad[g : g + k + 4], conditioning.CondMatrices.from_weights(w)
+            ),
+        )
         g += k
     assert g == mel.shape[0]
     bad = np.flatnonzero((got != whole).any(axis=1))
@@ -219,17 +253,16 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
         fn(cond, tvm.runtime.tensor(xpad[: k + 3]), hid, *args)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "float32", "float16"])
-def test_logit_arguments_are_the_ones_the_logits_scale_with(dtype: str) -> None:
-    """kernel.logit_arg_positions: doubling the arguments there is exactly packing weights whose
+def test_logit_arguments_are_the_ones_the_logits_scale_with() -> None:
+    """logit_arg_positions: doubling the arguments there is exactly packing weights whose
     FC2 and bias were doubled (a temperature halved at export), and no other argument changes."""
-    config = dataclasses.replace(TINY, weight_dtype=dtype)
-    w = ref.random_weights(config, 4)
+    config = TINY
+    w = params.random_weights(config, 4)
     w["fc2.bias"] = np.random.default_rng(5).normal(0, 1, config.n_classes).astype(np.float32)
     doubled = dict(w, **{k: (w[k] * 2).astype(np.float32) for k in ("fc2.weight", "fc2.bias")})
-    _, args = kernel.pack_weights(w, config, "avx2")
-    _, expected = kernel.pack_weights(doubled, config, "avx2")
-    positions = kernel.logit_arg_positions(config)
+    _, args = pack_weights(w, config)
+    _, expected = pack_weights(doubled, config)
+    positions = logit_arg_positions(config)
     assert len(set(positions)) == 2
     for i, (a, e) in enumerate(zip(args, expected, strict=True)):
         if i in positions:

@@ -1,4 +1,5 @@
-"""`sparrow train` on a tiny synthetic corpus: loss goes down, export is block sparse and vocodes."""
+"""`sparrow train` on a tiny synthetic corpus: loss goes down, export is block sparse and
+vocodes."""
 
 from __future__ import annotations
 
@@ -11,21 +12,27 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.train import checkpoint as checkpoint_mod
+from models.train import cli as cli_mod
+from models.train import corpus as corpus_mod
+from models.train import pruning as pruning_mod
 from models.train import train as train_mod
+from models.train import wavernn as wavernn_mod
 from models.vocoder.config import TINY, VocoderConfig
-from models.vocoder.reference import SPARSE_WEIGHTS, WEIGHT_SHAPES, vocode
+from models.vocoder.params import SPARSE_WEIGHTS, WEIGHT_SHAPES
+from models.vocoder.reference import vocode
 from models.vocoder.sparsity import block_norms
 
 pytestmark = pytest.mark.slow
 
 
 def make_corpus(root: Path) -> Path:
-    return train_mod.write_synthetic_corpus(root)
+    return corpus_mod.write_synthetic_corpus(root)
 
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    train_mod.add_arguments(parser)
+    cli_mod.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -35,15 +42,17 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
-    c = train_mod.Corpus(corpus, "train", TINY)
+    c = corpus_mod.Corpus(corpus, "train", TINY)
     assert c.refresh() == 6
     assert c.refresh() == 0  # a second read adds nothing new
-    mel, inputs, target = train_mod.sample_batch(c.utterances, TINY, 5, 2, np.random.default_rng(0))
+    mel, inputs, target = corpus_mod.sample_batch(
+        c.utterances, TINY, 5, 2, np.random.default_rng(0)
+    )
     assert mel.shape == (5, 2 + 5, 80)
     assert inputs.shape == (*target.shape, 5) and target.shape == (5, 600)
     assert target.min() >= 0 and target.max() <= 255
     # Teacher forcing: input n is the decoded class of target n - 1.
-    from models.vocoder.reference import mulaw_decode
+    from models.vocoder.mulaw import mulaw_decode
 
     np.testing.assert_array_equal(inputs[:, 1:, 0], mulaw_decode(target[:, :-1]))
     # The last two columns are the sine source the tones' mel gives (they are voiced throughout).
@@ -51,13 +60,13 @@ def test_corpus_crops_follow_the_contract(corpus: Path) -> None:
 
 
 def test_crops_carry_the_source_locked_to_the_recording(corpus: Path) -> None:
-    """A crop's sine source has generation's pitch and voicing (reference.frame_source, what the
+    """A crop's sine source has generation's pitch and voicing (excitation.frame_source, what the
     runtime feeds the kernel), shifted onto the recording's own fundamental."""
     import soundfile as sf
 
-    from models.vocoder.reference import frame_source
+    from models.vocoder.excitation import frame_source
 
-    c = train_mod.Corpus(corpus, "train", TINY)
+    c = corpus_mod.Corpus(corpus, "train", TINY)
     c.refresh()
     hop = TINY.hop_length
     for u in c.utterances[:3]:
@@ -73,14 +82,18 @@ def test_crops_carry_the_source_locked_to_the_recording(corpus: Path) -> None:
         # itself is tested in tests/models/dsp/test_pitch.py)
         assert np.corrcoef(crop[:, 0], audio[span])[0, 1] > 0.7
 
+
 def test_lpc_corpus_targets_the_excitation(corpus: Path) -> None:
     """With LPC the targets are the classes of e = s - p, and input n is p + decoded e of n - 1."""
     import dataclasses
 
-    from models.vocoder.reference import mulaw_decode
+    from models.vocoder.mulaw import mulaw_decode
 
     config = dataclasses.replace(TINY, lpc_order=8)
-    plain, lpc = train_mod.Corpus(corpus, "train", TINY), train_mod.Corpus(corpus, "train", config)
+    plain, lpc = (
+        corpus_mod.Corpus(corpus, "train", TINY),
+        corpus_mod.Corpus(corpus, "train", config),
+    )
     plain.refresh(), lpc.refresh()
     u, v = plain.utterances[0], lpc.utterances[0]
     assert v.classes.shape == u.classes.shape and not np.array_equal(v.classes, u.classes)
@@ -95,7 +108,7 @@ def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
 
     config = dataclasses.replace(TINY, lpc_order=8)
     clean, noisy, again = (
-        train_mod.Corpus(corpus, "train", config, input_noise=n) for n in (0.0, 6.0, 6.0)
+        corpus_mod.Corpus(corpus, "train", config, input_noise=n) for n in (0.0, 6.0, 6.0)
     )
     for c in (clean, noisy, again):
         c.refresh()
@@ -105,16 +118,19 @@ def test_input_noise_bends_the_past_of_lpc_corpora_only(corpus: Path) -> None:
         assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
     # Ringing slips bend it further, the same way on every load too.
     ringing, ringing_again = (
-        train_mod.Corpus(corpus, "train", config, input_noise=6.0, input_ring=0.95) for _ in range(2)
+        corpus_mod.Corpus(corpus, "train", config, input_noise=6.0, input_ring=0.95)
+        for _ in range(2)
     )
     ringing.refresh(), ringing_again.refresh()
-    rung = [np.abs(u.inputs - v.inputs).mean() for u, v in zip(clean.utterances, ringing.utterances)]
+    rung = [
+        np.abs(u.inputs - v.inputs).mean() for u, v in zip(clean.utterances, ringing.utterances)
+    ]
     assert np.mean(rung) > np.mean(bent)
     for u, v in zip(ringing.utterances, ringing_again.utterances):
         assert np.array_equal(u.inputs, v.inputs) and np.array_equal(u.classes, v.classes)
     # A plain (non-LPC) corpus has no prediction to bend: the option changes nothing.
     plain, plain_noisy = (
-        train_mod.Corpus(corpus, "train", TINY, input_noise=n) for n in (0.0, 6.0)
+        corpus_mod.Corpus(corpus, "train", TINY, input_noise=n) for n in (0.0, 6.0)
     )
     plain.refresh(), plain_noisy.refresh()
     for u, v in zip(plain.utterances, plain_noisy.utterances):
@@ -125,11 +141,11 @@ def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
     args = parse(
         "--tiny", "--steps", "1", "--corpus", str(tmp_path / "nope"), "--run-dir", str(tmp_path)
     )
-    assert train_mod.run(args) == 1
+    assert cli_mod.run(args) == 1
 
 
 def test_cubic_schedule() -> None:
-    d = [train_mod.cubic_density(p, 0.1, 0.2, 0.6) for p in np.linspace(0, 1, 51)]
+    d = [pruning_mod.cubic_density(p, 0.1, 0.2, 0.6) for p in np.linspace(0, 1, 51)]
     assert d[0] == 1.0 and d[10] == 1.0 and d[-1] == pytest.approx(0.1)
     assert d[30] == pytest.approx(0.1)  # target reached at the end step and held
     assert all(a >= b for a, b in itertools.pairwise(d))  # never grows back
@@ -168,16 +184,16 @@ def test_training_reduces_loss_and_exports_sparse_weights(corpus: Path, tmp_path
         "--log-seconds",
         "1000",
     )
-    held = train_mod.Corpus(corpus, "test", TINY)
+    held = corpus_mod.Corpus(corpus, "test", TINY)
     held.refresh()
-    batch = train_mod.sample_batch(held.utterances, TINY, 8, 2, np.random.default_rng(7))
+    batch = corpus_mod.sample_batch(held.utterances, TINY, 8, 2, np.random.default_rng(7))
     torch.manual_seed(args.seed)  # the same initial model the run starts from
-    before = train_mod.evaluate_loss(train_mod.WaveRNN(TINY), batch, bf16=False)
-    assert train_mod.run(args) == 0
+    before = train_mod.evaluate_loss(wavernn_mod.WaveRNN(TINY), batch, bf16=False)
+    assert cli_mod.run(args) == 0
 
-    state = train_mod.load_checkpoint(run_dir / "t")
+    state = checkpoint_mod.load_checkpoint(run_dir / "t")
     assert state["step"] == 60
-    model, _ = train_mod.model_from_checkpoint(state)
+    model, _ = checkpoint_mod.model_from_checkpoint(state)
     after = train_mod.evaluate_loss(model, batch, bf16=False)
     assert before == pytest.approx(np.log(256), abs=0.1)
     assert after < before - 0.5, (before, after)
@@ -214,12 +230,12 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
         "--log-seconds",
         "1000",
     )
-    assert train_mod.run(parse(*common, "--steps", "3")) == 0
-    assert train_mod.run(parse(*common, "--steps", "5", "--resume")) == 0
-    assert train_mod.load_checkpoint(tmp_path / "r")["step"] == 5
+    assert cli_mod.run(parse(*common, "--steps", "3")) == 0
+    assert cli_mod.run(parse(*common, "--steps", "5", "--resume")) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "r")["step"] == 5
     small = tmp_path / "small.pt"
     assert (
-        train_mod.run(
+        cli_mod.run(
             parse(
                 *common,
                 "--steps",
@@ -235,58 +251,104 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
     )
     assert (tmp_path / "e" / "weights.npz").exists()
     # The compact checkpoint resumes too (fresh optimizer moments).
-    assert (
-        train_mod.run(parse(*common, "--steps", "6", "--resume", str(small), "--name", "r2")) == 0
-    )
-    assert train_mod.load_checkpoint(tmp_path / "r2")["step"] == 6
+    assert cli_mod.run(parse(*common, "--steps", "6", "--resume", str(small), "--name", "r2")) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "r2")["step"] == 6
     # Resuming with another pre-emphasis fine-tunes into that target domain; the export says so.
     assert TINY.preemphasis != 0.5
-    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r3", "--preemphasis", "0.5")
+    args = parse(
+        *common, "--steps", "7", "--resume", str(small), "--name", "r3", "--preemphasis", "0.5"
+    )
     args.export = str(tmp_path / "e3")
-    assert train_mod.run(args) == 0
+    assert cli_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e3" / "config.json").preemphasis == 0.5
     # The same for linear prediction: the net goes on, now predicting the LPC excitation.
     args = parse(
-        *common, "--steps", "7", "--resume", str(small), "--name", "r4", "--lpc-order", "8",
-        "--input-noise", "3",
+        *common,
+        "--steps",
+        "7",
+        "--resume",
+        str(small),
+        "--name",
+        "r4",
+        "--lpc-order",
+        "8",
+        "--input-noise",
+        "3",
     )
     args.export = str(tmp_path / "e4")
-    assert train_mod.run(args) == 0
+    assert cli_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e4" / "config.json").lpc_order == 8
     # And for the LPC fit's noise floor.
-    args = parse(*common, "--steps", "7", "--resume", str(small), "--name", "r5", "--lpc-noise-floor", "0.01")
+    args = parse(
+        *common, "--steps", "7", "--resume", str(small), "--name", "r5", "--lpc-noise-floor", "0.01"
+    )
     args.export = str(tmp_path / "e5")
-    assert train_mod.run(args) == 0
+    assert cli_mod.run(args) == 0
     assert VocoderConfig.load(tmp_path / "e5" / "config.json").lpc_noise_floor == 0.01
     # Noise injection is a training setting the checkpoint carries: a plain resume keeps it,
     # an explicit flag overrides it.
-    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
-    assert train_mod.run(parse(*common, "--steps", "8", "--resume", "--name", "r4")) == 0
-    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
+    assert checkpoint_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
+    assert cli_mod.run(parse(*common, "--steps", "8", "--resume", "--name", "r4")) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 3
     args = parse(*common, "--steps", "9", "--resume", "--name", "r4", "--input-noise", "0")
-    assert train_mod.run(args) == 0
-    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 0
+    assert cli_mod.run(args) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "r4")["args"]["input_noise"] == 0
     # So is the slips' ringing.
-    args = parse(*common, "--steps", "10", "--resume", "--name", "r4", "--input-noise", "2", "--input-ring", "0.9")
-    assert train_mod.run(args) == 0
-    assert train_mod.run(parse(*common, "--steps", "11", "--resume", "--name", "r4")) == 0
-    assert train_mod.load_checkpoint(tmp_path / "r4")["args"]["input_ring"] == 0.9
+    args = parse(
+        *common,
+        "--steps",
+        "10",
+        "--resume",
+        "--name",
+        "r4",
+        "--input-noise",
+        "2",
+        "--input-ring",
+        "0.9",
+    )
+    assert cli_mod.run(args) == 0
+    assert cli_mod.run(parse(*common, "--steps", "11", "--resume", "--name", "r4")) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "r4")["args"]["input_ring"] == 0.9
 
 
 def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_path: Path) -> None:
-    common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
-              "--crop-frames", "1", "--threads", "1", "--log-seconds", "0", "--lr", "3e-3",
-              "--warmup", "1", "--prune-start", "0.1", "--prune-end", "0.5", "--prune-every", "2")
-    assert train_mod.run(parse(*common, "--name", "a", "--steps", "20")) == 0
-    first = train_mod.load_checkpoint(tmp_path / "a")
-    train_mod.save_checkpoint(tmp_path / "b" / train_mod.CHECKPOINT, first)
+    common = (
+        "--tiny",
+        "--corpus",
+        str(corpus),
+        "--run-dir",
+        str(tmp_path),
+        "--batch",
+        "4",
+        "--crop-frames",
+        "1",
+        "--threads",
+        "1",
+        "--log-seconds",
+        "0",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--prune-start",
+        "0.1",
+        "--prune-end",
+        "0.5",
+        "--prune-every",
+        "2",
+    )
+    assert cli_mod.run(parse(*common, "--name", "a", "--steps", "20")) == 0
+    first = checkpoint_mod.load_checkpoint(tmp_path / "a")
+    checkpoint_mod.save_checkpoint(tmp_path / "b" / checkpoint_mod.CHECKPOINT, first)
 
     # Going on with the run's own schedule: 2/3 of the way through its cosine already.
-    assert train_mod.run(parse(*common, "--name", "a", "--steps", "30", "--resume")) == 0
-    plain = [e["lr"] for e in train_mod.load_checkpoint(tmp_path / "a")["history"][20:]]
+    assert cli_mod.run(parse(*common, "--name", "a", "--steps", "30", "--resume")) == 0
+    plain = [e["lr"] for e in checkpoint_mod.load_checkpoint(tmp_path / "a")["history"][20:]]
     # A cycle of its own: from the peak down to the final rate over these 10 steps.
-    assert train_mod.run(parse(*common, "--name", "b", "--steps", "30", "--resume", "--lr-cycle")) == 0
-    state = train_mod.load_checkpoint(tmp_path / "b")
+    assert (
+        cli_mod.run(parse(*common, "--name", "b", "--steps", "30", "--resume", "--lr-cycle")) == 0
+    )
+    state = checkpoint_mod.load_checkpoint(tmp_path / "b")
     cycled = [e["lr"] for e in state["history"][20:]]
     assert len(plain) == len(cycled) == 10
     assert plain[0] < 0.3 * 3e-3
@@ -298,22 +360,50 @@ def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_
     assert state["history"][-1]["density"] == pytest.approx(TINY.density, abs=0.02)
 
 
-def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tmp_path: Path) -> None:
-    common = ("--tiny", "--corpus", str(corpus), "--run-dir", str(tmp_path), "--batch", "4",
-              "--crop-frames", "1", "--threads", "1", "--log-seconds", "1000", "--lr", "3e-3")
+def test_resume_grows_the_masks_and_keeps_what_the_net_computes(
+    corpus: Path, tmp_path: Path
+) -> None:
+    common = (
+        "--tiny",
+        "--corpus",
+        str(corpus),
+        "--run-dir",
+        str(tmp_path),
+        "--batch",
+        "4",
+        "--crop-frames",
+        "1",
+        "--threads",
+        "1",
+        "--log-seconds",
+        "1000",
+        "--lr",
+        "3e-3",
+    )
     # A run pruned to TINY's density within its 6 steps.
-    args = parse(*common, "--name", "g", "--steps", "6", "--prune-start", "0", "--prune-end", "0.3",
-                 "--prune-every", "1")
-    assert train_mod.run(args) == 0
-    state = train_mod.load_checkpoint(tmp_path / "g")
+    args = parse(
+        *common,
+        "--name",
+        "g",
+        "--steps",
+        "6",
+        "--prune-start",
+        "0",
+        "--prune-end",
+        "0.3",
+        "--prune-every",
+        "1",
+    )
+    assert cli_mod.run(args) == 0
+    state = checkpoint_mod.load_checkpoint(tmp_path / "g")
     assert state["pruner"]["density"] == TINY.density
-    model, config = train_mod.model_from_checkpoint(state)
-    held = train_mod.Corpus(corpus, "test", config)
+    model, config = checkpoint_mod.model_from_checkpoint(state)
+    held = corpus_mod.Corpus(corpus, "test", config)
     held.refresh()
-    batch = train_mod.sample_batch(held.utterances, config, 4, 1, np.random.default_rng(3))
+    batch = corpus_mod.sample_batch(held.utterances, config, 4, 1, np.random.default_rng(3))
 
     # Growth alone: more blocks in every mask (the old ones all kept), the net unchanged.
-    pruner = train_mod.Pruner(model, config)
+    pruner = pruning_mod.Pruner(model, config)
     pruner.load_state_dict(state["pruner"])
     old_masks = {k: m.clone() for k, m in pruner.masks.items()}
     logits = model(*(torch.from_numpy(a) for a in batch[:2])).detach()
@@ -326,10 +416,20 @@ def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tm
 
     # Through the CLI: the run goes on at the new density, and the export keeps that many blocks.
     out = tmp_path / "e"
-    args = parse(*common, "--name", "g", "--steps", "9", "--resume", "--grow-density", "0.5",
-                 "--export", str(out))
-    assert train_mod.run(args) == 0
-    state = train_mod.load_checkpoint(tmp_path / "g")
+    args = parse(
+        *common,
+        "--name",
+        "g",
+        "--steps",
+        "9",
+        "--resume",
+        "--grow-density",
+        "0.5",
+        "--export",
+        str(out),
+    )
+    assert cli_mod.run(args) == 0
+    state = checkpoint_mod.load_checkpoint(tmp_path / "g")
     assert state["step"] == 9 and state["pruner"]["density"] == 0.5
     assert VocoderConfig.from_dict(state["config"]).density == 0.5
     assert VocoderConfig.load(out / "config.json").density == 0.5
@@ -338,18 +438,30 @@ def test_resume_grows_the_masks_and_keeps_what_the_net_computes(corpus: Path, tm
         norms = block_norms(weights[name], (TINY.block_rows, TINY.block_cols))
         assert np.count_nonzero(norms) == round(norms.size * 0.5), name
     # A plain resume stays there; growing to the density it has, or without a run, is refused.
-    assert train_mod.run(parse(*common, "--name", "g", "--steps", "10", "--resume")) == 0
-    assert train_mod.load_checkpoint(tmp_path / "g")["pruner"]["density"] == 0.5
-    assert train_mod.run(parse(*common, "--name", "g", "--steps", "11", "--resume", "--grow-density", "0.5")) == 1
-    assert train_mod.run(parse(*common, "--name", "h", "--steps", "1", "--grow-density", "0.5")) == 1
+    assert cli_mod.run(parse(*common, "--name", "g", "--steps", "10", "--resume")) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "g")["pruner"]["density"] == 0.5
+    assert (
+        cli_mod.run(
+            parse(*common, "--name", "g", "--steps", "11", "--resume", "--grow-density", "0.5")
+        )
+        == 1
+    )
+    assert cli_mod.run(parse(*common, "--name", "h", "--steps", "1", "--grow-density", "0.5")) == 1
     # So is growing a run still on its way down to its density (here: not pruned at all yet).
-    assert train_mod.run(parse(*common, "--name", "p", "--steps", "2")) == 0
-    assert train_mod.load_checkpoint(tmp_path / "p")["pruner"]["density"] == 1.0
-    assert train_mod.run(parse(*common, "--name", "p", "--steps", "3", "--resume", "--grow-density", "0.5")) == 1
+    assert cli_mod.run(parse(*common, "--name", "p", "--steps", "2")) == 0
+    assert checkpoint_mod.load_checkpoint(tmp_path / "p")["pruner"]["density"] == 1.0
+    assert (
+        cli_mod.run(
+            parse(*common, "--name", "p", "--steps", "3", "--resume", "--grow-density", "0.5")
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("gamma", ["1", "-0.1", "1.5"])
-def test_input_ring_outside_0_1_is_a_usage_error(gamma: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_input_ring_outside_0_1_is_a_usage_error(
+    gamma: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         parse("--input-ring", gamma)
     assert exc.value.code == 2
@@ -357,7 +469,7 @@ def test_input_ring_outside_0_1_is_a_usage_error(gamma: str, capsys: pytest.Capt
 
 
 def test_precision_auto_uses_bf16_only_with_native_support() -> None:
-    from models.runtime import cpu_flags
+    from models.kernel.isa import cpu_flags
 
     assert train_mod.use_bf16("bf16") and not train_mod.use_bf16("fp32")
     assert train_mod.use_bf16("auto") == bool(cpu_flags() & train_mod.NATIVE_BF16_FLAGS)
@@ -383,6 +495,6 @@ def test_tiny_synthetic_smoke_run(tmp_path: Path) -> None:
         "--corpus",
         str(tmp_path / "none"),
     )
-    assert train_mod.run(args) == 0
+    assert cli_mod.run(args) == 0
     assert (tmp_path / "s" / "synthetic-corpus" / "metadata.csv").exists()
-    assert train_mod.load_checkpoint(tmp_path / "s")["step"] == 2
+    assert checkpoint_mod.load_checkpoint(tmp_path / "s")["step"] == 2

@@ -15,17 +15,12 @@ from models.train.wavernn import (
     from_reference_weights,
     to_reference_weights,
 )
+from models.vocoder.conditioning import pad_mel
 from models.vocoder.config import TINY, VocoderConfig
-from models.vocoder.reference import (
-    WEIGHT_SHAPES,
-    excitation_targets,
-    frame_lpc,
-    frame_source,
-    pad_mel,
-    preemphasize,
-    random_weights,
-    teacher_forced_logits,
-)
+from models.vocoder.excitation import excitation_targets, frame_lpc, frame_source
+from models.vocoder.mulaw import preemphasize
+from models.vocoder.params import WEIGHT_SHAPES, random_weights
+from models.vocoder.reference import teacher_forced_logits
 
 CONFIG = VocoderConfig(
     hidden_size=64, fc_size=48, cond_hidden=32, cond_size=16, density=0.25, hop_length=40
@@ -81,7 +76,8 @@ def test_malformed_weights_are_rejected() -> None:
 @pytest.mark.parametrize("lpc_order", [0, 8], ids=["plain", "lpc"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_teacher_forced_logits_match_reference(seed: int, lpc_order: int) -> None:
-    """Exact torch math vs the reference's fast exp/tanh: the kernel's approximations are harmless."""
+    """Exact torch math vs the reference's fast exp/tanh: the kernel's approximations are
+    harmless."""
     config = dataclasses.replace(CONFIG, lpc_order=lpc_order)
     w = random_weights(config, seed=seed)
     # Non-zero biases so every term of the formulas is exercised.
@@ -123,9 +119,10 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     """Weights and training checkpoints saved when the GRU saw only the first k step inputs
     (kernel ABI < 7: the previous sample; ABI 7: no sine source) load with zero columns for the
     rest: the same function, ready to fine-tune."""
-    from models.train.train import _widen_moments, model_from_checkpoint
+    from models.train.checkpoint import model_from_checkpoint, widen_moments
     from models.train.wavernn import N_INPUTS
-    from models.vocoder.reference import STEP_INPUTS, upgrade_weights
+    from models.vocoder.excitation import STEP_INPUTS
+    from models.vocoder.params import upgrade_weights
 
     config = dataclasses.replace(CONFIG, lpc_order=8)
     w = random_weights(config, 3)
@@ -141,7 +138,9 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     assert all(np.array_equal(up[name], w[name]) for name in w)
     # an old training checkpoint: GRU input matrix [3H, k + C], Adam moments of that shape
     state = model.state_dict()
-    narrow = torch.cat([state["gru.weight_ih_l0"][:, :k], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1)
+    narrow = torch.cat(
+        [state["gru.weight_ih_l0"][:, :k], state["gru.weight_ih_l0"][:, N_INPUTS:]], 1
+    )
     assert narrow.shape == (3 * config.hidden_size, k + config.cond_size)
     old_state = {"config": config.to_dict(), "model": {**state, "gru.weight_ih_l0": narrow}}
     again, _ = model_from_checkpoint(old_state)
@@ -149,14 +148,23 @@ def test_checkpoints_from_before_newer_inputs_load_as_the_same_model(k: int) -> 
     opt = torch.optim.Adam(again.parameters())
     w_ih = again.gru.weight_ih_l0
     opt.state[w_ih] = {
-        "step": torch.tensor(10.0), "exp_avg": torch.ones_like(narrow), "exp_avg_sq": torch.ones_like(narrow)
+        "step": torch.tensor(10.0),
+        "exp_avg": torch.ones_like(narrow),
+        "exp_avg_sq": torch.ones_like(narrow),
     }
-    _widen_moments(opt, again, config)
+    widen_moments(opt, again, config)
     m = opt.state[w_ih]["exp_avg"]
-    assert m.shape == w_ih.shape and not m[:, k:N_INPUTS].any() and m[:, :k].all() and m[:, N_INPUTS:].all()
+    assert (
+        m.shape == w_ih.shape
+        and not m[:, k:N_INPUTS].any()
+        and m[:, :k].all()
+        and m[:, N_INPUTS:].all()
+    )
     # and the new columns learn: one step moves them off zero
     again(
-        torch.from_numpy(pad_mel(mel))[None], torch.ones(1, 4 * config.hop_length, N_INPUTS), utterance_end=True
+        torch.from_numpy(pad_mel(mel))[None],
+        torch.ones(1, 4 * config.hop_length, N_INPUTS),
+        utterance_end=True,
     ).sum().backward()
     opt.step()
     assert w_ih[:, k:N_INPUTS].abs().sum() > 0

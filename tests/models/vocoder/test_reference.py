@@ -5,13 +5,14 @@ import dataclasses
 import numpy as np
 import pytest
 
+from models.vocoder import excitation, fastmath, mulaw, params, quantize
 from models.vocoder import reference as ref
 from models.vocoder.config import TINY
 
 
 def test_fast_tanh_matches_numpy() -> None:
     x = np.linspace(-12, 12, 200_001, dtype=np.float32)
-    got = ref.fast_tanh(x)
+    got = fastmath.fast_tanh(x)
     assert np.max(np.abs(got - np.tanh(x.astype(np.float64)))) < 1.2e-5
     assert np.max(np.abs(got)) < 1.0  # a gate never passes 1, so h cannot grow
 
@@ -19,7 +20,7 @@ def test_fast_tanh_matches_numpy() -> None:
 def test_fast_sigmoid_matches_numpy() -> None:
     x = np.linspace(-30, 30, 200_001, dtype=np.float32)
     exact = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-    got = ref.fast_sigmoid(x)
+    got = fastmath.fast_sigmoid(x)
     assert np.max(np.abs(got - exact)) < 6e-6
     assert got.min() >= 0.0 and got.max() <= 1.0
 
@@ -29,15 +30,15 @@ def test_fast_exp_relative_error() -> None:
     for lo, tol in ((-20, 2e-6), (-80, 5e-6)):
         x = np.linspace(lo, 0, 400_001, dtype=np.float32)
         exact = np.exp(x.astype(np.float64))
-        assert np.max(np.abs(ref.fast_exp(x) / exact - 1)) < tol
-    assert ref.fast_exp(np.array([-1000.0], np.float32))[0] < 1e-37  # clamped, not garbage
+        assert np.max(np.abs(fastmath.fast_exp(x) / exact - 1)) < tol
+    assert fastmath.fast_exp(np.array([-1000.0], np.float32))[0] < 1e-37  # clamped, not garbage
 
 
 def test_mulaw_round_trip() -> None:
     k = np.arange(256)
-    assert np.array_equal(ref.mulaw_encode(ref.mulaw_decode(k)), k)
+    assert np.array_equal(mulaw.mulaw_encode(mulaw.mulaw_decode(k)), k)
     x = np.linspace(-1, 1, 10_001)
-    err = np.abs(ref.mulaw_decode(ref.mulaw_encode(x)) - x)
+    err = np.abs(mulaw.mulaw_decode(mulaw.mulaw_encode(x)) - x)
     assert err.max() < 0.032  # coarsest step at full scale
     assert err[np.abs(x) < 0.01].max() < 1e-3  # fine steps near zero
 
@@ -46,7 +47,7 @@ def test_quantize_rows_reconstructs() -> None:
     rng = np.random.default_rng(0)
     w = rng.normal(size=(32, 64)).astype(np.float32)
     w[3] = 0
-    wq, scale = ref.quantize_rows(w)
+    wq, scale = quantize.quantize_rows(w)
     assert wq.dtype == np.int8 and np.abs(wq).max() <= 127
     assert np.allclose(wq * scale[:, None], w, atol=scale.max() / 2 + 1e-7)
     assert np.all(wq[3] == 0)
@@ -58,27 +59,27 @@ def test_quantized_pairs_never_saturate_maddubs() -> None:
     w = rng.normal(size=(64, 128)).astype(np.float32)
     w[:, 6:8] = 5.0  # a row's two largest weights side by side: the worst case for the pair bound
     w[7, 10:12] = [-3.0, 3.0]
-    wq, _ = ref.quantize_rows(w)
+    wq, _ = quantize.quantize_rows(w)
     pair = np.abs(wq.astype(np.int32)).reshape(64, 64, 2).sum(axis=2)
     assert pair.max() <= 128 and 255 * pair.max() <= 32767
     assert pair.max() >= 120  # the bound is used, not wasted
 
 
 def test_check_weights_rejects_bad_shapes_and_nan() -> None:
-    w = ref.random_weights(TINY, 0)
-    ref.check_weights(w, TINY)
+    w = params.random_weights(TINY, 0)
+    params.check_weights(w, TINY)
     bad = dict(w, **{"fc1.bias": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="fc1.bias"):
-        ref.check_weights(bad, TINY)
+        params.check_weights(bad, TINY)
     nan = dict(w)
     nan["gru.w_hh"] = w["gru.w_hh"].copy()
     nan["gru.w_hh"][0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        ref.check_weights(nan, TINY)
+        params.check_weights(nan, TINY)
 
 
 def test_vocode_is_deterministic_and_seed_dependent() -> None:
-    w = ref.random_weights(TINY, 0)
+    w = params.random_weights(TINY, 0)
     mel = np.random.default_rng(0).normal(-5, 2, (4, 80)).astype(np.float32)
     a = ref.vocode(w, TINY, mel, seed=1)
     assert a.shape == (4 * TINY.hop_length,)
@@ -90,12 +91,14 @@ def test_vocode_is_deterministic_and_seed_dependent() -> None:
 def test_deemphasis_inverts_preemphasis_across_frames() -> None:
     """The runtime de-emphasises frame by frame; carried state makes it the exact inverse."""
     x = (0.5 * np.sin(np.arange(1500) * 0.05)).astype(np.float32)
-    e = ref.preemphasize(x, 0.85)
+    e = mulaw.preemphasize(x, 0.85)
     assert np.abs(e).max() < 0.2 * np.abs(x).max() + 0.05  # low frequencies are attenuated
-    d = ref.Deemphasis(0.85)
+    d = mulaw.Deemphasis(0.85)
     y = np.concatenate([d(e[i : i + 300]) for i in range(0, 1500, 300)])
     np.testing.assert_allclose(y, x, atol=1e-5)
-    assert np.array_equal(ref.preemphasize(x, 0.0), x) and np.array_equal(ref.Deemphasis(0.0)(x), x)
+    assert np.array_equal(mulaw.preemphasize(x, 0.0), x) and np.array_equal(
+        mulaw.Deemphasis(0.0)(x), x
+    )
 
 
 def test_excitation_targets_plain_and_lpc() -> None:
@@ -111,18 +114,18 @@ def test_excitation_targets_plain_and_lpc() -> None:
     x = (0.1 * x / np.abs(x).max()).astype(np.float32)
     # plain: the classes of the signal; inputs at n: decoded class n - 1 (as sample and as
     # excitation), no prediction
-    classes, inputs = ref.excitation_targets(x, np.zeros((41, 0), np.float32), hop)
+    classes, inputs = excitation.excitation_targets(x, np.zeros((41, 0), np.float32), hop)
     assert inputs.shape == (x.size, 3) and inputs.dtype == np.float32
-    assert np.array_equal(classes, ref.mulaw_encode(x))
+    assert np.array_equal(classes, mulaw.mulaw_encode(x))
     assert not inputs[0].any() and not inputs[:, 1].any()
-    assert np.array_equal(inputs[1:, 0], ref.mulaw_decode(classes[:-1]))
+    assert np.array_equal(inputs[1:, 0], mulaw.mulaw_decode(classes[:-1]))
     assert np.array_equal(inputs[1:, 2], inputs[1:, 0])
     # LPC fitted to the signal's own mel: the excitation is much smaller than the signal
     config = dataclasses.replace(TINY, lpc_order=16, preemphasis=0.0)
-    lpc = ref.frame_lpc(log_mel(x), config)
+    lpc = excitation.frame_lpc(log_mel(x), config)
     assert lpc.shape == (41, 16) and lpc.dtype == np.float32
-    e_classes, e_inputs = ref.excitation_targets(x, lpc, hop)
-    e = ref.mulaw_decode(e_classes)
+    e_classes, e_inputs = excitation.excitation_targets(x, lpc, hop)
+    e = mulaw.mulaw_decode(e_classes)
     assert np.sqrt(np.mean(e[600:] ** 2)) < 0.3 * np.sqrt(np.mean(x[600:] ** 2))  # > 10 dB gain
     # inputs are the signal as generation would make it: close to the truth, exact at n = 0
     prev, pred, exc = e_inputs.T
@@ -131,7 +134,7 @@ def test_excitation_targets_plain_and_lpc() -> None:
     # the excitation input is the previous decoded class: the sample is the previous step's
     # prediction plus it
     padded = np.concatenate([np.zeros(16, np.float32), x])  # padded[n + 15] = x[n - 1]
-    again = [ref.predict(lpc[n // hop], padded[n : n + 16][::-1]) for n in range(x.size)]
+    again = [excitation.predict(lpc[n // hop], padded[n : n + 16][::-1]) for n in range(x.size)]
     assert np.abs(pred - np.array(again)).max() < 1e-6
     assert exc[0] == 0 and np.array_equal(exc[1:], e[:-1])
     assert np.abs(prev[1:] - (pred[:-1] + exc[1:])).max() < 1e-6
@@ -149,19 +152,19 @@ def test_noise_injection_targets_correct_the_bent_past(ring: float) -> None:
     x = lfilter([1.0], a, rng.normal(size=6_000))
     x = (0.2 * x / np.abs(x).max()).astype(np.float32)
     lpc = np.tile(a[1:].astype(np.float32), (21, 1))
-    clean_prev = ref.excitation_targets(x, lpc, hop)[1][:, 0]
+    clean_prev = excitation.excitation_targets(x, lpc, hop)[1][:, 0]
     bends = []
     for scale in (1.0, 4.0):
         noise = np.rint(rng.laplace(0.0, scale, x.size)).astype(np.int64)
-        classes, inputs = ref.excitation_targets(x, lpc, hop, noise, ring)
+        classes, inputs = excitation.excitation_targets(x, lpc, hop, noise, ring)
         prev = inputs[:, 0]
         # the kernel's own prediction from the inputs' history gives back each target's class
         # (a class boundary may fall between float32 inputs and the float64 history: rare)
         hist = np.concatenate([np.zeros(P, np.float32), prev])  # prev[n] = made[n - 1]
         pred = np.array(
-            [ref.predict(lpc[n // hop], hist[n + P : n : -1]) for n in range(1, x.size)]
+            [excitation.predict(lpc[n // hop], hist[n + P : n : -1]) for n in range(1, x.size)]
         )
-        again = ref.mulaw_encode(x[1:].astype(np.float64) - pred)
+        again = mulaw.mulaw_encode(x[1:].astype(np.float64) - pred)
         assert np.mean(again == classes[1:]) > 0.99
         # the prediction input is that same prediction; the excitation input is what a sampler
         # drew, seen from its own prediction
@@ -180,18 +183,22 @@ def test_ringing_slips_follow_the_lpc_resonance() -> None:
     a = np.array([1.0, -2 * 0.99 * np.cos(0.13), 0.99**2])  # a sharp resonance at 0.13 rad/sample
     lpc = np.tile(a[1:].astype(np.float32), (n // hop, 1))
     d = np.random.default_rng(2).laplace(size=n)
-    assert np.array_equal(ref.ring_through_lpc(d, lpc, hop, 0.0), d)
+    assert np.array_equal(excitation.ring_through_lpc(d, lpc, hop, 0.0), d)
     for gamma in (0.5, 0.95):
         expanded = np.concatenate([[1.0], lpc[0].astype(np.float64)]) * gamma ** np.arange(3)
         # one filter over the whole signal: the frame-by-frame memory hand-over is seamless
-        assert np.allclose(ref.ring_through_lpc(d, lpc, hop, gamma), lfilter([1.0], expanded, d))
+        assert np.allclose(
+            excitation.ring_through_lpc(d, lpc, hop, gamma), lfilter([1.0], expanded, d)
+        )
 
     def resonance_share(y: np.ndarray) -> float:
         power = np.abs(np.fft.rfft(y)) ** 2
         k = round(0.13 / (2 * np.pi) * n)
         return float(power[k - 30 : k + 31].sum() / power.sum())
 
-    shares = [resonance_share(ref.ring_through_lpc(d, lpc, hop, g)) for g in (0.0, 0.5, 0.95)]
+    shares = [
+        resonance_share(excitation.ring_through_lpc(d, lpc, hop, g)) for g in (0.0, 0.5, 0.95)
+    ]
     assert shares[0] < 0.05 and shares[0] < shares[1] < shares[2] and shares[2] > 0.3
 
 
@@ -209,8 +216,8 @@ def test_frame_logit_scales_follow_voicing() -> None:
 def test_logit_scale_is_a_temperature() -> None:
     """Scaling a frame's logits by s samples it exactly as weights exported at temperature 1 / s
     would (FC2 and its bias times s), and a larger s draws from fewer classes."""
-    config = dataclasses.replace(TINY, weight_dtype="float32")
-    w = ref.random_weights(config, 1)
+    config = TINY
+    w = params.random_weights(config, 1)
     cond = np.random.default_rng(2).normal(0, 1, (2, config.cond_size)).astype(np.float32)
     u = np.random.default_rng(3).random(config.hop_length, dtype=np.float32)
     baked = dict(w)

@@ -1,4 +1,5 @@
-"""The worker pool with real pinned processes: audio over IPC, admission, death and restart, drain."""
+"""The worker pool with real pinned processes: audio over IPC, admission, death and restart,
+drain."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from models.runtime import VocoderRuntime
 from server.audio import float_to_pcm16
 from server.errors import NoCapacity, NotReady, WorkerDied, map_error
 from server.metrics import Metrics
-from server.workers.pool import Flushed, StreamHandle, WorkerPool, capacity_for
+from server.workers.admission import capacity_for
+from server.workers.pool import Flushed, StreamHandle, WorkerPool
 
 pytestmark = pytest.mark.anyio
 CORES = sorted(os.sched_getaffinity(0))

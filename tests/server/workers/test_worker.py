@@ -7,13 +7,25 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing import Pipe
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from models.runtime import VocoderRuntime
+from models.vocoder.config import SynthesisConfig
 from server.audio import float_to_pcm16
+from server.workers.messages import (
+    CloseStream,
+    Command,
+    FinishUtterance,
+    FramesMade,
+    OpenStream,
+    PushMel,
+    Report,
+    Stop,
+    StreamError,
+    UtteranceDone,
+)
 from server.workers.worker import Scheduler, _Stream, measure_step_us
 
 
@@ -32,10 +44,10 @@ class Harness:
         self.thread.start()
         return self
 
-    def send(self, *msg: Any) -> None:
+    def send(self, msg: Command) -> None:
         self.conn.send(msg)
 
-    def recv(self, timeout: float = 20.0) -> tuple[Any, ...]:
+    def recv(self, timeout: float = 20.0) -> Report:
         assert self.conn.poll(timeout), "worker sent nothing"
         return self.conn.recv()
 
@@ -44,18 +56,18 @@ class Harness:
         pcm, late, computes = b"", 0, []
         while True:
             msg = self.recv()
-            if msg[0] == "frames" and msg[1] == sid:
-                pcm += msg[2]
-                computes += msg[3]
-                late += msg[5]
-            elif msg[0] == "flushed" and msg[1] == sid:
-                assert msg[2] == len(pcm) // 2
+            if isinstance(msg, FramesMade) and msg.sid == sid:
+                pcm += msg.pcm
+                computes += msg.compute_s
+                late += msg.late
+            elif isinstance(msg, UtteranceDone) and msg.sid == sid:
+                assert msg.samples == len(pcm) // 2
                 return pcm, late, computes
-            elif msg[0] == "failed":
+            elif isinstance(msg, StreamError):
                 raise AssertionError(f"stream failed: {msg}")
 
     def stop(self) -> None:
-        self.send("stop")
+        self.send(Stop())
         self.thread.join(10)
         assert not self.thread.is_alive()
 
@@ -84,16 +96,16 @@ def test_chunked_pushes_give_the_runtime_audio(
 ) -> None:
     mel = make_mel(37, seed=1)
     h = harness().start()
-    h.send("open", 1, 7, time.monotonic())
+    h.send(OpenStream(1, 7, time.monotonic()))
     for a, b in [(0, 1), (1, 5), (5, 20), (20, 37)]:
-        h.send("push", 1, mel[a:b])
-    h.send("finish", 1)
+        h.send(PushMel(1, mel[a:b]))
+    h.send(FinishUtterance(1))
     pcm, _, computes = h.until_flushed(1)
     assert pcm == reference_pcm(runtime, mel, seed=7)
     assert len(computes) == 37 and all(c > 0 for c in computes)
     # a second utterance on the same stream starts afresh with the same seed
-    h.send("push", 1, mel)
-    h.send("finish", 1)
+    h.send(PushMel(1, mel))
+    h.send(FinishUtterance(1))
     assert h.until_flushed(1)[0] == pcm
 
 
@@ -102,10 +114,16 @@ def test_commands_after_finish_belong_to_the_next_utterance(
 ) -> None:
     a, b = make_mel(30, seed=1), make_mel(9, seed=2)
     h = harness().start()
-    h.send("open", 1, 3, time.monotonic())
+    h.send(OpenStream(1, 3, time.monotonic()))
     # all sent at once: the second push arrives while the first utterance's tail is computing
-    for msg in [("push", 1, a), ("finish", 1), ("finish", 1), ("push", 1, b), ("finish", 1)]:
-        h.send(*msg)
+    for msg in [
+        PushMel(1, a),
+        FinishUtterance(1),
+        FinishUtterance(1),
+        PushMel(1, b),
+        FinishUtterance(1),
+    ]:
+        h.send(msg)
     assert h.until_flushed(1)[0] == reference_pcm(runtime, a, seed=3)
     assert h.until_flushed(1)[0] == b""
     assert h.until_flushed(1)[0] == reference_pcm(runtime, b, seed=3)
@@ -118,17 +136,17 @@ def test_interleaved_streams_are_independent(
     h = harness().start()
     now = time.monotonic()
     for sid, mel in mels.items():
-        h.send("open", sid, sid, now)
-        h.send("push", sid, mel)
-        h.send("finish", sid)
+        h.send(OpenStream(sid, sid, now))
+        h.send(PushMel(sid, mel))
+        h.send(FinishUtterance(sid))
     got: dict[int, bytes] = {1: b"", 2: b""}
     done: set[int] = set()
     while len(done) < 2:
         msg = h.recv()
-        if msg[0] == "frames":
-            got[msg[1]] += msg[2]
-        elif msg[0] == "flushed":
-            done.add(msg[1])
+        if isinstance(msg, FramesMade):
+            got[msg.sid] += msg.pcm
+        elif isinstance(msg, UtteranceDone):
+            done.add(msg.sid)
     for sid, mel in mels.items():
         assert got[sid] == reference_pcm(runtime, mel, seed=sid)
 
@@ -156,15 +174,15 @@ def test_late_frames_are_counted_against_the_buffer(
 ) -> None:
     mel = make_mel(20)
     strict = harness(buffer_s=0.0).start()
-    strict.send("open", 1, 0, time.monotonic())
-    strict.send("push", 1, mel)
-    strict.send("finish", 1)
+    strict.send(OpenStream(1, 0, time.monotonic()))
+    strict.send(PushMel(1, mel))
+    strict.send(FinishUtterance(1))
     # with no playback buffer the first frame is due the moment its input arrives: late
     assert strict.until_flushed(1)[1] >= 1
     relaxed = harness(buffer_s=5.0).start()
-    relaxed.send("open", 1, 0, time.monotonic())
-    relaxed.send("push", 1, mel)
-    relaxed.send("finish", 1)
+    relaxed.send(OpenStream(1, 0, time.monotonic()))
+    relaxed.send(PushMel(1, mel))
+    relaxed.send(FinishUtterance(1))
     assert relaxed.until_flushed(1)[1] == 0
 
 
@@ -172,21 +190,21 @@ def test_close_drops_the_stream_at_once(
     harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
 ) -> None:
     h = harness().start()
-    h.send("open", 1, 0, time.monotonic())
-    h.send("push", 1, make_mel(3000))  # far more than the worker computes before the close
-    h.send("finish", 1)
+    h.send(OpenStream(1, 0, time.monotonic()))
+    h.send(PushMel(1, make_mel(3000)))  # far more than the worker computes before the close
+    h.send(FinishUtterance(1))
     first = h.recv()
-    assert first[0] == "frames" and first[1] == 1
-    h.send("close", 1)
-    h.send("open", 2, 0, time.monotonic())
-    h.send("finish", 2)  # an empty utterance: answered at once, after the close was applied
-    frames_of_1 = len(first[3])
+    assert isinstance(first, FramesMade) and first.sid == 1
+    h.send(CloseStream(1))
+    h.send(OpenStream(2, 0, time.monotonic()))
+    h.send(FinishUtterance(2))  # an empty utterance: answered at once, after the close was applied
+    frames_of_1 = len(first.compute_s)
     while True:
         msg = h.recv()
-        if msg[0] == "frames" and msg[1] == 1:
-            frames_of_1 += len(msg[3])
-        if msg[0] == "flushed":
-            assert msg[1] == 2 and msg[2] == 0
+        if isinstance(msg, FramesMade) and msg.sid == 1:
+            frames_of_1 += len(msg.compute_s)
+        if isinstance(msg, UtteranceDone):
+            assert msg.sid == 2 and msg.samples == 0
             break
     assert frames_of_1 < 3000
     assert not h.conn.poll(0.2), "frames kept coming after close"
@@ -197,13 +215,14 @@ def test_bad_mel_fails_only_that_stream(
     harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
 ) -> None:
     h = harness().start()
-    h.send("open", 1, 0, time.monotonic())
-    h.send("push", 1, np.full((4, 80), np.nan, np.float32))
+    h.send(OpenStream(1, 0, time.monotonic()))
+    h.send(PushMel(1, np.full((4, 80), np.nan, np.float32)))
     msg = h.recv()
-    assert msg[:3] == ("failed", 1, "input") and "non-finite" in msg[3]
-    h.send("open", 2, 0, time.monotonic())
-    h.send("push", 2, make_mel(5))
-    h.send("finish", 2)
+    assert isinstance(msg, StreamError) and (msg.sid, msg.kind) == (1, "input")
+    assert "non-finite" in msg.message
+    h.send(OpenStream(2, 0, time.monotonic()))
+    h.send(PushMel(2, make_mel(5)))
+    h.send(FinishUtterance(2))
     assert len(h.until_flushed(2)[0]) == 5 * 300 * 2
 
 
@@ -217,3 +236,24 @@ def test_worker_exits_when_the_parent_goes(harness: Callable[..., Harness]) -> N
 def test_step_measurement_is_positive(runtime: VocoderRuntime) -> None:
     us = measure_step_us(runtime, frames=5)
     assert 0 < us < 1000
+
+
+def test_a_stream_brings_its_own_synthesis_settings(
+    runtime: VocoderRuntime, harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
+    """OpenStream's synthesis settings reach that stream's runtime stream alone."""
+    mel = make_mel(12, seed=3)
+    settings = SynthesisConfig(pitch_postfilter=0.5, output_advance=40)
+    h = harness().start()
+    h.send(OpenStream(1, 5, time.monotonic(), settings.to_dict()))
+    h.send(PushMel(1, mel))
+    h.send(FinishUtterance(1))
+    own = h.until_flushed(1)[0]
+    h.send(OpenStream(2, 5, time.monotonic()))
+    h.send(PushMel(2, mel))
+    h.send(FinishUtterance(2))
+    plain = h.until_flushed(2)[0]
+    expected = b"".join(
+        float_to_pcm16(f) for f in runtime.generate(mel, seed=5, synthesis=settings)
+    )
+    assert own == expected and plain == reference_pcm(runtime, mel, seed=5) and own != plain

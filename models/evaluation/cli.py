@@ -1,0 +1,137 @@
+"""`sparrow eval`: its options and entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from models.dsp.features import SPEC
+from models.evaluation.evaluate import EvalError, evaluate, load_test_set
+from models.evaluation.report import (
+    format_band_lsd_table,
+    format_bias_table,
+    format_table,
+    format_voicing_table,
+    save_spectrograms,
+    write_quality_doc,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=DIR",
+        help="compiled model to score (repeatable); default trained=compiled/wavernn-slt and "
+        "untrained=compiled/wavernn-untrained",
+    )
+    parser.add_argument("--limit", type=int, default=8, help="held-out utterances to use (0 = all)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=4.0, help="crop each utterance (0 = whole)"
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="corpus split to score: `test` for reporting, `train` for tuning export knobs",
+    )
+    parser.add_argument("--no-griffin-lim", action="store_true")
+    parser.add_argument(
+        "--no-lpc-noise", action="store_true", help="skip the LPC + white noise baseline"
+    )
+    parser.add_argument(
+        "--no-noise-oracle",
+        action="store_true",
+        help="skip the yardstick of the original with its noise redrawn",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the summary (and per-model info) here"
+    )
+    parser.add_argument(
+        "--img-dir", type=Path, default=None, help="spectrogram PNGs (e.g. docs/img)"
+    )
+    parser.add_argument("--plots", type=int, default=2, help="utterances to plot")
+    parser.add_argument(
+        "--samples-dir",
+        type=Path,
+        default=None,
+        help="WAVs of a few utterances (e.g. docs/samples)",
+    )
+    parser.add_argument("--samples", type=int, default=2, help="utterances to save as WAV")
+    parser.add_argument(
+        "--doc", type=Path, default=None, help="write the Markdown report here (docs/quality.md)"
+    )
+
+
+def _parse_models(specs: list[str] | None) -> dict[str, Path]:
+    if not specs:
+        return {
+            "trained": Path("compiled/wavernn-slt"),
+            "untrained": Path("compiled/wavernn-untrained"),
+        }
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise EvalError(f"--model takes NAME=DIR, got {spec!r}")
+        out[name] = Path(path)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.runtime import ModelLoadError, VocoderRuntime
+
+    try:
+        utterances = load_test_set(
+            args.corpus, args.limit or None, args.max_seconds or None, args.split
+        )
+        systems: dict[str, object] = {}
+        manifests: dict[str, dict] = {}
+        for name, path in _parse_models(args.model).items():
+            rt = VocoderRuntime.load(path)
+            systems[name] = rt
+            manifests[f"{name}: {path}"] = {**rt.manifest, "_isa": rt.isa}
+    except (EvalError, ModelLoadError, OSError) as exc:
+        print(f"sparrow eval: {exc}", file=sys.stderr)
+        return 1
+    summary, audio = evaluate(
+        utterances,
+        systems,
+        griffin_lim_iters=None if args.no_griffin_lim else 32,
+        lpc_noise=not args.no_lpc_noise,
+        oracle=not args.no_noise_oracle,
+        seed=args.seed,
+    )
+    print(format_table(summary))
+    print(format_voicing_table(summary))
+    print(format_bias_table(summary))
+    print(format_band_lsd_table(summary))
+    plots, samples = [], []
+    for i, utt in enumerate(utterances):
+        if args.img_dir and i < args.plots:
+            p = args.img_dir / f"spectrogram-{utt.id}.png"
+            save_spectrograms(p, audio[utt.id], f"{utt.id}: {utt.text}")
+            plots.append(str(p))
+        if args.samples_dir and i < args.samples:
+            args.samples_dir.mkdir(parents=True, exist_ok=True)
+            for name, y in audio[utt.id].items():
+                p = args.samples_dir / f"{utt.id}-{name}.wav"
+                sf.write(p, np.clip(y, -1, 1), SPEC.sample_rate, subtype="PCM_16")
+                samples.append(str(p))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"summary": summary, "utterances": [u.id for u in utterances]}, indent=2)
+            + "\n"
+        )
+    if args.doc:
+        write_quality_doc(args.doc, summary, args, plots, samples, manifests)
+    return 0

@@ -1,0 +1,321 @@
+"""The load test's client: concurrent websocket / HTTP utterances against a running server, timed.
+
+Each stream is one utterance: open the websocket `/v1/stream` (or POST `/v1/synthesize` with
+`--http`), send a mel (the shipped sample, tiled to `--mel-frames`) or `--text`, and read the
+audio as it arrives. Per stream we measure
+
+- time to first audio (TTFA): connect start -> first PCM byte;
+- real-time factor: the server's figure from the `end` message (compute / audio) and the
+  client's wall figure ((last audio - first audio) / audio duration);
+- late frames: a listener starts playback `--buffer-ms` after the first audio (a jitter buffer);
+  a 300-sample frame is late if it arrives after the moment it should be played;
+- refusals (websocket close 1013, HTTP 429/503) and errors (anything else that is not success).
+
+Loops are always bounded: `--requests` utterances in total and/or `--duration` seconds, each
+utterance with a `--timeout`. The report goes to stdout (a table, or `--json`), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import numpy as np
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from models.dsp.features import SPEC
+from server.loadtest.report import Progress
+
+REFUSED_WS_CODES = {1013}
+REFUSED_HTTP_STATUS = {429, 503}
+_EPS_S = 1e-6  # float rounding slack when comparing arrival and playback times
+
+
+def mel_message(mel: np.ndarray) -> str:
+    """The compact websocket form: base64 float32 little-endian + shape."""
+    data = base64.b64encode(np.ascontiguousarray(mel, dtype="<f4").tobytes()).decode("ascii")
+    return json.dumps({"type": "mel", "data": data, "shape": list(mel.shape)})
+
+
+# --- measurement -------------------------------------------------------------------------------
+
+
+def count_late_frames(
+    arrivals: Sequence[tuple[float, int]],
+    buffer_s: float,
+    sample_rate: int = SPEC.sample_rate,
+    hop: int = SPEC.hop_length,
+) -> tuple[int, int]:
+    """Frames that arrive after their playback time, and all frames.
+
+    arrivals: (arrival time in s, samples in the message), in arrival order. Playback starts
+    `buffer_s` after the first arrival and runs at `sample_rate`; frame f (samples
+    [f * hop, (f + 1) * hop)) must have arrived by start + f * hop / sample_rate.
+    """
+    if not arrivals:
+        return 0, 0
+    start = arrivals[0][0] + buffer_s
+    position = 0  # samples received before this message
+    late = 0
+    for t, n in arrivals:
+        first_frame = position // hop
+        position += n
+        last_frame = (position - 1) // hop if n > 0 else first_frame - 1
+        for f in range(first_frame, last_frame + 1):
+            if t > start + f * hop / sample_rate + _EPS_S:
+                late += 1
+            else:
+                # Later frames of this message play even later: none of them is late.
+                break
+    total = math.ceil(position / hop)
+    return late, total
+
+
+@dataclass
+class StreamResult:
+    ok: bool = False
+    refused: bool = False
+    error: str | None = None
+    ttfa_s: float | None = None
+    samples: int = 0
+    wall_s: float = 0.0
+    server_rtf: float | None = None
+    client_rtf: float | None = None
+    late_frames: int = 0
+    frames: int = 0
+    arrivals: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+    def finish(self, t0: float, buffer_s: float) -> StreamResult:
+        self.wall_s = time.perf_counter() - t0
+        if self.arrivals:
+            self.ttfa_s = self.arrivals[0][0] - t0
+            self.late_frames, self.frames = count_late_frames(self.arrivals, buffer_s)
+            audio_s = self.samples / SPEC.sample_rate
+            if audio_s > 0:
+                self.client_rtf = (self.arrivals[-1][0] - self.arrivals[0][0]) / audio_s
+        return self
+
+
+@dataclass(frozen=True)
+class Plan:
+    url: str
+    streams: int
+    requests: int | None
+    duration: float | None
+    http: bool
+    mel: np.ndarray | None
+    text: str | None
+    api_key: str | None
+    voice: str | None
+    buffer_s: float
+    timeout: float
+    chunk_frames: int
+    retry_after_s: float = 1.0
+
+
+def _ws_url(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1/stream"):
+        path += "/v1/stream"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def _http_base(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
+    """One utterance over the websocket; never raises for server-side failures."""
+    res = StreamResult()
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(plan.timeout):
+            async with websockets.connect(
+                _ws_url(plan.url),
+                additional_headers=_auth_headers(plan.api_key),
+                max_size=None,
+                open_timeout=plan.timeout,
+                ping_interval=None,
+            ) as ws:
+                config: dict[str, Any] = {"type": "config", "seed": seed}
+                if plan.voice:
+                    config["voice"] = plan.voice
+                await ws.send(json.dumps(config))
+                if plan.mel is not None:
+                    for i in range(0, plan.mel.shape[0], plan.chunk_frames):
+                        await ws.send(mel_message(plan.mel[i : i + plan.chunk_frames]))
+                else:
+                    await ws.send(json.dumps({"type": "text", "text": plan.text}))
+                await ws.send(json.dumps({"type": "close"}))
+                async for msg in ws:
+                    if isinstance(msg, bytes):
+                        n = len(msg) // 2
+                        res.samples += n
+                        res.arrivals.append((time.perf_counter(), n))
+                        continue
+                    event = json.loads(msg)
+                    kind = event.get("type")
+                    if kind == "end":
+                        res.server_rtf = event.get("real_time_factor")
+                        res.ok = True
+                    elif kind == "error":
+                        res.error = str(event.get("message", "error"))
+                # The server closed the socket; its close code says why.
+                code = ws.close_code
+                if code in REFUSED_WS_CODES:
+                    res.refused, res.ok, res.error = True, False, None
+                elif code not in (1000, None) or not res.ok:
+                    res.ok = False
+                    res.error = res.error or f"closed {code} {ws.close_reason or ''}".strip()
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+        if code in REFUSED_WS_CODES:
+            res.refused, res.ok, res.error = True, False, None
+        else:
+            res.ok = False
+            res.error = f"closed {code} {exc.rcvd.reason if exc.rcvd else ''}".strip()
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in REFUSED_HTTP_STATUS:
+            res.refused = True
+        else:
+            res.error = f"handshake HTTP {status}"
+    except TimeoutError:
+        res.error = f"timeout after {plan.timeout:g} s"
+    except (OSError, InvalidHandshake) as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+    return res.finish(t0, plan.buffer_s)
+
+
+def _pcm_samples_in_wav_prefix(buf: bytes) -> int | None:
+    """Byte offset of PCM data in a RIFF/WAVE header, or None while the header is incomplete."""
+    if len(buf) < 12:
+        return None
+    if buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
+        return 0  # raw PCM
+    pos = 12
+    while pos + 8 <= len(buf):
+        cid, size = buf[pos : pos + 4], int.from_bytes(buf[pos + 4 : pos + 8], "little")
+        if cid == b"data":
+            return pos + 8
+        pos += 8 + size
+    return None
+
+
+async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> StreamResult:
+    """One utterance via POST /v1/synthesize (WAV, streamed); never raises for server failures."""
+    res = StreamResult()
+    body: dict[str, Any] = {"seed": seed, "format": "wav"}
+    if plan.mel is not None:
+        body["mel"] = np.round(plan.mel, 3).tolist()
+    else:
+        body["text"] = plan.text
+    if plan.voice and plan.text is not None:
+        body["voice"] = plan.voice  # voices belong to the text front end
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(plan.timeout):
+            async with client.stream(
+                "POST", "/v1/synthesize", json=body, headers=_auth_headers(plan.api_key)
+            ) as resp:
+                if resp.status_code in REFUSED_HTTP_STATUS:
+                    res.refused = True
+                    await resp.aread()
+                elif resp.status_code != 200:
+                    detail = (await resp.aread())[:200].decode("utf-8", "replace")
+                    res.error = f"HTTP {resp.status_code} {detail}"
+                else:
+                    header = b""
+                    offset: int | None = None
+                    async for chunk in resp.aiter_bytes():
+                        now = time.perf_counter()
+                        if offset is None:
+                            header += chunk
+                            offset = _pcm_samples_in_wav_prefix(header)
+                            if offset is None:
+                                continue
+                            chunk = header[offset:]
+                        n = len(chunk) // 2
+                        if n:
+                            res.samples += n
+                            res.arrivals.append((now, n))
+                    res.ok = res.samples > 0
+                    rtf = resp.headers.get("X-Real-Time-Factor")
+                    res.server_rtf = float(rtf) if rtf else None
+                    if not res.ok:
+                        res.error = "empty audio"
+    except TimeoutError:
+        res.error = f"timeout after {plan.timeout:g} s"
+    except httpx.HTTPError as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+    return res.finish(t0, plan.buffer_s)
+
+
+async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], float]:
+    """Run `plan.streams` concurrent slots until the request budget or the duration is spent."""
+    results: list[StreamResult] = []
+    started = 0
+    t0 = time.perf_counter()
+    deadline = t0 + plan.duration if plan.duration else None
+
+    def take() -> int | None:
+        nonlocal started
+        if plan.requests is not None and started >= plan.requests:
+            return None
+        if deadline is not None and time.perf_counter() >= deadline:
+            return None
+        started += 1
+        return started - 1
+
+    async with httpx.AsyncClient(
+        base_url=_http_base(plan.url),
+        timeout=plan.timeout,
+        limits=httpx.Limits(max_connections=plan.streams, max_keepalive_connections=plan.streams),
+    ) as client:
+
+        async def slot() -> None:
+            while (seed := take()) is not None:
+                if plan.http:
+                    res = await run_http_request(client, plan, seed)
+                else:
+                    res = await run_ws_stream(plan, seed)
+                results.append(res)
+                progress.add(res)
+                if res.refused:
+                    # As a client honouring the server's Retry-After would, instead of a storm of
+                    # refused connects that eats the very core being measured. Never past the
+                    # deadline: the run ends on time.
+                    wait = plan.retry_after_s
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - time.perf_counter()))
+                    await asyncio.sleep(wait)
+
+        async def ticker() -> None:
+            while True:
+                progress.draw()
+                await asyncio.sleep(0.25)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            await asyncio.gather(*(slot() for _ in range(plan.streams)))
+        finally:
+            tick.cancel()
+            progress.draw(final=True)
+    return results, time.perf_counter() - t0

@@ -1,0 +1,112 @@
+"""Admission control: how many real-time streams each core takes, which core a stream goes to,
+and how that capacity follows late frames.
+
+A stream is admitted to the least-loaded worker below its capacity
+(`floor(headroom * US_PER_SAMPLE_BUDGET / measured µs per sample)`, capped by `max_streams`) and
+stays there, since its recurrent state lives in that process.
+
+The start-up measurement sees an idle core; serving costs more (the server's own I/O, other
+processes, cache pressure), so capacity also follows the outcome that matters: when a worker's
+frames go late, its capacity drops by one stream (at most once per `recovery_s / 6`, since frames
+already queued were computed under the old load; admitted streams go on, new ones go elsewhere
+or are refused), and after `recovery_s` without late frames it climbs back by one stream per
+`recovery_s`, never above the measured figure.
+
+Pure decisions over the pool's worker records; the pool applies them (metrics, logs, waking
+waiters).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+from models.dsp.features import US_PER_SAMPLE_BUDGET
+from server.errors import NoCapacity, NotReady
+
+logger = logging.getLogger(__name__)
+
+
+class Slot(Protocol):
+    """What admission reads of a worker (server/workers/pool.py's record)."""
+
+    core: int
+    state: str
+    capacity: int
+    measured_capacity: int
+    changed_at: float
+    cut_at: float
+    streams: dict[int, Any]
+
+
+S = TypeVar("S", bound=Slot)
+
+
+class Refused(Exception):
+    """A stream not admitted: `reason` labels the refusal metric, `error` goes to the client."""
+
+    def __init__(self, reason: str, error: Exception) -> None:
+        super().__init__(str(error))
+        self.reason = reason
+        self.error = error
+
+
+def capacity_for(us_per_sample: float, headroom: float, max_streams: int | None) -> int:
+    """Real-time streams a core admits: floor(headroom * 40 µs / measured µs), at least 1."""
+    cap = math.floor(headroom * US_PER_SAMPLE_BUDGET / max(us_per_sample, 1e-3))
+    if cap < 1:
+        logger.warning(
+            "%.1f µs/sample is slower than real time with headroom %.2f; admitting 1 stream per "
+            "worker anyway (its frames will be late)",
+            us_per_sample,
+            headroom,
+        )
+        cap = 1
+    return min(cap, max_streams) if max_streams else cap
+
+
+def pick_worker(workers: Sequence[S], *, closing: bool, fatal_error: str | None) -> S:
+    """The least-loaded ready worker with room; Refused (NotReady / NoCapacity) otherwise."""
+    if closing:
+        raise Refused("draining", NotReady("the server is shutting down and takes no new streams"))
+    ready = [w for w in workers if w.state == "ready"]
+    if not ready:
+        raise Refused(
+            "not_ready", NotReady(fatal_error or "workers are still starting; retry shortly")
+        )
+    open_ = [w for w in ready if len(w.streams) < w.capacity]
+    if not open_:
+        total = sum(w.capacity for w in ready)
+        raise Refused(
+            "capacity",
+            NoCapacity(
+                f"all {len(ready)} workers are at capacity ({total} real-time streams); retry later"
+            ),
+        )
+    return min(open_, key=lambda x: (len(x.streams) / x.capacity, len(x.streams)))
+
+
+def capacity_after_late(w: Slot, now: float, *, adaptive: bool, recovery_s: float) -> int | None:
+    """The capacity a worker whose frames just went late drops to, or None to keep it. Records
+    the late frame (recovery waits from it) and the cut."""
+    w.changed_at = now
+    if not adaptive or w.state != "ready" or now - w.cut_at < recovery_s / 6:
+        return None
+    # One stream at a time: late reports trail the load that caused them (a backlog drains
+    # slowly, and streams ending together report at once), so cutting to "streams held - 1"
+    # collapses capacity to 1 in a load test. Not below one: a lone late stream is the core's
+    # speed, not its load (capacity_for warns about that).
+    if w.capacity <= 1:
+        return None
+    w.cut_at = now
+    return w.capacity - 1
+
+
+def capacity_after_quiet(w: Slot, now: float, *, recovery_s: float) -> int | None:
+    """One stream more for a worker cut below its measured capacity that has gone `recovery_s`
+    without late frames, or None."""
+    if w.state == "ready" and w.capacity < w.measured_capacity and now - w.changed_at >= recovery_s:
+        return w.capacity + 1
+    return None
