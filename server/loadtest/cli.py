@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 from models.sample_mel import SampleMelError, load_sample_mel, tile_mel
-from server.loadtest.client import Plan, run_load
+from server.loadtest.attacks import AttackPlan, AttackReport, format_report, run_attacks
+from server.loadtest.client import Plan, StreamResult, run_load
 from server.loadtest.report import Progress, format_table, summarize
 from server.loadtest.sample import write_sample_mel
 
@@ -60,6 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send the shipped sample mel tiled to this many frames (80 per second)",
     )
     src.add_argument("--text", default=None, help="send this text (server needs Festival)")
+    parser.add_argument(
+        "--openai",
+        default=None,
+        metavar="FORMAT",
+        choices=["mp3", "opus", "aac", "flac", "wav", "pcm"],
+        help="POST --text to /v1/audio/speech in this response_format; TTFA is the first byte",
+    )
+    parser.add_argument(
+        "--attack",
+        action="store_true",
+        help="run hostile clients beside the streams (big bodies, idle sockets, slow senders) "
+        "and report /healthz latency",
+    )
     parser.add_argument("--voice", default=None, help="voice id (see GET /v1/voices)")
     parser.add_argument("--api-key", default=None, help="API key (sent as Authorization: Bearer)")
     parser.add_argument(
@@ -102,6 +116,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise LoadtestError("--buffer-ms must not be negative")
     if args.retry_after < 0:
         raise LoadtestError("--retry-after must not be negative")
+    if args.openai is not None and args.text is None:
+        raise LoadtestError("--openai needs --text: the OpenAI route speaks text")
     requests = args.requests
     if requests is None and args.duration is None:
         requests = args.streams
@@ -124,6 +140,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         timeout=args.timeout,
         chunk_frames=args.chunk_frames,
         retry_after_s=args.retry_after,
+        openai_format=args.openai,
     )
 
 
@@ -140,12 +157,37 @@ def run(args: argparse.Namespace) -> int:
     # One INFO line per request from httpx would bury the progress bar.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     progress = Progress(not args.no_progress, plan.requests, plan.duration)
-    results, wall = asyncio.run(run_load(plan, progress))
+    attack = AttackPlan(plan.url, plan.api_key) if args.attack else None
+    results, wall, attacked = asyncio.run(_run(plan, progress, attack))
     summary = summarize(results, plan, wall)
-    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    if attacked is not None:
+        summary["attack"] = attacked.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_table(summary))
+        if attacked is not None:
+            print(format_report(summary["attack"]))
     if summary["ok"] == 0 and summary["refused"] == 0:
         return 1  # nothing got through at all: the server is down or the request is wrong
     return 1 if summary["errors"] else 0
+
+
+async def _run(
+    plan: Plan, progress: Progress, attack: AttackPlan | None
+) -> tuple[list[StreamResult], float, AttackReport | None]:
+    """The load, with the attackers beside it for as long as it runs when `attack` is given."""
+    if attack is None:
+        results, wall = await run_load(plan, progress)
+        return results, wall, None
+    stop = asyncio.Event()
+    attackers = asyncio.ensure_future(run_attacks(attack, stop))
+    await asyncio.sleep(2.0)  # the attack is under way before the first stream starts
+    try:
+        results, wall = await run_load(plan, progress)
+    finally:
+        stop.set()
+    return results, wall, await attackers
 
 
 if __name__ == "__main__":  # pragma: no cover

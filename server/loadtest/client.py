@@ -120,6 +120,7 @@ class Plan:
     timeout: float
     chunk_frames: int
     retry_after_s: float = 1.0
+    openai_format: str | None = None  # POST /v1/audio/speech with this response_format
 
 
 def _ws_url(url: str) -> str:
@@ -268,6 +269,46 @@ async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> 
     return res.finish(t0, plan.buffer_s)
 
 
+async def run_openai_request(client: httpx.AsyncClient, plan: Plan) -> StreamResult:
+    """One text via POST /v1/audio/speech in `plan.openai_format`, read as it streams. TTFA is
+    the first body byte; for `pcm` every frame's arrival counts (late frames), for the encoded
+    formats only the first byte and the total (their sample count needs a decoder)."""
+    res = StreamResult()
+    body = {"model": "tts-1", "input": plan.text, "response_format": plan.openai_format}
+    if plan.voice:
+        body["voice"] = plan.voice
+    pcm = plan.openai_format == "pcm"
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(plan.timeout):
+            async with client.stream(
+                "POST", "/v1/audio/speech", json=body, headers=_auth_headers(plan.api_key)
+            ) as resp:
+                if resp.status_code in REFUSED_HTTP_STATUS:
+                    res.refused = True
+                    await resp.aread()
+                elif resp.status_code != 200:
+                    detail = (await resp.aread())[:200].decode("utf-8", "replace")
+                    res.error = f"HTTP {resp.status_code} {detail}"
+                else:
+                    got = 0
+                    async for chunk in resp.aiter_bytes():
+                        now = time.perf_counter()
+                        got += len(chunk)
+                        n = len(chunk) // 2 if pcm else 0
+                        if pcm or not res.arrivals:
+                            res.arrivals.append((now, n))
+                            res.samples += n
+                    res.ok = got > 0
+                    if not res.ok:
+                        res.error = "empty audio"
+    except TimeoutError:
+        res.error = f"timeout after {plan.timeout:g} s"
+    except httpx.HTTPError as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+    return res.finish(t0, plan.buffer_s)
+
+
 async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], float]:
     """Run `plan.streams` concurrent slots until the request budget or the duration is spent."""
     results: list[StreamResult] = []
@@ -292,7 +333,9 @@ async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], 
 
         async def slot() -> None:
             while (seed := take()) is not None:
-                if plan.http:
+                if plan.openai_format is not None:
+                    res = await run_openai_request(client, plan)
+                elif plan.http:
                     res = await run_http_request(client, plan, seed)
                 else:
                     res = await run_ws_stream(plan, seed)

@@ -75,7 +75,11 @@ def summarize(results: Sequence[StreamResult], plan: Plan, wall_s: float) -> dic
     audio_s = sum(r.samples for r in ok) / SPEC.sample_rate
     return {
         "url": plan.url,
-        "mode": "http" if plan.http else "websocket",
+        "mode": (
+            f"openai {plan.openai_format}"
+            if plan.openai_format
+            else ("http" if plan.http else "websocket")
+        ),
         "concurrency": plan.streams,
         "buffer_ms": plan.buffer_s * 1000.0,
         "streams": len(results),

@@ -238,3 +238,56 @@ def test_api_key(live_server_factory, capsys: pytest.CaptureFixture[str]) -> Non
         "k-123",
     )
     assert rc == 0 and s["ok"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "pcm"])
+def test_openai_mode_times_the_first_byte(
+    live, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, s = _run_json(
+        capsys,
+        "--url",
+        live.url,
+        "--openai",
+        fmt,
+        "--text",
+        "Hello there. This is a test.",
+        "--streams",
+        "1",
+        "--requests",
+        "2",
+    )
+    assert rc == 0, s
+    assert s["mode"] == f"openai {fmt}" and s["ok"] == 2 and s["ttfa_ms"]["p50"] > 0
+    if fmt == "pcm":
+        assert s["audio_s"] > 1.0 and s["frames"] > 0
+    assert loadtest.run(_args("--openai", "mp3")) == 2  # the OpenAI route needs --text
+    assert "--text" in capsys.readouterr().err
+
+
+def test_attack_mode_reports_health_under_attack(
+    live_server_factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A short attack beside two streams: the report counts probes and each attacker's outcomes
+    (no latency asserted: that is the printed figure)."""
+    server = live_server_factory(api_key="k", header_timeout_s=1.0)
+    rc, s = _run_json(
+        capsys,
+        "--url",
+        server.url,
+        "--api-key",
+        "k",
+        "--attack",
+        "--streams",
+        "2",
+        "--requests",
+        "2",
+        "--mel-frames",
+        "400",
+    )
+    assert rc == 0, s
+    attack = s["attack"]
+    assert attack["healthz_probes"] >= 3 and attack["healthz_failures"] == 0
+    assert attack["attackers"]["big body, no key"].get("401", 0) >= 1
+    assert "connected" in attack["attackers"]["idle socket"]
+    assert attack["attackers"]["slow sender"].get("closed by server", 0) >= 1
