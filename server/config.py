@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     capacity_recovery_s: float = Field(
         30.0,
         ge=0.0,
-        description="late frames lower a worker's capacity to its streams minus one; it rises by "
-        "one per this many seconds without late frames (0: capacity stays as measured)",
+        description="late frames lower a worker's capacity by one stream (at most once per a "
+        "sixth of this); it rises by one per this many seconds without late frames (0: "
+        "capacity stays as measured)",
     )
     initial_buffer_s: float = Field(
         0.1, ge=0.0, le=10.0, description="playback buffer allowed before a frame counts as late"
