@@ -14,7 +14,8 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.config import Settings
-from server.errors import Unauthorized, error_response
+from server.errors import Unauthorized
+from server.limits import refuse_unread
 
 PUBLIC_PATHS = frozenset(
     {"/", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"}
@@ -63,6 +64,6 @@ class ApiKeyMiddleware:
             try:
                 check_api_key(HTTPConnection(scope), self.settings)
             except Unauthorized as exc:
-                await error_response(exc)(scope, receive, send)
+                await refuse_unread(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -40,7 +41,7 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(InputTooLarge(self._message(int(declared)), "body"))(
+            await refuse_unread(InputTooLarge(self._message(int(declared)), "body"))(
                 scope, receive, send
             )
             return
@@ -72,6 +73,15 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def refuse_unread(exc: BaseException) -> Response:
+    """An error answered before the request's body was read, closing the connection after it:
+    otherwise the server keeps reading (and throwing away) the rest of a body it refused, on its
+    event loop, for as long as the client cares to send it."""
+    response = error_response(exc)
+    response.headers["connection"] = "close"
+    return response
 
 
 class TrailingSlashMiddleware:
