@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from models.dsp.features import MelInputError
 from models.frontend.festival_frontend import (
@@ -173,6 +174,8 @@ def map_error(exc: BaseException) -> Mapped:
         return Mapped(
             500, "server_error", "text_frontend_failed", f"text front end failed: {exc}", None, 1011
         )
+    if isinstance(exc, ClientDisconnect):  # left while sending its body: nobody to answer
+        return Mapped(499, "invalid_request_error", "client_disconnected", str(exc), None, 1000)
     if isinstance(exc, ValueError):
         # A ValueError from core code is a bad input we did not anticipate: never a 500.
         return Mapped(400, "invalid_request_error", "invalid_value", str(exc), None, 1007)

@@ -288,6 +288,9 @@ def test_attack_mode_reports_health_under_attack(
     assert rc == 0, s
     attack = s["attack"]
     assert attack["healthz_probes"] >= 3 and attack["healthz_failures"] == 0
-    assert attack["attackers"]["big body, no key"].get("401", 0) >= 1
+    # refused unread: a 401, or the connection closed under the upload (Connection: close)
+    no_key = attack["attackers"]["big body, no key"]
+    assert sum(no_key.values()) >= 1
+    assert set(no_key) <= {"401", "ReadError", "WriteError", "RemoteProtocolError"}, no_key
     assert "connected" in attack["attackers"]["idle socket"]
     assert attack["attackers"]["slow sender"].get("closed by server", 0) >= 1
