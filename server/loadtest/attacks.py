@@ -1,8 +1,10 @@
 """`sparrow loadtest --attack`: hostile clients beside the real streams, and what they cost.
 
 While the load test's streams run, three kinds of attacker hit the same server on loopback:
-- big bodies: clients POSTing ~7.5 MiB JSON mel lists to /v1/synthesize in a loop, half of them
-  without the API key (those must be refused before the body is read);
+- big bodies: clients POSTing ~7.4 MiB JSON mel lists (12,288 frames) to /v1/synthesize in a
+  loop; half without the API key (refused before the body is read: 401 and the connection
+  closed), half with it (read and decoded off the event loop, then refused for passing
+  `max_mel_frames`: 413), so they cost the server parsing but no vocoder time;
 - idle sockets: websockets that connect and never send;
 - slow senders: TCP connections that drip a request's headers a byte at a time.
 A prober times GET /healthz every 50 ms. The report gives /healthz's latency percentiles (the
@@ -61,7 +63,7 @@ class AttackReport:
 
 def big_body() -> bytes:
     """A JSON body just under the default 8 MiB limit (so it is read and decoded, not refused
-    for its size): a mel list of about 10,000 frames."""
+    for its size): a mel list of about 12,000 frames."""
     rng = np.random.default_rng(0)
     mel = np.round(rng.uniform(-9.0, -1.0, (BIG_BODY_BYTES // (80 * 8), 80)), 3)
     body = json.dumps({"mel": mel.tolist()}).encode()
