@@ -121,10 +121,9 @@ async def _idle_socket(
             async with connect(ws_url, open_timeout=10, additional_headers=headers) as ws:
                 tally["connected"] += 1
                 try:
-                    while not stop.is_set():
-                        await asyncio.wait_for(ws.recv(), timeout=1.0)
-                except TimeoutError:
-                    continue
+                    async for _ in ws:  # `start`, then nothing until the server closes it
+                        pass
+                    tally[f"closed {ws.close_code}"] += 1
                 except ConnectionClosed:
                     tally[f"closed {ws.close_code}"] += 1
         except (OSError, InvalidStatus, TimeoutError) as exc:
