@@ -237,8 +237,12 @@ async def test_idle_sockets_hold_no_slot_and_are_capped_per_client(
     finally:
         for ws in idle:
             await ws.close()
-    events, _, code, _ = await ws_session(live.ws_url, [{"type": "close"}])
-    assert code == 1000 and events[-1]["type"] == "end"  # places come back when sockets close
+    for _ in range(100):  # places come back once the server has seen the sockets close
+        events, _, code, _ = await ws_session(live.ws_url, [{"type": "close"}])
+        if code != 1013:
+            break
+        await asyncio.sleep(0.05)
+    assert code == 1000 and events[-1]["type"] == "end"
 
 
 @pytest.mark.anyio
