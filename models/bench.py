@@ -347,8 +347,10 @@ def format_table(report: dict[str, Any]) -> str:
         f"cpu {report['cpu']} [{' '.join(report['cpu_flags'])}], pinned to core {report['core']}",
         f"budget {report['budget_us_per_sample']:.0f} us/sample (real time)",
         "",
-        f"{'engine':<30}{'min us/sample':>14}{'median':>10}{'of budget':>11}"
-        f"{'RT streams':>12}{'x slower':>10}",
+        (
+            f"{'engine':<30}{'min us/sample':>14}{'median':>10}{'of budget':>11}"
+            f"{'RT streams':>12}{'x slower':>10}"
+        ),
     ]
     for r in report["results"]:
         lines.append(
