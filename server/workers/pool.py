@@ -82,7 +82,10 @@ class WorkerPool:
         measure_frames: int = 20,
         adaptive: bool = True,
         recovery_s: float = 30.0,
+        synthesis: SynthesisConfig | None = None,
     ) -> None:
+        """`synthesis`: the server's synthesis settings in place of the voice's own (a stream may
+        still bring its own to open_stream); None keeps the artefact's."""
         if not cores:
             raise ValueError("the pool needs at least one core")
         self.model_dir = model_dir
@@ -95,6 +98,7 @@ class WorkerPool:
         self.measure_frames = measure_frames
         self.adaptive = adaptive
         self.recovery_s = recovery_s
+        self.synthesis = synthesis
         self.workers = [WorkerSlot(core=c) for c in self.cores]
         self.model_info: dict[str, Any] = {}
         self.sample_rate = SPEC.sample_rate
@@ -249,6 +253,7 @@ class WorkerPool:
             str(self.cache_dir) if self.cache_dir else None,
             self.initial_buffer_s,
             self.measure_frames,
+            self.synthesis.to_dict() if self.synthesis is not None else None,
         )
         # The first start waits for the forkserver to import the runtime (seconds).
         proc, conn = await asyncio.to_thread(start_process, self._ctx, w.core, args)
