@@ -102,6 +102,7 @@ def build_artifact(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `sparrow compile`: a flat list, one call per option, long by nature."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--weights", type=Path, help="weights.npz exported by `sparrow train --export`"

@@ -21,9 +21,12 @@ import numpy as np
 from scipy.signal import lfilter, lfiltic
 
 from models.dsp.features import SPEC, MelSpec, mel_filterbank
-from models.vocoder.config import VocoderConfig
 
 DEFAULT_ORDER = 24  # poles: 24 kHz speech keeps ~12 formant pairs below Nyquist
+NOISE_FLOOR = 1e-3
+"""White-noise correction of the fit (r[0] *= 1 + floor): it fills the envelope's valleys and
+tempers its sharpest resonances; with 1e-4 the predictor can ring at a 30-40 dB low resonance in a
+slow utterance until sampling runs away to full scale, with 1e-3 it does not."""
 LAG_WINDOW_HZ = 60.0  # Gaussian lag window: widens sharp peaks so the fit stays well conditioned
 
 
@@ -56,7 +59,7 @@ def lpc_from_mel(
     order: int = DEFAULT_ORDER,
     preemphasis: float = 0.0,
     spec: MelSpec = SPEC,
-    noise_floor: float = VocoderConfig.lpc_noise_floor,
+    noise_floor: float = NOISE_FLOOR,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All-pole fit of every frame: (A [N, P + 1] with A[:, 0] = 1, error power [N]).
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from models.dsp.features import SPEC
+from models.dsp.lpc import NOISE_FLOOR
 
 MAX_CLIP_RETRIES = 8  # each redraw costs a frame's compute: beyond a few, real time is at risk
 
@@ -56,10 +57,8 @@ class NetConfig:
     # fitted to its mel (models/dsp/lpc.py); the sample is p[n] + e[n]. The spectral envelope then
     # comes from the features and the sampling noise is shaped like it. 0 turns it off.
     lpc_order: int = 0
-    # White-noise correction of the LPC fit (r[0] *= 1 + floor): it fills the envelope's valleys
-    # and tempers its sharpest resonances. With 1e-4 the predictor can ring at a 30-40 dB low
-    # resonance in a slow utterance until sampling runs away to full scale; 1e-3 does not.
-    lpc_noise_floor: float = 1e-3
+    # White-noise correction of the LPC fit (models/dsp/lpc.NOISE_FLOOR says why 1e-3).
+    lpc_noise_floor: float = NOISE_FLOOR
 
     # Block sparsity of W_hh, FC1 and FC2 (FC2 dense measured ~1.8x slower per sample).
     density: float = 0.10

@@ -1,9 +1,12 @@
-"""Numpy reference of the vocoder's exact math: the single source of truth.
+"""Numpy reference of the vocoder's exact math, the single source of truth: one frame (run_frame,
+with the one GRU step gate_inputs + gru_step), whole utterances (vocode, through the post-kernel
+chain of models/vocoder/chain.py) and teacher forcing (training checks).
 
-The TVM kernel (models/kernel/frame.py), the torch training model (models/train/wavernn.py) and the
-tests are
-all checked against these functions. Everything is float32, and the fast exp/tanh approximations
-are the ones the kernel uses, written with the same constants and the same order of operations.
+The TVM kernel (models/kernel/frame.py), the torch training model (models/train/wavernn.py) and
+the tests are all checked against it. Everything is float32, and the fast exp/tanh approximations
+(models/vocoder/fastmath.py) are the ones the kernel uses, with the same constants and the same
+order of operations; int8 matvecs are models/vocoder/quantize.py's, the conditioning network
+models/vocoder/conditioning.py's.
 
 Shapes: H = hidden_size, F = fc_size, C = cond_size, K = 256 classes, T = hop_length.
 """

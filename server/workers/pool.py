@@ -7,7 +7,7 @@ late frames come and go) is server/workers/admission.py; a stream's server side 
 server/workers/handle.py.
 
 When a worker dies its streams fail at once with `WorkerDied`, the others go on, and a new process
-is started for the core.
+is started for the core (server/workers/supervisor.py).
 
 Processes come from a forkserver that has imported the runtime (and TVM) once, so starting or
 restarting a worker costs a fork, not a multi-second import, and no worker is forked from the
@@ -20,7 +20,6 @@ import asyncio
 import itertools
 import logging
 import multiprocessing as mp
-import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from models.dsp.features import SPEC, MelInputError
 from models.vocoder.config import SynthesisConfig
-from server.errors import NotReady, StreamFailed, WorkerDied
+from server.errors import NotReady, StreamFailed
 from server.metrics import Metrics
 from server.workers.admission import (
     Refused,
@@ -51,11 +50,9 @@ from server.workers.messages import (
 )
 from server.workers.process import (
     WorkerSlot,
-    join_process,
-    serve_pipe,
     slot_status,
-    start_process,
 )
+from server.workers.supervisor import Supervision
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +63,7 @@ __all__ = ["Flushed", "StreamHandle", "WorkerPool"]
 _PRELOAD = ["server.workers.worker", "models.runtime"]
 
 
-class WorkerPool:
+class WorkerPool(Supervision):
     """Starts, supervises and stops the per-core workers; admits streams to them."""
 
     def __init__(
@@ -82,7 +79,10 @@ class WorkerPool:
         measure_frames: int = 20,
         adaptive: bool = True,
         recovery_s: float = 30.0,
+        synthesis: SynthesisConfig | None = None,
     ) -> None:
+        """`synthesis`: the server's synthesis settings in place of the voice's own (a stream may
+        still bring its own to open_stream); None keeps the artefact's."""
         if not cores:
             raise ValueError("the pool needs at least one core")
         self.model_dir = model_dir
@@ -95,6 +95,7 @@ class WorkerPool:
         self.measure_frames = measure_frames
         self.adaptive = adaptive
         self.recovery_s = recovery_s
+        self.synthesis = synthesis
         self.workers = [WorkerSlot(core=c) for c in self.cores]
         self.model_info: dict[str, Any] = {}
         self.sample_rate = SPEC.sample_rate
@@ -216,57 +217,6 @@ class WorkerPool:
     def worker_status(self) -> list[dict[str, Any]]:
         return [slot_status(w) for w in self.workers]
 
-    # --- processes -----------------------------------------------------------------------------
-
-    def _spawn_later(self, w: WorkerSlot, delay: float) -> None:
-        async def _go() -> None:
-            if delay:
-                assert self._stop_event is not None
-                try:
-                    await asyncio.wait_for(self._stop_event.wait(), delay)
-                except TimeoutError:
-                    pass
-            if self._stopping:
-                return
-            try:
-                await self._spawn(w)
-            except Exception as exc:  # noqa: BLE001 - e.g. fork failed: treat as a dead worker and retry
-                logger.error("could not start worker for core %d: %s", w.core, exc)
-                self._schedule_restart(w, str(exc))
-
-        task = asyncio.ensure_future(_go())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _spawn(self, w: WorkerSlot) -> None:
-        """Start the process and its two pipe threads (the fork itself runs off the event loop)."""
-        w.generation += 1
-        gen = w.generation
-        w.state, w.error, w.outbox = "starting", None, queue.SimpleQueue()
-        args = (
-            w.core,
-            str(self.model_dir),
-            str(self.cache_dir) if self.cache_dir else None,
-            self.initial_buffer_s,
-            self.measure_frames,
-        )
-        # The first start waits for the forkserver to import the runtime (seconds).
-        proc, conn = await asyncio.to_thread(start_process, self._ctx, w.core, args)
-        w.proc, w.conn, w.pid = proc, conn, proc.pid
-        loop = self._loop
-        assert loop is not None
-        serve_pipe(
-            w.core,
-            conn,
-            w.outbox,
-            lambda msg: loop.call_soon_threadsafe(self._on_message, w, gen, msg),
-            lambda: loop.call_soon_threadsafe(self._on_exit, w, gen),
-        )
-        logger.info("worker for core %d started (pid %d)", w.core, proc.pid)
-
-    def _join(self, w: WorkerSlot, timeout: float) -> None:
-        join_process(w.proc, w.conn, w.core, timeout)
-
     def _send(self, w: WorkerSlot, msg: Command) -> None:
         w.outbox.put(msg)
 
@@ -379,55 +329,3 @@ class WorkerPool:
             now = time.monotonic()
             for w in self.workers:
                 self._recover_one(w, now)
-
-    def _on_load_error(self, w: WorkerSlot, message: str) -> None:
-        w.error = message
-        if w.restarts == 0 and w.ready_at == 0.0:
-            # The model does not load at all: a configuration error, not a crash to retry.
-            w.state = "failed"
-            self.fatal_error = (
-                f"worker for core {w.core} could not load {self.model_dir}: {message}"
-            )
-            logger.error("%s", self.fatal_error)
-            self._notify()
-            if self.on_fatal is not None:
-                self.on_fatal(self.fatal_error)
-        else:
-            logger.error("worker for core %d failed to reload the model: %s", w.core, message)
-
-    def _on_exit(self, w: WorkerSlot, gen: int) -> None:
-        if gen != w.generation or self._stopping or w.state in ("stopped", "failed"):
-            return
-        code = w.proc.exitcode if w.proc is not None else None
-        streams = list(w.streams.values())
-        logger.error(
-            "worker for core %d (pid %s) died (exit code %s); failing its %d streams and "
-            "restarting",
-            w.core,
-            w.pid,
-            code,
-            len(streams),
-        )
-        for h in streams:
-            h.fail(WorkerDied(f"the worker on core {w.core} died while computing this stream"))
-        # Their state died with the process: the slots are free for the restarted worker.
-        w.streams.clear()
-        self.metrics.streams_in_flight.labels(core=str(w.core)).set(0)
-        w.state = "dead"
-        w.capacity = 0
-        self.metrics.worker_restarts.labels(core=str(w.core)).inc()
-        self._schedule_restart(w, f"exit code {code}")
-        self._notify()
-
-    def _schedule_restart(self, w: WorkerSlot, why: str) -> None:
-        w.restarts += 1
-        w.state = "dead"
-        w.error = why
-        # Back off only when it keeps dying right after starting (a crash loop).
-        if w.ready_at and time.monotonic() - w.ready_at > 30.0:
-            w.backoff_s = 0.0
-        else:
-            w.backoff_s = min(30.0, max(0.25, w.backoff_s * 2))
-        if w.conn is not None:
-            w.outbox.put(None)
-        self._spawn_later(w, w.backoff_s if w.restarts > 1 else 0.0)

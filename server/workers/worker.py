@@ -287,6 +287,7 @@ def worker_main(
     cache_dir: str | None,
     initial_buffer_s: float,
     measure_frames: int,
+    synthesis: dict[str, Any] | None,
     conn: Connection,
 ) -> None:
     """Process entry point: pin, load, measure, report, then serve streams until told to stop."""
@@ -300,6 +301,8 @@ def worker_main(
         from models.runtime import VocoderRuntime
 
         rt = VocoderRuntime.load(model_dir, cache_dir=cache_dir)
+        if synthesis is not None:  # the server's settings in place of the voice's own
+            rt = rt.with_synthesis(SynthesisConfig.from_dict(synthesis))
         kernel_us = float(rt.measure_us_per_sample(frames=measure_frames))
         step_us = measure_step_us(rt, measure_frames)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides (fail start-up or retry)

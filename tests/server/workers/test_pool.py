@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from models.dsp.features import MelInputError
 from models.runtime import VocoderRuntime
+from models.vocoder.config import SynthesisConfig
 from server.audio import float_to_pcm16
 from server.errors import NoCapacity, NotReady, WorkerDied, map_error
 from server.metrics import Metrics
@@ -274,3 +275,31 @@ async def test_drain_gives_up_after_its_timeout(pool: WorkerPool) -> None:
     h = pool.open_stream()
     assert await pool.drain(timeout=0.2) is False
     h.close()
+
+
+async def test_server_and_stream_synthesis_settings_need_no_recompiling(
+    tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
+) -> None:
+    """A pool given synthesis settings runs its workers with them (the artefact untouched), and
+    a stream may bring its own on top."""
+    server_wide = SynthesisConfig(pitch_postfilter=0.5, output_advance=40)
+    own = SynthesisConfig(envelope_passes=1)
+    mel = make_mel(12, seed=2)
+    rt = VocoderRuntime.load(tiny_model_dir)
+
+    def expected(s: SynthesisConfig | None) -> bytes:
+        return b"".join(float_to_pcm16(f) for f in rt.generate(mel, seed=3, synthesis=s))
+
+    pool = await started(make_pool(tiny_model_dir, cores=CORES[:1], synthesis=server_wide))
+    try:
+        assert pool.model_info["config"]["pitch_postfilter"] == 0.5
+        handles = [pool.open_stream(seed=3), pool.open_stream(seed=3, synthesis=own)]
+        for h in handles:
+            h.push(mel)
+            h.finish()
+        got = [await read_utterance(h) for h in handles]
+        for h in handles:
+            h.close()
+    finally:
+        await pool.stop()
+    assert got == [expected(server_wide), expected(own)] and got[0] != expected(None)
