@@ -23,6 +23,7 @@ import base64
 import json
 import logging
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -166,11 +167,12 @@ class StreamResult:
     late_frames: int = 0
     frames: int = 0
     arrivals: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    t_text_ready: float | None = None  # --tokens-ms: when the first sentence's end was sent
 
     def finish(self, t0: float, buffer_s: float) -> StreamResult:
         self.wall_s = time.perf_counter() - t0
         if self.arrivals:
-            self.ttfa_s = self.arrivals[0][0] - t0
+            self.ttfa_s = self.arrivals[0][0] - (self.t_text_ready or t0)
             self.late_frames, self.frames = count_late_frames(self.arrivals, buffer_s)
             audio_s = self.samples / SAMPLE_RATE
             if audio_s > 0:
@@ -193,6 +195,7 @@ class Plan:
     timeout: float
     chunk_frames: int
     retry_after_s: float = 1.0
+    tokens_ms: float | None = None
 
 
 def _ws_url(url: str) -> str:
@@ -234,6 +237,8 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
                 if plan.mel is not None:
                     for i in range(0, plan.mel.shape[0], plan.chunk_frames):
                         await ws.send(mel_message(plan.mel[i : i + plan.chunk_frames]))
+                elif plan.tokens_ms is not None:
+                    res.t_text_ready = await send_tokens(ws, plan.text or "", plan.tokens_ms)
                 else:
                     await ws.send(json.dumps({"type": "text", "text": plan.text}))
                 await ws.send(json.dumps({"type": "close"}))
@@ -275,6 +280,21 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
     except (OSError, InvalidHandshake) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
     return res.finish(t0, plan.buffer_s)
+
+
+async def send_tokens(ws: Any, text: str, interval_ms: float) -> float:
+    """Send `text` a word at a time (" word" tokens, as an LLM streams), `interval_ms` apart;
+    return when the token that makes the first sentence's end known (the one after its `.`,
+    `!` or `?`: the server needs the following space) was sent."""
+    tokens = re.findall(r"\s*\S+", text)
+    ready: float | None = None
+    for i, token in enumerate(tokens):
+        if i:
+            await asyncio.sleep(interval_ms / 1000.0)
+        await ws.send(json.dumps({"type": "text", "text": token}))
+        if ready is None and i and tokens[i - 1].rstrip("\"')]")[-1:] in ".!?":
+            ready = time.perf_counter()
+    return ready if ready is not None else time.perf_counter()
 
 
 def _pcm_samples_in_wav_prefix(buf: bytes) -> int | None:
@@ -570,6 +590,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-frames", type=int, default=40, help="mel frames per websocket message"
     )
+    parser.add_argument(
+        "--tokens-ms",
+        type=float,
+        default=None,
+        help="with --text: send it a word per message this many ms apart (an LLM's token "
+        "stream); time to first audio then counts from when the first sentence's end was sent",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
@@ -594,6 +621,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise LoadtestError("--buffer-ms must not be negative")
     if args.retry_after < 0:
         raise LoadtestError("--retry-after must not be negative")
+    if args.tokens_ms is not None and (args.text is None or args.http or args.tokens_ms < 0):
+        raise LoadtestError("--tokens-ms needs --text over the websocket and a delay >= 0")
     requests = args.requests
     if requests is None and args.duration is None:
         requests = args.streams
@@ -616,6 +645,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         timeout=args.timeout,
         chunk_frames=args.chunk_frames,
         retry_after_s=args.retry_after,
+        tokens_ms=args.tokens_ms,
     )
 
 
