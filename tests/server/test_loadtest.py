@@ -4,6 +4,7 @@ server with the tiny model (more streams than cores; refusals with a tiny capaci
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 
@@ -140,6 +141,30 @@ def test_more_streams_than_cores_all_served(live, capsys: pytest.CaptureFixture[
     assert s["ttfa_ms"]["p50"] > 0 and s["server_rtf"]["p50"] > 0
 
 
+def test_token_stream_mode(live, capsys: pytest.CaptureFixture[str]) -> None:
+    """--tokens-ms: the text goes a word per message, and time to first audio counts from the
+    message that made the first sentence's end known, so it is shorter than the whole send."""
+    text = "Hello there, my good friend. How are you doing today?"
+    args = ("--url", live.url, "--streams", "1", "--requests", "2", "--text", text)
+    rc, s = _run_json(capsys, *args, "--tokens-ms", "30")
+    assert rc == 0 and s["ok"] == 2, s
+    assert 0 < s["ttfa_ms"]["p50"] and s["audio_s"] > 2 * 2.0
+    assert loadtest.run(_args("--tokens-ms", "20")) == 2  # needs --text
+    assert "--tokens-ms" in capsys.readouterr().err
+
+
+def test_send_tokens_times_the_first_sentence_end() -> None:
+    sent: list[tuple[float, str]] = []
+
+    class FakeWs:
+        async def send(self, message: str) -> None:
+            sent.append((time.perf_counter(), json.loads(message)["text"]))
+
+    ready = asyncio.run(loadtest.send_tokens(FakeWs(), "Hi there, you. How are (you)?", 10))
+    assert [t for _, t in sent] == ["Hi", " there,", " you.", " How", " are", " (you)?"]
+    assert sent[3][0] <= ready < sent[4][0]  # " How" made the end of "Hi there, you." known
+
+
 def test_table_report(live, capsys: pytest.CaptureFixture[str]) -> None:
     rc = loadtest.run(
         _args("--url", live.url, "--streams", "3", "--mel-frames", "40", "--no-progress")
@@ -199,8 +224,17 @@ def test_tiny_capacity_refuses_streams(
     # A refused slot waits --retry-after before trying again, as a client honouring Retry-After
     # would: over 3 s, two slots kept out by the third refuse a handful of times, not hundreds.
     rc, s = _run_json(
-        capsys, "--url", server.url, "--streams", "3", "--duration", "3",
-        "--retry-after", "1", "--mel-frames", "400",
+        capsys,
+        "--url",
+        server.url,
+        "--streams",
+        "3",
+        "--duration",
+        "3",
+        "--retry-after",
+        "1",
+        "--mel-frames",
+        "400",
     )
     assert s["ok"] >= 1 and s["errors"] == 0, s
     assert 1 <= s["refused"] <= 12, s
@@ -208,8 +242,17 @@ def test_tiny_capacity_refuses_streams(
     # (the bound is generous: the admitted 5 s utterance still finishes).
     t0 = time.monotonic()
     rc, s = _run_json(
-        capsys, "--url", server.url, "--streams", "3", "--duration", "2",
-        "--retry-after", "60", "--mel-frames", "400",
+        capsys,
+        "--url",
+        server.url,
+        "--streams",
+        "3",
+        "--duration",
+        "2",
+        "--retry-after",
+        "60",
+        "--mel-frames",
+        "400",
     )
     assert s["refused"] >= 1 and s["errors"] == 0, s
     assert time.monotonic() - t0 < 30
