@@ -290,12 +290,14 @@ class FestivalFrontend:
         """Normalised, speakable sentences of `text_in`, each at most max_sentence_chars long."""
         return [s.text for s in self.plan(text_in) if isinstance(s, Sentence)]
 
-    def plan(self, text_in: str, speed: float = 1.0) -> list[Segment]:
+    def plan(self, text_in: str, speed: float = 1.0, continues: bool = False) -> list[Segment]:
         """What `mel_for_text` speaks, in order: sentences (normalised text, speed) and pauses.
 
         Markup is resolved first (models/markup.py), so it never meets the normaliser. Needs no
         Festival; InvalidSpeed for a speed out of range. An SSML prosody rate multiplies
-        `speed`, and the product is clamped to [MIN_SPEED, MAX_SPEED].
+        `speed`, and the product is clamped to [MIN_SPEED, MAX_SPEED]. With `continues`, the
+        text is the rest of a sentence whose opening was spoken before (a streamed text, see
+        models/frontend/assembler.py): it joins that opening, and is not cut again.
         """
         speed = _check_speed(speed)
         out: list[Segment] = []
@@ -307,7 +309,11 @@ class FestivalFrontend:
             chunks = text.split_sentences(text.normalize(seg.text), self.max_sentence_chars)
             # Chunks of pure punctuation (e.g. "...") make no sound and make Festival fail.
             out += [Sentence(c, seg_speed) for c in chunks if text.is_speakable(c)]
-        return self._split_opening(out)
+        if not continues:
+            return self._split_opening(out)
+        if out and isinstance(out[0], Sentence):
+            out[0] = Sentence(out[0].text, out[0].speed, "clause")
+        return out
 
     def _split_opening(self, segments: list[Segment]) -> list[Segment]:
         """The first sentence, if long, as its opening and the rest (see OPENING_WORDS)."""
@@ -338,20 +344,33 @@ class FestivalFrontend:
         return (s.mel for s in self.spoken_for_text(text_in, voice, speed))
 
     def spoken_for_text(
-        self, text_in: str, voice: str = "slt", speed: float = 1.0
+        self,
+        text_in: str,
+        voice: str = "slt",
+        speed: float = 1.0,
+        continues: bool = False,
+        opens: bool = False,
     ) -> Iterator[Spoken]:
         """`mel_for_text` with each segment's words: their times are in seconds of that mel
-        (after the speed's time-scale and the edge trimming), as Festival placed them."""
+        (after the speed's time-scale and the edge trimming), as Festival placed them.
+
+        A streamed text's pieces (models/frontend/assembler.py) say how they join: `opens` (the
+        text is a sentence's opening clause: its end is trimmed to a clause pause) and
+        `continues` (the rest of such a sentence: its start is, see `plan`)."""
         fv, binary, speed = self._resolve(voice, speed)
-        segments = self.plan(text_in, speed)
+        segments = self.plan(text_in, speed, continues)
         n = sum(isinstance(s, Sentence) for s in segments)
         if not n:
             raise EmptyText("the text has nothing to speak (no letters or digits)")
+        if opens:
+            segments.append(_OPEN_END)
         logger.debug("front end: %d sentences, voice=%s speed=%.2f", n, voice, speed)
         return self._spoken(segments, fv, binary)
 
     def _spoken(self, segments: list[Segment], fv: _FestivalVoice, binary: str) -> Iterator[Spoken]:
         for i, seg in enumerate(segments):
+            if seg is _OPEN_END:
+                continue  # only marks how the last sentence ends
             if isinstance(seg, markup.Pause):
                 yield Spoken(silence_mel(seg.seconds), ())
                 continue
@@ -372,6 +391,10 @@ class FestivalFrontend:
             if self.on_sentence is not None:
                 self.on_sentence(time.perf_counter() - t0)
             yield Spoken(mel, _place_words(words, factor, lo, mel.shape[0]))
+
+
+_OPEN_END = Sentence("", 1.0, "clause")
+"""Marks (after the last segment) a text that is a sentence's opening: the next text joins it."""
 
 
 def _keep_before(prev: Segment | None, seg: Segment) -> int | None:
