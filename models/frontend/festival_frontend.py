@@ -35,6 +35,7 @@ from models.frontend.festival import (
     FestivalTimeout,
     WordTime,
 )
+from models.frontend.lexicon import Entry
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class FestivalFrontend:
         processes: int = 2,
         on_sentence: Callable[[float], None] | None = None,
         opening_words: int | None = OPENING_WORDS,
+        lexicon: tuple[Entry, ...] = (),
     ) -> None:
         self.festival = festival
         self.voices_roots = voices_roots
@@ -159,6 +161,7 @@ class FestivalFrontend:
         self.processes = processes  # most Festival processes at once, kept warm when idle
         self.on_sentence = on_sentence  # told each sentence's seconds (the server's metrics)
         self.opening_words = opening_words  # None: never split the first sentence
+        self.lexicon = lexicon  # the user's pronunciations (models/frontend/lexicon.py)
         self._pool: FestivalPool | None = None
         self._lock = threading.Lock()
 
@@ -243,7 +246,11 @@ class FestivalFrontend:
                 if self._pool is not None:
                     self._pool.close()
                 self._pool = FestivalPool(
-                    binary, self.processes, self.niceness, start_timeout_s=self.timeout_s
+                    binary,
+                    self.processes,
+                    self.niceness,
+                    start_timeout_s=self.timeout_s,
+                    lexicon=self.lexicon,
                 )
             return self._pool
 
