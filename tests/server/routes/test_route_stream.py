@@ -254,3 +254,20 @@ def test_a_long_first_sentence_starts_before_it_ends(app_client: TestClient) -> 
         while (msg := ws.receive())["type"] != "websocket.close":
             audio += msg.get("bytes") or b""
     assert audio == speak_fragments(app_client, [text])
+
+
+def test_interleaved_text_and_flush_keep_their_order(app_client: TestClient) -> None:
+    texts = ["One.", "Two words here", "And three", "Four, five."]
+    messages: list[Any] = []
+    for t in texts:
+        messages += [{"type": "text", "text": t}, {"type": "flush"}]
+    _, events, audio, code = run_session(app_client, [*messages, {"type": "close"}])
+    assert code == 1000, events
+    flushed = [e["samples"] for e in json_events(events) if e["type"] == "flushed"]
+    expected = [
+        app_client.post("/v1/synthesize", json={"text": t, "format": "pcm"}).content
+        for t in texts
+    ]
+    # each flush ends the utterance of the text before it, in order
+    assert flushed == list(np.cumsum([len(e) // 2 for e in expected]))
+    assert audio == b"".join(expected)
