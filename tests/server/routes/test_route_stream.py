@@ -265,8 +265,7 @@ def test_interleaved_text_and_flush_keep_their_order(app_client: TestClient) -> 
     assert code == 1000, events
     flushed = [e["samples"] for e in json_events(events) if e["type"] == "flushed"]
     expected = [
-        app_client.post("/v1/synthesize", json={"text": t, "format": "pcm"}).content
-        for t in texts
+        app_client.post("/v1/synthesize", json={"text": t, "format": "pcm"}).content for t in texts
     ]
     # each flush ends the utterance of the text before it, in order
     assert flushed == list(np.cumsum([len(e) // 2 for e in expected]))
