@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         niceness=FESTIVAL_NICENESS,
         processes=settings.festival_processes,
         on_sentence=metrics.frontend_sentence.observe,
+        lexicon=settings.lexicon_entries(),
     )
     metrics.watch_frontend(app.state.frontend.process_counts)
     install_error_handlers(app)

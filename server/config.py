@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         "convention is 10200 (0 picks a free one; unset: no Wyoming)",
     )
     wyoming_host: str | None = Field(None, description="interface for Wyoming; default `host`")
+    lexicon: Path | None = Field(
+        None,
+        description="file of `word phones` lines (Festival's radio phone set, CMU-dictionary "
+        "style, e.g. `sparrow s p ae1 r ow0`): how the text front end says those words",
+    )
     wyoming_sample_rate: int = Field(
         24000, description="sample rate of Wyoming audio (8000, 16000, 22050, 24000, 44100, 48000)"
     )
@@ -272,7 +277,20 @@ class Settings(BaseSettings):
 
     def check(self) -> tuple[Path, list[int]]:
         """Validate what depends on the machine; return (model dir, cores). Raises SettingsError."""
+        self.lexicon_entries()
         return self.resolved_model_dir(), self.resolved_cores()
+
+    def lexicon_entries(self) -> tuple[Any, ...]:
+        """The user lexicon's entries (models/frontend/lexicon.py), () without one; SettingsError
+        naming the line of the first bad entry."""
+        if self.lexicon is None:
+            return ()
+        from models.frontend.lexicon import LexiconError, load_lexicon
+
+        try:
+            return load_lexicon(self.lexicon)
+        except LexiconError as exc:
+            raise SettingsError(f"lexicon: {exc}") from exc
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -57,6 +57,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("wyoming-port", int, "also serve Wyoming (Home Assistant) on this TCP port, e.g. 10200"),
     ("wyoming-host", str, "interface for Wyoming (default: --host)"),
     ("wyoming-sample-rate", int, "Wyoming audio sample rate (default 24000)"),
+    ("lexicon", str, "file of 'word phones' lines: how the front end says those words"),
 ]
 
 

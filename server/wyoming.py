@@ -39,17 +39,18 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from models.frontend.assembler import RunningTextTooLong, TextAssembler, speakable
-from models.frontend.festival_frontend import EmptyText
+from models.frontend.assembler import Piece, RunningTextTooLong, TextAssembler, speakable
+from models.frontend.festival_frontend import OPENING_WORDS, EmptyText
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
 from server.errors import IdleTimeout, InputTooLarge, InvalidInput, map_error
-from server.synthesis import check_text, feed_mels
+from server.synthesis import check_text, check_text_frames
 from server.workers.pool import Flushed, StreamHandle
 
 logger = logging.getLogger(__name__)
 
 ROUTE = "wyoming"
+OPENING_CLAUSE = 5  # as the websocket's (server/routes/stream.py)
 VERSION = "0.1.0"
 MAX_HEADER_BYTES = 64 * 1024  # an event's JSON line (asyncio's default stream limit)
 # Wyoming requires a URL; Sparrow has no public home page, so the program names its front end's.
@@ -199,7 +200,7 @@ class WyomingHandler(AsyncEventHandler):
             raise EmptyText("the text has nothing to speak (no letters or digits)")
         synthesis = self._open(request.voice)
         try:
-            await synthesis.say(request.text)
+            await synthesis.say(Piece(request.text))
             await synthesis.finish()
         finally:
             synthesis.cancel()
@@ -208,7 +209,7 @@ class WyomingHandler(AsyncEventHandler):
         if self.stream is not None:
             raise InvalidInput("synthesize-start while a streaming synthesis is under way")
         self.stream = self._open(request.voice)
-        self.text = TextAssembler(self.settings.max_text_chars)
+        self.text = TextAssembler(self.settings.max_text_chars, (OPENING_CLAUSE, OPENING_WORDS))
 
     async def _chunk(self, chunk: SynthesizeChunk) -> None:
         if self.stream is None or self.text is None:
@@ -258,7 +259,7 @@ class _Synthesis:
         self.voice = voice
         self.t_start = time.monotonic()
         self.handle: StreamHandle = handler.pool.open_stream()  # NoCapacity / NotReady
-        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        self.pieces: asyncio.Queue[Piece | None] = asyncio.Queue()
         self.spoken = 0  # utterances fed to the vocoder (each ends with a Flushed)
         self.flushed = 0  # utterances whose audio is all sent
         self.progress = asyncio.Event()  # set by the sender at each utterance's end
@@ -266,16 +267,24 @@ class _Synthesis:
         self.feeder = asyncio.ensure_future(self._feed())
         self.sender = asyncio.ensure_future(self._send())
 
-    async def say(self, piece: str) -> None:
+    async def say(self, piece: Piece) -> None:
         await self.pieces.put(piece)
 
     async def _feed(self) -> None:
         """Speak the queued pieces in order; a failure fails the stream (the sender raises it)."""
         try:
+            frames = 0  # of the sentence under way (an opening and its rest are one)
             while (piece := await self.pieces.get()) is not None:
-                mels = self.h.frontend.mel_for_text(piece, voice=self.voice)
-                await feed_mels(self.handle, mels, self.h.settings.max_text_frames)
-                self.spoken += 1
+                spoken = self.h.frontend.spoken_for_text(
+                    piece.text, voice=self.voice, continues=piece.continues, opens=piece.opens
+                )
+                frames += await push_spoken(
+                    self.handle, spoken, self.h.settings.max_text_frames, frames
+                )
+                if not piece.opens:  # a sentence is one utterance: audio-start ... audio-stop
+                    self.handle.finish()
+                    self.spoken += 1
+                    frames = 0
         except Exception as exc:  # noqa: BLE001 - handed to the reader, which maps it
             self.handle.fail(exc)
 
@@ -330,6 +339,19 @@ class _Synthesis:
         self.feeder.cancel()
         self.sender.cancel()
         self.handle.close()
+
+
+async def push_spoken(handle: StreamHandle, spoken: Any, max_frames: int, frames: int) -> int:
+    """Push each mel of `spoken` as the front end makes it; return the frames pushed."""
+    total = frames
+    sentinel = object()
+    while True:
+        item: Any = await asyncio.to_thread(next, spoken, sentinel)
+        if item is sentinel:
+            return total - frames
+        total += item.mel.shape[0]
+        check_text_frames(total, max_frames)
+        handle.push(item.mel)
 
 
 async def read_event(reader: asyncio.StreamReader, max_bytes: int) -> Event | None:

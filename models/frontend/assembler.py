@@ -13,6 +13,13 @@ letter (and the assembler waits for that word). Line structure ends pieces as ma
 line, a heading, list item, quote or table row), an SSML document (`<speak>...</speak>`) is one
 piece, and nothing is cut inside an open code fence.
 
+With `opening_words` (min, max) set, the first sentence of the running text (since the start or
+the last flush) is also handed out in two pieces when its opening clause, of min..max words, ends
+at clause punctuation (`,` `;` `:`) before the sentence ends: the opening is spoken while the
+rest of the sentence is still arriving (an LLM's reply is heard sooner), marked `opens`, and the
+rest is marked `continues`, so the front end joins them as one sentence. Decided on the text
+alone: the same text in any fragments gives the same pieces.
+
 Pieces with nothing to say (".", "...", "?", emoji, whitespace, an empty list marker) are
 dropped, never an error: they were punctuation or space of the running text. The running text is
 bounded: more than `max_chars` characters without an end raises RunningTextTooLong.
@@ -24,6 +31,7 @@ Used by the websocket (server/routes/stream.py) and Wyoming's synthesize-chunk
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from models.frontend import markup, text
 
@@ -47,6 +55,16 @@ _FENCE_RE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
 _SSML_START_RE = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?<speak[\s>/]")
 _SSML_END = "</speak>"
 _LEADING_RE = re.compile(r"^[\"'(\[*_]+")
+_CLAUSE_RE = re.compile(r"[,;:](?=\s)")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A speakable piece of the running text."""
+
+    text: str
+    opens: bool = False  # the opening of a sentence: its rest follows (a clause was cut off)
+    continues: bool = False  # the rest of the sentence the previous piece opened
 
 
 def speakable(piece: str) -> bool:
@@ -60,28 +78,36 @@ def speakable(piece: str) -> bool:
 class TextAssembler:
     """The running text of one stream; see the module docstring."""
 
-    def __init__(self, max_chars: int) -> None:
+    def __init__(self, max_chars: int, opening_words: tuple[int, int] | None = None) -> None:
         if max_chars < 1:
             raise ValueError(f"max_chars must be positive, got {max_chars}")
         self.max_chars = max_chars
+        self.opening_words = opening_words
         self._buf = ""
+        self._first = True  # the next sentence is the first of the running text
+        self._open = False  # the last piece opened a sentence
 
     @property
     def pending(self) -> str:
         """Text received whose sentence has not ended yet."""
         return self._buf
 
-    def feed(self, fragment: str) -> list[str]:
+    def feed(self, fragment: str) -> list[Piece]:
         """Add a fragment; return the speakable pieces it completes, in order."""
         self._buf += fragment
-        pieces: list[str] = []
+        pieces: list[Piece] = []
         while True:
             cut = self._boundary(self._buf)
+            opening = self._opening(self._buf, cut)
+            if opening is not None:
+                head, self._buf = self._buf[:opening], self._buf[opening:]
+                pieces.append(Piece(head.strip(), opens=True))
+                self._open = True
+                continue
             if cut is None:
                 break
             piece, self._buf = self._buf[:cut], self._buf[cut:]
-            if speakable(piece):
-                pieces.append(piece.strip())
+            pieces += self._ended(piece)
         if not self._buf.strip():
             self._buf = ""  # only whitespace: nothing to keep
         elif len(self._buf) > self.max_chars:
@@ -90,10 +116,35 @@ class TextAssembler:
             raise RunningTextTooLong(chars, self.max_chars)
         return pieces
 
-    def flush(self) -> list[str]:
+    def flush(self) -> list[Piece]:
         """End the running text: what is pending, if speakable (at most one piece)."""
         piece, self._buf = self._buf, ""
-        return [piece.strip()] if speakable(piece) else []
+        out = self._ended(piece)
+        self._first = True
+        return out
+
+    def _ended(self, piece: str) -> list[Piece]:
+        """A piece that ends its sentence (or the text)."""
+        out = [Piece(piece.strip(), continues=self._open)] if speakable(piece) else []
+        self._open = False
+        self._first = False
+        return out
+
+    def _opening(self, buf: str, cut: int | None) -> int | None:
+        """Where the first sentence's opening clause ends, if it is to be spoken on its own."""
+        if self.opening_words is None or not self._first or self._open:
+            return None
+        low, high = self.opening_words
+        for m in _CLAUSE_RE.finditer(buf):
+            if cut is not None and m.end() > cut:
+                return None  # the sentence ends first
+            head = buf[: m.end()]
+            words = len(head.split())
+            if words > high or "\n" in head.strip() or _SSML_START_RE.match(buf):
+                return None
+            if words >= low and speakable(head) and not _FENCE_RE.search(head):
+                return m.end()
+        return None
 
     # --- boundaries ------------------------------------------------------------------------------
 

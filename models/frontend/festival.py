@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from models.frontend.lexicon import Entry
+
 logger = logging.getLogger(__name__)
 
 # Lisp cells in Festival's heap (its default is 10,000,000, ~330 MB touched at start-up). With
@@ -68,9 +70,18 @@ _PRELUDE = """(define (sparrow_seconds w)
     (mapcar (lambda (x) (format fd "%f %f %s\\n" (car x) (cadr x) (car (cddr x))))
             (reverse sparrow_words))
     (fclose fd)))
+(define (sparrow_load_lexicon)
+  (let ((fd (fopen "lexicon.txt" "r")) (e nil))
+    (while (not (equal? (set! e (readfp fd)) (eof-val)))
+      (lex.add.entry (list (car e) nil (lex.syllabify.phstress (car (cdr e))))))
+    (fclose fd)))
 (set! tts_hooks (list utt.synth sparrow_join))
 (defvar sparrow_wave nil)
 (defvar sparrow_words nil)"""
+
+# The user lexicon (models/frontend/lexicon.py) is read as data by `sparrow_load_lexicon` above:
+# `readfp` parses each ("word" (phones)) entry without evaluating it, after each voice load
+# (entries belong to the voice's lexicon).
 
 # hts_engine_params as the voice left it, so each sentence's speed replaces the last one's
 # rather than piling onto it.
@@ -108,8 +119,18 @@ class FestivalTimeout(FestivalFailed):
 class FestivalProcess:
     """One running `festival --pipe` in its own temporary directory."""
 
-    def __init__(self, binary: str, niceness: int = 0, start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        binary: str,
+        niceness: int = 0,
+        start_timeout_s: float = 30.0,
+        lexicon: tuple[Entry, ...] = (),
+    ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="sparrow-festival-"))
+        self._lexicon = bool(lexicon)
+        if lexicon:
+            data = "".join(e.festival_data() + "\n" for e in lexicon)
+            (self._dir / "lexicon.txt").write_text(data, encoding="ascii")
         cmd = [binary, "--heap", str(HEAP_CELLS), "--pipe"]
         nice = shutil.which("nice") if niceness else None
         if nice is not None:
@@ -158,6 +179,8 @@ class FestivalProcess:
         deadline = time.monotonic() + timeout_s
         if self.voice != scheme_voice:
             self._call(_LOAD_VOICE.format(scheme=scheme_voice), timeout_s)
+            if self._lexicon:
+                self._call("(sparrow_load_lexicon)", deadline - time.monotonic())
             self.voice = scheme_voice
         (self._dir / "input.txt").write_text(sentence + "\n", encoding="ascii", errors="ignore")
         out, words = self._dir / "out.wav", self._dir / "words.txt"
@@ -282,7 +305,12 @@ class FestivalPool:
     """
 
     def __init__(
-        self, binary: str, size: int, niceness: int = 0, start_timeout_s: float = 30.0
+        self,
+        binary: str,
+        size: int,
+        niceness: int = 0,
+        start_timeout_s: float = 30.0,
+        lexicon: tuple[Entry, ...] = (),
     ) -> None:
         if size < 1:
             raise ValueError(f"a Festival pool needs at least one process, got {size}")
@@ -290,6 +318,7 @@ class FestivalPool:
         self.size = size
         self.niceness = niceness
         self.start_timeout_s = start_timeout_s
+        self.lexicon = lexicon
         self.started = 0  # processes started over the pool's life (tests and logs)
         self._idle: list[FestivalProcess] = []
         self._running = 0
@@ -300,7 +329,7 @@ class FestivalPool:
         """Start a process for a place already counted in _running; give the place back if the
         start fails."""
         try:
-            proc = FestivalProcess(self.binary, self.niceness, self.start_timeout_s)
+            proc = FestivalProcess(self.binary, self.niceness, self.start_timeout_s, self.lexicon)
         except BaseException:
             with self._cond:
                 self._running -= 1

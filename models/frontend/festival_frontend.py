@@ -35,6 +35,7 @@ from models.frontend.festival import (
     FestivalTimeout,
     WordTime,
 )
+from models.frontend.lexicon import Entry
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,20 @@ class EmptyText(FrontendInputError):
 class Sentence:
     text: str  # normalised, speakable, at most max_sentence_chars
     speed: float  # the request's speed times any SSML prosody rate, within the allowed range
+    join: str = ""
+    """How it follows the previous sentence: "" (a sentence of its own), or it continues the
+    previous one, which is a long sentence's opening (see OPENING_WORDS): "clause" (cut at clause
+    punctuation, a short pause between) or "phrase" (cut between words, no pause)."""
+
+
+OPENING_WORDS = 10
+"""A text's first sentence longer than this many words (and 3 more) is spoken in two parts, its
+opening first (models/frontend/text.py `split_opening`), so the first audio does not wait for
+Festival to speak the whole sentence: Festival's time grows with the audio it makes (~0.05 s for
+4 words, ~0.18 s for 20 on a shared 2-core EPYC)."""
+JOIN_KEEP_FRAMES = {"clause": 5, "phrase": 1}
+"""Quiet frames kept on each side of the cut: 2 x 5 (125 ms, about Festival's own pause at a
+comma) at clause punctuation, 2 x 1 (25 ms, no audible pause) between words."""
 
 
 Segment = Sentence | markup.Pause
@@ -134,6 +149,8 @@ class FestivalFrontend:
         niceness: int = 0,
         processes: int = 2,
         on_sentence: Callable[[float], None] | None = None,
+        opening_words: int | None = OPENING_WORDS,
+        lexicon: tuple[Entry, ...] = (),
     ) -> None:
         self.festival = festival
         self.voices_roots = voices_roots
@@ -143,6 +160,8 @@ class FestivalFrontend:
         self.niceness = niceness
         self.processes = processes  # most Festival processes at once, kept warm when idle
         self.on_sentence = on_sentence  # told each sentence's seconds (the server's metrics)
+        self.opening_words = opening_words  # None: never split the first sentence
+        self.lexicon = lexicon  # the user's pronunciations (models/frontend/lexicon.py)
         self._pool: FestivalPool | None = None
         self._lock = threading.Lock()
 
@@ -227,7 +246,11 @@ class FestivalFrontend:
                 if self._pool is not None:
                     self._pool.close()
                 self._pool = FestivalPool(
-                    binary, self.processes, self.niceness, start_timeout_s=self.timeout_s
+                    binary,
+                    self.processes,
+                    self.niceness,
+                    start_timeout_s=self.timeout_s,
+                    lexicon=self.lexicon,
                 )
             return self._pool
 
@@ -274,12 +297,14 @@ class FestivalFrontend:
         """Normalised, speakable sentences of `text_in`, each at most max_sentence_chars long."""
         return [s.text for s in self.plan(text_in) if isinstance(s, Sentence)]
 
-    def plan(self, text_in: str, speed: float = 1.0) -> list[Segment]:
+    def plan(self, text_in: str, speed: float = 1.0, continues: bool = False) -> list[Segment]:
         """What `mel_for_text` speaks, in order: sentences (normalised text, speed) and pauses.
 
         Markup is resolved first (models/markup.py), so it never meets the normaliser. Needs no
         Festival; InvalidSpeed for a speed out of range. An SSML prosody rate multiplies
-        `speed`, and the product is clamped to [MIN_SPEED, MAX_SPEED].
+        `speed`, and the product is clamped to [MIN_SPEED, MAX_SPEED]. With `continues`, the
+        text is the rest of a sentence whose opening was spoken before (a streamed text, see
+        models/frontend/assembler.py): it joins that opening, and is not cut again.
         """
         speed = _check_speed(speed)
         out: list[Segment] = []
@@ -291,7 +316,28 @@ class FestivalFrontend:
             chunks = text.split_sentences(text.normalize(seg.text), self.max_sentence_chars)
             # Chunks of pure punctuation (e.g. "...") make no sound and make Festival fail.
             out += [Sentence(c, seg_speed) for c in chunks if text.is_speakable(c)]
+        if not continues:
+            return self._split_opening(out)
+        if out and isinstance(out[0], Sentence):
+            out[0] = Sentence(out[0].text, out[0].speed, "clause")
         return out
+
+    def _split_opening(self, segments: list[Segment]) -> list[Segment]:
+        """The first sentence, if long, as its opening and the rest (see OPENING_WORDS)."""
+        first = next((i for i, s in enumerate(segments) if isinstance(s, Sentence)), None)
+        if first is None or self.opening_words is None:
+            return segments
+        sentence = segments[first]
+        assert isinstance(sentence, Sentence)
+        cut = text.split_opening(sentence.text, self.opening_words)
+        if cut is None:
+            return segments
+        head, rest, at_clause = cut
+        parts = [
+            Sentence(head, sentence.speed, sentence.join),
+            Sentence(rest, sentence.speed, "clause" if at_clause else "phrase"),
+        ]
+        return [*segments[:first], *parts, *segments[first + 1 :]]
 
     def mel_for_text(
         self, text_in: str, voice: str = "slt", speed: float = 1.0
@@ -305,20 +351,33 @@ class FestivalFrontend:
         return (s.mel for s in self.spoken_for_text(text_in, voice, speed))
 
     def spoken_for_text(
-        self, text_in: str, voice: str = "slt", speed: float = 1.0
+        self,
+        text_in: str,
+        voice: str = "slt",
+        speed: float = 1.0,
+        continues: bool = False,
+        opens: bool = False,
     ) -> Iterator[Spoken]:
         """`mel_for_text` with each segment's words: their times are in seconds of that mel
-        (after the speed's time-scale and the edge trimming), as Festival placed them."""
+        (after the speed's time-scale and the edge trimming), as Festival placed them.
+
+        A streamed text's pieces (models/frontend/assembler.py) say how they join: `opens` (the
+        text is a sentence's opening clause: its end is trimmed to a clause pause) and
+        `continues` (the rest of such a sentence: its start is, see `plan`)."""
         fv, binary, speed = self._resolve(voice, speed)
-        segments = self.plan(text_in, speed)
+        segments = self.plan(text_in, speed, continues)
         n = sum(isinstance(s, Sentence) for s in segments)
         if not n:
             raise EmptyText("the text has nothing to speak (no letters or digits)")
+        if opens:
+            segments.append(_OPEN_END)
         logger.debug("front end: %d sentences, voice=%s speed=%.2f", n, voice, speed)
         return self._spoken(segments, fv, binary)
 
     def _spoken(self, segments: list[Segment], fv: _FestivalVoice, binary: str) -> Iterator[Spoken]:
         for i, seg in enumerate(segments):
+            if seg is _OPEN_END:
+                continue  # only marks how the last sentence ends
             if isinstance(seg, markup.Pause):
                 yield Spoken(silence_mel(seg.seconds), ())
                 continue
@@ -329,14 +388,29 @@ class FestivalFrontend:
             if factor != 1.0:
                 mel = tempo.time_scale(mel, factor)
             # Festival starts and ends each utterance with ~0.2 s of near-silence; next to a pause
-            # that edge is cut, so the silence around a <break time="1s"/> lasts about 1 s.
-            before = i > 0 and isinstance(segments[i - 1], markup.Pause)
-            after = i + 1 < len(segments) and isinstance(segments[i + 1], markup.Pause)
+            # that edge is cut, so the silence around a <break time="1s"/> lasts about 1 s, and
+            # where a sentence was cut in two, so the parts join as one sentence.
+            nxt = segments[i + 1] if i + 1 < len(segments) else None
+            before = _keep_before(segments[i - 1] if i else None, seg)
+            after = _keep_before(seg, nxt) if nxt is not None else None
             lo, hi = quiet_edges(mel, before, after)
             mel = mel[lo:hi]
             if self.on_sentence is not None:
                 self.on_sentence(time.perf_counter() - t0)
             yield Spoken(mel, _place_words(words, factor, lo, mel.shape[0]))
+
+
+_OPEN_END = Sentence("", 1.0, "clause")
+"""Marks (after the last segment) a text that is a sentence's opening: the next text joins it."""
+
+
+def _keep_before(prev: Segment | None, seg: Segment) -> int | None:
+    """Quiet frames to keep at the boundary between `prev` and `seg` (None: keep Festival's)."""
+    if isinstance(prev, markup.Pause) or isinstance(seg, markup.Pause):
+        return EDGE_KEEP_FRAMES
+    if isinstance(seg, Sentence) and seg.join:
+        return JOIN_KEEP_FRAMES[seg.join]
+    return None
 
 
 def _place_words(
@@ -373,17 +447,19 @@ EDGE_KEEP_FRAMES = 3  # kept of a trimmed quiet edge (37.5 ms), so a weak onset 
 
 def trim_quiet_edges(mel: np.ndarray, start: bool, end: bool) -> np.ndarray:
     """Cut the quiet frames at the start and/or end of `mel`, keeping EDGE_KEEP_FRAMES of each."""
-    lo, hi = quiet_edges(mel, start, end)
+    keep = EDGE_KEEP_FRAMES
+    lo, hi = quiet_edges(mel, keep if start else None, keep if end else None)
     return mel[lo:hi]
 
 
-def quiet_edges(mel: np.ndarray, start: bool, end: bool) -> tuple[int, int]:
-    """The frame range `trim_quiet_edges` keeps: [lo, hi)."""
+def quiet_edges(mel: np.ndarray, start: int | None, end: int | None) -> tuple[int, int]:
+    """The frames to keep, [lo, hi): the quiet frames at the start (end) of `mel` cut down to
+    `start` (`end`) frames; None leaves that edge as it is."""
     loud = np.flatnonzero(mel.max(axis=1) >= QUIET_LOG_MEL)
     if loud.size == 0:
         return 0, mel.shape[0]
-    lo = max(int(loud[0]) - EDGE_KEEP_FRAMES, 0) if start else 0
-    hi = min(int(loud[-1]) + 1 + EDGE_KEEP_FRAMES, mel.shape[0]) if end else mel.shape[0]
+    lo = max(int(loud[0]) - start, 0) if start is not None else 0
+    hi = min(int(loud[-1]) + 1 + end, mel.shape[0]) if end is not None else mel.shape[0]
     return lo, hi
 
 

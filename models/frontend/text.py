@@ -433,3 +433,54 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
     for sentence in _pieces(text, _SENTENCE_END_RE):
         out += _split_long(sentence.strip(), max_chars)
     return [s for s in out if s]
+
+
+# --- the opening of a long first sentence --------------------------------------------------------
+
+# Words that open a clause: cutting just before one keeps each part a phrase of its own.
+_CLAUSE_OPENERS = frozenset(
+    [
+        "and",
+        "but",
+        "or",
+        "so",
+        "because",
+        "while",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whose",
+        "that",
+        "although",
+        "though",
+        "since",
+        "unless",
+        "until",
+        "after",
+        "before",
+        "if",
+        "whereas",
+    ]
+)
+
+
+def split_opening(
+    sentence: str, max_words: int, min_words: int = 3
+) -> tuple[str, str, bool] | None:
+    """Cut the opening off a long sentence so it can be spoken first: (head, rest, at_clause).
+
+    None when the sentence has at most `max_words + min_words` words. The head has `min_words`
+    to `max_words` words and ends, by preference, at clause punctuation (`,` `;` `:` or before a
+    dash: at_clause is True, a pause belongs there), else before a word that opens a clause
+    ("and", "which", ...), else after `max_words` words. `sentence` is normalised text.
+    """
+    words = sentence.split(" ")
+    if len(words) <= max_words + min_words:
+        return None
+    span = range(min_words, max_words + 1)  # head = words[:i]
+    cut = next((i for i in span if words[i - 1][-1:] in ",;:" or words[i] == "-"), None)
+    at_clause = cut is not None
+    if cut is None:
+        cut = next((i for i in span if words[i].lower() in _CLAUSE_OPENERS), max_words)
+    return " ".join(words[:cut]), " ".join(words[cut:]), at_clause

@@ -92,6 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-frames", type=int, default=40, help="mel frames per websocket message"
     )
+    parser.add_argument(
+        "--tokens-ms",
+        type=float,
+        default=None,
+        help="with --text: send it a word per message this many ms apart (an LLM's token "
+        "stream); time to first audio then counts from when the first sentence's end was sent",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
@@ -116,6 +123,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise LoadtestError("--buffer-ms must not be negative")
     if args.retry_after < 0:
         raise LoadtestError("--retry-after must not be negative")
+    if args.tokens_ms is not None and (args.text is None or args.http or args.tokens_ms < 0):
+        raise LoadtestError("--tokens-ms needs --text over the websocket and a delay >= 0")
     if args.openai is not None and args.text is None:
         raise LoadtestError("--openai needs --text: the OpenAI route speaks text")
     requests = args.requests
@@ -141,6 +150,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         chunk_frames=args.chunk_frames,
         retry_after_s=args.retry_after,
         openai_format=args.openai,
+        tokens_ms=args.tokens_ms,
     )
 
 

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,11 +94,12 @@ class StreamResult:
     late_frames: int = 0
     frames: int = 0
     arrivals: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    t_text_ready: float | None = None  # --tokens-ms: when the first sentence's end was sent
 
     def finish(self, t0: float, buffer_s: float) -> StreamResult:
         self.wall_s = time.perf_counter() - t0
         if self.arrivals:
-            self.ttfa_s = self.arrivals[0][0] - t0
+            self.ttfa_s = self.arrivals[0][0] - (self.t_text_ready or t0)
             self.late_frames, self.frames = count_late_frames(self.arrivals, buffer_s)
             audio_s = self.samples / SPEC.sample_rate
             if audio_s > 0:
@@ -121,6 +123,7 @@ class Plan:
     chunk_frames: int
     retry_after_s: float = 1.0
     openai_format: str | None = None  # POST /v1/audio/speech with this response_format
+    tokens_ms: float | None = None  # --text sent a word per message, this far apart
 
 
 def _ws_url(url: str) -> str:
@@ -162,6 +165,8 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
                 if plan.mel is not None:
                     for i in range(0, plan.mel.shape[0], plan.chunk_frames):
                         await ws.send(mel_message(plan.mel[i : i + plan.chunk_frames]))
+                elif plan.tokens_ms is not None:
+                    res.t_text_ready = await send_tokens(ws, plan.text or "", plan.tokens_ms)
                 else:
                     await ws.send(json.dumps({"type": "text", "text": plan.text}))
                 await ws.send(json.dumps({"type": "close"}))
@@ -203,6 +208,21 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
     except (OSError, InvalidHandshake) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
     return res.finish(t0, plan.buffer_s)
+
+
+async def send_tokens(ws: Any, text: str, interval_ms: float) -> float:
+    """Send `text` a word at a time (" word" tokens, as an LLM streams), `interval_ms` apart;
+    return when the token that makes the first sentence's end known (the one after its `.`,
+    `!` or `?`: the server needs the following space) was sent."""
+    tokens = re.findall(r"\s*\S+", text)
+    ready: float | None = None
+    for i, token in enumerate(tokens):
+        if i:
+            await asyncio.sleep(interval_ms / 1000.0)
+        await ws.send(json.dumps({"type": "text", "text": token}))
+        if ready is None and i and tokens[i - 1].rstrip("\"')]")[-1:] in ".!?":
+            ready = time.perf_counter()
+    return ready if ready is not None else time.perf_counter()
 
 
 def _pcm_samples_in_wav_prefix(buf: bytes) -> int | None:

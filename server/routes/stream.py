@@ -33,7 +33,8 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models.dsp.features import SPEC, validate_mel
-from models.frontend.assembler import RunningTextTooLong, TextAssembler
+from models.frontend.assembler import Piece, RunningTextTooLong, TextAssembler
+from models.frontend.festival_frontend import OPENING_WORDS
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
 from server.clients import client_of
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
 ROUTE = "/v1/stream"
 _MESSAGE = TypeAdapter(WsMessage)
+OPENING_CLAUSE = 5
+"""Fewest words of a first sentence's opening clause spoken before the sentence has ended."""
 CLOSE_WAIT_S = 10.0
 """How long an error/close frame may wait for a client that stopped reading before we give up."""
 
@@ -99,7 +102,8 @@ class Session:
         self.speed = 1.0
         self.sample_rate = int(self.pool.sample_rate)
         self.output: AudioOutput | None = None  # the current utterance's resampler
-        self.text = TextAssembler(self.settings.max_text_chars)  # the running text of `text`s
+        # the running text of `text` messages; a long first sentence's opening goes first
+        self.text = TextAssembler(self.settings.max_text_chars, (OPENING_CLAUSE, OPENING_WORDS))
         self.text_checked = False  # voice, speed and Festival checked at the first text
         self.timestamps = False  # send `words` events
         self.frames_pushed = 0  # mel frames sent to the vocoder on this connection
@@ -438,11 +442,15 @@ class Session:
         for piece in self.text.flush():
             await self._speak(piece)
 
-    async def _speak(self, text: str) -> None:
+    async def _speak(self, piece: Piece) -> None:
         """One speakable piece of the running text, a segment at a time as the front end makes
         it; its `words` event goes out before its audio can."""
         spoken = self.frontend.spoken_for_text(
-            text, voice=resolve_voice(self.voice), speed=self.speed
+            piece.text,
+            voice=resolve_voice(self.voice),
+            speed=self.speed,
+            continues=piece.continues,
+            opens=piece.opens,
         )
         sentinel = object()
         while True:

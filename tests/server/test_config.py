@@ -105,3 +105,23 @@ def test_default_model_is_the_shipped_index(
         pytest.fail("the repository ships compiled/manifest.json")
     default = json.loads((REPO_COMPILED / "manifest.json").read_text())["default"]
     assert Settings().resolved_model_dir() == REPO_COMPILED / default
+
+
+def test_lexicon_is_checked_at_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
+    lex = tmp_path / "lexicon.txt"
+    lex.write_text("sparrow s p ae1 r ow0\nwyoming w ay0 ow1 m ih0 ng\nbad ae\n")
+    settings = load_settings(model=tiny_model_dir, lexicon=lex)
+    with pytest.raises(SettingsError, match=r"lexicon: .*line 3: vowel 'ae' needs a stress"):
+        settings.check()
+    lex.write_text("sparrow s p ae1 r ow0\n")
+    assert [e.word for e in settings.lexicon_entries()] == ["sparrow"]
+    assert load_settings(model=tiny_model_dir).lexicon_entries() == ()
+
+
+def test_wyoming_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARROW_WYOMING_PORT", "10200")
+    monkeypatch.setenv("SPARROW_WYOMING_SAMPLE_RATE", "16000")
+    s = load_settings()
+    assert s.wyoming_port == 10200 and s.wyoming_sample_rate == 16000
+    with pytest.raises(SettingsError, match="wyoming_sample_rate"):
+        load_settings(wyoming_sample_rate=12345)

@@ -4,6 +4,7 @@ server with the tiny model (more streams than cores; refusals with a tiny capaci
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from models.dsp.features import SPEC
 from server.loadtest import cli as loadtest
-from server.loadtest.client import count_late_frames
+from server.loadtest.client import count_late_frames, send_tokens
 
 pytestmark = pytest.mark.live
 
@@ -121,6 +122,30 @@ def test_more_streams_than_cores_all_served(live, capsys: pytest.CaptureFixture[
     assert s["audio_s"] == pytest.approx(2 * streams * frames * 300 / 24_000)
     assert s["frames"] == 2 * streams * frames
     assert s["ttfa_ms"]["p50"] > 0 and s["server_rtf"]["p50"] > 0
+
+
+def test_token_stream_mode(live, capsys: pytest.CaptureFixture[str]) -> None:
+    """--tokens-ms: the text goes a word per message, and time to first audio counts from the
+    message that made the first sentence's end known, so it is shorter than the whole send."""
+    text = "Hello there, my good friend. How are you doing today?"
+    args = ("--url", live.url, "--streams", "1", "--requests", "2", "--text", text)
+    rc, s = _run_json(capsys, *args, "--tokens-ms", "30")
+    assert rc == 0 and s["ok"] == 2, s
+    assert 0 < s["ttfa_ms"]["p50"] and s["audio_s"] > 2 * 2.0
+    assert loadtest.run(_args("--tokens-ms", "20")) == 2  # needs --text
+    assert "--tokens-ms" in capsys.readouterr().err
+
+
+def test_send_tokens_times_the_first_sentence_end() -> None:
+    sent: list[tuple[float, str]] = []
+
+    class FakeWs:
+        async def send(self, message: str) -> None:
+            sent.append((time.perf_counter(), json.loads(message)["text"]))
+
+    ready = asyncio.run(send_tokens(FakeWs(), "Hi there, you. How are (you)?", 10))
+    assert [t for _, t in sent] == ["Hi", " there,", " you.", " How", " are", " (you)?"]
+    assert sent[3][0] <= ready < sent[4][0]  # " How" made the end of "Hi there, you." known
 
 
 def test_table_report(live, capsys: pytest.CaptureFixture[str]) -> None:

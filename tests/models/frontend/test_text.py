@@ -200,3 +200,34 @@ def test_split_sentences_edge_cases() -> None:
     assert split_sentences("No stop at all") == ["No stop at all"]
     with pytest.raises(ValueError):
         split_sentences("text", max_chars=0)
+
+
+LONG = (
+    "When the morning train finally arrived at the station, the tired passengers walked slowly "
+    "toward the old main exit gates."
+)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "max_words", "expected"),
+    [
+        ("Hello there, my friend.", 10, None),  # short: not cut
+        (LONG, 10, (LONG[:54], LONG[55:], True)),  # at the comma
+        (LONG, 6, ("When the morning train finally arrived", LONG[39:], False)),  # bounded
+        (
+            "We waited for hours in the rain because the last bus had left without us.",
+            10,
+            ("We waited for hours in the rain", "because the last bus had left without us.", False),
+        ),
+        ("One two, three four five six seven eight nine ten eleven twelve.", 10, None),
+    ],
+)
+def test_split_opening(sentence: str, max_words: int, expected: object) -> None:
+    from models.frontend.text import split_opening
+
+    got = split_opening(sentence, max_words)
+    assert got == expected
+    if got is not None:
+        head, rest, _ = got
+        assert f"{head} {rest}" == sentence  # nothing lost
+        assert 3 <= len(head.split()) <= max_words

@@ -10,7 +10,7 @@ import pytest
 
 from models.dsp.features import SPEC
 from models.frontend.festival import WordTime
-from models.frontend.festival_frontend import FestivalFrontend, Spoken
+from models.frontend.festival_frontend import QUIET_LOG_MEL, FestivalFrontend, Spoken
 
 FRAME_S = SPEC.hop_length / SPEC.sample_rate
 LOUD = -3.0  # a frame whose loudest log-mel bin is above this is speech, never silence
@@ -88,3 +88,63 @@ def test_words_are_festival_words(fe: FestivalFrontend) -> None:
         "Lee",
         "said",
     ]
+
+
+LONG_FIRST = (
+    "When the morning train finally arrived at the station, the tired passengers walked slowly "
+    "toward the old main exit gates. Then they went home."
+)
+
+
+def quiet_runs(mel: np.ndarray, min_frames: int = 3) -> list[tuple[int, int]]:
+    """(first frame, length) of every run of quiet frames at least `min_frames` long."""
+    quiet = np.concatenate([mel.max(axis=1) < QUIET_LOG_MEL, [False]])
+    runs, start = [], None
+    for i, q in enumerate(quiet):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            if i - start >= min_frames:
+                runs.append((start, i - start))
+            start = None
+    return runs
+
+
+def test_a_long_first_sentence_is_spoken_opening_first(fe: FestivalFrontend) -> None:
+    plan = fe.plan(LONG_FIRST)
+    assert [(s.text.split()[0], s.join) for s in plan] == [
+        ("When", ""),
+        ("the", "clause"),
+        ("Then", ""),
+    ]
+    assert FestivalFrontend(opening_words=None).plan(LONG_FIRST)[1].join == ""
+    # only the first sentence is cut: it is the one the first audio waits for
+    assert len(fe.plan("Hi. " + LONG_FIRST)) == 3
+
+
+@pytest.mark.parametrize(("opening_words", "join"), [(10, "clause"), (6, "phrase")])
+def test_the_parts_join_without_a_pause_of_their_own(opening_words: int, join: str) -> None:
+    """The opening and the rest sound as one sentence: at a comma the pause is about Festival's
+    own, between words there is none, and the duration is about the same."""
+    sentence = LONG_FIRST.split(". ")[0] + "."
+    whole_fe, split_fe = (
+        FestivalFrontend(opening_words=None),
+        FestivalFrontend(opening_words=opening_words),
+    )
+    try:
+        (whole,) = whole_fe.spoken_for_text(sentence)
+        head, rest = split_fe.spoken_for_text(sentence)
+        assert split_fe.plan(sentence)[1].join == join
+    finally:
+        whole_fe.close()
+        split_fe.close()
+    joined = np.concatenate([head.mel, rest.mel])
+    assert abs(joined.shape[0] - whole.mel.shape[0]) < 0.04 * whole.mel.shape[0]
+    at_join = [(s, n) for s, n in quiet_runs(joined) if s <= head.mel.shape[0] <= s + n]
+    comma = max(n for _, n in quiet_runs(whole.mel)[1:-1])  # the pause after "station,"
+    if join == "clause":
+        assert len(at_join) == 1 and abs(at_join[0][1] - comma) <= 3, (at_join, comma)
+    else:
+        assert at_join == []  # no pause mid-phrase
+    # the words of both parts still line up with the speech
+    assert misaligned(head, head.words) == [] and misaligned(rest, rest.words) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -233,3 +234,41 @@ def test_word_timestamps_are_off_by_default(app_client: TestClient) -> None:
         app_client, [{"type": "text", "text": "Hello there."}, {"type": "close"}]
     )
     assert code == 1000 and not [e for e in json_events(events) if e["type"] == "words"]
+
+
+def test_a_long_first_sentence_starts_before_it_ends(app_client: TestClient) -> None:
+    """Its opening clause is spoken as soon as it is complete, while the rest still arrives;
+    the sentence sounds the same however it was sent."""
+    text = "When the morning train finally arrived at the station, the tired people left."
+    tokens = re.findall(r"\s*\S+", text)
+    cut = tokens.index(" station,") + 2  # up to the word after "station,"
+    with app_client.websocket_connect("/v1/stream") as ws:
+        ws.receive_json()  # start
+        ws.send_text(json.dumps({"type": "config", "seed": 3}))
+        for t in tokens[:cut]:
+            ws.send_text(json.dumps({"type": "text", "text": t}))
+        first = ws.receive()  # audio, with the sentence's end not sent yet
+        assert first.get("bytes"), first
+        for t in tokens[cut:]:
+            ws.send_text(json.dumps({"type": "text", "text": t}))
+        ws.send_text(json.dumps({"type": "close"}))
+        audio = first["bytes"]
+        while (msg := ws.receive())["type"] != "websocket.close":
+            audio += msg.get("bytes") or b""
+    assert audio == speak_fragments(app_client, [text])
+
+
+def test_interleaved_text_and_flush_keep_their_order(app_client: TestClient) -> None:
+    texts = ["One.", "Two words here", "And three", "Four, five."]
+    messages: list[Any] = []
+    for t in texts:
+        messages += [{"type": "text", "text": t}, {"type": "flush"}]
+    _, events, audio, code = run_session(app_client, [*messages, {"type": "close"}])
+    assert code == 1000, events
+    flushed = [e["samples"] for e in json_events(events) if e["type"] == "flushed"]
+    expected = [
+        app_client.post("/v1/synthesize", json={"text": t, "format": "pcm"}).content for t in texts
+    ]
+    # each flush ends the utterance of the text before it, in order
+    assert flushed == list(np.cumsum([len(e) // 2 for e in expected]))
+    assert audio == b"".join(expected)
