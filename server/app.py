@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             initial_buffer_s=settings.initial_buffer_s,
             adaptive=settings.capacity_recovery_s > 0,
             recovery_s=settings.capacity_recovery_s,
+            synthesis=settings.resolved_synthesis(model_dir),
         )
         pool.on_fatal = getattr(app.state, "on_fatal", None)
         app.state.pool = pool

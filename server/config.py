@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from models.vocoder.config import SynthesisConfig
 
 REPO_COMPILED = Path(__file__).resolve().parents[1] / "compiled"
 """`compiled/` next to the source tree (editable installs); the working directory is tried first."""
@@ -154,6 +157,11 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000, ge=1, description="open connections and requests served at once (503 beyond)"
     )
+    synthesis: Annotated[dict[str, int | float] | None, NoDecode] = Field(
+        None,
+        description="synthesis settings over the voice's own, no recompiling: a JSON object "
+        "such as {\"envelope_passes\": 0} (see models/vocoder/config.py SynthesisConfig)",
+    )
     max_sockets_per_client: int | None = Field(
         64, ge=1, description="websockets one client address may hold open at once (1013 beyond)"
     )
@@ -197,6 +205,16 @@ class Settings(BaseSettings):
 
         if value not in SAMPLE_RATES:
             raise ValueError(f"must be one of {list(SAMPLE_RATES)}")
+        return value
+
+    @field_validator("synthesis", mode="before")
+    @classmethod
+    def _parse_synthesis(cls, value: Any) -> Any:
+        if isinstance(value, str):  # SPARROW_SYNTHESIS or --synthesis: a JSON object
+            try:
+                return json.loads(value) if value.strip() else None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"synthesis must be a JSON object: {exc}") from exc
         return value
 
     @field_validator("cores", mode="before")
@@ -278,7 +296,23 @@ class Settings(BaseSettings):
     def check(self) -> tuple[Path, list[int]]:
         """Validate what depends on the machine; return (model dir, cores). Raises SettingsError."""
         self.lexicon_entries()
-        return self.resolved_model_dir(), self.resolved_cores()
+        model_dir = self.resolved_model_dir()
+        self.resolved_synthesis(model_dir)
+        return model_dir, self.resolved_cores()
+
+    def resolved_synthesis(self, model_dir: Path) -> SynthesisConfig | None:
+        """The voice's own synthesis settings with `synthesis` over them, or None to keep the
+        voice's; SettingsError naming a setting that does not exist or is out of range."""
+        if not self.synthesis:
+            return None
+        from models.artifact import load_config, read_manifest
+        from models.vocoder.config import SynthesisConfig
+
+        own = load_config(model_dir, read_manifest(model_dir)).synthesis
+        try:
+            return SynthesisConfig.from_dict({**own.to_dict(), **self.synthesis})
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise SettingsError(f"synthesis {self.synthesis}: {exc}") from exc
 
     def lexicon_entries(self) -> tuple[Any, ...]:
         """The user lexicon's entries (models/frontend/lexicon.py), () without one; SettingsError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,18 @@ def test_wyoming_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.wyoming_port == 10200 and s.wyoming_sample_rate == 16000
     with pytest.raises(SettingsError, match="wyoming_sample_rate"):
         load_settings(wyoming_sample_rate=12345)
+
+
+def test_synthesis_settings_over_the_voice(tiny_model_dir: Path) -> None:
+    s = load_settings(model=tiny_model_dir, synthesis='{"envelope_passes": 1}')
+    resolved = s.resolved_synthesis(tiny_model_dir)
+    assert resolved is not None and resolved.envelope_passes == 1
+    assert load_settings(model=tiny_model_dir).resolved_synthesis(tiny_model_dir) is None
+    for bad, needle in (
+        ('{"envelope_pases": 0}', "unknown synthesis settings"),
+        ('{"envelope_passes": 9}', "envelope_passes is in [0, 4]"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(needle)):
+            load_settings(model=tiny_model_dir, synthesis=bad).check()
+    with pytest.raises(SettingsError, match="JSON object"):
+        load_settings(synthesis="nope")

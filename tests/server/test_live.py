@@ -270,3 +270,17 @@ def test_text_front_end_metrics(live: LiveServer) -> None:
     # the request is over: its Festival process is idle and warm, none busy
     assert metric_value(after, "sparrow_frontend_processes", {"state": "busy"}) == 0
     assert metric_value(after, "sparrow_frontend_processes", {"state": "idle"}) >= 1
+
+
+def test_server_synthesis_setting_changes_the_audio_without_recompiling(
+    live: LiveServer,
+    live_server_factory: Callable[..., LiveServer],
+    make_mel: Callable[..., np.ndarray],
+) -> None:
+    """SPARROW_SYNTHESIS puts settings over the voice's own: the same module and weights, the
+    same mel and seed, other audio (one envelope pass on the tiny model, whose own is none)."""
+    mel = make_mel(40, seed=3)
+    tuned = live_server_factory(synthesis='{"envelope_passes": 1}')
+    plain, passed = synth_pcm(live, mel, seed=4), synth_pcm(tuned, mel, seed=4)
+    assert len(plain) == len(passed) and plain != passed
+    assert synth_pcm(tuned, mel, seed=4) == passed  # deterministic
