@@ -182,7 +182,7 @@ class Session:
                     if name == "receiver":
                         return None  # the client disconnected
                     if name == "watch" and self.handle is None:
-                        return 1001  # draining before this session asked for audio
+                        return 1001  # draining before the client asked for any audio
                     # the processor ends after `close`; the watcher after starting a drain
                 if not pending:
                     return 1000
