@@ -324,7 +324,21 @@ async def test_text_that_reads_out_too_long_is_refused_cleanly_on_every_route(
         assert c.post("/v1/synthesize", json={"text": "One."}).status_code == 200
     events, _, code, _ = await ws_session(live.ws_url, [{"type": "text", "text": text}])
     assert code == 1009 and "max_text_frames" in events[-1]["message"], events
-    assert 0 < await speech_cut_off(live, text) < 4 * 60 * 600
+    # The OpenAI route streams: when the limit is found after its first audio the body is cut
+    # off (never a complete-looking file); when the front end outruns the vocoder's first frame
+    # it is found before, and the answer is a clean 413. Either way it counts as a 413.
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+        try:
+            r = await c.post(
+                "/v1/audio/speech",
+                json={"model": "tts-1", "input": text, "response_format": "pcm"},
+            )
+        except httpx.RemoteProtocolError:
+            pass  # a 200 whose body was cut off
+        else:
+            assert r.status_code == 413, r.text
+            err = r.json()["error"]
+            assert err["param"] == "input" and "max_text_frames" in err["message"]
     await wait_for(lambda: readyz(live)["streams_in_flight"] == 0, 10, "slots freed")
     text_metrics = metrics(live)
     for route in ("/v1/audio/speech", "/v1/synthesize"):
