@@ -41,6 +41,7 @@ from scipy.signal import butter, sosfiltfilt
 from models.dsp.features import SPEC, log_mel, magnitude_spectrogram, mel_filterbank
 from models.dsp.lpc import lpc_noise_vocoder
 from models.dsp.pitch import parabolic_shift
+from models.evaluation import perceptual
 
 logger = logging.getLogger(__name__)
 
@@ -579,6 +580,7 @@ def write_quality_doc(
     plots: list[str],
     samples: list[str],
     manifests: dict[str, dict],
+    headline: perceptual.Headline | None = None,
 ) -> None:
     models = "\n".join(
         f"- `{name}`: {m.get('description') or ''} (trained: {m.get('trained')}, ISA module used: "
@@ -667,6 +669,7 @@ def write_quality_doc(
         "",
         intro,
         "",
+        *([headline.table, "", headline.notes, ""] if headline and headline.table else []),
         format_table(summary),
         "",
         lsd,
@@ -743,6 +746,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the yardstick of the original with its noise redrawn",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-perceptual", action="store_true", help="skip DNSMOS and ASR WER")
     parser.add_argument(
         "--json", type=Path, default=None, help="write the summary (and per-model info) here"
     )
@@ -801,7 +805,8 @@ def run(args: argparse.Namespace) -> int:
         oracle=not args.no_noise_oracle,
         seed=args.seed,
     )
-    print(format_table(summary))
+    head = perceptual.headline(audio, {u.id: u.text for u in utterances}, not args.no_perceptual)
+    print(*filter(None, [head.table, format_table(summary)]), sep="\n")
     print(format_voicing_table(summary))
     print(format_bias_table(summary))
     print(format_band_lsd_table(summary))
@@ -819,9 +824,16 @@ def run(args: argparse.Namespace) -> int:
                 samples.append(str(p))
     if args.json:
         args.json.write_text(
-            json.dumps({"summary": summary, "utterances": [u.id for u in utterances]}, indent=2)
+            json.dumps(
+                {
+                    "summary": summary,
+                    "perceptual": head.scores,
+                    "utterances": [u.id for u in utterances],
+                },
+                indent=2,
+            )
             + "\n"
         )
     if args.doc:
-        write_quality_doc(args.doc, summary, args, plots, samples, manifests)
+        write_quality_doc(args.doc, summary, args, plots, samples, manifests, head)
     return 0
