@@ -12,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from models.dsp.features import SPEC
+from models.evaluation import perceptual
 from models.evaluation.evaluate import EvalError, evaluate, load_test_set
 from models.evaluation.report import (
     format_band_lsd_table,
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="corpus split to score: `test` for reporting, `train` for tuning export knobs",
     )
     parser.add_argument("--no-griffin-lim", action="store_true")
+    parser.add_argument("--no-perceptual", action="store_true", help="skip DNSMOS and ASR WER")
     parser.add_argument(
         "--no-lpc-noise", action="store_true", help="skip the LPC + white noise baseline"
     )
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         oracle=not args.no_noise_oracle,
         seed=args.seed,
     )
-    print(format_table(summary))
+    head = perceptual.headline(audio, {u.id: u.text for u in utterances}, not args.no_perceptual)
+    print(*filter(None, [head.table, format_table(summary)]), sep="\n")
     print(format_voicing_table(summary))
     print(format_bias_table(summary))
     print(format_band_lsd_table(summary))
@@ -129,9 +132,16 @@ def run(args: argparse.Namespace) -> int:
                 samples.append(str(p))
     if args.json:
         args.json.write_text(
-            json.dumps({"summary": summary, "utterances": [u.id for u in utterances]}, indent=2)
+            json.dumps(
+                {
+                    "summary": summary,
+                    "perceptual": head.scores,
+                    "utterances": [u.id for u in utterances],
+                },
+                indent=2,
+            )
             + "\n"
         )
     if args.doc:
-        write_quality_doc(args.doc, summary, args, plots, samples, manifests)
+        write_quality_doc(args.doc, summary, args, plots, samples, manifests, head)
     return 0

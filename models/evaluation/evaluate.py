@@ -2,7 +2,9 @@
 
 For each `split == test` utterance of the corpus, the original log-mel is vocoded by every compiled
 model given (TVM runtime, `VocoderRuntime.generate`, exactly what the server runs) and by
-Griffin-Lim from the same mel; each output is compared with the original audio:
+Griffin-Lim from the same mel. The headline scores are perceptual (models.evaluation.perceptual:
+DNSMOS P.835 / P.808 and ASR word error rate, printed first); below them, as diagnostics, each
+output is compared with the original audio:
 
 - LSD, log-spectral distance (dB): per frame sqrt(mean_k (10 log10 P_ref - 10 log10 P_out)^2) over
   the STFT bins of models.dsp.features (2048-point FFT, 50 ms window, 12.5 ms hop), averaged over

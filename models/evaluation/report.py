@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from models.dsp.features import SPEC, magnitude_spectrogram
+from models.evaluation import perceptual
 from models.evaluation.metrics import (
     BANDS_HZ,
     PITCH_HZ,
@@ -127,6 +128,7 @@ def write_quality_doc(
     plots: list[str],
     samples: list[str],
     manifests: dict[str, dict],
+    headline: perceptual.Headline | None = None,
 ) -> None:
     """Write docs/quality.md from a run, wholly generated. Long because it is the page's text
     (one f-string block per section, in page order); splitting it would scatter one document."""
@@ -247,6 +249,7 @@ def write_quality_doc(
         "",
         intro,
         "",
+        *([headline.table, "", headline.notes, ""] if headline and headline.table else []),
         format_table(summary),
         "",
         lsd,

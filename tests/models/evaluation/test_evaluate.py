@@ -297,6 +297,7 @@ def test_cli_writes_table_doc_plots_and_samples(
             "--no-griffin-lim",
             "--no-lpc-noise",
             "--no-noise-oracle",
+            "--no-perceptual",
             "--limit",
             "1",
             "--json",
