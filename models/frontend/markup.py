@@ -36,7 +36,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from models.frontend import text
+from models.frontend import numbers, text
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ _MONTHS = [
 def _spell(s: str) -> str:
     """ "abc12" -> "A B C one two": letters as capitals (read as letter names), digits as words."""
     out = [
-        text.digits_to_words(ch) if ch.isdigit() else ch.upper()
+        numbers.digits_to_words(ch) if ch.isdigit() else ch.upper()
         for ch in text.to_ascii(s)
         if ch.isalnum()
     ]
@@ -400,10 +400,10 @@ def _date(s: str, fmt: str | None) -> str | None:
     if "d" in fields:
         if not 1 <= fields["d"] <= 31:
             return None
-        words.append(text.ordinal_to_words(fields["d"]))
+        words.append(numbers.ordinal_to_words(fields["d"]))
     if "y" in fields:
         y = fields["y"]
-        year = text.year_to_words(y) if 1000 <= y <= 9999 else text.int_to_words(y)
+        year = numbers.year_to_words(y) if 1000 <= y <= 9999 else numbers.int_to_words(y)
         words.append(("," if words else "") + " " + year)
     return " ".join(words).replace(" ,", ",").strip()
 
@@ -417,17 +417,17 @@ def say_as(content: str, interpret_as: str | None, fmt: str | None = None) -> st
     if kind == "digits":
         return _spell(re.sub(r"\D", "", content)) or content
     if kind in ("cardinal", "number") and re.fullmatch(r"-?\d+", digits):
-        return text.int_to_words(int(digits))
+        return numbers.int_to_words(int(digits))
     if kind == "ordinal":
         m = re.fullmatch(r"(\d+)(?:st|nd|rd|th)?", digits, re.IGNORECASE)
         if m:
-            return text.ordinal_to_words(int(m.group(1)))
+            return numbers.ordinal_to_words(int(m.group(1)))
     if kind == "date":
         return _date(content, fmt) or content
     if kind == "telephone":
         groups = re.findall(r"\+|\d+", content)
         words = [
-            "plus" if g == "+" else text.digits_to_words(g) for g in groups
+            "plus" if g == "+" else numbers.digits_to_words(g) for g in groups
         ]  # "555-1234" -> "five five five, one two three four"
         return ", ".join(words).replace("plus,", "plus") if words else content
     return content
