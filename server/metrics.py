@@ -289,7 +289,7 @@ class RequestMetricsMiddleware:
 
     Pure ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched. Unmatched
     paths are labelled "other" to keep label cardinality bounded whatever clients request.
-    Websocket routes record their own outcome (close code) in server/routes/stream.py.
+    Websocket routes record their own outcome (close code) in server/streaming/session.py.
     """
 
     SKIP = frozenset({"/metrics", "/healthz", "/readyz"})

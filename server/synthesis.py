@@ -2,7 +2,7 @@
 
 Same generator, two transports: a feeder task pushes mel (given, or one per sentence from the
 text front end) into a `StreamHandle`; the HTTP routes either join every chunk or stream each
-as it comes, and the websocket route (server/routes/stream.py) sends each chunk as a message.
+as it comes, and the websocket (server/streaming/session.py) sends each chunk as a message.
 """
 
 from __future__ import annotations

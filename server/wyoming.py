@@ -50,7 +50,7 @@ from server.workers.pool import Flushed, StreamHandle
 logger = logging.getLogger(__name__)
 
 ROUTE = "wyoming"
-OPENING_CLAUSE = 5  # as the websocket's (server/routes/stream.py)
+OPENING_CLAUSE = 5  # as the websocket's (server/streaming/text.py)
 VERSION = "0.1.0"
 MAX_HEADER_BYTES = 64 * 1024  # an event's JSON line (asyncio's default stream limit)
 # Wyoming requires a URL; Sparrow has no public home page, so the program names its front end's.

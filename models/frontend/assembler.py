@@ -24,7 +24,7 @@ Pieces with nothing to say (".", "...", "?", emoji, whitespace, an empty list ma
 dropped, never an error: they were punctuation or space of the running text. The running text is
 bounded: more than `max_chars` characters without an end raises RunningTextTooLong.
 
-Used by the websocket (server/routes/stream.py) and Wyoming's synthesize-chunk
+Used by the websocket (server/streaming/text.py) and Wyoming's synthesize-chunk
 (server/wyoming.py). Pure: no I/O.
 """
 

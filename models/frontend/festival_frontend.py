@@ -2,26 +2,26 @@
 
 Festival stands in for an acoustic model: it speaks each sentence, and the audio is turned into
 the mel contract of models/dsp/features.py, which the vocoder re-synthesises. Festival runs in
-subprocesses kept warm between sentences (models/frontend/festival.py), one sentence at a time, so a slow
-or crashing Festival cannot take the server down and sentences stream: the first mel is ready
-after one sentence, not the whole text.
+subprocesses kept warm between sentences (models/frontend/festival.py), one sentence at a time,
+so a slow or crashing Festival cannot take the server down and sentences stream: the first mel is
+ready after one sentence, not the whole text.
 
 Security: user text is written to a file that Festival reads in its plain-text mode. It never
 becomes part of a Scheme expression (see models/frontend/festival.py for what does).
 
-Markup (markdown, SSML, URLs) is resolved by models/markup.py before normalisation, and `plan`
-shows what will be spoken (sentences with their speeds, pauses) without running Festival.
+Markup (markdown, SSML, URLs) is resolved before normalisation, and `plan` shows what will be
+spoken (sentences with their speeds, pauses) without running Festival: models/frontend/plan.py
+makes the plan and joins the segments' mels, models/frontend/voices.py has the voices, speeds and
+errors. This module is the front end's one import point: it re-exports their public names.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,105 +36,67 @@ from models.frontend.festival import (
     WordTime,
 )
 from models.frontend.lexicon import Entry
+from models.frontend.plan import (
+    EDGE_KEEP_FRAMES,
+    JOIN_KEEP_FRAMES,
+    OPEN_END,
+    OPENING_WORDS,
+    QUIET_LOG_MEL,
+    Segment,
+    Sentence,
+    Spoken,
+    keep_before,
+    place_words,
+    plan_text,
+    quiet_edges,
+    silence_mel,
+    trim_quiet_edges,
+)
+from models.frontend.voices import (
+    DEBIAN_PACKAGES,
+    DEFAULT_VOICES_ROOTS,
+    MAX_SPEED,
+    MIN_SPEED,
+    VOICES,
+    EmptyText,
+    FestivalVoice,
+    FrontendBusy,
+    FrontendError,
+    FrontendInputError,
+    FrontendUnavailable,
+    InvalidSpeed,
+    UnknownVoice,
+    Voice,
+    check_speed,
+)
+
+__all__ = [
+    "DEBIAN_PACKAGES",
+    "DEFAULT_VOICES_ROOTS",
+    "EDGE_KEEP_FRAMES",
+    "JOIN_KEEP_FRAMES",
+    "MAX_SPEED",
+    "MIN_SPEED",
+    "OPENING_WORDS",
+    "QUIET_LOG_MEL",
+    "EmptyText",
+    "FestivalFrontend",
+    "FrontendBusy",
+    "FrontendError",
+    "FrontendInputError",
+    "FrontendUnavailable",
+    "InvalidSpeed",
+    "Segment",
+    "Sentence",
+    "Spoken",
+    "UnknownVoice",
+    "Voice",
+    "quiet_edges",
+    "silence_mel",
+    "trim_quiet_edges",
+]
 
 logger = logging.getLogger(__name__)
-
-MIN_SPEED = 0.25  # OpenAI's range; see models/tempo.py for how each end is reached
-MAX_SPEED = 4.0
-DEBIAN_PACKAGES = "festival festvox-us-slt-hts"
-
-
-class FrontendUnavailable(RuntimeError):
-    """Festival or the requested voice is not installed on this machine."""
-
-
-class FrontendError(RuntimeError):
-    """Festival failed or timed out on a request."""
-
-
-class FrontendInputError(ValueError):
-    """A request the front end cannot serve because of its parameters (voice, speed, text)."""
-
-    param: str | None = None
-    """The request field at fault when a caller's name for it differs (e.g. OpenAI's `input`)."""
-
-
-class FrontendBusy(FrontendError):
-    """Every Festival process stayed busy for the whole timeout."""
-
-
-class UnknownVoice(FrontendInputError):
-    """The voice id is not one this front end knows."""
-
-
-class InvalidSpeed(FrontendInputError):
-    """The speed is outside [MIN_SPEED, MAX_SPEED] or not a finite number."""
-
-
-class EmptyText(FrontendInputError):
-    """The text has nothing to speak (no letters or digits after normalisation)."""
-
-
-@dataclass(frozen=True)
-class Sentence:
-    text: str  # normalised, speakable, at most max_sentence_chars
-    speed: float  # the request's speed times any SSML prosody rate, within the allowed range
-    join: str = ""
-    """How it follows the previous sentence: "" (a sentence of its own), or it continues the
-    previous one, which is a long sentence's opening (see OPENING_WORDS): "clause" (cut at clause
-    punctuation, a short pause between) or "phrase" (cut between words, no pause)."""
-
-
-OPENING_WORDS = 10
-"""A text's first sentence longer than this many words (and 3 more) is spoken in two parts, its
-opening first (models/frontend/text.py `split_opening`), so the first audio does not wait for
-Festival to speak the whole sentence: Festival's time grows with the audio it makes (~0.05 s for
-4 words, ~0.18 s for 20 on a shared 2-core EPYC)."""
-JOIN_KEEP_FRAMES = {"clause": 5, "phrase": 1}
-"""Quiet frames kept on each side of the cut: 2 x 5 (125 ms, about Festival's own pause at a
-comma) at clause punctuation, 2 x 1 (25 ms, no audible pause) between words."""
-
-
-Segment = Sentence | markup.Pause
-
-
-@dataclass(frozen=True)
-class Spoken:
-    """One segment of a text as the vocoder will hear it: its log-mel and the words in it."""
-
-    mel: np.ndarray  # float32 [frames, 80]
-    words: tuple[WordTime, ...]  # seconds from this mel's first frame, in order (none in a pause)
-
-
-@dataclass(frozen=True)
-class Voice:
-    id: str  # what clients pass as "voice"
-    name: str
-    language: str
-    sample_rate: int  # of the audio this front end returns (always the mel contract's rate)
-
-
-@dataclass(frozen=True)
-class _FestivalVoice:
-    voice: Voice
-    scheme_name: str  # Festival's voice function is `voice_<scheme_name>`
-    voice_subdir: str  # relative to the Festival voices root
-
-
-# Voices Sparrow knows how to drive. Speed uses the HTS engine's "-r" (speech rate) option, which
-# Festival's generic Duration_Stretch parameter does not affect for HTS voices (measured: a 6.17 s
-# sentence stays 6.17 s under Duration_Stretch 0.5 and 2.0, but becomes 12.4 s / 3.1 s with -r).
-_VOICES: dict[str, _FestivalVoice] = {
-    "slt": _FestivalVoice(
-        voice=Voice(
-            "slt", "CMU Arctic SLT (US English, female, HTS)", "en-US", features.SPEC.sample_rate
-        ),
-        scheme_name="cmu_us_slt_arctic_hts",
-        voice_subdir="us/cmu_us_slt_arctic_hts",
-    ),
-}
-
-DEFAULT_VOICES_ROOTS = (Path("/usr/share/festival/voices"), Path("/usr/lib/festival/voices"))
 
 
 class FestivalFrontend:
@@ -170,27 +132,27 @@ class FestivalFrontend:
     def _binary(self) -> str | None:
         return shutil.which(self.festival)
 
-    def _voice_installed(self, fv: _FestivalVoice) -> bool:
+    def _voice_installed(self, fv: FestivalVoice) -> bool:
         return any((root / fv.voice_subdir).is_dir() for root in self.voices_roots)
 
     def available(self, voice: str = "slt") -> bool:
         """True if festival is on PATH and the voice's files are installed."""
-        fv = _VOICES.get(voice)
+        fv = VOICES.get(voice)
         return self._binary() is not None and fv is not None and self._voice_installed(fv)
 
     def voices(self) -> list[Voice]:
         """Installed voices this front end can speak with (empty if Festival is missing)."""
         if self._binary() is None:
             return []
-        return [fv.voice for fv in _VOICES.values() if self._voice_installed(fv)]
+        return [fv.voice for fv in VOICES.values() if self._voice_installed(fv)]
 
     # --- validation --------------------------------------------------------------------------
 
-    def _resolve(self, voice: str, speed: float) -> tuple[_FestivalVoice, str, float]:
-        fv = _VOICES.get(voice)
+    def _resolve(self, voice: str, speed: float) -> tuple[FestivalVoice, str, float]:
+        fv = VOICES.get(voice)
         if fv is None:
-            raise UnknownVoice(f"unknown voice {voice!r}; known voices: {sorted(_VOICES)}")
-        speed = _check_speed(speed)
+            raise UnknownVoice(f"unknown voice {voice!r}; known voices: {sorted(VOICES)}")
+        speed = check_speed(speed)
         binary = self._binary()
         if binary is None:
             raise FrontendUnavailable(
@@ -213,7 +175,7 @@ class FestivalFrontend:
         self._resolve(voice, speed)
 
     def _run_festival(
-        self, sentence: str, fv: _FestivalVoice, binary: str, speed: float
+        self, sentence: str, fv: FestivalVoice, binary: str, speed: float
     ) -> tuple[np.ndarray, list[WordTime]]:
         """One sentence of already-normalised ASCII text, spoken by a warm process of the pool
         -> (float32 audio at 24 kHz, its words' times)."""
@@ -258,7 +220,7 @@ class FestivalFrontend:
         """Start one Festival process now (the server does, at start-up), so the first text
         does not wait for it; False if Festival or the default voice is not installed."""
         binary = self._binary()
-        if binary is None or not self._voice_installed(_VOICES["slt"]):
+        if binary is None or not self._voice_installed(VOICES["slt"]):
             return False
         self._pool_for(binary).warm(1)
         return True
@@ -300,44 +262,13 @@ class FestivalFrontend:
     def plan(self, text_in: str, speed: float = 1.0, continues: bool = False) -> list[Segment]:
         """What `mel_for_text` speaks, in order: sentences (normalised text, speed) and pauses.
 
-        Markup is resolved first (models/markup.py), so it never meets the normaliser. Needs no
-        Festival; InvalidSpeed for a speed out of range. An SSML prosody rate multiplies
-        `speed`, and the product is clamped to [MIN_SPEED, MAX_SPEED]. With `continues`, the
-        text is the rest of a sentence whose opening was spoken before (a streamed text, see
-        models/frontend/assembler.py): it joins that opening, and is not cut again.
+        Markup is resolved first (models/frontend/markup.py), so it never meets the normaliser.
+        Needs no Festival; InvalidSpeed for a speed out of range. See models/frontend/plan.py
+        `plan_text` for prosody rates and `continues`.
         """
-        speed = _check_speed(speed)
-        out: list[Segment] = []
-        for seg in markup.segments(text_in):
-            if isinstance(seg, markup.Pause):
-                out.append(seg)
-                continue
-            seg_speed = min(max(speed * seg.rate, MIN_SPEED), MAX_SPEED)
-            chunks = text.split_sentences(text.normalize(seg.text), self.max_sentence_chars)
-            # Chunks of pure punctuation (e.g. "...") make no sound and make Festival fail.
-            out += [Sentence(c, seg_speed) for c in chunks if text.is_speakable(c)]
-        if not continues:
-            return self._split_opening(out)
-        if out and isinstance(out[0], Sentence):
-            out[0] = Sentence(out[0].text, out[0].speed, "clause")
-        return out
-
-    def _split_opening(self, segments: list[Segment]) -> list[Segment]:
-        """The first sentence, if long, as its opening and the rest (see OPENING_WORDS)."""
-        first = next((i for i, s in enumerate(segments) if isinstance(s, Sentence)), None)
-        if first is None or self.opening_words is None:
-            return segments
-        sentence = segments[first]
-        assert isinstance(sentence, Sentence)
-        cut = text.split_opening(sentence.text, self.opening_words)
-        if cut is None:
-            return segments
-        head, rest, at_clause = cut
-        parts = [
-            Sentence(head, sentence.speed, sentence.join),
-            Sentence(rest, sentence.speed, "clause" if at_clause else "phrase"),
-        ]
-        return [*segments[:first], *parts, *segments[first + 1 :]]
+        return plan_text(
+            text_in, check_speed(speed), self.max_sentence_chars, self.opening_words, continues
+        )
 
     def mel_for_text(
         self, text_in: str, voice: str = "slt", speed: float = 1.0
@@ -370,13 +301,13 @@ class FestivalFrontend:
         if not n:
             raise EmptyText("the text has nothing to speak (no letters or digits)")
         if opens:
-            segments.append(_OPEN_END)
+            segments.append(OPEN_END)
         logger.debug("front end: %d sentences, voice=%s speed=%.2f", n, voice, speed)
         return self._spoken(segments, fv, binary)
 
-    def _spoken(self, segments: list[Segment], fv: _FestivalVoice, binary: str) -> Iterator[Spoken]:
+    def _spoken(self, segments: list[Segment], fv: FestivalVoice, binary: str) -> Iterator[Spoken]:
         for i, seg in enumerate(segments):
-            if seg is _OPEN_END:
+            if seg is OPEN_END:
                 continue  # only marks how the last sentence ends
             if isinstance(seg, markup.Pause):
                 yield Spoken(silence_mel(seg.seconds), ())
@@ -391,81 +322,10 @@ class FestivalFrontend:
             # that edge is cut, so the silence around a <break time="1s"/> lasts about 1 s, and
             # where a sentence was cut in two, so the parts join as one sentence.
             nxt = segments[i + 1] if i + 1 < len(segments) else None
-            before = _keep_before(segments[i - 1] if i else None, seg)
-            after = _keep_before(seg, nxt) if nxt is not None else None
+            before = keep_before(segments[i - 1] if i else None, seg)
+            after = keep_before(seg, nxt) if nxt is not None else None
             lo, hi = quiet_edges(mel, before, after)
             mel = mel[lo:hi]
             if self.on_sentence is not None:
                 self.on_sentence(time.perf_counter() - t0)
-            yield Spoken(mel, _place_words(words, factor, lo, mel.shape[0]))
-
-
-_OPEN_END = Sentence("", 1.0, "clause")
-"""Marks (after the last segment) a text that is a sentence's opening: the next text joins it."""
-
-
-def _keep_before(prev: Segment | None, seg: Segment) -> int | None:
-    """Quiet frames to keep at the boundary between `prev` and `seg` (None: keep Festival's)."""
-    if isinstance(prev, markup.Pause) or isinstance(seg, markup.Pause):
-        return EDGE_KEEP_FRAMES
-    if isinstance(seg, Sentence) and seg.join:
-        return JOIN_KEEP_FRAMES[seg.join]
-    return None
-
-
-def _place_words(
-    words: list[WordTime], factor: float, lo: int, frames: int
-) -> tuple[WordTime, ...]:
-    """Festival's word times -> seconds of the mel made from its audio: divided by the
-    time-scale factor, shifted by the `lo` frames trimmed off the start, clamped to the mel."""
-    frame_s = features.SPEC.hop_length / features.SPEC.sample_rate
-    shift, length = lo * frame_s, frames * frame_s
-    out = []
-    for w in words:
-        start = min(max(w.start / factor - shift, 0.0), length)
-        end = min(max(w.end / factor - shift, 0.0), length)
-        if end > start:
-            out.append(WordTime(w.word, round(start, 4), round(end, 4)))
-    return tuple(out)
-
-
-def _check_speed(speed: object) -> float:
-    try:
-        value = float(speed)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InvalidSpeed(f"speed must be a number, got {speed!r}") from exc
-    if not (math.isfinite(value) and MIN_SPEED <= value <= MAX_SPEED):
-        raise InvalidSpeed(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {value}")
-    return value
-
-
-QUIET_LOG_MEL = -5.0
-"""A frame whose loudest bin is below this is quiet (Festival's edge silence lies at -8..-5.3,
-speech onsets above -4.5)."""
-EDGE_KEEP_FRAMES = 3  # kept of a trimmed quiet edge (37.5 ms), so a weak onset or tail survives
-
-
-def trim_quiet_edges(mel: np.ndarray, start: bool, end: bool) -> np.ndarray:
-    """Cut the quiet frames at the start and/or end of `mel`, keeping EDGE_KEEP_FRAMES of each."""
-    keep = EDGE_KEEP_FRAMES
-    lo, hi = quiet_edges(mel, keep if start else None, keep if end else None)
-    return mel[lo:hi]
-
-
-def quiet_edges(mel: np.ndarray, start: int | None, end: int | None) -> tuple[int, int]:
-    """The frames to keep, [lo, hi): the quiet frames at the start (end) of `mel` cut down to
-    `start` (`end`) frames; None leaves that edge as it is."""
-    loud = np.flatnonzero(mel.max(axis=1) >= QUIET_LOG_MEL)
-    if loud.size == 0:
-        return 0, mel.shape[0]
-    lo = max(int(loud[0]) - start, 0) if start is not None else 0
-    hi = min(int(loud[-1]) + 1 + end, mel.shape[0]) if end is not None else mel.shape[0]
-    return lo, hi
-
-
-def silence_mel(seconds: float) -> np.ndarray:
-    """Log-mel of digital silence lasting `seconds` (at least one frame): float32 [frames, 80]."""
-    frame_rate = features.SPEC.sample_rate / features.SPEC.hop_length
-    frames = max(1, round(seconds * frame_rate))
-    row = features.log_mel(np.zeros(features.SPEC.hop_length, dtype=np.float32))[:1]
-    return np.repeat(row, frames, axis=0)
+            yield Spoken(mel, place_words(words, factor, lo, mel.shape[0]))

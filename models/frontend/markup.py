@@ -7,15 +7,11 @@ ones"). The result is a list of `Speech` (plain text, a speaking-rate multiplier
 
 Two input kinds:
 
-- **SSML**, when the stripped text starts with `<speak>` (or `<speak ...>`): parsed with the
-  standard library's XML parser. Supported: `<break time="500ms|1s" strength="...">` (a real
-  pause, at most MAX_PAUSE_S), `<prosody rate="x-slow|slow|medium|fast|x-fast|80%|+20%|1.5">`
-  (multiplies the request's speed for its content), `<sub alias="...">`, `<say-as
-  interpret-as="characters|spell-out|digits|cardinal|ordinal|date|telephone">`, `<p>`/`<s>`
-  (sentence boundaries). Other tags are dropped and their text is spoken; `<desc>` is not
-  spoken. **Malformed SSML** (not well-formed XML, e.g. a bare `&`) is not an error: it is
-  spoken as plain text with its tags removed (logged at info), because an LLM's SSML is often
-  almost right and a spoken answer beats a refused one.
+- **SSML**, when the stripped text starts with `<speak>` (or `<speak ...>`): read by
+  models/frontend/ssml.py (breaks, prosody rate, sub, say-as, p/s; other tags are dropped and
+  their text is spoken). **Malformed SSML** (not well-formed XML, e.g. a bare `&`) is not an
+  error: it is spoken as plain text with its tags removed (logged at info), because an LLM's
+  SSML is often almost right and a spoken answer beats a refused one.
 - **Everything else** is read as markdown: emphasis markers, headings, list markers, block
   quotes, table pipes and HTML tags are removed; fenced code blocks are dropped (code read aloud
   is noise; an unclosed fence runs to the end of the text, as in CommonMark); inline `code`
@@ -33,15 +29,12 @@ from __future__ import annotations
 
 import logging
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from models.frontend import text
+from models.frontend import ssml, text
+from models.frontend.ssml import MAX_PAUSE_S
 
 logger = logging.getLogger(__name__)
-
-MAX_PAUSE_S = 10.0
-"""Longest single pause (`<break>`); longer ones are clamped."""
 
 
 @dataclass(frozen=True)
@@ -101,14 +94,14 @@ class _Builder:
 
 def segments(text_in: str) -> list[Segment]:
     """Markup (SSML or markdown) -> speech and pause segments; see the module docstring."""
-    if _SPEAK_RE.match(text_in):
+    if ssml.is_ssml(text_in):
         try:
-            root = ET.fromstring(text_in.strip())
-        except ET.ParseError as exc:
+            root = ssml.parse(text_in)
+        except ssml.ParseError as exc:
             logger.info("malformed SSML (%s): speaking it as plain text without tags", exc)
             return _plain(_TAG_RE.sub(" ", text_in))
         builder = _Builder()
-        _walk(root, builder, 1.0)
+        ssml.walk(root, builder)
         return builder.done()
     return _markdown(text_in)
 
@@ -275,159 +268,3 @@ def _markdown(text_in: str) -> list[Segment]:
         # Pipes left over (a table written without its outer pipes) separate cells.
         builder.add(_inline(line).replace("|", ", ") + " ")
     return builder.done()
-
-
-# --- SSML ----------------------------------------------------------------------------------------
-
-_SPEAK_RE = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?<speak[\s>/]")
-
-_STRENGTH_S = {
-    "none": 0.0,
-    "x-weak": 0.1,
-    "weak": 0.25,
-    "medium": 0.5,
-    "strong": 0.75,
-    "x-strong": 1.25,
-}
-_RATE_WORDS = {"x-slow": 0.5, "slow": 0.64, "medium": 1.0, "default": 1.0, "fast": 1.55}
-_RATE_WORDS["x-fast"] = 2.0
-_TIME_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*$", re.IGNORECASE)
-
-
-def _local(tag: object) -> str:
-    return tag.split("}")[-1].lower() if isinstance(tag, str) else ""
-
-
-def break_seconds(time_attr: str | None, strength: str | None) -> float:
-    """A `<break>`'s length: its time if it parses, else its strength's, else medium's."""
-    if time_attr is not None:
-        m = _TIME_RE.match(time_attr)
-        if m:
-            value = float(m.group(1))
-            return min(value / 1000.0 if m.group(2).lower() == "ms" else value, MAX_PAUSE_S)
-        logger.debug("SSML break time %r not understood", time_attr)
-    return _STRENGTH_S.get((strength or "medium").strip().lower(), _STRENGTH_S["medium"])
-
-
-def prosody_rate(value: str | None) -> float:
-    """A `<prosody rate>` as a multiplier: words, "80%", "+20%", "-20%" or "1.5"; else 1."""
-    if value is None:
-        return 1.0
-    v = value.strip().lower()
-    try:
-        if v in _RATE_WORDS:
-            rate = _RATE_WORDS[v]
-        elif v.endswith("%"):
-            number = float(v[:-1])
-            rate = 1.0 + number / 100.0 if v[0] in "+-" else number / 100.0
-        else:
-            rate = float(v)
-    except ValueError:
-        rate = 0.0
-    if not (rate > 0.0 and rate < float("inf")):
-        logger.debug("SSML prosody rate %r not understood", value)
-        return 1.0
-    return rate
-
-
-def _walk(el: ET.Element, b: _Builder, rate: float) -> None:
-    tag = _local(el.tag)
-    if tag == "break":
-        b.pause(break_seconds(el.get("time"), el.get("strength")))
-    elif tag in ("desc", "mark"):
-        pass
-    elif tag == "sub":
-        b.add(el.get("alias", "".join(el.itertext())), rate)
-    elif tag == "say-as":
-        words = say_as("".join(el.itertext()), el.get("interpret-as"), el.get("format"))
-        b.add(f" {words} ", rate)
-    else:
-        if tag in ("p", "s"):
-            b.boundary()
-        if tag == "prosody":
-            rate *= prosody_rate(el.get("rate"))
-        b.add(el.text or "", rate)
-        for child in el:
-            _walk(child, b, rate)
-            b.add(child.tail or "", rate)
-        if tag in ("p", "s"):
-            b.boundary()
-
-
-# --- say-as -------------------------------------------------------------------------------------
-
-_MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
-
-
-def _spell(s: str) -> str:
-    """ "abc12" -> "A B C one two": letters as capitals (read as letter names), digits as words."""
-    out = [
-        text.digits_to_words(ch) if ch.isdigit() else ch.upper()
-        for ch in text.to_ascii(s)
-        if ch.isalnum()
-    ]
-    return " ".join(out)
-
-
-def _date(s: str, fmt: str | None) -> str | None:
-    parts = [p for p in re.split(r"[-/.\s]+", s.strip()) if p]
-    if not parts or not all(p.isdigit() for p in parts):
-        return None
-    if fmt is None:
-        fmt = "ymd" if len(parts[0]) == 4 else "mdy"[: len(parts)]
-    fmt = fmt.lower()
-    if len(fmt) != len(parts) or set(fmt) - set("ymd"):
-        return None
-    fields = dict(zip(fmt, (int(p) for p in parts), strict=True))
-    words = []
-    if "m" in fields:
-        if not 1 <= fields["m"] <= 12:
-            return None
-        words.append(_MONTHS[fields["m"] - 1])
-    if "d" in fields:
-        if not 1 <= fields["d"] <= 31:
-            return None
-        words.append(text.ordinal_to_words(fields["d"]))
-    if "y" in fields:
-        y = fields["y"]
-        year = text.year_to_words(y) if 1000 <= y <= 9999 else text.int_to_words(y)
-        words.append(("," if words else "") + " " + year)
-    return " ".join(words).replace(" ,", ",").strip()
-
-
-def say_as(content: str, interpret_as: str | None, fmt: str | None = None) -> str:
-    """`<say-as>` content -> words; content it cannot read that way is left as it is."""
-    kind = (interpret_as or "").strip().lower()
-    digits = content.replace(",", "").strip()
-    if kind in ("characters", "spell-out", "verbatim", "letters"):
-        return _spell(content)
-    if kind == "digits":
-        return _spell(re.sub(r"\D", "", content)) or content
-    if kind in ("cardinal", "number") and re.fullmatch(r"-?\d+", digits):
-        return text.int_to_words(int(digits))
-    if kind == "ordinal":
-        m = re.fullmatch(r"(\d+)(?:st|nd|rd|th)?", digits, re.IGNORECASE)
-        if m:
-            return text.ordinal_to_words(int(m.group(1)))
-    if kind == "date":
-        return _date(content, fmt) or content
-    if kind == "telephone":
-        groups = re.findall(r"\+|\d+", content)
-        words = [
-            "plus" if g == "+" else text.digits_to_words(g) for g in groups
-        ]  # "555-1234" -> "five five five, one two three four"
-        return ", ".join(words).replace("plus,", "plus") if words else content
-    return content

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 
 from models.dsp.features import MelInputError
 from server.errors import InvalidInput
-from server.routes.stream import parse_message
 from server.schemas import (
     MelData,
     SpeechRequest,
@@ -19,6 +18,7 @@ from server.schemas import (
     WsText,
     mel_to_array,
 )
+from server.streaming import parse_message
 
 
 def test_mel_forms_agree() -> None:

@@ -1,5 +1,5 @@
-"""Markup -> speakable segments (models/markup.py) and the front end's plan built on it; pure,
-no Festival needed."""
+"""Markup -> speakable segments (models/frontend/markup.py, SSML in models/frontend/ssml.py) and
+the front end's plan built on it; pure, no Festival needed."""
 
 from __future__ import annotations
 

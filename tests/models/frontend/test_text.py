@@ -6,15 +6,8 @@ import random
 
 import pytest
 
-from models.frontend.text import (
-    MAX_SENTENCE_CHARS,
-    int_to_words,
-    is_speakable,
-    normalize,
-    ordinal_to_words,
-    split_sentences,
-    year_to_words,
-)
+from models.frontend.numbers import int_to_words, ordinal_to_words, year_to_words
+from models.frontend.text import MAX_SENTENCE_CHARS, is_speakable, normalize, split_sentences
 
 
 @pytest.mark.parametrize(
