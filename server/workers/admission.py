@@ -1,15 +1,22 @@
 """Admission control: how many real-time streams each core takes, which core a stream goes to,
-and how that capacity follows late frames.
+and how that capacity follows the core's measured cost and late frames.
 
 A stream is admitted to the least-loaded worker below its capacity
 (`floor(headroom * US_PER_SAMPLE_BUDGET / measured µs per sample)`, capped by `max_streams`) and
 stays there, since its recurrent state lives in that process.
 
-The start-up measurement sees an idle core; serving costs more (the server's own I/O, other
-processes, cache pressure), so capacity also follows the outcome that matters: when a worker's
-frames go late, its capacity drops by one stream (at most once per `recovery_s / 6`, since frames
-already queued were computed under the old load; admitted streams go on, new ones go elsewhere
-or are refused), and after `recovery_s` without late frames it climbs back by one stream per
+The measured µs per sample starts as the worker's start-up measurement and is then re-estimated
+from the frames it really computes: a low quantile of the step times of a window of recent steady
+frames (`rolling_us_per_sample`), since anything else on the core only adds time to a step. The
+capacity that figure allows (`measured_capacity`) may rise above the start-up one or fall below
+it. A fall applies at once; a rise applies to a worker not cut by late frames once it has gone
+`recovery_s` without them (`capacity_after_estimate`).
+
+The measurement cannot see everything serving costs (the server's own I/O, a neighbour taking the
+core in bursts), so capacity also follows the outcome that matters: when a worker's frames go
+late, its capacity drops by one stream (at most once per `recovery_s / 6`, since frames already
+queued were computed under the old load; admitted streams go on, new ones go elsewhere or are
+refused), and after `recovery_s` without late frames it climbs back by one stream per
 `recovery_s`, never above the measured figure.
 
 Pure decisions over the pool's worker records; the pool applies them (metrics, logs, waking
@@ -109,4 +116,41 @@ def capacity_after_quiet(w: Slot, now: float, *, recovery_s: float) -> int | Non
     without late frames, or None."""
     if w.state == "ready" and w.capacity < w.measured_capacity and now - w.changed_at >= recovery_s:
         return w.capacity + 1
+    return None
+
+
+def rolling_us_per_sample(
+    step_s: Sequence[float], hop_length: int, *, min_frames: int, quantile: float
+) -> float | None:
+    """The `quantile` of steady frame step times (seconds) as µs per sample, or None with fewer
+    than `min_frames` of them. A low quantile, because a neighbour on the core, a page fault or a
+    preemption only ever adds time to a step: the fast steps show what the core does."""
+    if len(step_s) < max(min_frames, 1):
+        return None
+    ordered = sorted(step_s)
+    # The lower of the two order statistics around the quantile (no interpolation): a figure
+    # some step really took.
+    at = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
+    return ordered[at] / hop_length * 1e6
+
+
+def capacity_after_estimate(
+    w: Slot, estimated: int, now: float, *, recovery_s: float
+) -> int | None:
+    """The capacity a worker moves to when its rolling estimate allows `estimated` streams
+    (`w.measured_capacity` is what the previous estimate allowed), or None to keep it.
+
+    Down to the estimate at once. Up to it only for a worker not cut below its previous estimate
+    by late frames and without any for `recovery_s` (a cut worker climbs one stream at a time,
+    `capacity_after_quiet`)."""
+    if w.state != "ready":
+        return None
+    if estimated < w.capacity:
+        return estimated
+    if (
+        estimated > w.capacity
+        and w.capacity >= w.measured_capacity
+        and now - w.changed_at >= recovery_s
+    ):
+        return estimated
     return None
