@@ -169,7 +169,8 @@ class Metrics:
         self.measured_sample_seconds = Gauge(
             "sparrow_measured_sample_seconds",
             "A worker's current compute-per-sample figure: its start-up measurement, then a low "
-            "quantile of its recent steady frame steps / 300; capacity follows it",
+            "quantile of its recent steady frame steps' CPU time / 300 over the share of the "
+            "core it got; capacity follows it",
             ["core"],
             registry=r,
         )

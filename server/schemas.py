@@ -244,6 +244,11 @@ class WorkerStatus(BaseModel):
     estimate_frames: int = Field(
         0, description="steady frames behind us_per_sample (0: it is the start-up figure)"
     )
+    core_share: float | None = Field(
+        None,
+        description="share of its core the worker ran in those frames' steps (CPU / wall "
+        "time; below 1 when something else takes the core)",
+    )
     capacity: int = Field(
         description="streams admitted now: measured_capacity, lowered for a while after late frames"
     )

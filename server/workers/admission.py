@@ -6,9 +6,9 @@ A stream is admitted to the least-loaded worker below its capacity
 stays there, since its recurrent state lives in that process.
 
 The measured µs per sample starts as the worker's start-up measurement and is then re-estimated
-from the frames it really computes: a low quantile of the step times of a window of recent steady
-frames (`rolling_us_per_sample`), since anything else on the core only adds time to a step. The
-capacity that figure allows (`measured_capacity`) may rise above the start-up one or fall below
+from the frames it really computes (`rolling_us_per_sample`): the core's own speed (a low
+quantile of the CPU time of a window of recent steady frame steps) over the share of the core
+the worker got in them (their CPU time over their wall time). The capacity that figure allows (`measured_capacity`) may rise above the start-up one or fall below
 it. A fall applies at once; a rise applies to a worker not cut by late frames once it has gone
 `recovery_s` without them (`capacity_after_estimate`).
 
@@ -120,18 +120,33 @@ def capacity_after_quiet(w: Slot, now: float, *, recovery_s: float) -> int | Non
 
 
 def rolling_us_per_sample(
-    step_s: Sequence[float], hop_length: int, *, min_frames: int, quantile: float
-) -> float | None:
-    """The `quantile` of steady frame step times (seconds) as µs per sample, or None with fewer
-    than `min_frames` of them. A low quantile, because a neighbour on the core, a page fault or a
-    preemption only ever adds time to a step: the fast steps show what the core does."""
-    if len(step_s) < max(min_frames, 1):
+    step_s: Sequence[float],
+    cpu_s: Sequence[float],
+    hop_length: int,
+    *,
+    min_frames: int,
+    quantile: float,
+) -> tuple[float, float] | None:
+    """(µs per sample, core share) of a worker from its recent steady frames: their step times
+    (wall clock, seconds) and the CPU time it ran in them; None with fewer than `min_frames`.
+
+    The core's own speed is the `quantile` (a low one) of the CPU times: a page fault or cache
+    pressure only ever adds to a step. What it gets of the core is the share of the steps' wall
+    time it ran (CPU / wall over the window): a neighbour taking the core in slices leaves most
+    steps untouched and stalls a few for a whole slice, so no quantile of step times sees it,
+    while their sum does. The figure is the own speed over that share."""
+    n = len(step_s)
+    if n < max(min_frames, 1) or len(cpu_s) != n:
         return None
-    ordered = sorted(step_s)
+    wall, cpu = math.fsum(step_s), math.fsum(cpu_s)
+    if wall <= 0.0 or cpu <= 0.0:
+        return None
+    share = min(1.0, cpu / wall)
+    ordered = sorted(cpu_s)
     # The lower of the two order statistics around the quantile (no interpolation): a figure
     # some step really took.
-    at = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
-    return ordered[at] / hop_length * 1e6
+    at = min(n - 1, max(0, math.ceil(quantile * n) - 1))
+    return ordered[at] / share / hop_length * 1e6, share
 
 
 def capacity_after_estimate(

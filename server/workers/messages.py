@@ -103,8 +103,10 @@ class FramesMade:
     redrawn: int  # draws thrown away because they reached full scale
     clipped: int  # frames sent at full scale after every redraw
     # Step times of the frames whose step made exactly one kernel frame (not an utterance's
-    # opening, which makes the look-ahead too, nor its tail): the pool's rolling cost estimate.
+    # opening, which makes the look-ahead too, nor its tail), and the CPU time the worker ran in
+    # them (less when something else took the core meanwhile): the pool's rolling cost estimate.
     steady_s: list[float] = field(default_factory=list)
+    steady_cpu_s: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ of one stream."""
 ESTIMATE_MIN_FRAMES = 256
 """Steady frames a worker must have computed before the estimate replaces its start-up figure."""
 ESTIMATE_QUANTILE = 0.2
-"""The step time the estimate takes: a low quantile (other work on the core only adds time)."""
+"""The step CPU time the estimate takes: a low quantile (the core's own speed)."""
 
 
 class WorkerPool(Supervision):
@@ -256,6 +256,7 @@ class WorkerPool(Supervision):
                 msg.clipped,
             )
             w.steady_s.extend(msg.steady_s)
+            w.steady_cpu_s.extend(msg.steady_cpu_s)
             if msg.late:
                 self._on_late(w)
             h = w.streams.get(msg.sid)
@@ -287,7 +288,8 @@ class WorkerPool(Supervision):
         w.capacity, w.changed_at = w.measured_capacity, time.monotonic()
         # A new process starts its estimate afresh (the core's neighbours may have changed).
         w.steady_s = collections.deque(maxlen=ESTIMATE_WINDOW)
-        w.estimate_frames = 0
+        w.steady_cpu_s = collections.deque(maxlen=ESTIMATE_WINDOW)
+        w.estimate_frames, w.core_share = 0, None
         self.metrics.measured_sample_seconds.labels(core=str(w.core)).set(w.us_per_sample * 1e-6)
         w.state, w.ready_at, w.pid = "ready", time.monotonic(), info.pid
         self.sample_rate = int(info.config.get("sample_rate", self.sample_rate))
@@ -334,14 +336,16 @@ class WorkerPool(Supervision):
         capacity to what that allows (down at once, up after a quiet spell)."""
         if w.state != "ready":
             return
-        us = rolling_us_per_sample(
+        estimate = rolling_us_per_sample(
             w.steady_s,
+            w.steady_cpu_s,
             self.hop_length,
             min_frames=self.estimate_min_frames,
             quantile=ESTIMATE_QUANTILE,
         )
-        if us is None:
+        if estimate is None:
             return
+        us, w.core_share = estimate
         w.us_per_sample, w.estimate_frames = us, len(w.steady_s)
         self.metrics.measured_sample_seconds.labels(core=str(w.core)).set(us * 1e-6)
         estimated = capacity_for(us, self.headroom, self.max_streams)
@@ -352,11 +356,12 @@ class WorkerPool(Supervision):
         )
         if estimated != w.measured_capacity:
             logger.info(
-                "core %d: %.2f µs/sample over its last %d steady frames -> measured capacity "
-                "%d -> %d (start-up: %d)",
+                "core %d: %.2f µs/sample over its last %d steady frames (%.0f%% of the core) -> "
+                "measured capacity %d -> %d (start-up: %d)",
                 w.core,
                 us,
                 len(w.steady_s),
+                100 * w.core_share,
                 w.measured_capacity,
                 estimated,
                 w.startup_capacity,

@@ -37,11 +37,13 @@ class WorkerSlot:
     startup_us_per_sample: float | None = None  # measured by the worker when it started
     kernel_us_per_sample: float | None = None
     estimate_frames: int = 0  # steady frames behind us_per_sample (0: the start-up figure)
+    core_share: float | None = None  # CPU time / wall time of those frames' steps
     capacity: int = 0  # streams admitted now: measured_capacity, lowered after late frames
     measured_capacity: int = 0  # what us_per_sample allows
     startup_capacity: int = 0  # what the start-up measurement allowed
-    # Step times (s) of the worker's recent steady frames, for the rolling estimate.
+    # Step times and CPU times (s) of the worker's recent steady frames, for the rolling estimate.
     steady_s: collections.deque[float] = field(default_factory=collections.deque)
+    steady_cpu_s: collections.deque[float] = field(default_factory=collections.deque)
     changed_at: float = 0.0  # last late frame or capacity step (recovery waits from here)
     cut_at: float = -math.inf  # last decrease
     pid: int | None = None
@@ -135,6 +137,7 @@ def slot_status(w: WorkerSlot) -> dict[str, Any]:
         "startup_us_per_sample": w.startup_us_per_sample,
         "kernel_us_per_sample": w.kernel_us_per_sample,
         "estimate_frames": w.estimate_frames,
+        "core_share": w.core_share,
         "capacity": w.capacity,
         "measured_capacity": w.measured_capacity,
         "startup_capacity": w.startup_capacity,

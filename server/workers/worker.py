@@ -73,8 +73,8 @@ class _Stream:
     utt_samples: int = 0
     vs: Any = None  # models.runtime.VocoderStream of the current utterance (None between them)
     ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
-    # pcm, compute, wait, deadline, steady (the step made exactly one kernel frame)
-    out: list[tuple[bytes, float, float, float, bool]] = field(default_factory=list)
+    # pcm, compute, wait, deadline, CPU time of the step, steady (it made exactly one kernel frame)
+    out: list[tuple[bytes, float, float, float, float, bool]] = field(default_factory=list)
     # draws thrown away and frames sent at full scale since the last flush (VocoderStream's
     # frames_redrawn / frames_clipped, see SynthesisConfig.clip_retries)
     redrawn: int = 0
@@ -181,8 +181,20 @@ class Scheduler:
         late = sum(1 for o in s.out if now > o[3])
         pcm = b"".join(o[0] for o in s.out)
         computes, waits = [o[1] for o in s.out], [o[2] for o in s.out]
-        steady = [o[1] for o in s.out if o[4]]
-        self._send(FramesMade(s.sid, pcm, computes, waits, late, s.redrawn, s.clipped, steady))
+        steady = [o for o in s.out if o[5]]
+        self._send(
+            FramesMade(
+                s.sid,
+                pcm,
+                computes,
+                waits,
+                late,
+                s.redrawn,
+                s.clipped,
+                steady_s=[o[1] for o in steady],
+                steady_cpu_s=[o[4] for o in steady],
+            )
+        )
         s.out.clear()
         s.redrawn = s.clipped = 0
 
@@ -201,7 +213,7 @@ class Scheduler:
     # --- compute -----------------------------------------------------------------------------
 
     def _step(self, s: _Stream) -> None:
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.thread_time()
         opening = s.eager
         redrawn, clipped = s.vs.frames_redrawn, s.vs.frames_clipped
         kernel = s.vs.kernel_frames
@@ -211,7 +223,7 @@ class Scheduler:
             logger.exception("stream %d failed in step()", s.sid)
             self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
             return
-        t1 = time.monotonic()
+        t1, c1 = time.monotonic(), time.thread_time()
         if opening:
             # The opening is time to first audio; playback (and every later deadline) starts
             # `buffer_s` after this first audio, unless earlier audio of the stream still plays.
@@ -226,7 +238,7 @@ class Scheduler:
         steady = s.vs.kernel_frames - kernel == 1
         s.redrawn += s.vs.frames_redrawn - redrawn
         s.clipped += s.vs.frames_clipped - clipped
-        s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline, steady))
+        s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline, c1 - c0, steady))
         s.frames += 1
         s.utt_samples += len(pcm) // 2
         s.ready_since = t1

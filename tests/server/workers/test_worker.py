@@ -251,15 +251,18 @@ def test_steady_step_times_leave_out_the_opening_and_the_tail(
     h.send(PushMel(1, make_mel(20)))
     h.send(FinishUtterance(1))
     steady: list[float] = []
+    cpu: list[float] = []
     frames = 0
     while True:
         msg = h.recv()
         if isinstance(msg, FramesMade):
             steady += msg.steady_s
+            cpu += msg.steady_cpu_s
             frames += len(msg.compute_s)
         elif isinstance(msg, UtteranceDone):
             break
-    assert frames == 20 and len(steady) == 18 and all(t > 0 for t in steady)
+    assert frames == 20 and len(steady) == len(cpu) == 18
+    assert all(t > 0 for t in steady) and all(t > 0 for t in cpu)
 
 
 def test_close_drops_the_stream_at_once(
