@@ -122,6 +122,11 @@ class VocoderStream:
         return self._chain.frames_clipped
 
     @property
+    def kernel_frames(self) -> int:
+        """Frames the kernel has made: up to frames_ahead more than step() returned."""
+        return self._kernel_done
+
+    @property
     def frames_received(self) -> int:
         return self._n
 

@@ -117,11 +117,16 @@ class Settings(BaseSettings):
         30.0,
         ge=0.0,
         description="late frames lower a worker's capacity by one stream (at most once per a "
-        "sixth of this); it rises by one per this many seconds without late frames (0: "
-        "capacity stays as measured)",
+        "sixth of this); it rises by one per this many seconds without late frames, and to a "
+        "higher re-measured capacity after this long without them (0: capacity stays at the "
+        "start-up figure)",
     )
     initial_buffer_s: float = Field(
-        0.1, ge=0.0, le=10.0, description="playback buffer allowed before a frame counts as late"
+        0.1,
+        ge=0.0,
+        le=10.0,
+        description="playback starts this long after an utterance's first audio; a frame sent "
+        "after its time there counts as late",
     )
     idle_timeout_s: float = Field(
         30.0, gt=0.0, description="websocket closed (4408) after this idle"
@@ -160,7 +165,7 @@ class Settings(BaseSettings):
     synthesis: Annotated[dict[str, int | float] | None, NoDecode] = Field(
         None,
         description="synthesis settings over the voice's own, no recompiling: a JSON object "
-        "such as {\"envelope_passes\": 0} (see models/vocoder/config.py SynthesisConfig)",
+        'such as {"envelope_passes": 0} (see models/vocoder/config.py SynthesisConfig)',
     )
     max_sockets_per_client: int | None = Field(
         64, ge=1, description="websockets one client address may hold open at once (1013 beyond)"

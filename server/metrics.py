@@ -162,7 +162,15 @@ class Metrics:
         )
         self.stream_capacity = Gauge(
             "sparrow_stream_capacity",
-            "Real-time streams a worker admits (from measured us/sample)",
+            "Real-time streams a worker admits now (from its measured cost, less late-frame cuts)",
+            ["core"],
+            registry=r,
+        )
+        self.measured_sample_seconds = Gauge(
+            "sparrow_measured_sample_seconds",
+            "A worker's current compute-per-sample figure: its start-up measurement, then a low "
+            "quantile of its recent steady frame steps' CPU time / 300 over the share of the "
+            "core it got; capacity follows it",
             ["core"],
             registry=r,
         )

@@ -232,15 +232,30 @@ class WorkerStatus(BaseModel):
     state: str
     pid: int | None
     us_per_sample: float | None = Field(
-        description="measured per-sample cost of a whole frame step"
+        description="current per-sample cost of a whole frame step: a low quantile of the "
+        "worker's recent steady frames (estimate_frames of them), else its start-up measurement"
+    )
+    startup_us_per_sample: float | None = Field(
+        None, description="per-sample cost the worker measured when it started"
     )
     kernel_us_per_sample: float | None = Field(
-        None, description="kernel-only time (min of repeats)"
+        None, description="kernel-only time at start-up (min of repeats)"
+    )
+    estimate_frames: int = Field(
+        0, description="steady frames behind us_per_sample (0: it is the start-up figure)"
+    )
+    core_share: float | None = Field(
+        None,
+        description="share of its core the worker ran in those frames' steps (CPU / wall "
+        "time; below 1 when something else takes the core)",
     )
     capacity: int = Field(
-        description="streams admitted now (lowered for a while after late frames)"
+        description="streams admitted now: measured_capacity, lowered for a while after late frames"
     )
-    measured_capacity: int = Field(0, description="capacity from the start-up measurement")
+    measured_capacity: int = Field(
+        0, description="streams the current us_per_sample allows (headroom, max_streams)"
+    )
+    startup_capacity: int = Field(0, description="streams the start-up measurement allowed")
     streams: int
     restarts: int
     error: str | None = None

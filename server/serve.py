@@ -43,7 +43,11 @@ FLAGS: list[tuple[str, type, str]] = [
             "seconds (default 30; 0: no adaptation)"
         ),
     ),
-    ("initial-buffer-s", float, "playback buffer before a frame counts late (default 0.1)"),
+    (
+        "initial-buffer-s",
+        float,
+        "playback starts this long after first audio; frames after their time count late (0.1)",
+    ),
     ("idle-timeout-s", float, "close idle websockets after this (default 30)"),
     ("drain-timeout-s", float, "on SIGTERM, wait this long for open streams (default 30)"),
     ("start-timeout-s", float, "exit non-zero if no worker is ready this long after start (120)"),

@@ -58,13 +58,20 @@ async function getJSON(path) {
 // --- model and voices ---------------------------------------------------------------------------
 
 function findUsPerSample(model) {
-  // The model card lists its workers, each with the per-sample cost it measured on its core;
-  // the slowest worker is the one that sets the real-time margin.
+  // The model card lists its workers, each with its current per-sample cost (re-estimated from
+  // the frames it computes, not only its start-up figure); the slowest sets the real-time margin.
   if (!model || !Array.isArray(model.workers)) return null;
   const measured = model.workers
     .map((w) => w.us_per_sample)
     .filter((v) => typeof v === "number" && isFinite(v));
   return measured.length ? Math.max(...measured) : null;
+}
+
+function totalCapacity(model) {
+  // Real-time streams the server admits now, over its workers (it follows their costs).
+  if (!model || !Array.isArray(model.workers)) return null;
+  const caps = model.workers.map((w) => w.capacity).filter((v) => typeof v === "number");
+  return caps.length ? caps.reduce((a, b) => a + b, 0) : null;
 }
 
 function showUsPerSample(us) {
@@ -89,6 +96,8 @@ async function loadModel() {
     if (model && model.isa) parts.push(model.isa);
     if (model && model.trained === false) parts.push("untrained weights: expect hiss");
     if (us !== null) parts.push(us.toFixed(1) + " µs/sample");
+    const capacity = totalCapacity(model);
+    if (capacity !== null) parts.push(capacity + (capacity === 1 ? " stream" : " streams") + " now");
     $("model").textContent = parts.join(" · ");
   } catch (err) {
     $("model").textContent = "model info unavailable";
@@ -253,6 +262,7 @@ function finish(error) {
   }
   setRunning(false);
   showFigures();
+  loadModel(); // the workers' figures follow what they just computed
 }
 
 function wsUrl() {
@@ -377,4 +387,8 @@ window.addEventListener("DOMContentLoaded", () => {
   loadModel();
   loadVoices();
   loadSampleMel().catch(() => {});
+  // The current figures, not the start-up ones: re-read while the page is shown.
+  setInterval(() => {
+    if (!document.hidden && !state.running) loadModel();
+  }, 15000);
 });

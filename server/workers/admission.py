@@ -1,15 +1,22 @@
 """Admission control: how many real-time streams each core takes, which core a stream goes to,
-and how that capacity follows late frames.
+and how that capacity follows the core's measured cost and late frames.
 
 A stream is admitted to the least-loaded worker below its capacity
 (`floor(headroom * US_PER_SAMPLE_BUDGET / measured µs per sample)`, capped by `max_streams`) and
 stays there, since its recurrent state lives in that process.
 
-The start-up measurement sees an idle core; serving costs more (the server's own I/O, other
-processes, cache pressure), so capacity also follows the outcome that matters: when a worker's
-frames go late, its capacity drops by one stream (at most once per `recovery_s / 6`, since frames
-already queued were computed under the old load; admitted streams go on, new ones go elsewhere
-or are refused), and after `recovery_s` without late frames it climbs back by one stream per
+The measured µs per sample starts as the worker's start-up measurement and is then re-estimated
+from the frames it really computes (`rolling_us_per_sample`): the core's own speed (a low
+quantile of the CPU time of a window of recent steady frame steps) over the share of the core
+the worker got in them (their CPU time over their wall time). The capacity that figure allows (`measured_capacity`) may rise above the start-up one or fall below
+it. A fall applies at once; a rise applies to a worker not cut by late frames once it has gone
+`recovery_s` without them (`capacity_after_estimate`).
+
+The measurement cannot see everything serving costs (the server's own I/O, a neighbour taking the
+core in bursts), so capacity also follows the outcome that matters: when a worker's frames go
+late, its capacity drops by one stream (at most once per `recovery_s / 6`, since frames already
+queued were computed under the old load; admitted streams go on, new ones go elsewhere or are
+refused), and after `recovery_s` without late frames it climbs back by one stream per
 `recovery_s`, never above the measured figure.
 
 Pure decisions over the pool's worker records; the pool applies them (metrics, logs, waking
@@ -109,4 +116,56 @@ def capacity_after_quiet(w: Slot, now: float, *, recovery_s: float) -> int | Non
     without late frames, or None."""
     if w.state == "ready" and w.capacity < w.measured_capacity and now - w.changed_at >= recovery_s:
         return w.capacity + 1
+    return None
+
+
+def rolling_us_per_sample(
+    step_s: Sequence[float],
+    cpu_s: Sequence[float],
+    hop_length: int,
+    *,
+    min_frames: int,
+    quantile: float,
+) -> tuple[float, float] | None:
+    """(µs per sample, core share) of a worker from its recent steady frames: their step times
+    (wall clock, seconds) and the CPU time it ran in them; None with fewer than `min_frames`.
+
+    The core's own speed is the `quantile` (a low one) of the CPU times: a page fault or cache
+    pressure only ever adds to a step. What it gets of the core is the share of the steps' wall
+    time it ran (CPU / wall over the window): a neighbour taking the core in slices leaves most
+    steps untouched and stalls a few for a whole slice, so no quantile of step times sees it,
+    while their sum does. The figure is the own speed over that share."""
+    n = len(step_s)
+    if n < max(min_frames, 1) or len(cpu_s) != n:
+        return None
+    wall, cpu = math.fsum(step_s), math.fsum(cpu_s)
+    if wall <= 0.0 or cpu <= 0.0:
+        return None
+    share = min(1.0, cpu / wall)
+    ordered = sorted(cpu_s)
+    # The lower of the two order statistics around the quantile (no interpolation): a figure
+    # some step really took.
+    at = min(n - 1, max(0, math.ceil(quantile * n) - 1))
+    return ordered[at] / share / hop_length * 1e6, share
+
+
+def capacity_after_estimate(
+    w: Slot, estimated: int, now: float, *, recovery_s: float
+) -> int | None:
+    """The capacity a worker moves to when its rolling estimate allows `estimated` streams
+    (`w.measured_capacity` is what the previous estimate allowed), or None to keep it.
+
+    Down to the estimate at once. Up to it only for a worker not cut below its previous estimate
+    by late frames and without any for `recovery_s` (a cut worker climbs one stream at a time,
+    `capacity_after_quiet`)."""
+    if w.state != "ready":
+        return None
+    if estimated < w.capacity:
+        return estimated
+    if (
+        estimated > w.capacity
+        and w.capacity >= w.measured_capacity
+        and now - w.changed_at >= recovery_s
+    ):
+        return estimated
     return None

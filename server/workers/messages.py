@@ -99,9 +99,14 @@ class FramesMade:
     pcm: bytes
     compute_s: list[float]  # per frame: time in step()
     queue_wait_s: list[float]  # per frame: time ready but waiting for the core
-    late: int  # frames sent after their playback deadline
+    late: int  # frames sent after their playback deadline (an utterance's opening never is)
     redrawn: int  # draws thrown away because they reached full scale
     clipped: int  # frames sent at full scale after every redraw
+    # Step times of the frames whose step made exactly one kernel frame (not an utterance's
+    # opening, which makes the look-ahead too, nor its tail), and the CPU time the worker ran in
+    # them (less when something else took the core meanwhile): the pool's rolling cost estimate.
+    steady_s: list[float] = field(default_factory=list)
+    steady_cpu_s: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Lives in the server process, on its event loop. Each worker is a process with a duplex pipe
 served by two threads (server/workers/process.py) carrying typed messages
 (server/workers/messages.py); admission (which core a stream goes to, and each core's capacity as
-late frames come and go) is server/workers/admission.py; a stream's server side is
+its measured cost and late frames come and go) is server/workers/admission.py; a stream's server side is
 server/workers/handle.py.
 
 When a worker dies its streams fail at once with `WorkerDied`, the others go on, and a new process
@@ -17,6 +17,7 @@ threaded server process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import multiprocessing as mp
@@ -31,10 +32,12 @@ from server.errors import NotReady, StreamFailed
 from server.metrics import Metrics
 from server.workers.admission import (
     Refused,
+    capacity_after_estimate,
     capacity_after_late,
     capacity_after_quiet,
     capacity_for,
     pick_worker,
+    rolling_us_per_sample,
 )
 from server.workers.handle import Flushed, StreamHandle
 from server.workers.messages import (
@@ -62,6 +65,14 @@ __all__ = ["Flushed", "StreamHandle", "WorkerPool"]
 
 _PRELOAD = ["server.workers.worker", "models.runtime"]
 
+ESTIMATE_WINDOW = 4096
+"""Steady frames the rolling cost estimate looks at: ~4 s of a core serving 12 streams, a minute
+of one stream."""
+ESTIMATE_MIN_FRAMES = 256
+"""Steady frames a worker must have computed before the estimate replaces its start-up figure."""
+ESTIMATE_QUANTILE = 0.2
+"""The step CPU time the estimate takes: a low quantile (the core's own speed)."""
+
 
 class WorkerPool(Supervision):
     """Starts, supervises and stops the per-core workers; admits streams to them."""
@@ -80,9 +91,13 @@ class WorkerPool(Supervision):
         adaptive: bool = True,
         recovery_s: float = 30.0,
         synthesis: SynthesisConfig | None = None,
+        estimate_s: float = 1.0,
+        estimate_min_frames: int = ESTIMATE_MIN_FRAMES,
     ) -> None:
         """`synthesis`: the server's synthesis settings in place of the voice's own (a stream may
-        still bring its own to open_stream); None keeps the artefact's."""
+        still bring its own to open_stream); None keeps the artefact's. `estimate_s`: how often
+        each worker's cost is re-estimated from its recent steady frames (at least
+        `estimate_min_frames` of them)."""
         if not cores:
             raise ValueError("the pool needs at least one core")
         self.model_dir = model_dir
@@ -96,6 +111,8 @@ class WorkerPool(Supervision):
         self.adaptive = adaptive
         self.recovery_s = recovery_s
         self.synthesis = synthesis
+        self.estimate_s = estimate_s
+        self.estimate_min_frames = estimate_min_frames
         self.workers = [WorkerSlot(core=c) for c in self.cores]
         self.model_info: dict[str, Any] = {}
         self.sample_rate = SPEC.sample_rate
@@ -123,10 +140,9 @@ class WorkerPool(Supervision):
         for w in self.workers:
             self.metrics.init_core(w.core)
             self._spawn_later(w, 0.0)
-        if self.adaptive:
-            task = asyncio.ensure_future(self._recover_capacity())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.ensure_future(self._follow_capacity())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until every worker is ready; raise RuntimeError on a fatal start-up error."""
@@ -239,6 +255,8 @@ class WorkerPool(Supervision):
                 msg.redrawn,
                 msg.clipped,
             )
+            w.steady_s.extend(msg.steady_s)
+            w.steady_cpu_s.extend(msg.steady_cpu_s)
             if msg.late:
                 self._on_late(w)
             h = w.streams.get(msg.sid)
@@ -263,10 +281,16 @@ class WorkerPool(Supervision):
             logger.error("unknown message %r from worker %d", msg, w.core)
 
     def _on_ready(self, w: WorkerSlot, info: WorkerReady) -> None:
-        w.us_per_sample = float(info.us_per_sample)
+        w.us_per_sample = w.startup_us_per_sample = float(info.us_per_sample)
         w.kernel_us_per_sample = info.kernel_us_per_sample
         w.measured_capacity = capacity_for(w.us_per_sample, self.headroom, self.max_streams)
+        w.startup_capacity = w.measured_capacity
         w.capacity, w.changed_at = w.measured_capacity, time.monotonic()
+        # A new process starts its estimate afresh (the core's neighbours may have changed).
+        w.steady_s = collections.deque(maxlen=ESTIMATE_WINDOW)
+        w.steady_cpu_s = collections.deque(maxlen=ESTIMATE_WINDOW)
+        w.estimate_frames, w.core_share = 0, None
+        self.metrics.measured_sample_seconds.labels(core=str(w.core)).set(w.us_per_sample * 1e-6)
         w.state, w.ready_at, w.pid = "ready", time.monotonic(), info.pid
         self.sample_rate = int(info.config.get("sample_rate", self.sample_rate))
         self.hop_length = int(info.config.get("hop_length", self.hop_length))
@@ -307,6 +331,46 @@ class WorkerPool(Supervision):
             )
             self._set_capacity(w, cut)
 
+    def _estimate(self, w: WorkerSlot, now: float) -> None:
+        """Re-estimate the worker's µs per sample from its recent steady frames and move its
+        capacity to what that allows (down at once, up after a quiet spell)."""
+        if w.state != "ready":
+            return
+        estimate = rolling_us_per_sample(
+            w.steady_s,
+            w.steady_cpu_s,
+            self.hop_length,
+            min_frames=self.estimate_min_frames,
+            quantile=ESTIMATE_QUANTILE,
+        )
+        if estimate is None:
+            return
+        us, w.core_share = estimate
+        w.us_per_sample, w.estimate_frames = us, len(w.steady_s)
+        self.metrics.measured_sample_seconds.labels(core=str(w.core)).set(us * 1e-6)
+        estimated = capacity_for(us, self.headroom, self.max_streams)
+        moved = (
+            capacity_after_estimate(w, estimated, now, recovery_s=self.recovery_s)
+            if self.adaptive
+            else None
+        )
+        if estimated != w.measured_capacity:
+            logger.info(
+                "core %d: %.2f µs/sample over its last %d steady frames (%.0f%% of the core) -> "
+                "measured capacity %d -> %d (start-up: %d)",
+                w.core,
+                us,
+                len(w.steady_s),
+                100 * w.core_share,
+                w.measured_capacity,
+                estimated,
+                w.startup_capacity,
+            )
+        w.measured_capacity = estimated
+        if moved is not None:
+            logger.info("core %d: capacity %d -> %d", w.core, w.capacity, moved)
+            self._set_capacity(w, moved)
+
     def _recover_one(self, w: WorkerSlot, now: float) -> None:
         more = capacity_after_quiet(w, now, recovery_s=self.recovery_s)
         if more is not None:
@@ -318,9 +382,13 @@ class WorkerPool(Supervision):
                 w.capacity,
             )
 
-    async def _recover_capacity(self) -> None:
+    async def _follow_capacity(self) -> None:
+        """In the background: re-estimate each worker's cost, and give back capacity that late
+        frames took once they stop."""
         assert self._stop_event is not None
-        tick = max(0.05, self.recovery_s / 4)
+        tick = self.estimate_s
+        if self.adaptive:
+            tick = min(tick, max(0.05, self.recovery_s / 4))
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._stop_event.wait(), tick)
@@ -328,4 +396,6 @@ class WorkerPool(Supervision):
                 pass
             now = time.monotonic()
             for w in self.workers:
-                self._recover_one(w, now)
+                self._estimate(w, now)
+                if self.adaptive:
+                    self._recover_one(w, now)

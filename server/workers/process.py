@@ -3,6 +3,7 @@ so a large mel push never blocks the event loop, and a reader that hands each re
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import multiprocessing as mp
@@ -32,10 +33,17 @@ class WorkerSlot:
     proc: Any = None
     conn: Connection | None = None
     outbox: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
-    us_per_sample: float | None = None
+    us_per_sample: float | None = None  # now: the rolling estimate, or the start-up figure
+    startup_us_per_sample: float | None = None  # measured by the worker when it started
     kernel_us_per_sample: float | None = None
+    estimate_frames: int = 0  # steady frames behind us_per_sample (0: the start-up figure)
+    core_share: float | None = None  # CPU time / wall time of those frames' steps
     capacity: int = 0  # streams admitted now: measured_capacity, lowered after late frames
-    measured_capacity: int = 0  # from the start-up measurement
+    measured_capacity: int = 0  # what us_per_sample allows
+    startup_capacity: int = 0  # what the start-up measurement allowed
+    # Step times and CPU times (s) of the worker's recent steady frames, for the rolling estimate.
+    steady_s: collections.deque[float] = field(default_factory=collections.deque)
+    steady_cpu_s: collections.deque[float] = field(default_factory=collections.deque)
     changed_at: float = 0.0  # last late frame or capacity step (recovery waits from here)
     cut_at: float = -math.inf  # last decrease
     pid: int | None = None
@@ -126,9 +134,13 @@ def slot_status(w: WorkerSlot) -> dict[str, Any]:
         "state": w.state,
         "pid": w.pid,
         "us_per_sample": w.us_per_sample,
+        "startup_us_per_sample": w.startup_us_per_sample,
         "kernel_us_per_sample": w.kernel_us_per_sample,
+        "estimate_frames": w.estimate_frames,
+        "core_share": w.core_share,
         "capacity": w.capacity,
         "measured_capacity": w.measured_capacity,
+        "startup_capacity": w.startup_capacity,
         "streams": len(w.streams),
         "restarts": w.restarts,
         "error": w.error,

@@ -6,10 +6,15 @@ stream whose next frame has the earliest deadline (EDF), compute that one frame,
 are sent to the parent as s16le PCM together with their compute and queue-wait times; the parent
 records the metrics (workers never touch prometheus_client).
 
-Deadlines model a client playing the audio in real time: frame f of a stream is due at
-`base_t + initial_buffer + (f - base_f) * frame_seconds`. The clock (base_t, base_f) starts when the
-stream is admitted and restarts whenever the client's own input arrives after the audio already
-produced has played out, so a client that feeds mel slowly is not blamed on the server.
+Deadlines model a client playing the audio in real time, as `sparrow loadtest` listens: playback
+starts `initial_buffer` after the first audio, so frame f of a stream is due at
+`base_t + initial_buffer + (f - base_f) * frame_seconds`. An utterance's first step (its opening:
+the conditioning look-ahead and the frames the synthesis chain runs ahead, computed at once before
+the first audio) is judged as time to first audio, not against a playback deadline: the clock
+(base_t, base_f) restarts at that first audio unless the client is still playing earlier audio of
+the stream. It also restarts whenever the client's own input arrives after the audio already
+produced has played out, so a client that feeds mel slowly is not blamed on the server. Until its
+opening, a stream is scheduled by the clock started at admission (or at its input's arrival).
 
 IPC: a multiprocessing Connection carrying the typed messages of server/workers/messages.py.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import signal
 import time
@@ -67,14 +73,13 @@ class _Stream:
     utt_samples: int = 0
     vs: Any = None  # models.runtime.VocoderStream of the current utterance (None between them)
     ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
-    out: list[tuple[bytes, float, float, float]] = field(
-        default_factory=list
-    )  # pcm, compute, wait, deadline
+    # pcm, compute, wait, deadline, CPU time of the step, steady (it made exactly one kernel frame)
+    out: list[tuple[bytes, float, float, float, float, bool]] = field(default_factory=list)
     # draws thrown away and frames sent at full scale since the last flush (VocoderStream's
     # frames_redrawn / frames_clipped, see SynthesisConfig.clip_retries)
     redrawn: int = 0
     clipped: int = 0
-    eager: bool = True  # send the next frame without batching (first frame of an utterance)
+    eager: bool = True  # the next step opens an utterance: sent at once, judged as first audio
     finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
     # Commands for the next utterance that arrived while this one was finishing, in order.
     backlog: collections.deque[PushMel | FinishUtterance] = field(default_factory=collections.deque)
@@ -173,10 +178,23 @@ class Scheduler:
         if not s.out:
             return
         now = time.monotonic()
-        late = sum(1 for *_, deadline in s.out if now > deadline)
+        late = sum(1 for o in s.out if now > o[3])
         pcm = b"".join(o[0] for o in s.out)
         computes, waits = [o[1] for o in s.out], [o[2] for o in s.out]
-        self._send(FramesMade(s.sid, pcm, computes, waits, late, s.redrawn, s.clipped))
+        steady = [o for o in s.out if o[5]]
+        self._send(
+            FramesMade(
+                s.sid,
+                pcm,
+                computes,
+                waits,
+                late,
+                s.redrawn,
+                s.clipped,
+                steady_s=[o[1] for o in steady],
+                steady_cpu_s=[o[4] for o in steady],
+            )
+        )
         s.out.clear()
         s.redrawn = s.clipped = 0
 
@@ -195,19 +213,32 @@ class Scheduler:
     # --- compute -----------------------------------------------------------------------------
 
     def _step(self, s: _Stream) -> None:
-        t0 = time.monotonic()
-        deadline = s.deadline(s.frames, self.buffer_s, self.frame_s)
+        t0, c0 = time.monotonic(), time.thread_time()
+        opening = s.eager
         redrawn, clipped = s.vs.frames_redrawn, s.vs.frames_clipped
+        kernel = s.vs.kernel_frames
         try:
             pcm = float_to_pcm16(s.vs.step())
         except Exception as exc:  # a runtime bug must cost one stream, not the worker
             logger.exception("stream %d failed in step()", s.sid)
             self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
             return
-        t1 = time.monotonic()
+        t1, c1 = time.monotonic(), time.thread_time()
+        if opening:
+            # The opening is time to first audio; playback (and every later deadline) starts
+            # `buffer_s` after this first audio, unless earlier audio of the stream still plays.
+            deadline = math.inf
+            first_play = s.deadline(s.frames, self.buffer_s, self.frame_s)
+            if t1 + self.buffer_s > first_play:
+                s.base_t, s.base_f = t1, s.frames
+        else:
+            deadline = s.deadline(s.frames, self.buffer_s, self.frame_s)
+        # One kernel frame per returned frame is the steady cost the pool's rolling capacity
+        # estimate reads (an opening makes the look-ahead frames too; an utterance's tail none).
+        steady = s.vs.kernel_frames - kernel == 1
         s.redrawn += s.vs.frames_redrawn - redrawn
         s.clipped += s.vs.frames_clipped - clipped
-        s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline))
+        s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline, c1 - c0, steady))
         s.frames += 1
         s.utt_samples += len(pcm) // 2
         s.ready_since = t1

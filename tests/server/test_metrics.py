@@ -16,6 +16,7 @@ CONTRACT = {
     "sparrow_real_time_factor": "histogram",
     "sparrow_streams_in_flight": "gauge",
     "sparrow_stream_capacity": "gauge",
+    "sparrow_measured_sample_seconds": "gauge",
     "sparrow_streams_refused": "counter",
     "sparrow_late_frames": "counter",
     "sparrow_frames_redrawn": "counter",
@@ -35,6 +36,7 @@ def test_every_contract_metric_is_exposed_with_its_type() -> None:
     m.streams_refused.labels(reason="capacity").inc()
     m.requests.labels(route="/v1/synthesize", status="200").inc()
     m.stream_capacity.labels(core="0").set(5)
+    m.measured_sample_seconds.labels(core="0").set(5e-6)
     m.real_time_factor.observe(0.2)
     m.queue_wait.observe(0.001)
     m.watch_frontend(lambda: (1, 2))

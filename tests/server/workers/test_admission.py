@@ -12,9 +12,12 @@ import pytest
 from server.errors import NoCapacity, NotReady
 from server.workers.admission import (
     Refused,
+    capacity_after_estimate,
     capacity_after_late,
     capacity_after_quiet,
+    capacity_for,
     pick_worker,
+    rolling_us_per_sample,
 )
 
 
@@ -73,3 +76,69 @@ def test_late_frames_cut_one_stream_at_a_time_and_quiet_brings_it_back() -> None
     assert capacity_after_quiet(w, 111.0 + 60.0, recovery_s=60.0) == 3
     w.capacity = 4
     assert capacity_after_quiet(w, 1e9, recovery_s=60.0) is None  # never above the measured
+
+
+def test_the_rolling_estimate_is_the_core_speed_over_the_share_it_gets() -> None:
+    # 300-sample frames: 1.5 ms of CPU a step is 5 µs a sample.
+    own = [0.0015] * 100
+    assert rolling_us_per_sample(own, own, 300, min_frames=50, quantile=0.2) == pytest.approx(
+        (5.0, 1.0)
+    )
+    # Page faults and cache misses add CPU time to some steps: the low quantile ignores them.
+    faulty = [0.0015] * 70 + [0.003] * 30
+    us, share = rolling_us_per_sample(faulty, faulty, 300, min_frames=50, quantile=0.2)
+    assert (us, share) == pytest.approx((5.0, 1.0))
+    # ... until most steps cost more: then the core is slower, and the estimate says so
+    slow = [0.0015] * 10 + [0.006] * 90
+    assert rolling_us_per_sample(slow, slow, 300, min_frames=50, quantile=0.2)[0] == (
+        pytest.approx(20.0)
+    )
+    # A neighbour that takes the core in slices: 80 steps untouched, 20 stalled 6 ms each. The
+    # steps ran 150 ms of 270 ms; the worker gets 5/9 of the core, so a sample costs 9 µs of it.
+    wall = [0.0015] * 80 + [0.0075] * 20
+    us, share = rolling_us_per_sample(wall, own, 300, min_frames=50, quantile=0.2)
+    assert (us, share) == pytest.approx((9.0, 5 / 9))
+    # too few frames, or times that do not pair up: no estimate (the start-up figure stands)
+    assert rolling_us_per_sample(own[:49], own[:49], 300, min_frames=50, quantile=0.2) is None
+    assert rolling_us_per_sample(own, own[:60], 300, min_frames=50, quantile=0.2) is None
+    assert rolling_us_per_sample([], [], 300, min_frames=0, quantile=0.2) is None
+    # the quantile is a step that really happened (no interpolation), at either end
+    ramp = [i * 3e-4 for i in range(1, 11)]  # 1..10 µs per sample
+    for quantile, expected in [(0.2, 2.0), (0.0, 1.0), (1.0, 10.0)]:
+        us, _ = rolling_us_per_sample(ramp, ramp, 300, min_frames=1, quantile=quantile)
+        assert us == pytest.approx(expected)
+
+
+def test_an_estimate_raises_capacity_above_the_start_up_figure_after_a_quiet_spell() -> None:
+    # Started beside a noisy neighbour: 64.5 µs at start-up -> 1 stream; real steps show 8.2 µs.
+    w = Slot(0, capacity=capacity_for(64.5, 0.8, None), changed_at=0.0)
+    assert w.capacity == w.measured_capacity == 1
+    estimated = capacity_for(8.2, 0.8, None)
+    assert estimated == 3
+    assert capacity_after_estimate(w, estimated, 10.0, recovery_s=30.0) is None  # not yet quiet
+    assert capacity_after_estimate(w, estimated, 30.0, recovery_s=30.0) == 3
+    # capped by max_streams through capacity_for
+    assert capacity_for(8.2, 0.8, 2) == 2
+
+
+def test_an_estimate_lowers_capacity_at_once() -> None:
+    w = Slot(0, capacity=6, changed_at=100.0)
+    assert capacity_after_estimate(w, 4, 100.0, recovery_s=30.0) == 4
+    assert capacity_after_estimate(w, 6, 100.0, recovery_s=30.0) is None  # unchanged
+    assert capacity_after_estimate(Slot(1, 6, state="starting"), 2, 0.0, recovery_s=30.0) is None
+
+
+def test_a_worker_cut_by_late_frames_climbs_back_one_stream_at_a_time() -> None:
+    # Cut from 6 to 4 by late frames: a higher estimate raises the ceiling, not the capacity;
+    # the quiet rule then gives back one stream per recovery_s, up to the new ceiling.
+    w = Slot(0, capacity=4, measured_capacity=6, changed_at=0.0)
+    assert capacity_after_estimate(w, 8, 100.0, recovery_s=30.0) is None
+    w.measured_capacity = 8
+    assert capacity_after_quiet(w, 100.0, recovery_s=30.0) == 5
+    # a late frame restarts the wait
+    w.capacity = 5
+    assert capacity_after_late(w, 101.0, adaptive=True, recovery_s=30.0) == 4
+    w.capacity = 4
+    assert capacity_after_quiet(w, 120.0, recovery_s=30.0) is None
+    assert capacity_after_estimate(w, 8, 120.0, recovery_s=30.0) is None
+    assert capacity_after_quiet(w, 131.0, recovery_s=30.0) == 5

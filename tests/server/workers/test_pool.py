@@ -117,8 +117,15 @@ def core_metric(pool: WorkerPool, name: str, core: int) -> float:
     )
 
 
+LATE_BUFFER_S = -1.0
+"""A playback buffer that makes every frame after an utterance's opening due before its stream's
+first audio: the overload these tests need, without loading the machine (an opening itself is
+first audio and never late)."""
+
+
 async def late_utterances(pool: WorkerPool, n: int, make_mel: Callable[..., np.ndarray]) -> list:
-    """Open n streams and vocode an utterance on each; with no playback buffer, each is late."""
+    """Open n streams and vocode a 4-frame utterance on each; with a negative playback buffer
+    (LATE_BUFFER_S) the three frames after each opening are late."""
     handles = [pool.open_stream(seed=i) for i in range(n)]
     for h in handles:
         h.push(make_mel(4))
@@ -131,18 +138,21 @@ async def late_utterances(pool: WorkerPool, n: int, make_mel: Callable[..., np.n
 async def test_late_frames_lower_capacity_until_a_quiet_spell(
     tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
 ) -> None:
-    # initial_buffer_s=0: a frame is due the moment its stream's input arrives, so it is late.
     # recovery_s=6: one cut per second at most, one stream back per 6 quiet seconds.
     pool = await started(
         make_pool(
-            tiny_model_dir, cores=CORES[:1], max_streams=4, initial_buffer_s=0.0, recovery_s=6.0
+            tiny_model_dir,
+            cores=CORES[:1],
+            max_streams=4,
+            initial_buffer_s=LATE_BUFFER_S,
+            recovery_s=6.0,
         )
     )
     w = pool.workers[0]
     try:
         assert w.capacity == w.measured_capacity == 4
         handles = await late_utterances(pool, 3, make_mel)
-        assert core_metric(pool, "sparrow_late_frames_total", w.core) >= 3
+        assert core_metric(pool, "sparrow_late_frames_total", w.core) == 9
         # Three streams' late reports in one burst cost one stream of capacity, not three.
         assert w.capacity == 3
         assert core_metric(pool, "sparrow_stream_capacity", w.core) == 3
@@ -170,12 +180,16 @@ async def test_capacity_stays_as_measured_without_adaptation(
 ) -> None:
     pool = await started(
         make_pool(
-            tiny_model_dir, cores=CORES[:1], max_streams=4, initial_buffer_s=0.0, adaptive=False
+            tiny_model_dir,
+            cores=CORES[:1],
+            max_streams=4,
+            initial_buffer_s=LATE_BUFFER_S,
+            adaptive=False,
         )
     )
     try:
         handles = await late_utterances(pool, 3, make_mel)
-        assert core_metric(pool, "sparrow_late_frames_total", CORES[0]) >= 3
+        assert core_metric(pool, "sparrow_late_frames_total", CORES[0]) == 9
         assert pool.workers[0].capacity == 4
         pool.open_stream().close()
         for h in handles:
@@ -303,3 +317,55 @@ async def test_server_and_stream_synthesis_settings_need_no_recompiling(
     finally:
         await pool.stop()
     assert got == [expected(server_wide), expected(own)] and got[0] != expected(None)
+
+
+async def test_capacity_follows_the_rolling_estimate_above_the_start_up_figure(
+    tiny_model_dir: Path, make_mel: Callable[..., np.ndarray]
+) -> None:
+    pool = await started(
+        make_pool(
+            tiny_model_dir,
+            cores=CORES[:1],
+            max_streams=4,
+            recovery_s=1.0,
+            estimate_s=0.05,
+            estimate_min_frames=64,
+        )
+    )
+    w = pool.workers[0]
+    try:
+        status = pool.worker_status()[0]
+        assert status["estimate_frames"] == 0 and status["core_share"] is None
+        assert status["us_per_sample"] == status["startup_us_per_sample"] > 0
+        assert status["capacity"] == status["measured_capacity"] == status["startup_capacity"]
+        # As if the start-up measurement had run beside a noisy neighbour: one stream.
+        w.capacity = w.measured_capacity = w.startup_capacity = 1
+        h = pool.open_stream()
+        with pytest.raises(NoCapacity):
+            pool.open_stream()
+        h.push(make_mel(200))
+        h.finish()
+        await read_utterance(h)
+        h.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while w.capacity < 4 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        status = pool.worker_status()[0]
+        # The tiny model's real steps allow far more than max_streams: capped there.
+        assert capacity_for(status["us_per_sample"], pool.headroom, None) > 4
+        assert (status["capacity"], status["measured_capacity"], status["startup_capacity"]) == (
+            4,
+            4,
+            1,
+        )
+        assert status["estimate_frames"] >= 64 and 0 < status["core_share"] <= 1
+        assert core_metric(pool, "sparrow_stream_capacity", w.core) == 4
+        assert core_metric(pool, "sparrow_measured_sample_seconds", w.core) == pytest.approx(
+            status["us_per_sample"] * 1e-6
+        )
+        handles = [pool.open_stream() for _ in range(4)]
+        for h in handles:
+            h.close()
+    finally:
+        await pool.stop()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing import Pipe
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,21 +170,99 @@ def test_edf_picks_the_earliest_deadline(
     assert s.pick().sid == 1
 
 
-def test_late_frames_are_counted_against_the_buffer(
+def test_an_opening_is_first_audio_not_a_late_frame(
     harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
 ) -> None:
-    mel = make_mel(20)
-    strict = harness(buffer_s=0.0).start()
-    strict.send(OpenStream(1, 0, time.monotonic()))
-    strict.send(PushMel(1, mel))
-    strict.send(FinishUtterance(1))
-    # with no playback buffer the first frame is due the moment its input arrives: late
-    assert strict.until_flushed(1)[1] >= 1
-    relaxed = harness(buffer_s=5.0).start()
-    relaxed.send(OpenStream(1, 0, time.monotonic()))
-    relaxed.send(PushMel(1, mel))
-    relaxed.send(FinishUtterance(1))
-    assert relaxed.until_flushed(1)[1] == 0
+    # No playback buffer, streams started together, utterances of one frame: every frame is an
+    # opening, sent after its input arrived. Judged as first audio, none is late.
+    h = harness(buffer_s=0.0).start()
+    for sid in range(1, 5):
+        h.send(OpenStream(sid, 0, time.monotonic()))
+        h.send(PushMel(sid, make_mel(1, seed=sid)))
+        h.send(FinishUtterance(sid))
+    for sid in range(1, 5):
+        pcm, late, _ = h.until_flushed(sid)
+        assert len(pcm) == 300 * 2 and late == 0
+
+
+def driven(runtime: VocoderRuntime, buffer_s: float) -> tuple[Scheduler, Any]:
+    """A scheduler stepped by the test itself (no thread), and the end its reports go to."""
+    parent, child = Pipe()
+    return Scheduler(runtime, child, initial_buffer_s=buffer_s), parent
+
+
+def test_frames_after_the_opening_are_due_from_the_first_audio(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
+    for buffer_s, expected_late in [(0.0, 2), (5.0, 0)]:
+        s, reports = driven(runtime, buffer_s)
+        s._handle(OpenStream(1, 0, time.monotonic() - 60.0))  # admitted long ago
+        s._handle(PushMel(1, make_mel(10)))
+        s._handle(FinishUtterance(1))
+        st = s.streams[1]
+        s._step(st)  # the opening: sent at once, never late, and playback starts from it
+        opening = reports.recv()
+        assert isinstance(opening, FramesMade) and opening.late == 0
+        assert st.base_f == 0 and time.monotonic() - st.base_t < 30.0
+        # The core is taken away for 50 ms: frames 1 and 2 (due 12.5 and 25 ms after the first
+        # audio, plus the buffer) are late without a buffer and on time with one.
+        time.sleep(0.05)
+        s._step(st)
+        s._step(st)
+        s._flush(st)
+        burst = reports.recv()
+        assert isinstance(burst, FramesMade) and len(burst.compute_s) == 2
+        assert burst.late == expected_late
+
+
+def test_an_opening_during_playback_keeps_the_clock(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
+    # The next utterance of a stream whose earlier audio still plays (40 frames: 0.5 s, with a
+    # 1 s buffer) is heard after it: its opening does not restart the playback clock.
+    s, reports = driven(runtime, 1.0)
+    s._handle(OpenStream(1, 0, time.monotonic()))
+    s._handle(PushMel(1, make_mel(40)))
+    s._handle(FinishUtterance(1))
+    st = s.streams[1]
+    while st.vs is not None:
+        s._step(st)
+    clock = (st.base_t, st.base_f)
+    s._handle(PushMel(1, make_mel(5, seed=1)))
+    s._handle(FinishUtterance(1))
+    s._step(st)
+    assert (st.base_t, st.base_f) == clock
+    while st.vs is not None:
+        s._step(st)
+    late = 0
+    while reports.poll(0):
+        msg = reports.recv()
+        late += msg.late if isinstance(msg, FramesMade) else 0
+    assert late == 0
+
+
+def test_steady_step_times_leave_out_the_opening_and_the_tail(
+    harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
+) -> None:
+    # output_advance: the kernel runs one frame ahead of the output, so the opening makes two
+    # kernel frames and the last step none; the other 18 steps make one each.
+    h = harness().start()
+    h.send(OpenStream(1, 0, time.monotonic(), SynthesisConfig(output_advance=150).to_dict()))
+    h.send(PushMel(1, make_mel(20)))
+    h.send(FinishUtterance(1))
+    steady: list[float] = []
+    cpu: list[float] = []
+    frames = 0
+    while True:
+        msg = h.recv()
+        if isinstance(msg, FramesMade):
+            steady += msg.steady_s
+            cpu += msg.steady_cpu_s
+            frames += len(msg.compute_s)
+        elif isinstance(msg, UtteranceDone):
+            break
+    assert frames == 20 and len(steady) == len(cpu) == 18
+    assert all(t > 0 for t in steady) and all(t > 0 for t in cpu)
 
 
 def test_close_drops_the_stream_at_once(
