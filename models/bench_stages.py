@@ -129,38 +129,43 @@ def _staged_frame(s: VocoderStream, clock: _Clock, to_pcm16: Callable[[np.ndarra
     clock.lap("PCM16 conversion")
 
 
-def _envelope_breakdown(s: VocoderStream, shadows: list[Any], clock: _Clock) -> None:
-    """The envelope passes' FFTs, onset checks and gathers/spreads, each timed on its own for the
-    frame every pass just made (on data of its shape; their costs do not depend on the values)."""
+def _envelope_breakdown(s: VocoderStream, shadow: env.OnsetCheck | None, clock: _Clock) -> None:
+    """The envelope passes' FFTs and gathers/spreads, each timed on its own for every pass (on
+    data of its shape; their costs do not depend on the values), and the onset check, which the
+    passes share, once for the frame the first pass just made (on a copy with its own cache)."""
     t = env._tables()
-    for corrector, shadow in zip(s._chain.envelope, shadows, strict=True):
-        j = corrector._next - 1
-        seg = corrector._x[: env.WIN]
+    bins = env.N_FFT // 2 + 1
+    for corrector in s._chain.envelope:
+        pad, spec, y = np.zeros(env.N_FFT), np.empty(bins, np.complex128), np.empty(env.N_FFT)
         clock.start()
-        spec = np.fft.rfft(seg * t.window, env.N_FFT)
-        np.fft.irfft(spec, env.N_FFT)
+        np.fft.rfft(pad, out=spec)
+        np.fft.irfft(spec, env.N_FFT, out=y)
         clock.lap("envelope FFTs")
-        if corrector.smoothing:
-            shadow(j)
-        clock.lap("envelope onset check")
-        mag = np.abs(spec)
+        mag, out, level = np.abs(spec), np.empty(bins), np.empty(bins - corrector._smooth_from)
         clock.start()
-        mel = t.mel(mag)
-        t.bins(mel)
-        t.bins(mel, corrector._smooth_from)
+        mel = t.mel(mag, y[:bins])
+        t.bins(mel, out=out)
+        if corrector.smoothing:
+            t.bins(mel, corrector._smooth_from, out=level)
         clock.lap("envelope gather/spread")
+    if shadow is not None:
+        j = s._chain.envelope[0]._next - 1
+        clock.start()
+        shadow.steadiness(j)
+        clock.lap("envelope onset check")
 
 
-def _onset_shadows(s: VocoderStream) -> list[Callable[[int], float]]:
-    """Per pass, an onset check with its own cache, as the pass's own (timed apart from it)."""
+def _onset_shadow(s: VocoderStream) -> env.OnsetCheck | None:
+    """A copy of the passes' shared onset check, with its own cache, brought to where the first
+    pass is (timed apart from it)."""
     c = s.config
-    out = []
-    for _ in s._chain.envelope:
-        shadow = env.EnvelopeCorrector(
-            s._target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz
-        )
-        out.append(shadow._steadiness)
-    return out
+    first = s._chain.envelope[0] if s._chain.envelope else None
+    if first is None or not first.smoothing:
+        return None
+    shadow = env.OnsetCheck(s._target_mel, c.envelope_smoothing_hz)
+    if first._next:
+        shadow.steadiness(first._next - 1)
+    return shadow
 
 
 def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any]:
@@ -184,14 +189,11 @@ def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any
         fit = _batch_fit(rt, mel) * frames / LPC_BATCH
         took += fit
         s = _prepared_stream(rt, mel, preroll)
-        shadows = _onset_shadows(s)
-        for corrector, shadow in zip(s._chain.envelope, shadows, strict=True):
-            if corrector.smoothing and corrector._next:  # fill its cache as the pass's is
-                shadow(corrector._next - 1)
+        shadow = _onset_shadow(s)
         clock = _Clock()
         for _ in range(frames):
             _staged_frame(s, clock, to_pcm16)
-            _envelope_breakdown(s, shadows, clock)
+            _envelope_breakdown(s, shadow, clock)
         clock.spent[FIT] += fit
         if r:
             whole.append(took)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector
+from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector, OnsetCheck
 from models.dsp.postfilter import PitchPostfilter
 from models.vocoder.config import VocoderConfig
 
@@ -64,9 +64,15 @@ class SynthesisChain:
             if c.pitch_postfilter
             else None
         )
+        # the passes share one onset check: it depends on the target alone
+        onset = (
+            OnsetCheck(target_mel, c.envelope_smoothing_hz, c.envelope_passes)
+            if c.envelope_smoothing and c.envelope_passes
+            else None
+        )
         self.envelope = [
             EnvelopeCorrector(
-                target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz
+                target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz, onset
             )
             for _ in range(c.envelope_passes)
         ]
