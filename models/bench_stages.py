@@ -141,12 +141,12 @@ def _envelope_breakdown(s: VocoderStream, shadow: env.OnsetCheck | None, clock: 
         np.fft.rfft(pad, out=spec)
         np.fft.irfft(spec, env.N_FFT, out=y)
         clock.lap("envelope FFTs")
-        mag, out, level = np.abs(spec), np.empty(bins), np.empty(bins - corrector._smooth_from)
+        mag = np.abs(spec)
         clock.start()
         mel = t.mel(mag, y[:bins])
-        t.bins(mel, out=out)
+        t.bins(mel)
         if corrector.smoothing:
-            t.bins(mel, corrector._smooth_from, out=level)
+            t.bins(mel, corrector._smooth_from)
         clock.lap("envelope gather/spread")
     if shadow is not None:
         j = s._chain.envelope[0]._next - 1

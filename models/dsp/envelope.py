@@ -93,13 +93,12 @@ class _Tables:
         mel += np.bincount(self.band[1], tmp, self.n_mels)
         return mel
 
-    def bins(self, per_band: np.ndarray, lo: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    def bins(self, per_band: np.ndarray, lo: int = 0) -> np.ndarray:
         """A value per mel band spread over bins lo.. (each bin: its filters' values, weighted
-        by their shares of it), into `out` (size bins - lo) if given."""
-        b0, b1 = self.band[0, lo:], self.band[1, lo:]
-        first = np.take(per_band, b0, out=out)
+        by their shares of it)."""
+        first = per_band.take(self.band[0, lo:])
         first *= self.share[0, lo:]
-        second = per_band[b1]
+        second = per_band.take(self.band[1, lo:])
         second *= self.share[1, lo:]
         first += second
         return first
@@ -198,8 +197,6 @@ class EnvelopeCorrector:
         self._spec = np.empty(bins, np.complex128)
         self._mag = np.empty(bins)
         self._scratch = np.empty(bins)
-        self._gain = np.empty(bins)
-        self._level = np.empty(bins - min(self._smooth_from, bins))
         self._y = np.empty(N_FFT)
         self._windowed = np.empty(WIN)
 
@@ -252,21 +249,21 @@ class EnvelopeCorrector:
         mag = np.abs(spec, out=self._mag)
         mel = t.mel(mag, self._scratch)
         gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
-        gain = t.bins(np.clip(gain, -self.clip, self.clip), out=self._gain)
+        gain = t.bins(np.minimum(np.maximum(gain, -self.clip), self.clip))
         share = self.smoothing * self.onset.steadiness(self._next) if self.smoothing else 0.0
         if share:
             k = self._smooth_from
             # the RMS of a noise whose bands have this mel, per bin (NOISE_RMS_OVER_MEAN), over
             # the bin's magnitude: the log of their ratio, clipped, is the bin's scatter
-            scatter = t.bins(mel * t.noise_rms, k, out=self._level)
+            scatter = t.bins(mel * t.noise_rms, k)
             np.maximum(scatter, TINY, out=scatter)
             scatter /= np.maximum(mag[k:], TINY, out=self._scratch[k:])
             np.log(scatter, out=scatter)
-            np.clip(scatter, -self.clip, self.clip, out=scatter)
+            np.maximum(scatter, -self.clip, out=scatter)  # clipped to +-clip
+            np.minimum(scatter, self.clip, out=scatter)
             scatter *= share
             gain[k:] += scatter
-        np.exp(gain, out=gain)
-        spec.view(np.float64).reshape(-1, 2)[:] *= gain[:, None]  # a real gain on each bin
+        spec *= np.exp(gain, out=gain)
         y = np.fft.irfft(spec, N_FFT, out=self._y)
         acc += np.multiply(y[:WIN], window, out=self._windowed)
 
