@@ -143,7 +143,7 @@ def _envelope_breakdown(s: VocoderStream, shadow: env.OnsetCheck | None, clock: 
         clock.lap("envelope FFTs")
         mag = np.abs(spec)
         clock.start()
-        mel = t.mel(mag, y[:bins])
+        mel = t.mel(mag)
         t.bins(mel)
         if corrector.smoothing:
             t.bins(mel, corrector._smooth_from)

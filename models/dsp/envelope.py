@@ -85,23 +85,18 @@ class _Tables:
         self.noise_rms = NOISE_RMS_OVER_MEAN / fb.sum(axis=1)
 
     def mel(self, mag: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
-        """The mel of magnitudes [bins] (`scratch`: a float buffer of their size, or None)."""
-        tmp = np.empty_like(mag) if scratch is None else scratch
-        np.multiply(self.weight[0], mag, out=tmp)
-        mel = np.bincount(self.band[0], tmp, self.n_mels)
-        np.multiply(self.weight[1], mag, out=tmp)
-        mel += np.bincount(self.band[1], tmp, self.n_mels)
+        """The mel of magnitudes [bins] (`scratch`: a float buffer [2, bins], or None)."""
+        terms = np.multiply(self.weight, mag, out=scratch)  # both filters' terms at once
+        mel = np.bincount(self.band[0], terms[0], self.n_mels)
+        mel += np.bincount(self.band[1], terms[1], self.n_mels)
         return mel
 
     def bins(self, per_band: np.ndarray, lo: int = 0) -> np.ndarray:
         """A value per mel band spread over bins lo.. (each bin: its filters' values, weighted
         by their shares of it)."""
-        first = per_band.take(self.band[0, lo:])
-        first *= self.share[0, lo:]
-        second = per_band.take(self.band[1, lo:])
-        second *= self.share[1, lo:]
-        first += second
-        return first
+        both = per_band.take(self.band[:, lo:])  # [2, bins - lo]: both filters' values
+        both *= self.share[:, lo:]
+        return np.add(both[0], both[1], out=both[0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,6 +192,7 @@ class EnvelopeCorrector:
         self._spec = np.empty(bins, np.complex128)
         self._mag = np.empty(bins)
         self._scratch = np.empty(bins)
+        self._terms = np.empty((2, bins))
         self._y = np.empty(N_FFT)
         self._windowed = np.empty(WIN)
 
@@ -247,7 +243,7 @@ class EnvelopeCorrector:
         np.multiply(seg, window, out=self._pad[:WIN])
         spec = np.fft.rfft(self._pad, out=self._spec)
         mag = np.abs(spec, out=self._mag)
-        mel = t.mel(mag, self._scratch)
+        mel = t.mel(mag, self._terms)
         gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
         gain = t.bins(np.minimum(np.maximum(gain, -self.clip), self.clip))
         share = self.smoothing * self.onset.steadiness(self._next) if self.smoothing else 0.0
