@@ -31,7 +31,7 @@ REDRAW_SHARE = 0.05
 
 def reaches_full_scale(pcm: np.ndarray) -> bool:
     """Whether a frame's output touched the [-1, 1] clip: the sign that sampling ran away."""
-    return bool(np.max(np.abs(pcm), initial=0.0) >= np.float32(1))
+    return pcm.size > 0 and bool(np.abs(pcm).max() >= np.float32(1))
 
 
 def may_redraw(attempt: int, redrawn: int, frames_done: int, clip_retries: int) -> bool:
