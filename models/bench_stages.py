@@ -134,12 +134,11 @@ def _envelope_breakdown(s: VocoderStream, shadow: env.OnsetCheck | None, clock: 
     data of its shape; their costs do not depend on the values), and the onset check, which the
     passes share, once for the frame the first pass just made (on a copy with its own cache)."""
     t = env._tables()
-    bins = env.N_FFT // 2 + 1
     for corrector in s._chain.envelope:
-        pad, spec, y = np.zeros(env.N_FFT), np.empty(bins, np.complex128), np.empty(env.N_FFT)
+        pad = np.zeros(env.N_FFT)
         clock.start()
-        np.fft.rfft(pad, out=spec)
-        np.fft.irfft(spec, env.N_FFT, out=y)
+        spec = np.fft.rfft(pad)
+        np.fft.irfft(spec, env.N_FFT)
         clock.lap("envelope FFTs")
         mag = np.abs(spec)
         clock.start()

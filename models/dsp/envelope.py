@@ -189,11 +189,8 @@ class EnvelopeCorrector:
         # A frame's working buffers, reused (the FFT input's tail past WIN stays zero).
         bins = N_FFT // 2 + 1
         self._pad = np.zeros(N_FFT)
-        self._spec = np.empty(bins, np.complex128)
-        self._mag = np.empty(bins)
         self._scratch = np.empty(bins)
         self._terms = np.empty((2, bins))
-        self._y = np.empty(N_FFT)
         self._windowed = np.empty(WIN)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
@@ -241,8 +238,8 @@ class EnvelopeCorrector:
             acc += seg * window * window
             return
         np.multiply(seg, window, out=self._pad[:WIN])
-        spec = np.fft.rfft(self._pad, out=self._spec)
-        mag = np.abs(spec, out=self._mag)
+        spec = np.fft.rfft(self._pad)  # (numpy < 2 has no out= for FFTs)
+        mag = np.abs(spec)
         mel = t.mel(mag, self._terms)
         gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
         gain = t.bins(np.minimum(np.maximum(gain, -self.clip), self.clip))
@@ -260,7 +257,7 @@ class EnvelopeCorrector:
             scatter *= share
             gain[k:] += scatter
         spec *= np.exp(gain, out=gain)
-        y = np.fft.irfft(spec, N_FFT, out=self._y)
+        y = np.fft.irfft(spec, N_FFT)
         acc += np.multiply(y[:WIN], window, out=self._windowed)
 
     def _emit(self, ready: int) -> np.ndarray:
