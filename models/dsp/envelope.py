@@ -179,8 +179,8 @@ class EnvelopeCorrector:
         # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
         # reads past the last sample); the next frame to make.
         self._base = -WIN // 2
-        self._x = np.zeros(4 * WIN)
-        self._acc = np.zeros(4 * WIN)
+        self._x = np.zeros(8 * WIN)
+        self._acc = np.zeros(8 * WIN)
         self._len = WIN // 2  # input held, from _base
         self._next = 0
         self._emitted = 0  # samples returned so far
@@ -199,6 +199,8 @@ class EnvelopeCorrector:
         samples = np.asarray(samples)
         n = samples.size
         if self._len + n + WIN > self._x.size:  # room for the frames this input completes
+            self._compact()
+        if self._len + n + WIN > self._x.size:
             size = 2 * (self._len + n + WIN)
             self._x = np.concatenate([self._x, np.zeros(size - self._x.size)])
             self._acc = np.concatenate([self._acc, np.zeros(size - self._acc.size)])
@@ -266,8 +268,12 @@ class EnvelopeCorrector:
         lo, hi = self._emitted - self._base, ready - self._base
         out = (self._acc[lo:hi] / _norm(self._emitted, ready)).astype(np.float32)
         self._emitted = ready
-        # Move what later frames still read or add to to the front of the buffers. Both hold
-        # zeros past the input held (_len): frames add only where their input was received.
+        return out
+
+    def _compact(self) -> None:
+        """Move what later frames still read or add to to the front of the buffers (when they
+        run out of room, so each sample moves about once per buffer length, not every frame).
+        Both hold zeros past the input held (_len): frames add only where input was received."""
         keep = min(self._emitted, self._next * HOP - WIN // 2) - self._base
         if keep > 0:
             used = max(self._len, keep)
@@ -277,7 +283,6 @@ class EnvelopeCorrector:
                 buf[rest:used] = 0.0
             self._base += keep
             self._len -= keep
-        return out
 
 
 FULL_NORM = 3.0 * WIN / (8.0 * HOP)
