@@ -15,9 +15,9 @@ Each envelope pass is also broken down (all passes together) into its two FFTs, 
 the band gathers/spreads and the rest (elementwise steps, buffer moves), the first three timed on
 their own on data of the pass's shape.
 
-The LPC fit + pitch + source runs once per LPC_BATCH frames (models/stream.py); both the whole
-step and its stage are charged their share of one such fit, timed on its own in every round (a
-repeat of fewer frames may hold no fit of its own).
+The LPC fit + pitch + source runs once per LPC_BATCH frames (models/stream.py); the timed frames
+all lie within the first fit's batch, and both the whole step and its stage are charged their
+share of one such fit, timed on its own in every round.
 
 Machines are shared and noisy: every figure is the minimum over repeats of the µs/sample summed
 over one repeat's frames, and the repeats of the whole step and of the stages are interleaved.
@@ -25,6 +25,7 @@ over one repeat's frames, and the repeats of the whole step and of the stages ar
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,8 @@ from models.runtime import VocoderRuntime
 from models.sample_mel import load_sample_mel, tile_mel
 from models.stream import LOOKAHEAD, LPC_BATCH, VocoderStream
 from models.vocoder.chain import frames_ahead, reaches_full_scale
+
+log = logging.getLogger(__name__)
 
 FIT = "LPC fit + pitch + source (batched)"
 BREAKDOWN = ("envelope FFTs", "envelope onset check", "envelope gather/spread")
@@ -173,18 +176,20 @@ def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any
     config = rt.config
     to_pcm16 = _pcm16()
     preroll = frames_ahead(config) + 1
-    mel = tile_mel(
-        load_sample_mel(),
-        max(LPC_BATCH, frames + LOOKAHEAD + frames_ahead(config) + preroll + 1),
-    )
+    # The mel fits in one LPC batch, so no fit falls inside the timed frames and each path is
+    # charged exactly its share of one (more frames would charge some repeats a fit twice).
+    extra = LOOKAHEAD + frames_ahead(config) + preroll + 1
+    if frames + extra > LPC_BATCH:
+        log.warning("--stages times at most %d frames per repeat", LPC_BATCH - extra)
+        frames = max(1, LPC_BATCH - extra)
+    mel = tile_mel(load_sample_mel(), LPC_BATCH)
     samples = frames * config.hop_length
     whole: list[float] = []
     staged: list[dict[str, float]] = []
     for r in range(repeats + 1):  # the first round warms up
         s = _prepared_stream(rt, mel, preroll)
         took = _whole_steps(s, frames, to_pcm16)
-        # Both paths' fits in the stream count as they fall; on top, each pays its share of a
-        # batch fit (timed in this round), as a long stream does on average.
+        # each path pays its share of a batch fit (timed in this round), as a long stream does
         fit = _batch_fit(rt, mel) * frames / LPC_BATCH
         took += fit
         s = _prepared_stream(rt, mel, preroll)
