@@ -256,12 +256,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of a table"
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="time each stage of a worker's step per frame instead (--frames, --repeats)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     core = pin_to_core(args.core)
     model_dir = args.model or default_model_dir()
     base = VocoderRuntime.load(model_dir)
+    if args.stages:
+        return run_stages(base, core, args)
     config = base.config
     runnable = [isa for isa in base.manifest["isas"] if _runs_here(isa)]
     total = (
@@ -329,6 +336,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_table(report))
+    return 0
+
+
+def run_stages(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
+    from models.bench_stages import format_stages, stage_report
+
+    print(f"timing stages on core {core}", file=sys.stderr)
+    report = stage_report(rt, args.frames, args.repeats)
+    report.update(cpu=cpu_model(), core=core)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"cpu {report['cpu']}, pinned to core {core}")
+        print(format_stages(report))
     return 0
 
 

@@ -84,16 +84,19 @@ class _Tables:
         # mel m has the RMS magnitude m * noise_rms[b] there (NOISE_RMS_OVER_MEAN).
         self.noise_rms = NOISE_RMS_OVER_MEAN / fb.sum(axis=1)
 
-    def mel(self, mag: np.ndarray) -> np.ndarray:
-        return np.bincount(self.band[0], self.weight[0] * mag, self.n_mels) + np.bincount(
-            self.band[1], self.weight[1] * mag, self.n_mels
-        )
+    def mel(self, mag: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+        """The mel of magnitudes [bins] (`scratch`: a float buffer [2, bins], or None)."""
+        terms = np.multiply(self.weight, mag, out=scratch)  # both filters' terms at once
+        mel = np.bincount(self.band[0], terms[0], self.n_mels)
+        mel += np.bincount(self.band[1], terms[1], self.n_mels)
+        return mel
 
     def bins(self, per_band: np.ndarray, lo: int = 0) -> np.ndarray:
         """A value per mel band spread over bins lo.. (each bin: its filters' values, weighted
         by their shares of it)."""
-        b0, b1 = self.band[0, lo:], self.band[1, lo:]
-        return per_band[b0] * self.share[0, lo:] + per_band[b1] * self.share[1, lo:]
+        both = per_band.take(self.band[:, lo:])  # [2, bins - lo]: both filters' values
+        both *= self.share[:, lo:]
+        return np.add(both[0], both[1], out=both[0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,12 +104,59 @@ def _tables() -> _Tables:
     return _Tables()
 
 
+class OnsetCheck:
+    """The smoothing's onset check of one target (ONSET_NATS), shared by the passes over it.
+
+    Every pass asks for the same frames' steadiness, which depends on the target alone: it is
+    computed once, by whichever pass asks first, and kept until `users` passes have asked for it.
+    Each frame's level is computed once too, and dropped once no later frame's window reads it.
+    """
+
+    def __init__(
+        self, target: Callable[[int], np.ndarray | None], smoothing_hz: float, users: int = 1
+    ) -> None:
+        self.target = target
+        self.users = users
+        self._high = np.flatnonzero(_tables().centre_hz >= smoothing_hz)  # the bands above
+        self._levels: dict[int, float] = {}  # target frame -> its level above smoothing_hz
+        self._known: dict[int, list[float]] = {}  # frame -> [steadiness, asks left]
+
+    def steadiness(self, j: int) -> float:
+        """1 where the target's level above smoothing_hz holds steady over the frames frame j's
+        window covers, falling to 0 at an onset or offset (ONSET_NATS)."""
+        known = self._known.get(j)
+        if known is None:
+            known = self._known[j] = [self._steadiness(j), self.users]
+        known[1] -= 1
+        if known[1] <= 0:
+            del self._known[j]
+        return known[0]
+
+    def _steadiness(self, j: int) -> float:
+        levels = self._levels
+        low = high = None
+        for k in range(max(j - REACH, 0), j + REACH + 1):
+            level = levels.get(k)
+            if level is None:
+                goal = self.target(k)
+                if goal is None:
+                    break  # past the end of the mel
+                bands = np.asarray(goal, dtype=np.float64)[self._high]
+                level = levels[k] = float(np.log(np.exp(bands).sum())) if bands.size else 0.0
+            low = level if low is None or level < low else low
+            high = level if high is None or level > high else high
+        levels.pop(j - REACH - 1, None)  # no later frame reads it
+        lo, hi = ONSET_NATS
+        return min(max((hi - (high - low)) / (hi - lo), 0.0), 1.0)
+
+
 class EnvelopeCorrector:
     """One pass over a stream: push(samples) -> the samples now final; finish() -> the rest.
 
     `target(k)` gives the log-mel frame k was asked for (float [n_mels]), or None past the end of
     the mel (those frames pass unchanged). Output length = input length. `smoothing` > 0 also
-    smooths the bins from `smoothing_hz` up towards their bands' level (module docstring).
+    smooths the bins from `smoothing_hz` up towards their bands' level (module docstring), with
+    `onset` as its onset check (one shared by the passes over the same target, or its own).
     """
 
     def __init__(
@@ -115,25 +165,33 @@ class EnvelopeCorrector:
         clip: float,
         smoothing: float = 0.0,
         smoothing_hz: float = 4000.0,
+        onset: OnsetCheck | None = None,
     ) -> None:
         self.target = target
         self.clip = clip
         self.smoothing = smoothing
         self._t = _tables()
         self._smooth_from = -(-round(smoothing_hz * N_FFT) // SPEC.sample_rate)  # first bin
-        self._high_bands = self._t.centre_hz >= smoothing_hz
-        self._levels: dict[int, float] = {}  # target frame -> its level above smoothing_hz
+        self.onset = (
+            onset if onset is not None or not smoothing else OnsetCheck(target, smoothing_hz)
+        )
         # Input and overlap-add sums from sample _base on (earlier ones are no longer needed), in
         # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
         # reads past the last sample); the next frame to make.
         self._base = -WIN // 2
-        self._x = np.zeros(4 * WIN)
-        self._acc = np.zeros(4 * WIN)
+        self._x = np.zeros(8 * WIN)
+        self._acc = np.zeros(8 * WIN)
         self._len = WIN // 2  # input held, from _base
         self._next = 0
         self._emitted = 0  # samples returned so far
         self._received = 0
         self._finished = False
+        # A frame's working buffers, reused (the FFT input's tail past WIN stays zero).
+        bins = N_FFT // 2 + 1
+        self._pad = np.zeros(N_FFT)
+        self._scratch = np.empty(bins)
+        self._terms = np.empty((2, bins))
+        self._windowed = np.empty(WIN)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         if self._finished:
@@ -141,6 +199,8 @@ class EnvelopeCorrector:
         samples = np.asarray(samples)
         n = samples.size
         if self._len + n + WIN > self._x.size:  # room for the frames this input completes
+            self._compact()
+        if self._len + n + WIN > self._x.size:
             size = 2 * (self._len + n + WIN)
             self._x = np.concatenate([self._x, np.zeros(size - self._x.size)])
             self._acc = np.concatenate([self._acc, np.zeros(size - self._acc.size)])
@@ -168,43 +228,39 @@ class EnvelopeCorrector:
         return self._emit(ready)
 
     def _frame(self, lo: int) -> None:
-        """Frame _next, reading and adding at buffer offset lo."""
-        window = self._t.window
+        """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
+        buffers in place, in the order and with the operations of the formulas in the module
+        docstring, so every value is the same bit for bit as with fresh arrays."""
+        t = self._t
+        window = t.window
         seg = self._x[lo : lo + WIN]
         goal = self.target(self._next)
-        if goal is not None:
-            spec = np.fft.rfft(seg * window, N_FFT)
-            mag = np.abs(spec)
-            mel = self._t.mel(mag)
-            gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
-            gain = self._t.bins(np.clip(gain, -self.clip, self.clip))
-            share = self.smoothing * self._steadiness(self._next) if self.smoothing else 0.0
-            if share:
-                k = self._smooth_from
-                # the RMS of a noise whose bands have this mel, per bin (NOISE_RMS_OVER_MEAN)
-                level = self._t.bins(mel * self._t.noise_rms, k)
-                scatter = np.log(np.maximum(level, TINY) / np.maximum(mag[k:], TINY))
-                gain[k:] += share * np.clip(scatter, -self.clip, self.clip)
-            spec *= np.exp(gain)
-            self._acc[lo : lo + WIN] += np.fft.irfft(spec, N_FFT)[:WIN] * window
-        else:
-            self._acc[lo : lo + WIN] += seg * window * window
-
-    def _steadiness(self, j: int) -> float:
-        """1 where the target's level above smoothing_hz holds steady over the frames frame j's
-        window covers, falling to 0 at an onset or offset (ONSET_NATS)."""
-        levels = []
-        for k in range(max(j - REACH, 0), j + REACH + 1):
-            if k not in self._levels:
-                goal = self.target(k)
-                if goal is None:
-                    break  # past the end of the mel
-                high = np.asarray(goal, dtype=np.float64)[self._high_bands]
-                self._levels[k] = float(np.log(np.exp(high).sum())) if high.size else 0.0
-            levels.append(self._levels[k])
-        self._levels.pop(j - REACH - 1, None)  # no later frame reads it
-        lo, hi = ONSET_NATS
-        return float(np.clip((hi - (max(levels) - min(levels))) / (hi - lo), 0.0, 1.0))
+        acc = self._acc[lo : lo + WIN]
+        if goal is None:
+            acc += seg * window * window
+            return
+        np.multiply(seg, window, out=self._pad[:WIN])
+        spec = np.fft.rfft(self._pad)  # (numpy < 2 has no out= for FFTs)
+        mag = np.abs(spec)
+        mel = t.mel(mag, self._terms)
+        gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
+        gain = t.bins(np.minimum(np.maximum(gain, -self.clip), self.clip))
+        share = self.smoothing * self.onset.steadiness(self._next) if self.smoothing else 0.0
+        if share:
+            k = self._smooth_from
+            # the RMS of a noise whose bands have this mel, per bin (NOISE_RMS_OVER_MEAN), over
+            # the bin's magnitude: the log of their ratio, clipped, is the bin's scatter
+            scatter = t.bins(mel * t.noise_rms, k)
+            np.maximum(scatter, TINY, out=scatter)
+            scatter /= np.maximum(mag[k:], TINY, out=self._scratch[k:])
+            np.log(scatter, out=scatter)
+            np.maximum(scatter, -self.clip, out=scatter)  # clipped to +-clip
+            np.minimum(scatter, self.clip, out=scatter)
+            scatter *= share
+            gain[k:] += scatter
+        spec *= np.exp(gain, out=gain)
+        y = np.fft.irfft(spec, N_FFT)
+        acc += np.multiply(y[:WIN], window, out=self._windowed)
 
     def _emit(self, ready: int) -> np.ndarray:
         if ready <= self._emitted:
@@ -212,23 +268,33 @@ class EnvelopeCorrector:
         lo, hi = self._emitted - self._base, ready - self._base
         out = (self._acc[lo:hi] / _norm(self._emitted, ready)).astype(np.float32)
         self._emitted = ready
-        # Move what later frames still read or add to to the front of the buffers.
-        keep = min(self._emitted, self._next * HOP - WIN // 2) - self._base
-        if keep > 0:
-            rest = self._x.size - keep
-            self._x[:rest] = self._x[keep:]
-            self._x[rest:] = 0.0
-            self._acc[:rest] = self._acc[keep:]
-            self._acc[rest:] = 0.0
-            self._base += keep
-            self._len -= keep
         return out
 
+    def _compact(self) -> None:
+        """Move what later frames still read or add to to the front of the buffers (when they
+        run out of room, so each sample moves about once per buffer length, not every frame).
+        Both hold zeros past the input held (_len): frames add only where input was received."""
+        keep = min(self._emitted, self._next * HOP - WIN // 2) - self._base
+        if keep > 0:
+            used = max(self._len, keep)
+            rest = used - keep
+            for buf in (self._x, self._acc):
+                buf[:rest] = buf[keep:used]
+                buf[rest:used] = 0.0
+            self._base += keep
+            self._len -= keep
 
-def _norm(a: int, b: int) -> np.ndarray:
+
+FULL_NORM = 3.0 * WIN / (8.0 * HOP)
+
+
+def _norm(a: int, b: int) -> np.ndarray | float:
     """Sum of squared windows over samples [a, b): 3 WIN / (8 HOP) = 1.5 wherever every frame
-    over a sample exists, less over the first HOP samples (no frames centred before 0)."""
-    total = np.full(b - a, 3.0 * WIN / (8.0 * HOP))
+    over a sample exists (FULL_NORM, a scalar from sample HOP on), less over the first HOP
+    samples (no frames centred before 0)."""
+    if a >= HOP:
+        return FULL_NORM
+    total = np.full(b - a, FULL_NORM)
     if a < HOP:
         window = _tables().window
         n = np.arange(a, min(b, HOP))
@@ -250,9 +316,12 @@ def correct(
     """Whole-utterance correction: float32 [L] from float [L] and its log-mel float [n, n_mels]."""
     mel = np.asarray(mel, dtype=np.float64)
     y = np.asarray(audio, dtype=np.float32)
+
+    def target(k: int) -> np.ndarray | None:
+        return mel[k] if k < len(mel) else None
+
+    onset = OnsetCheck(target, smoothing_hz, passes) if smoothing else None
     for _ in range(passes):
-        c = EnvelopeCorrector(
-            lambda k: mel[k] if k < len(mel) else None, clip, smoothing, smoothing_hz
-        )
+        c = EnvelopeCorrector(target, clip, smoothing, smoothing_hz, onset)
         y = np.concatenate([c.push(y), c.finish()])
     return y

@@ -28,6 +28,7 @@ clipped to [-1, 1] (the lowpass can overshoot by its ripple).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -77,10 +78,10 @@ class PitchPostfilter:
         self._history = x[-past:]
         if self.strength == 0.0:
             return pcm.astype(np.float32)
-        n = np.arange(past, x.size, dtype=np.float64)
+        ramp = _ramp(x.size)  # sample indices of x (cached: the same every frame)
         period = np.repeat(self.sample_rate / np.asarray(f0, np.float64), hop)
         gain = np.repeat(self.strength * np.asarray(voicing, np.float64), hop)
-        delayed = np.interp(n - period, np.arange(x.size, dtype=np.float64), x)
+        delayed = np.interp(ramp[past:] - period, ramp, x)
         if self._lowpass is None:
             return ((x[past:] + gain * delayed) / (1.0 + gain)).astype(np.float32)
         c = np.concatenate([self._correction, gain / (1.0 + gain) * (delayed - x[past:])])
@@ -88,3 +89,11 @@ class PitchPostfilter:
         low = np.convolve(c, self._lowpass, mode="valid")
         late = x[past - POSTFILTER_DELAY : x.size - POSTFILTER_DELAY]
         return np.clip(late + low, -1.0, 1.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _ramp(n: int) -> np.ndarray:
+    """0.0, 1.0, ..., n - 1 (float64, read-only)."""
+    ramp = np.arange(n, dtype=np.float64)
+    ramp.setflags(write=False)
+    return ramp

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector
+from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector, OnsetCheck
 from models.dsp.postfilter import PitchPostfilter
 from models.vocoder.config import VocoderConfig
 
@@ -31,7 +31,7 @@ REDRAW_SHARE = 0.05
 
 def reaches_full_scale(pcm: np.ndarray) -> bool:
     """Whether a frame's output touched the [-1, 1] clip: the sign that sampling ran away."""
-    return bool(np.max(np.abs(pcm), initial=0.0) >= np.float32(1))
+    return pcm.size > 0 and bool(np.abs(pcm).max() >= np.float32(1))
 
 
 def may_redraw(attempt: int, redrawn: int, frames_done: int, clip_retries: int) -> bool:
@@ -64,9 +64,15 @@ class SynthesisChain:
             if c.pitch_postfilter
             else None
         )
+        # the passes share one onset check: it depends on the target alone
+        onset = (
+            OnsetCheck(target_mel, c.envelope_smoothing_hz, c.envelope_passes)
+            if c.envelope_smoothing and c.envelope_passes
+            else None
+        )
         self.envelope = [
             EnvelopeCorrector(
-                target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz
+                target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz, onset
             )
             for _ in range(c.envelope_passes)
         ]

@@ -16,6 +16,8 @@ from models.vocoder.params import random_weights
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -126,3 +128,54 @@ def test_engines_are_timed_round_robin() -> None:
     assert calls == ["a", "b", "c", "a", "b", "c", "a", "c", "a"]
     assert [len(e.times) for e in engines] == [3, 1, 2] and len(ticks) == 6
     assert all(t >= 0 for e in engines for t in e.times)
+
+
+def test_bench_stages_cover_the_whole_step(tmp_path: Path) -> None:
+    """`--stages` on a tiny model with the shipped voice's post-kernel chain (LPC, postfilter,
+    envelope passes with smoothing, redraws): every stage is reported, and with the glue (the
+    whole step less the stages) their shares add up to the whole step."""
+    shipped = json.loads((ROOT / "compiled" / "wavernn-slt" / "config.json").read_text())
+    chain = {
+        k: shipped[k]
+        for k in (
+            "lpc_order",
+            "pitch_postfilter",
+            "output_advance",
+            "envelope_passes",
+            "envelope_smoothing",
+            "clip_retries",
+            "voiced_logit_scale",
+            "unvoiced_logit_scale",
+        )
+    }
+    config = dataclasses.replace(TINY, **chain)
+    model = build_artifact(random_weights(config, 0), config, tmp_path / "tiny", isas=["avx2"])
+    proc = run_bench("--model", str(model), "--stages", "--frames", "3", "--repeats", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    stages = {r["stage"]: r for r in report["stages"]}
+    for name in (
+        "kernel call",
+        "LPC fit + pitch + source (batched)",
+        "redraw check (+ state copy)",
+        "pitch postfilter",
+        "PCM16 conversion",
+        "Python glue (whole step - stages)",
+    ):
+        assert name in stages
+    assert [n for n in stages if n.startswith("envelope pass")] == [
+        f"envelope pass {i + 1}" for i in range(chain["envelope_passes"])
+    ]
+    assert sum(r["share"] for r in report["stages"]) == pytest.approx(1.0)
+    total = report["whole_step_us_per_sample"]
+    assert sum(r["min_us_per_sample"] for r in report["stages"]) == pytest.approx(total)
+    assert all(
+        r["min_us_per_sample"] > 0 for r in report["stages"] if not r["stage"].startswith("Python")
+    )
+    envelope = sum(v["min_us_per_sample"] for n, v in stages.items() if n.startswith("envelope"))
+    breakdown = sum(r["min_us_per_sample"] for r in report["envelope_breakdown"])
+    assert breakdown == pytest.approx(envelope)
+    assert report["budget_share"] == pytest.approx(total / 40.0)
+    proc = run_bench("--model", str(model), "--stages", "--frames", "2", "--repeats", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "whole step" in proc.stdout and "envelope pass 3" in proc.stdout

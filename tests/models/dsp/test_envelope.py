@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from scipy.signal import butter, lfilter, sosfilt, sosfiltfilt
 
-from models.dsp.envelope import DELAY_SAMPLES, HOP, WIN, EnvelopeCorrector, correct
+from models.dsp.envelope import (
+    DELAY_SAMPLES,
+    HOP,
+    WIN,
+    EnvelopeCorrector,
+    OnsetCheck,
+    correct,
+)
 from models.dsp.features import SPEC, log_mel, magnitude_spectrogram
 
 SR = SPEC.sample_rate
@@ -195,3 +202,41 @@ def test_empty_and_short_input() -> None:
     x = _noise(100, 5)
     y = correct(x, log_mel(x) + 0.3, 1, 1.5)
     assert y.shape == (100,) and np.all(np.isfinite(y)) and np.abs(y).max() > np.abs(x).max()
+
+
+def test_passes_sharing_one_onset_check_match_passes_with_their_own() -> None:
+    """Three passes streamed in uneven pieces with one shared onset check (as the synthesis
+    chain runs them) give the same samples as passes that each check on their own, over a long
+    stream (the buffers are compacted several times); the shared check keeps nothing once every
+    pass has read a frame's steadiness."""
+    n = 120 * HOP + 57
+    x = _harmonics(n, 150.0, -2.0) + _noise(n, 6)
+    x[40 * HOP : 45 * HOP] = 0.0  # an onset and an offset
+    target = log_mel(_harmonics(n, 150.0, -5.0))
+    target[60:64, 40:] += 2.5  # a burst above smoothing_hz: the smoothing fades around it
+
+    def target_of(k: int) -> np.ndarray | None:
+        return target[k] if k < len(target) else None
+
+    shared = OnsetCheck(target_of, 3000.0, users=3)
+    runs = {
+        "shared": [EnvelopeCorrector(target_of, 1.5, 1.0, 3000.0, shared) for _ in range(3)],
+        "own": [EnvelopeCorrector(target_of, 1.5, 1.0, 3000.0) for _ in range(3)],
+    }
+    out = {}
+    for name, passes in runs.items():
+        parts, at = [], 0
+        for size in [300, 17, 2000, 300, 911] * 20:
+            y = x[at : at + size]
+            at += y.size
+            for corrector in passes:
+                y = corrector.push(y)
+            parts.append(y)
+        y = np.zeros(0, np.float32)
+        for corrector in passes:
+            y = np.concatenate([corrector.push(y), corrector.finish()])
+        out[name] = np.concatenate([*parts, y])
+    assert out["shared"].shape == (n,)
+    assert out["shared"].tobytes() == out["own"].tobytes()
+    assert out["own"].tobytes() == correct(x, target, 3, 1.5, 1.0, 3000.0).tobytes()
+    assert not shared._known  # every frame's steadiness was read by all three passes
