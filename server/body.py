@@ -3,8 +3,10 @@
 FastAPI decodes and validates a body on the event loop: an 8 MiB mel list costs seconds of CPU
 there, during which /healthz, every websocket and every stream's audio wait. Here the body is read
 (server.limits bounds its size and read time), then `json.loads` + the pydantic model run in a
-worker thread; at most PARSE_SLOTS bodies decode at once, so a burst of large bodies queues instead
-of taking every thread, and a body that takes longer than `parse_timeout_s` is refused (413).
+worker thread, one body at a time, and decoding takes at most `decode_share` of a core: after a
+body that took d seconds the next waits d x (1 / decode_share - 1). Small bodies never notice
+(microseconds); a flood of large ones queues instead of taking the core from the streams and the
+event loop, and a body still waiting after `parse_timeout_s` is refused (413).
 
 Errors come out as FastAPI's own (RequestValidationError), so server/errors.py words them as for
 any other route; the same documents are accepted (the json module, then the model, as the
@@ -25,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from server.errors import InputTooLarge
 
 M = TypeVar("M", bound=BaseModel)
-PARSE_SLOTS = 2
+PARSE_SLOTS = 1
 """Bodies decoded at once: the cores run the vocoder; decoding is a short, bounded side job."""
 
 
@@ -72,7 +74,9 @@ def slots_for(request: Request) -> asyncio.Semaphore:
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
-    budget = float(request.app.state.settings.parse_timeout_s)
+    settings = request.app.state.settings
+    budget = float(settings.parse_timeout_s)
+    rest = 1.0 / float(settings.decode_share) - 1.0  # idle time owed per second of decoding
     raw = await request.body()
     content_type = request.headers.get("content-type", "").lower()
     declared_json = not content_type or "json" in content_type
@@ -83,8 +87,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
             await slots.acquire()
             t0 = time.perf_counter()
             work = loop.run_in_executor(None, decode, model, raw, declared_json)
-            # The slot is held until the thread ends, even if the request stops waiting for it.
-            work.add_done_callback(lambda _: slots.release())
+            # The slot is held until the thread ends, even if the request stops waiting for it,
+            # and then for the rest that keeps decoding within decode_share of a core.
+            work.add_done_callback(
+                lambda _: loop.call_later((time.perf_counter() - t0) * rest, slots.release)
+            )
             work.add_done_callback(
                 lambda _: request.app.state.metrics.body_decode.labels(
                     route=request.url.path

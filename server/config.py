@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         description="longest a JSON body may take to decode and validate (413 beyond); bodies "
         "are decoded off the event loop, a few at a time",
     )
+    decode_share: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="most of a core JSON body decoding may take (bodies decode one at a time; "
+        "a flood of large ones waits, and is refused after parse_timeout_s)",
+    )
     max_connections: int = Field(
         1000, ge=1, description="open connections and requests served at once (503 beyond)"
     )

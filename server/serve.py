@@ -55,6 +55,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("body-timeout-s", float, "refuse (408) request bodies not received within this (30)"),
     ("parse-timeout-s", float, "refuse (413) JSON bodies that take longer to decode (10)"),
     ("synthesis", str, "synthesis settings over the voice's, JSON: '{\"envelope_passes\": 0}'"),
+    ("decode-share", float, "most of a core JSON body decoding may take (default 0.25)"),
     ("max-connections", int, "connections and requests served at once, 503 beyond (1000)"),
     ("ws-send-buffer-bytes", int, "unsent audio allowed per websocket before closing it (4429)"),
     ("api-key", str, "require 'Authorization: Bearer <key>' on API routes"),

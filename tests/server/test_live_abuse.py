@@ -299,3 +299,17 @@ async def test_a_client_that_stops_reading_is_closed_by_the_send_timeout(
     events, audio = await asyncio.wait_for(drain_ws(ws), 30)
     assert ws.close_code == 4429 and "ws_send_timeout_s" in events[-1]["message"]
     assert len(audio) < 12_000 * 600
+
+
+def test_body_decoding_keeps_to_its_share_of_a_core(
+    live_server_factory: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
+    """After a body that took d seconds to decode, the next waits d x (1 / decode_share - 1):
+    with a tiny share, a second large body right behind the first waits past parse_timeout_s."""
+    live = live_server_factory(decode_share=0.0005, parse_timeout_s=1.0)
+    body = {"mel": make_mel(2000).tolist(), "format": "pcm", "seed": 1}
+    with live.client() as c:
+        big = c.post("/v1/synthesize", json=body)  # decoding it takes ms: seconds of rest owed
+        behind = c.post("/v1/synthesize", json=body)
+    assert big.status_code == 200
+    assert behind.status_code == 413 and "parse_timeout_s" in behind.json()["error"]["message"]
