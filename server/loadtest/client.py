@@ -23,7 +23,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -240,9 +240,41 @@ def _pcm_samples_in_wav_prefix(buf: bytes) -> int | None:
     return None
 
 
+async def _post_stream(
+    client: httpx.AsyncClient,
+    plan: Plan,
+    path: str,
+    body: dict[str, Any],
+    read: Callable[[httpx.Response, StreamResult], Awaitable[None]],
+) -> StreamResult:
+    """POST `body` to `path` and let `read` take the 200's streamed body; refusals, other
+    statuses, timeouts and transport errors go into the result (it never raises for them)."""
+    res = StreamResult()
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(plan.timeout):
+            async with client.stream(
+                "POST", path, json=body, headers=_auth_headers(plan.api_key)
+            ) as resp:
+                if resp.status_code in REFUSED_HTTP_STATUS:
+                    res.refused = True
+                    await resp.aread()
+                elif resp.status_code != 200:
+                    detail = (await resp.aread())[:200].decode("utf-8", "replace")
+                    res.error = f"HTTP {resp.status_code} {detail}"
+                else:
+                    await read(resp, res)
+                    if not res.ok:
+                        res.error = "empty audio"
+    except TimeoutError:
+        res.error = f"timeout after {plan.timeout:g} s"
+    except httpx.HTTPError as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+    return res.finish(t0, plan.buffer_s)
+
+
 async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> StreamResult:
     """One utterance via POST /v1/synthesize (WAV, streamed); never raises for server failures."""
-    res = StreamResult()
     body: dict[str, Any] = {"seed": seed, "format": "wav"}
     if plan.mel is not None:
         body["mel"] = np.round(plan.mel, 3).tolist()
@@ -250,83 +282,50 @@ async def run_http_request(client: httpx.AsyncClient, plan: Plan, seed: int) -> 
         body["text"] = plan.text
     if plan.voice and plan.text is not None:
         body["voice"] = plan.voice  # voices belong to the text front end
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(plan.timeout):
-            async with client.stream(
-                "POST", "/v1/synthesize", json=body, headers=_auth_headers(plan.api_key)
-            ) as resp:
-                if resp.status_code in REFUSED_HTTP_STATUS:
-                    res.refused = True
-                    await resp.aread()
-                elif resp.status_code != 200:
-                    detail = (await resp.aread())[:200].decode("utf-8", "replace")
-                    res.error = f"HTTP {resp.status_code} {detail}"
-                else:
-                    header = b""
-                    offset: int | None = None
-                    async for chunk in resp.aiter_bytes():
-                        now = time.perf_counter()
-                        if offset is None:
-                            header += chunk
-                            offset = _pcm_samples_in_wav_prefix(header)
-                            if offset is None:
-                                continue
-                            chunk = header[offset:]
-                        n = len(chunk) // 2
-                        if n:
-                            res.samples += n
-                            res.arrivals.append((now, n))
-                    res.ok = res.samples > 0
-                    rtf = resp.headers.get("X-Real-Time-Factor")
-                    res.server_rtf = float(rtf) if rtf else None
-                    if not res.ok:
-                        res.error = "empty audio"
-    except TimeoutError:
-        res.error = f"timeout after {plan.timeout:g} s"
-    except httpx.HTTPError as exc:
-        res.error = f"{type(exc).__name__}: {exc}"
-    return res.finish(t0, plan.buffer_s)
+
+    async def read(resp: httpx.Response, res: StreamResult) -> None:
+        header = b""
+        offset: int | None = None
+        async for chunk in resp.aiter_bytes():
+            now = time.perf_counter()
+            if offset is None:
+                header += chunk
+                offset = _pcm_samples_in_wav_prefix(header)
+                if offset is None:
+                    continue
+                chunk = header[offset:]
+            n = len(chunk) // 2
+            if n:
+                res.samples += n
+                res.arrivals.append((now, n))
+        res.ok = res.samples > 0
+        rtf = resp.headers.get("X-Real-Time-Factor")
+        res.server_rtf = float(rtf) if rtf else None
+
+    return await _post_stream(client, plan, "/v1/synthesize", body, read)
 
 
 async def run_openai_request(client: httpx.AsyncClient, plan: Plan) -> StreamResult:
     """One text via POST /v1/audio/speech in `plan.openai_format`, read as it streams. TTFA is
     the first body byte; for `pcm` every frame's arrival counts (late frames), for the encoded
     formats only the first byte and the total (their sample count needs a decoder)."""
-    res = StreamResult()
     body = {"model": "tts-1", "input": plan.text, "response_format": plan.openai_format}
     if plan.voice:
         body["voice"] = plan.voice
     pcm = plan.openai_format == "pcm"
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(plan.timeout):
-            async with client.stream(
-                "POST", "/v1/audio/speech", json=body, headers=_auth_headers(plan.api_key)
-            ) as resp:
-                if resp.status_code in REFUSED_HTTP_STATUS:
-                    res.refused = True
-                    await resp.aread()
-                elif resp.status_code != 200:
-                    detail = (await resp.aread())[:200].decode("utf-8", "replace")
-                    res.error = f"HTTP {resp.status_code} {detail}"
-                else:
-                    got = 0
-                    async for chunk in resp.aiter_bytes():
-                        now = time.perf_counter()
-                        got += len(chunk)
-                        n = len(chunk) // 2 if pcm else 0
-                        if pcm or not res.arrivals:
-                            res.arrivals.append((now, n))
-                            res.samples += n
-                    res.ok = got > 0
-                    if not res.ok:
-                        res.error = "empty audio"
-    except TimeoutError:
-        res.error = f"timeout after {plan.timeout:g} s"
-    except httpx.HTTPError as exc:
-        res.error = f"{type(exc).__name__}: {exc}"
-    return res.finish(t0, plan.buffer_s)
+
+    async def read(resp: httpx.Response, res: StreamResult) -> None:
+        got = 0
+        async for chunk in resp.aiter_bytes():
+            now = time.perf_counter()
+            got += len(chunk)
+            n = len(chunk) // 2 if pcm else 0
+            if pcm or not res.arrivals:
+                res.arrivals.append((now, n))
+                res.samples += n
+        res.ok = got > 0
+
+    return await _post_stream(client, plan, "/v1/audio/speech", body, read)
 
 
 async def run_load(plan: Plan, progress: Progress) -> tuple[list[StreamResult], float]:
