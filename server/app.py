@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from models.frontend.festival_frontend import FestivalFrontend
 from server.auth import ApiKeyMiddleware
+from server.body import start_decoder, stop_decoder
 from server.clients import ClientLimits
 from server.config import Settings, load_settings
 from server.errors import install_error_handlers
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = pool
         logger.info("starting %d workers on cores %s for %s", len(cores), cores, model_dir)
         await pool.start()
+        start_decoder(app)
         watchdog = asyncio.create_task(_watch_start(pool, settings.start_timeout_s))
         # One Festival process starts beside the workers, so the first text does not wait for it.
         warming = asyncio.create_task(asyncio.to_thread(_warm_frontend, app.state.frontend))
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             watchdog.cancel()
+            stop_decoder(app)
             if app.state.wyoming is not None:
                 await app.state.wyoming.stop()
             await pool.stop()

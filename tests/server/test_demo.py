@@ -118,12 +118,22 @@ def test_sample_mel_streams_and_plays(live, browser: Any) -> None:
     assert console_problems(browser) == []
 
 
+def _slowest_us_per_sample(url: str) -> float:
+    workers = httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["workers"]
+    return max(w["us_per_sample"] for w in workers)
+
+
 def test_model_and_voices_from_the_api(live, browser: Any) -> None:
-    open_page(browser, live.url)
-    s = state(browser)
-    models = httpx.get(live.url + "/v1/models", timeout=10).json()["data"]
-    workers = models[0]["workers"]
-    assert s["usPerSample"] == pytest.approx(max(w["us_per_sample"] for w in workers))
+    # The workers' figure follows their recent steps (a stream of another test may still be
+    # moving it): compare the page with it when it held still while the page loaded.
+    for _ in range(5):
+        before = _slowest_us_per_sample(live.url)
+        open_page(browser, live.url)
+        s = state(browser)
+        if _slowest_us_per_sample(live.url) == before:
+            break
+        time.sleep(1.0)
+    assert s["usPerSample"] == pytest.approx(before)
     voices = httpx.get(live.url + "/v1/voices", timeout=10).json()
     assert s["voices"] == [v["id"] for v in voices["data"]]
     from selenium.webdriver.common.by import By

@@ -313,3 +313,24 @@ def test_body_decoding_keeps_to_its_share_of_a_core(
         behind = c.post("/v1/synthesize", json=body)
     assert big.status_code == 200
     assert behind.status_code == 413 and "parse_timeout_s" in behind.json()["error"]["message"]
+
+
+def test_bodies_decode_in_a_process_of_their_own_which_comes_back(
+    live_server_factory: Callable[..., LiveServer], make_mel: Callable[..., np.ndarray]
+) -> None:
+    """json.loads holds the GIL for a whole document, so bodies decode in the app's decoder
+    process; if it dies, one request gets a 503 and the next a new decoder."""
+    import os
+    import signal
+
+    live = live_server_factory()
+    body = {"mel": make_mel(20).tolist(), "format": "pcm"}
+    with live.client() as c:
+        assert c.post("/v1/synthesize", json=body).status_code == 200
+        pids = list(live.app.state.decoder._processes)
+        assert pids and os.getpid() not in pids
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.5)
+        statuses = [c.post("/v1/synthesize", json=body).status_code for _ in range(3)]
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+    assert list(live.app.state.decoder._processes) != pids
