@@ -1,19 +1,5 @@
-"""The load test's client: concurrent websocket / HTTP utterances against a running server, timed.
-
-Each stream is one utterance: open the websocket `/v1/stream` (or POST `/v1/synthesize` with
-`--http`), send a mel (the shipped sample, tiled to `--mel-frames`) or `--text`, and read the
-audio as it arrives. Per stream we measure
-
-- time to first audio (TTFA): connect start -> first PCM byte;
-- real-time factor: the server's figure from the `end` message (compute / audio) and the
-  client's wall figure ((last audio - first audio) / audio duration);
-- late frames: a listener starts playback `--buffer-ms` after the first audio (a jitter buffer);
-  a 300-sample frame is late if it arrives after the moment it should be played;
-- refusals (websocket close 1013, HTTP 429/503) and errors (anything else that is not success).
-
-Loops are always bounded: `--requests` utterances in total and/or `--duration` seconds, each
-utterance with a `--timeout`. The report goes to stdout (a table, or `--json`), progress to stderr.
-"""
+"""The load test's client: concurrent websocket / HTTP / OpenAI-route utterances against a running
+server, each timed as a listener hears it (what is measured and why: server/loadtest/cli.py)."""
 
 from __future__ import annotations
 
