@@ -43,7 +43,7 @@ from models.frontend.assembler import Piece, RunningTextTooLong, TextAssembler, 
 from models.frontend.festival_frontend import OPENING_WORDS, EmptyText
 from server.audio import AudioOutput
 from server.catalog import resolve_voice
-from server.errors import IdleTimeout, InputTooLarge, InvalidInput, map_error
+from server.errors import ClientLimit, IdleTimeout, InputTooLarge, InvalidInput, map_error
 from server.synthesis import check_text, check_text_frames
 from server.workers.pool import Flushed, StreamHandle
 
@@ -85,8 +85,12 @@ class WyomingServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
+        handler = WyomingHandler(reader, writer, self)
         try:
-            await WyomingHandler(reader, writer, self).run()
+            with self.state.clients.socket(handler.client):
+                await handler.run()
+        except ClientLimit as exc:  # the address holds max_sockets_per_client connections
+            await handler._error(exc)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client left
         finally:
@@ -118,6 +122,9 @@ class WyomingHandler(AsyncEventHandler):
         self.settings = state.settings
         self.metrics = state.metrics
         self.sample_rate = server.sample_rate
+        self.clients = state.clients  # the same per-address caps as HTTP and the websocket
+        peer = writer.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "unknown"
         self.stream: _Synthesis | None = None  # the streaming synthesis under way
         self.text: TextAssembler | None = None
 
@@ -258,7 +265,8 @@ class _Synthesis:
         self.h = handler
         self.voice = voice
         self.t_start = time.monotonic()
-        self.handle: StreamHandle = handler.pool.open_stream()  # NoCapacity / NotReady
+        # NoCapacity / NotReady / ClientLimit
+        self.handle: StreamHandle = handler.clients.open_stream(handler.pool, handler.client)
         self.pieces: asyncio.Queue[Piece | None] = asyncio.Queue()
         self.spoken = 0  # utterances fed to the vocoder (each ends with a Flushed)
         self.flushed = 0  # utterances whose audio is all sent

@@ -185,3 +185,26 @@ async def test_no_capacity_is_an_error_event(
     ok: dict[str, Any] = {"route": "wyoming", "status": "200"}
     assert metric_value(text, "sparrow_requests_total", ok) == 1
     assert metric_value(text, "sparrow_requests_total", {"route": "wyoming", "status": "429"}) == 1
+
+
+async def test_per_client_caps_cover_wyoming(
+    live_server_factory: Callable[..., LiveServer],
+) -> None:
+    """Wyoming connections and their streams count against the same per-address caps as the
+    HTTP routes and the websocket."""
+    live = live_server_factory(wyoming_port=0, max_sockets_per_client=1, max_streams_per_client=1)
+    async with AsyncTcpClient("127.0.0.1", port(live)) as held:
+        await held.write_event(Describe().event())
+        async with asyncio.timeout(TIMEOUT_S):
+            assert (await held.read_event()).type == "info"
+        (err,) = await exchange(live, [Describe().event()], "info")  # a second connection
+        error = Error.from_event(err)
+        assert error.code == "client_limit" and "max_sockets_per_client" in error.text
+    live = live_server_factory(wyoming_port=0, max_streams_per_client=1)
+    async with connect(live.ws_url) as ws:  # one stream in flight from this address
+        await ws.recv()
+        await ws.send(json.dumps({"type": "flush"}))
+        await ws.recv()
+        (err,) = await exchange(live, [Synthesize(text="Hello.").event()], "audio-stop")
+        error = Error.from_event(err)
+        assert error.code == "client_limit" and "max_streams_per_client" in error.text
