@@ -37,6 +37,22 @@ def live_server_factory(tiny_model_dir: Path) -> Iterator[Callable[..., LiveServ
         live.stop()
 
 
+@pytest.fixture
+def server_with(tiny_model_dir: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Servers with their own settings, stopped when the test ends (a test that kills workers
+    or fills capacity must not leave its server to the next one)."""
+    started: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        live = start_live_server(tiny_settings(tiny_model_dir, **overrides))
+        started.append(live)
+        return live
+
+    yield make
+    for live in started:
+        live.stop()
+
+
 @pytest.fixture(scope="session")
 def live(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
     """The default server: every allowed core, measured capacity, tiny model."""

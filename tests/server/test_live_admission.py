@@ -9,13 +9,12 @@ own client.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from serverkit import LiveServer, metric_value, start_live_server, tiny_settings
+from serverkit import LiveServer, metric_value
 
 from server.loadtest.client import Plan, run_load
 from server.loadtest.report import Progress
@@ -23,20 +22,6 @@ from server.loadtest.report import Progress
 pytestmark = [pytest.mark.anyio, pytest.mark.live, pytest.mark.slow]
 CORE = min(os.sched_getaffinity(0))
 STREAMS = 4
-
-
-@pytest.fixture
-def server_with(tiny_model_dir: Path) -> Iterator[Callable[..., LiveServer]]:
-    started: list[LiveServer] = []
-
-    def make(**overrides: Any) -> LiveServer:
-        live = start_live_server(tiny_settings(tiny_model_dir, **overrides))
-        started.append(live)
-        return live
-
-    yield make
-    for live in started:
-        live.stop()
 
 
 def worker(live: LiveServer) -> dict[str, Any]:

@@ -10,8 +10,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,28 +21,12 @@ from serverkit import (
     drain_ws,
     mel_bytes_b64,
     metric_value,
-    start_live_server,
-    tiny_settings,
     ws_session,
 )
 from websockets.asyncio.client import ClientConnection, connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.festival, pytest.mark.live, pytest.mark.slow]
 CORES = sorted(os.sched_getaffinity(0))
-
-
-@pytest.fixture
-def server_with(tiny_model_dir: Path) -> Iterator[Callable[..., LiveServer]]:
-    started: list[LiveServer] = []
-
-    def make(**overrides: Any) -> LiveServer:
-        live = start_live_server(tiny_settings(tiny_model_dir, **overrides))
-        started.append(live)
-        return live
-
-    yield make
-    for live in started:
-        live.stop()
 
 
 def readyz(live: LiveServer) -> dict[str, Any]:
