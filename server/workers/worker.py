@@ -101,6 +101,9 @@ class Scheduler:
         self.frame_s = runtime.config.hop_length / runtime.config.sample_rate
         self.streams: dict[int, _Stream] = {}
         self.last_flush = time.monotonic()
+        # Half the playback buffer: room for the frame's own flush (FLUSH_INTERVAL_S) and the
+        # server's delivery after it, yet openings still run whenever steady frames can wait.
+        self.urgent_s = max(initial_buffer_s / 2, 2 * FLUSH_INTERVAL_S)
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -251,14 +254,25 @@ class Scheduler:
     def pick(self) -> _Stream | None:
         """The runnable stream whose next frame is due first (EDF), or None.
 
-        Every frame costs the same, so earliest-deadline-first meets all deadlines whenever any
-        order can; ties go to the older stream (lower id) for a stable order.
+        Steady frames cost the same, so earliest-deadline-first meets all their deadlines whenever
+        any order can; ties go to the older stream (lower id) for a stable order. An opening costs
+        ~15 frames at once and is judged as time to first audio, a soft target, while a steady
+        frame missed is a gap the listener hears: so a steady frame due within `urgent_s` goes
+        before any opening. Without this, streams that start together open one after another
+        while the first opened ones, holding one frame beyond their playback buffer, run dry.
         """
         runnable = [s for s in self.streams.values() if s.pending() > 0]
         if not runnable:
             return None
+        soon = time.monotonic() + self.urgent_s
+        urgent = [
+            s
+            for s in runnable
+            if not s.eager and s.deadline(s.frames, self.buffer_s, self.frame_s) < soon
+        ]
         return min(
-            runnable, key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid)
+            urgent or runnable,
+            key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid),
         )
 
     def _read(self, block: bool) -> bool:

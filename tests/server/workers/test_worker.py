@@ -170,6 +170,31 @@ def test_edf_picks_the_earliest_deadline(
     assert s.pick().sid == 1
 
 
+def test_a_steady_frame_due_soon_goes_before_an_earlier_opening(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
+    # Stream 1 has opened and plays; stream 2 was admitted earlier but has not opened yet. EDF
+    # alone would open stream 2 first (its clock is older); once stream 1's next frame is due
+    # within the urgent window it goes first, as a missed steady frame is a gap the listener hears.
+    a_conn, _ = Pipe()
+    s = Scheduler(runtime, a_conn, initial_buffer_s=0.1)
+    now = time.monotonic()
+    for sid, base, eager in [(1, now, False), (2, now - 0.5, True)]:
+        st = _Stream(sid=sid, seed=0, base_t=base, eager=eager)
+        st.vs = runtime.open_stream(seed=0)
+        st.vs.push(make_mel(30))
+        s.streams[sid] = st
+    s.streams[1].frames = 40  # its frame 40 is due 0.6 s from now: far, so the opening goes first
+    assert s.pick().sid == 2
+    s.streams[1].frames = 2  # due in 0.125 s, past the 50 ms window: still the opening
+    assert s.urgent_s == 0.05
+    assert s.pick().sid == 2
+    s.streams[1].base_t = now - 0.09  # due in 35 ms: inside the window
+    assert s.pick().sid == 1
+    s.streams[1].eager = True  # an opening itself: plain EDF again, the older clock first
+    assert s.pick().sid == 2
+
+
 def test_an_opening_is_first_audio_not_a_late_frame(
     harness: Callable[..., Harness], make_mel: Callable[..., np.ndarray]
 ) -> None:
