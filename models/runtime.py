@@ -17,7 +17,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from models.dsp.pitch import source
 from models.kernel.build import build
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
-from models.stream import VocoderStream, aligned
+from models.stream import KernelCall, VocoderStream, aligned
 from models.vocoder.config import SynthesisConfig, VocoderConfig
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,12 @@ class VocoderRuntime:
         self._frame_fn(
             cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
         )
+
+    def run_frames(self, calls: Sequence[KernelCall]) -> None:
+        """The kernel draws of several streams (VocoderStream.next_kernel_call), each as
+        run_frame would make it."""
+        for call in calls:
+            self.run_frame(*call)
 
     def logit_scalable_args(
         self,

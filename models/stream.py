@@ -13,7 +13,7 @@ the post-kernel chain (models/vocoder/chain.py), the same object the reference u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import tvm
@@ -110,6 +110,7 @@ class VocoderStream:
         self._uniforms = tvm.runtime.from_dlpack(self._uniforms_np)
         self._pcm_np = aligned((c.hop_length,))
         self._pcm = tvm.runtime.from_dlpack(self._pcm_np)
+        self._drawn = False  # next_kernel_call() prepared a draw that step_drawn() must take
 
     @property
     def frames_redrawn(self) -> int:
@@ -238,6 +239,8 @@ class VocoderStream:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
+        if self._drawn:
+            raise RuntimeError("step() with a draw from next_kernel_call() pending: step_drawn()")
         hop = self.config.hop_length
         # The output runs behind the kernel's (frames_ahead): frame f ends inside kernel frame
         # f + 1 (output_advance) and each envelope pass needs 4 frames more; pending() waits for
@@ -250,6 +253,56 @@ class VocoderStream:
         out, self._held = self._held[:hop], self._held[hop:]
         self.frames_done += 1
         return out
+
+    def next_kernel_call(self) -> KernelCall | None:
+        """The next step()'s one kernel draw, prepared for a caller that runs several streams'
+        draws in one call (VocoderRuntime.run_frames), or None when this step is not a single
+        steady draw (the opening fills the passes, the tail draws nothing).
+
+        Returns the frame's kernel arguments with fresh uniforms, the state saved for a redraw;
+        the caller must run them (the kernel updates h, x and pcm in place) and then call
+        step_drawn(), which gives what step() would have: the same RNG draws in the same order,
+        so the audio is identical."""
+        f = self._kernel_done
+        if self.frames_done == 0 or self._held.size >= self.config.hop_length:
+            return None
+        if f >= self.frames_received or self.pending() <= 0:
+            return None
+        if self._prepared != f:
+            self._prepare_kernel(f)
+        if self.config.clip_retries:
+            self._save_state()  # chain.draw's save() before the first draw
+        self._rng.random(dtype=np.float32, out=self._uniforms_np)
+        cond, lpc, src = self._call
+        self._drawn = True
+        return KernelCall(
+            cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm,
+            self._weight_args,
+        )  # fmt: skip
+
+    def step_drawn(self) -> np.ndarray:
+        """step() after the caller ran next_kernel_call()'s arguments: that draw goes through
+        the chain (redrawn here, one by one, if it reached full scale) and the frame is out."""
+        if not self._drawn:
+            raise RuntimeError("step_drawn() without a next_kernel_call() run first")
+        self._drawn = False
+        first = [True]
+
+        def run() -> np.ndarray:
+            if first[0]:
+                first[0] = False
+                return self._pcm_np  # the caller's draw
+            return self._run_kernel()
+
+        # The state saved before the first draw stays the frame's until it is out: every
+        # redraw restores it, so draw()'s saves before each attempt have nothing to add.
+        f = self._kernel_done
+        pcm = self._chain.draw(f, run, lambda: None, self._restore_state)
+        self._kernel_done += 1
+        at = f - self._fit_first
+        more = self._chain.frame(pcm, *self._pitch_batch[:, at : at + 1])
+        self._held = more if not self._held.size else np.concatenate([self._held, more])
+        return self.step()
 
     def _more(self) -> np.ndarray | None:
         """The chain's next piece of output (perhaps empty while the passes fill): the kernel's
@@ -303,6 +356,20 @@ class VocoderStream:
     def _restore_state(self) -> None:
         np.copyto(self._h_np, self._saved[0])
         np.copyto(self._x_np, self._saved[1])
+
+
+class KernelCall(NamedTuple):
+    """One stream's arguments of one kernel call (VocoderRuntime.run_frame's, in order)."""
+
+    cond_pair: tvm.runtime.Tensor
+    lpc: tvm.runtime.Tensor
+    src: tvm.runtime.Tensor
+    uniforms: tvm.runtime.Tensor
+    h: tvm.runtime.Tensor
+    x: tvm.runtime.Tensor
+    out: tvm.runtime.Tensor
+    pcm: tvm.runtime.Tensor
+    weight_args: list[tvm.runtime.Tensor] | None
 
 
 def aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:

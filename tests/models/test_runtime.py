@@ -469,3 +469,63 @@ def test_every_isa_level_gives_identical_audio(tmp_path: Path) -> None:
     first = outputs[isas[0]]
     for isa, audio in outputs.items():
         assert np.array_equal(audio, first), isa
+
+
+def test_streams_drawn_together_make_the_audio_each_makes_alone(
+    lpc_runtime: VocoderRuntime,
+) -> None:
+    """next_kernel_call / run_frames / step_drawn, the path a worker takes to draw several streams'
+    frames in one call: each stream's audio equals its own step()-by-step() audio, with envelope
+    passes, an advance, voicing-dependent logit scales and redraws (the tiny random net reaches
+    full scale often), streams of different lengths and settings on one runtime."""
+    config = dataclasses.replace(
+        TINY_LPC,
+        pitch_postfilter=0.35,
+        output_advance=20,
+        envelope_passes=2,
+        voiced_logit_scale=2.5,
+        unvoiced_logit_scale=0.8,
+        clip_retries=3,
+    )
+    rt = lpc_runtime.with_synthesis(config.synthesis)
+    mels = [mel(25, seed=1), voiced_after_noise(6, 14), mel(9, seed=3)]
+    settings = [None, None, TINY_LPC.synthesis]  # the last stream brings its own
+    alone = [
+        np.concatenate(list(rt.generate(m, seed=i, synthesis=s)))
+        for i, (m, s) in enumerate(zip(mels, settings))
+    ]
+    streams = [rt.open_stream(seed=i, synthesis=s) for i, s in enumerate(settings)]
+    for stream, m in zip(streams, mels):
+        stream.push(m)
+        stream.finish()
+    out: list[list[np.ndarray]] = [[] for _ in streams]
+    grouped = 0
+    while any(s.pending() for s in streams):
+        live = [i for i, s in enumerate(streams) if s.pending()]
+        calls = {i: streams[i].next_kernel_call() for i in live}
+        rt.run_frames([c for c in calls.values() if c is not None])
+        for i in live:
+            if calls[i] is None:
+                out[i].append(streams[i].step())  # an opening or a tail: a plain step
+            else:
+                grouped += 1
+                out[i].append(streams[i].step_drawn())
+    assert grouped >= 25  # most frames went through the group path
+    assert sum(s.frames_redrawn for s in streams) > 0  # and some of them were redrawn
+    for got, want in zip(out, alone):
+        assert np.array_equal(np.concatenate(got), want)
+
+
+def test_a_prepared_draw_must_be_taken(runtime: VocoderRuntime) -> None:
+    stream = runtime.open_stream(seed=0)
+    stream.push(mel(12))
+    stream.finish()
+    stream.step()  # the opening
+    call = stream.next_kernel_call()
+    assert call is not None
+    with pytest.raises(RuntimeError, match="step_drawn"):
+        stream.step()
+    runtime.run_frames([call])
+    assert stream.step_drawn().shape == (TINY.hop_length,)
+    with pytest.raises(RuntimeError, match="next_kernel_call"):
+        stream.step_drawn()
