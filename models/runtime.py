@@ -67,6 +67,8 @@ class VocoderRuntime:
         # Models whose sine-source weights are zero ignore the source: streams skip making it.
         self.uses_source = shape.source
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
+        # Streams run_frames draws in one kernel call (the module's batched functions).
+        self.max_batch = 1
         self._cond_fn = module["condition"]
         self._cond_args = [tvm.runtime.tensor(a) for a in condition_args(weights)]
 

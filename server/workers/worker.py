@@ -101,6 +101,7 @@ class Scheduler:
         self.frame_s = runtime.config.hop_length / runtime.config.sample_rate
         self.streams: dict[int, _Stream] = {}
         self.last_flush = time.monotonic()
+        self.grouped = 0  # frames whose draw was made in a group call (_step_group)
         # Half the playback buffer: room for the frame's own flush (FLUSH_INTERVAL_S) and the
         # server's delivery after it, yet openings still run whenever steady frames can wait.
         self.urgent_s = max(initial_buffer_s / 2, 2 * FLUSH_INTERVAL_S)
@@ -227,6 +228,66 @@ class Scheduler:
             self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
             return
         t1, c1 = time.monotonic(), time.thread_time()
+        self._record(s, pcm, t0, t1, t1 - t0, c1 - c0, opening, kernel, redrawn, clipped)
+
+    def _step_group(self, group: list[_Stream]) -> None:
+        """One steady frame of each stream in `group`, their kernel draws made in one call
+        (VocoderRuntime.run_frames: each weight block loaded once for all of them); a stream
+        whose next step is not a single draw is left for its own turn. The call's time is
+        shared out evenly among the frames."""
+        t0, c0 = time.monotonic(), time.thread_time()
+        calls, drawn = [], []
+        for s in group:
+            before = (s.vs.kernel_frames, s.vs.frames_redrawn, s.vs.frames_clipped)
+            try:
+                call = s.vs.next_kernel_call()
+            except Exception as exc:
+                logger.exception("stream %d failed preparing its frame", s.sid)
+                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+                continue
+            if call is not None:
+                calls.append(call)
+                drawn.append((s, before))
+        try:
+            self.rt.run_frames(calls)
+        except Exception as exc:  # nothing to tell the streams apart by: all of them fail
+            logger.exception("a grouped kernel call failed")
+            for s, _ in drawn:
+                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+            return
+        self.grouped += len(drawn)
+        pcms = []
+        for s, before in drawn:
+            try:
+                pcms.append((s, float_to_pcm16(s.vs.step_drawn()), before))
+            except Exception as exc:
+                logger.exception("stream %d failed in step_drawn()", s.sid)
+                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+        t1, c1 = time.monotonic(), time.thread_time()
+        n = max(1, len(pcms))
+        for s, pcm, (kernel, redrawn, clipped) in pcms:
+            self._record(s, pcm, t0, t1, (t1 - t0) / n, (c1 - c0) / n, False, kernel, redrawn,
+                         clipped)  # fmt: skip
+        first = group[0]
+        single = not drawn or drawn[0][0] is not first  # its step is no single draw (a tail)
+        if single and first.sid in self.streams and first.pending() > 0:
+            self._step(first)
+
+    def _record(
+        self,
+        s: _Stream,
+        pcm: bytes,
+        t0: float,
+        t1: float,
+        compute_s: float,
+        cpu_s: float,
+        opening: bool,
+        kernel: int,
+        redrawn: int,
+        clipped: int,
+    ) -> None:
+        """Book a frame step() made between t0 and t1 (its share: compute_s, cpu_s); kernel,
+        redrawn, clipped: the stream's counters before the step."""
         if opening:
             # The opening is time to first audio; playback (and every later deadline) starts
             # `buffer_s` after this first audio, unless earlier audio of the stream still plays.
@@ -241,7 +302,7 @@ class Scheduler:
         steady = s.vs.kernel_frames - kernel == 1
         s.redrawn += s.vs.frames_redrawn - redrawn
         s.clipped += s.vs.frames_clipped - clipped
-        s.out.append((pcm, t1 - t0, max(0.0, t0 - s.ready_since), deadline, c1 - c0, steady))
+        s.out.append((pcm, compute_s, max(0.0, t0 - s.ready_since), deadline, cpu_s, steady))
         s.frames += 1
         s.utt_samples += len(pcm) // 2
         s.ready_since = t1
@@ -250,6 +311,19 @@ class Scheduler:
         elif s.eager or s.vs.pending() == 0:
             self._flush(s)
             s.eager = False
+
+    def group(self, first: _Stream) -> list[_Stream]:
+        """`first` (the EDF pick) and up to max_batch - 1 more streams with a steady frame to
+        make, earliest deadlines first: their frames are made ahead of need when the kernel can
+        draw several streams at once for less than one at a time."""
+        limit = int(getattr(self.rt, "max_batch", 1))
+        if limit <= 1 or first.eager:
+            return [first]
+        others = [
+            s for s in self.streams.values() if s is not first and not s.eager and s.pending() > 0
+        ]
+        others.sort(key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid))
+        return [first, *others[: limit - 1]]
 
     def pick(self) -> _Stream | None:
         """The runnable stream whose next frame is due first (EDF), or None.
@@ -299,7 +373,11 @@ class Scheduler:
             s = self.pick()
             if s is None:
                 continue
-            self._step(s)
+            group = self.group(s)
+            if len(group) > 1:
+                self._step_group(group)
+            else:
+                self._step(s)
             if time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
                 self._flush_all()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -148,6 +149,34 @@ def test_interleaved_streams_are_independent(
             got[msg.sid] += msg.pcm
         elif isinstance(msg, UtteranceDone):
             done.add(msg.sid)
+    for sid, mel in mels.items():
+        assert got[sid] == reference_pcm(runtime, mel, seed=sid)
+
+
+def test_streams_drawn_in_groups_make_the_runtime_audio(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
+    # A runtime that draws up to 3 streams' frames per call: the scheduler groups the steady
+    # frames of the streams it has, each stream's audio is still what the runtime makes alone.
+    grouping = copy.copy(runtime)
+    grouping.max_batch = 3
+    mels = {sid: make_mel(n, seed=sid) for sid, n in [(1, 30), (2, 45), (3, 12), (4, 20)]}
+    h = Harness(grouping, 0.1).start()
+    now = time.monotonic()
+    for sid, mel in mels.items():
+        h.send(OpenStream(sid, sid, now))
+        h.send(PushMel(sid, mel))
+        h.send(FinishUtterance(sid))
+    got = dict.fromkeys(mels, b"")
+    done: set[int] = set()
+    while len(done) < len(mels):
+        msg = h.recv()
+        if isinstance(msg, FramesMade):
+            got[msg.sid] += msg.pcm
+        elif isinstance(msg, UtteranceDone):
+            done.add(msg.sid)
+    h.send(Stop())
+    assert h.scheduler.grouped >= 40
     for sid, mel in mels.items():
         assert got[sid] == reference_pcm(runtime, mel, seed=sid)
 
