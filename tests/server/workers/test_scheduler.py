@@ -28,7 +28,8 @@ from server.workers.messages import (
     StreamError,
     UtteranceDone,
 )
-from server.workers.worker import Scheduler, _Stream, measure_step_us
+from server.workers.scheduler import Scheduler, _Stream
+from server.workers.worker import measure_step_us
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,377 @@
+"""A worker's frame loop: read commands from the parent, pick the runnable stream whose next frame
+has the earliest deadline (EDF), compute that frame (with the steady frames of a few more streams
+when the kernel draws several at once), repeat. Frames are sent to the parent as s16le PCM
+together with their compute and queue-wait times; the parent records the metrics (workers never
+touch prometheus_client).
+
+Deadlines model a client playing the audio in real time, as `sparrow loadtest` listens: playback
+starts `initial_buffer` after the first audio, so frame f of a stream is due at
+`base_t + initial_buffer + (f - base_f) * frame_seconds`. An utterance's first step (its opening:
+the conditioning look-ahead and the frames the synthesis chain runs ahead, computed at once before
+the first audio) is judged as time to first audio, not against a playback deadline: the clock
+(base_t, base_f) restarts at that first audio unless the client is still playing earlier audio of
+the stream. It also restarts whenever the client's own input arrives after the audio already
+produced has played out, so a client that feeds mel slowly is not blamed on the server. Until its
+opening, a stream is scheduled by the clock started at admission (or at its input's arrival).
+
+IPC: a multiprocessing Connection carrying the typed messages of server/workers/messages.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+from models.vocoder.config import SynthesisConfig
+from server.audio import float_to_pcm16
+from server.workers.messages import (
+    CloseStream,
+    Command,
+    FinishUtterance,
+    FramesMade,
+    OpenStream,
+    PushMel,
+    Report,
+    Stop,
+    StreamError,
+    UtteranceDone,
+)
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.02
+"""Frames are batched per stream: one pipe message (and one websocket message) per burst
+instead of one per frame, since per-message costs in the server process (unpickling, the event
+loop, websocket framing) exceed a frame's compute with small models. A batch is sent when the
+stream has nothing more to compute (its burst ended), when it completes an utterance, and at
+least every 20 ms (far below any playback buffer; lateness is judged when frames are sent).
+The first frame of every utterance is sent at once so time-to-first-audio never waits."""
+
+
+@dataclass
+class _Stream:
+    sid: int
+    seed: int
+    base_t: float  # monotonic time the playback clock (re)started
+    synthesis: SynthesisConfig | None = None  # the stream's own settings, else the voice's
+    base_f: int = 0  # frame index at that time
+    frames: int = 0  # frames produced over all utterances of this stream
+    utt_samples: int = 0
+    vs: Any = None  # models.runtime.VocoderStream of the current utterance (None between them)
+    ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
+    # pcm, compute, wait, deadline, CPU time of the step, steady (it made exactly one kernel frame)
+    out: list[tuple[bytes, float, float, float, float, bool]] = field(default_factory=list)
+    # draws thrown away and frames sent at full scale since the last flush (VocoderStream's
+    # frames_redrawn / frames_clipped, see SynthesisConfig.clip_retries)
+    redrawn: int = 0
+    clipped: int = 0
+    eager: bool = True  # the next step opens an utterance: sent at once, judged as first audio
+    finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
+    # Commands for the next utterance that arrived while this one was finishing, in order.
+    backlog: collections.deque[PushMel | FinishUtterance] = field(default_factory=collections.deque)
+
+    def deadline(self, frame: int, buffer_s: float, frame_s: float) -> float:
+        return self.base_t + buffer_s + (frame - self.base_f) * frame_s
+
+    def pending(self) -> int:
+        return 0 if self.vs is None else int(self.vs.pending())
+
+
+class Scheduler:
+    """Earliest-deadline-first frame loop over the streams of one worker."""
+
+    def __init__(self, runtime: Any, conn: Connection, initial_buffer_s: float) -> None:
+        self.rt = runtime
+        self.conn = conn
+        self.buffer_s = initial_buffer_s
+        self.frame_s = runtime.config.hop_length / runtime.config.sample_rate
+        self.streams: dict[int, _Stream] = {}
+        self.last_flush = time.monotonic()
+        self.grouped = 0  # frames whose draw was made in a group call (_step_group)
+        # Half the playback buffer: room for the frame's own flush (FLUSH_INTERVAL_S) and the
+        # server's delivery after it, yet openings still run whenever steady frames can wait.
+        self.urgent_s = max(initial_buffer_s / 2, 2 * FLUSH_INTERVAL_S)
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def _handle(self, msg: Command) -> bool:
+        """Apply one command; False means stop the worker."""
+        if isinstance(msg, Stop):
+            return False
+        if isinstance(msg, OpenStream):
+            synthesis = SynthesisConfig.from_dict(msg.synthesis) if msg.synthesis else None
+            self.streams[msg.sid] = _Stream(
+                sid=msg.sid, seed=int(msg.seed), base_t=float(msg.admitted_at), synthesis=synthesis
+            )
+            return True
+        if not isinstance(msg, (PushMel, FinishUtterance, CloseStream)):
+            raise TypeError(f"unknown worker command {msg!r}")
+        s = self.streams.get(msg.sid)
+        if s is None:
+            return True  # closed meanwhile: late commands for it are dropped
+        if isinstance(msg, CloseStream):
+            del self.streams[s.sid]
+        elif s.finishing:
+            s.backlog.append(msg)  # belongs to the next utterance
+        else:
+            self._apply(s, msg)
+        return True
+
+    def _apply(self, s: _Stream, msg: PushMel | FinishUtterance) -> None:
+        if isinstance(msg, PushMel):
+            self._push(s, msg.mel)
+        else:
+            self._finish(s)
+
+    def _input_arrived(self, s: _Stream, was_pending: int) -> None:
+        now = time.monotonic()
+        if was_pending == 0 and s.pending() > 0:
+            s.ready_since = now
+            if now > s.deadline(s.frames, self.buffer_s, self.frame_s):
+                # The client's input came after the audio made so far had played out: the client,
+                # not this worker, stalled playback, so the real-time clock starts afresh.
+                s.base_t, s.base_f = now, s.frames
+
+    def _push(self, s: _Stream, mel: Any) -> None:
+        try:
+            if s.vs is None:
+                s.vs = self.rt.open_stream(seed=s.seed, synthesis=s.synthesis)
+                s.eager = True
+            was = s.pending()
+            s.vs.push(mel)
+        except ValueError as exc:  # MelInputError: the parent validates first, so this is rare
+            self._fail(s, "input", str(exc))
+            return
+        self._input_arrived(s, was)
+
+    def _finish(self, s: _Stream) -> None:
+        if s.vs is None:  # nothing pushed since the last flush: the utterance is already complete
+            self._send(UtteranceDone(s.sid, 0))
+            return
+        was = s.pending()
+        s.vs.finish()
+        s.finishing = True
+        self._input_arrived(s, was)
+        if s.vs.finished:
+            self._complete(s)
+
+    def _fail(self, s: _Stream, kind: Literal["input", "internal"], message: str) -> None:
+        self.streams.pop(s.sid, None)
+        self._send(StreamError(s.sid, kind, message))
+
+    # --- output ------------------------------------------------------------------------------
+
+    def _send(self, msg: Report) -> None:
+        self.conn.send(msg)
+
+    def _flush(self, s: _Stream) -> None:
+        if not s.out:
+            return
+        now = time.monotonic()
+        late = sum(1 for o in s.out if now > o[3])
+        pcm = b"".join(o[0] for o in s.out)
+        computes, waits = [o[1] for o in s.out], [o[2] for o in s.out]
+        steady = [o for o in s.out if o[5]]
+        self._send(
+            FramesMade(
+                s.sid,
+                pcm,
+                computes,
+                waits,
+                late,
+                s.redrawn,
+                s.clipped,
+                steady_s=[o[1] for o in steady],
+                steady_cpu_s=[o[4] for o in steady],
+            )
+        )
+        s.out.clear()
+        s.redrawn = s.clipped = 0
+
+    def _flush_all(self) -> None:
+        for s in list(self.streams.values()):
+            self._flush(s)
+        self.last_flush = time.monotonic()
+
+    def _complete(self, s: _Stream) -> None:
+        self._flush(s)
+        self._send(UtteranceDone(s.sid, s.utt_samples))
+        s.vs, s.utt_samples, s.eager, s.finishing = None, 0, True, False
+        while s.backlog and not s.finishing and s.sid in self.streams:
+            self._apply(s, s.backlog.popleft())
+
+    # --- compute -----------------------------------------------------------------------------
+
+    def _step(self, s: _Stream) -> None:
+        t0, c0 = time.monotonic(), time.thread_time()
+        opening = s.eager
+        redrawn, clipped = s.vs.frames_redrawn, s.vs.frames_clipped
+        kernel = s.vs.kernel_frames
+        try:
+            pcm = float_to_pcm16(s.vs.step())
+        except Exception as exc:  # a runtime bug must cost one stream, not the worker
+            logger.exception("stream %d failed in step()", s.sid)
+            self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+            return
+        t1, c1 = time.monotonic(), time.thread_time()
+        self._record(s, pcm, t0, t1, t1 - t0, c1 - c0, opening, kernel, redrawn, clipped)
+
+    def _step_group(self, group: list[_Stream]) -> None:
+        """One steady frame of each stream in `group`, their kernel draws made in one call
+        (VocoderRuntime.run_frames: each weight block loaded once for all of them); a stream
+        whose next step is not a single draw is left for its own turn. The call's time is
+        shared out evenly among the frames."""
+        t0, c0 = time.monotonic(), time.thread_time()
+        calls, drawn = [], []
+        for s in group:
+            before = (s.vs.kernel_frames, s.vs.frames_redrawn, s.vs.frames_clipped)
+            try:
+                call = s.vs.next_kernel_call()
+            except Exception as exc:
+                logger.exception("stream %d failed preparing its frame", s.sid)
+                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+                continue
+            if call is not None:
+                calls.append(call)
+                drawn.append((s, before))
+        try:
+            self.rt.run_frames(calls)
+        except Exception as exc:  # nothing to tell the streams apart by: all of them fail
+            logger.exception("a grouped kernel call failed")
+            for s, _ in drawn:
+                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+            return
+        self.grouped += len(drawn)
+        pcms = []
+        for s, before in drawn:
+            try:
+                pcms.append((s, float_to_pcm16(s.vs.step_drawn()), before))
+            except Exception as exc:
+                logger.exception("stream %d failed in step_drawn()", s.sid)
+                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
+        t1, c1 = time.monotonic(), time.thread_time()
+        n = max(1, len(pcms))
+        for s, pcm, (kernel, redrawn, clipped) in pcms:
+            self._record(s, pcm, t0, t1, (t1 - t0) / n, (c1 - c0) / n, False, kernel, redrawn,
+                         clipped)  # fmt: skip
+        first = group[0]
+        single = not drawn or drawn[0][0] is not first  # its step is no single draw (a tail)
+        if single and first.sid in self.streams and first.pending() > 0:
+            self._step(first)
+
+    def _record(
+        self,
+        s: _Stream,
+        pcm: bytes,
+        t0: float,
+        t1: float,
+        compute_s: float,
+        cpu_s: float,
+        opening: bool,
+        kernel: int,
+        redrawn: int,
+        clipped: int,
+    ) -> None:
+        """Book a frame step() made between t0 and t1 (its share: compute_s, cpu_s); kernel,
+        redrawn, clipped: the stream's counters before the step."""
+        if opening:
+            # The opening is time to first audio; playback (and every later deadline) starts
+            # `buffer_s` after this first audio, unless earlier audio of the stream still plays.
+            deadline = math.inf
+            first_play = s.deadline(s.frames, self.buffer_s, self.frame_s)
+            if t1 + self.buffer_s > first_play:
+                s.base_t, s.base_f = t1, s.frames
+        else:
+            deadline = s.deadline(s.frames, self.buffer_s, self.frame_s)
+        # One kernel frame per returned frame is the steady cost the pool's rolling capacity
+        # estimate reads (an opening makes the look-ahead frames too; an utterance's tail none).
+        steady = s.vs.kernel_frames - kernel == 1
+        s.redrawn += s.vs.frames_redrawn - redrawn
+        s.clipped += s.vs.frames_clipped - clipped
+        s.out.append((pcm, compute_s, max(0.0, t0 - s.ready_since), deadline, cpu_s, steady))
+        s.frames += 1
+        s.utt_samples += len(pcm) // 2
+        s.ready_since = t1
+        if s.vs.finished:
+            self._complete(s)
+        elif s.eager or s.vs.pending() == 0:
+            self._flush(s)
+            s.eager = False
+
+    def group(self, first: _Stream) -> list[_Stream]:
+        """`first` (the EDF pick) and up to max_batch - 1 more streams with a steady frame to
+        make, earliest deadlines first: their frames are made ahead of need when the kernel can
+        draw several streams at once for less than one at a time."""
+        limit = int(getattr(self.rt, "max_batch", 1))
+        if limit <= 1 or first.eager:
+            return [first]
+        others = [
+            s for s in self.streams.values() if s is not first and not s.eager and s.pending() > 0
+        ]
+        others.sort(key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid))
+        return [first, *others[: limit - 1]]
+
+    def pick(self) -> _Stream | None:
+        """The runnable stream whose next frame is due first (EDF), or None.
+
+        Steady frames cost the same, so earliest-deadline-first meets all their deadlines whenever
+        any order can; ties go to the older stream (lower id) for a stable order. An opening costs
+        ~15 frames at once and is judged as time to first audio, a soft target, while a steady
+        frame missed is a gap the listener hears: so a steady frame due within `urgent_s` goes
+        before any opening. Without this, streams that start together open one after another
+        while the first opened ones, holding one frame beyond their playback buffer, run dry.
+        """
+        runnable = [s for s in self.streams.values() if s.pending() > 0]
+        if not runnable:
+            return None
+        soon = time.monotonic() + self.urgent_s
+        urgent = [
+            s
+            for s in runnable
+            if not s.eager and s.deadline(s.frames, self.buffer_s, self.frame_s) < soon
+        ]
+        return min(
+            urgent or runnable,
+            key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid),
+        )
+
+    def _read(self, block: bool) -> bool:
+        """Apply every waiting command (waiting for one if `block`); False: stop or parent gone."""
+        timeout = None if block else 0.0
+        try:
+            while self.conn.poll(timeout):
+                if not self._handle(self.conn.recv()):
+                    return False
+                timeout = 0.0
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def run(self) -> None:
+        while True:
+            if not any(s.pending() for s in self.streams.values()):
+                self._flush_all()
+                if not self._read(block=True):
+                    break
+                continue
+            if not self._read(block=False):
+                break
+            s = self.pick()
+            if s is None:
+                continue
+            group = self.group(s)
+            if len(group) > 1:
+                self._step_group(group)
+            else:
+                self._step(s)
+            if time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
+                self._flush_all()
+        try:
+            self._flush_all()
+        except (OSError, EOFError):
+            pass
