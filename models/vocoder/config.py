@@ -162,11 +162,15 @@ class SynthesisConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SynthesisConfig:
         """Settings by field name; unknown names are an error (a typo must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown synthesis settings: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**known_fields(cls, data, "synthesis settings"))
+
+
+def known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """`data` if every key is a field of the dataclass `cls`; a ValueError naming the others."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {sorted(unknown)}")
+    return data
 
 
 NET_FIELDS = tuple(f.name for f in dataclasses.fields(NetConfig))
@@ -202,15 +206,9 @@ class VocoderConfig(SynthesisConfig, NetConfig):
     def compose(cls, net: NetConfig, synthesis: SynthesisConfig) -> VocoderConfig:
         return cls(**dataclasses.asdict(net), **synthesis.to_dict())
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VocoderConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown VocoderConfig fields: {sorted(unknown)}")
+        data = known_fields(cls, data, "VocoderConfig fields")
         # Artefacts and checkpoints written before a field existed keep what they were trained
         # with: the plain signal (no pre-emphasis), and the LPC fit's first noise floor.
         return cls(**{"preemphasis": 0.0, "lpc_noise_floor": 1e-4, **data})
