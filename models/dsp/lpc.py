@@ -20,7 +20,7 @@ import functools
 import numpy as np
 from scipy.signal import lfilter, lfiltic
 
-from models.dsp.features import SPEC, MelSpec, mel_filterbank
+from models.dsp.features import SPEC, MelSpec, hann_window, mel_filterbank
 
 DEFAULT_ORDER = 24  # poles: 24 kHz speech keeps ~12 formant pairs below Nyquist
 NOISE_FLOOR = 1e-3
@@ -50,7 +50,7 @@ def _inversion(spec: MelSpec) -> tuple[np.ndarray, float]:
         fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-12) / np.maximum(fb.sum(axis=0), 1e-12)
     )
     spread.setflags(write=False)
-    window = np.hanning(spec.win_length + 1)[:-1]  # periodic Hann, as models.dsp.features
+    window = hann_window(spec)  # the mel contract's own
     return spread, float(np.sum(window**2))
 
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from models.dsp.features import SPEC, MelSpec, mel_filterbank
+from models.dsp.features import SPEC, MelSpec, hann_window, mel_filterbank
 
 PITCH_RANGE_HZ = (100.0, 400.0)  # the voices we train on (slt: ~130-280 Hz)
 STEP_CENTS = 5.0
@@ -50,7 +50,7 @@ def _templates(spec: MelSpec) -> tuple[np.ndarray, np.ndarray]:
     n = round(1200 * math.log2(hi / lo) / STEP_CENTS)
     cands = lo * 2.0 ** (np.arange(n + 1) * STEP_CENTS / 1200)
     fb = mel_filterbank(spec).astype(np.float64)[:MEL_BANDS]
-    window = np.hanning(spec.win_length + 1)[:-1]
+    window = hann_window(spec)  # the mel contract's own
     t = np.arange(spec.win_length) / spec.sample_rate
     rng = np.random.default_rng(0)  # harmonic phases: resolved harmonics make them irrelevant
     rows = []
