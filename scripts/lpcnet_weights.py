@@ -231,7 +231,7 @@ def write(t: Tables, out: Path, seed: int) -> None:
         + "\n  return 0;\n}\n"
     )
     (out / "nnet_data.h").write_text(
-        note + "#ifndef RNN_DATA_H\n#define RNN_DATA_H\n\n#include \"nnet.h\"\n\n"
+        note + '#ifndef RNN_DATA_H\n#define RNN_DATA_H\n\n#include "nnet.h"\n\n'
         "#define LPC_GAMMA 1.f\n"
         f"#define FEATURES_DELAY {FEATURES_DELAY}\n"
         + "\n".join(t.defines)
@@ -249,7 +249,7 @@ def write(t: Tables, out: Path, seed: int) -> None:
     )
     # Sizes only: the PLC and DRED networks are not compiled into the benchmark.
     (out / "plc_data.h").write_text(
-        note + "#ifndef PLC_DATA_H\n#define PLC_DATA_H\n#include \"nnet.h\"\n"
+        note + '#ifndef PLC_DATA_H\n#define PLC_DATA_H\n#include "nnet.h"\n'
         "#define PLC_MAX_RNN_NEURONS 1\n"
         "typedef struct { int unused; } PLCModel;\n"
         "typedef struct { float unused; } PLCNetState;\n#endif\n"
