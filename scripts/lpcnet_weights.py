@@ -48,8 +48,8 @@ class Tables:
         self.struct: list[str] = []
         self.init: list[str] = []
         self.names: list[str] = []
-        self.params = 0  # stored values (weights, biases, embeddings; diag counted once)
-        self.nonzero_weights = 0  # multiply-accumulates per step of the sample-rate part
+        self.stored = 0  # values in the tables: weights (kept blocks only), biases, embeddings
+        self.per_sample = 0  # weights the sample-rate network reads per output sample
 
     def array(self, name: str, values: np.ndarray, ctype: str = "float") -> None:
         v = values.reshape(-1)
@@ -86,8 +86,8 @@ def sparse_int8(t: Tables, name: str, q: np.ndarray, mask: np.ndarray) -> None:
             w.append(q[4 * j : 4 * j + 4, 8 * i : 8 * i + 8].T.reshape(-1))
     t.array(name, np.concatenate(w), "qweight")
     t.array(name + "_idx", np.array(idx), "int")
-    t.nonzero_weights += 32 * int(mask.sum())
-    t.params += 32 * int(mask.sum())
+    t.per_sample += 32 * int(mask.sum())
+    t.stored += 32 * int(mask.sum())
 
 
 def dense(t: Tables, name: str, rng: np.random.Generator, n_in: int, n_out: int, act: str) -> None:
@@ -99,7 +99,7 @@ def dense(t: Tables, name: str, rng: np.random.Generator, n_in: int, n_out: int,
         f'  if (dense_init(&model->{name}, arrays, "{name}_bias", "{name}_weights", '
         f"{n_in}, {n_out}, ACTIVATION_{act})) return 1;"
     )
-    t.params += (n_in + 1) * n_out
+    t.stored += (n_in + 1) * n_out
 
 
 def embedding(t: Tables, name: str, rng: np.random.Generator, n: int, dim: int) -> None:
@@ -109,7 +109,7 @@ def embedding(t: Tables, name: str, rng: np.random.Generator, n: int, dim: int) 
     t.init.append(
         f'  if (embedding_init(&model->{name}, arrays, "{name}_weights", {n}, {dim})) return 1;'
     )
-    t.params += n * dim
+    t.stored += n * dim
 
 
 def conv1d(t: Tables, name: str, rng: np.random.Generator, n_in: int, n_out: int) -> None:
@@ -123,7 +123,7 @@ def conv1d(t: Tables, name: str, rng: np.random.Generator, n_in: int, n_out: int
         f'  if (conv1d_init(&model->{name}, arrays, "{name}_bias", "{name}_weights", '
         f"{n_in}, 3, {n_out}, ACTIVATION_TANH)) return 1;"
     )
-    t.params += (3 * n_in + 1) * n_out
+    t.stored += (3 * n_in + 1) * n_out
 
 
 def gru_a(t: Tables, rng: np.random.Generator) -> None:
@@ -147,8 +147,8 @@ def gru_a(t: Tables, rng: np.random.Generator) -> None:
         f'"{name}_recurrent_weights_diag", "{name}_recurrent_weights", '
         f'"{name}_recurrent_weights_idx", {n}, ACTIVATION_TANH, 1)) return 1;'
     )
-    t.params += 3 * n + 12 * n
-    t.nonzero_weights += 3 * n
+    t.stored += 3 * n + 12 * n
+    t.per_sample += 3 * n
 
 
 def gru_b(t: Tables, rng: np.random.Generator) -> None:
@@ -174,8 +174,8 @@ def gru_b(t: Tables, rng: np.random.Generator) -> None:
         f'"{name}_weights", "{name}_weights_idx", "{name}_recurrent_weights", {m}, {n}, '
         f"ACTIVATION_TANH, 1)) return 1;"
     )
-    t.params += 3 * n * n + 12 * n
-    t.nonzero_weights += 3 * n * n
+    t.stored += 3 * n * n + 12 * n
+    t.per_sample += 3 * n * n
 
 
 def dual_fc(t: Tables, rng: np.random.Generator) -> None:
@@ -189,9 +189,9 @@ def dual_fc(t: Tables, rng: np.random.Generator) -> None:
         f'  if (mdense_init(&model->{name}, arrays, "{name}_bias", "{name}_weights", '
         f'"{name}_factor", {GRU_B}, {LEVELS}, 2, ACTIVATION_SIGMOID)) return 1;'
     )
-    t.params += LEVELS * 2 * (GRU_B + 2)
+    t.stored += LEVELS * 2 * (GRU_B + 2)
     # the sampler evaluates 8 of the 255 tree nodes per sample, 2 channels each
-    t.nonzero_weights += 8 * 2 * GRU_B
+    t.per_sample += 8 * 2 * GRU_B
 
 
 def build(seed: int) -> Tables:
@@ -199,6 +199,7 @@ def build(seed: int) -> Tables:
     t = Tables()
     for part in ("sig", "pred", "exc"):  # mu-law embeddings times GRU A's input matrix
         embedding(t, f"gru_a_embed_{part}", rng, LEVELS, 3 * GRU_A)
+        t.per_sample += 3 * GRU_A  # one row read per sample
     dense(t, "gru_a_dense_feature", rng, COND, 3 * GRU_A, "LINEAR")
     dense(t, "gru_b_dense_feature", rng, COND, 3 * GRU_B, "LINEAR")
     gru_b(t, rng)
@@ -274,8 +275,8 @@ def main() -> None:
                 "gru_a": GRU_A,
                 "gru_b": GRU_B,
                 "gru_a_density": GRU_A_DENSITY,
-                "params": t.params,
-                "sample_rate_nonzero_weights": t.nonzero_weights,
+                "stored_weights": t.stored,
+                "weights_read_per_sample": t.per_sample,
             }
         )
     )
