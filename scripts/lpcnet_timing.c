@@ -29,7 +29,7 @@ static int cmp_double(const void *a, const void *b)
 /* Plausible features: a smooth cepstral envelope that drifts from frame to frame and a pitch
    period in the voiced range. The cost of a frame does not depend on them, but they keep the
    LPC synthesis filter stable, so the signal state stays finite. (With random weights the output
-   is loud noise, about a third of it clipped; the clamps are branch-free, the cost the same.) */
+   is loud noise, over a quarter of it clipped; the clamps are branch-free, the cost the same.) */
 static void make_features(float *f, int frame)
 {
    int i;
