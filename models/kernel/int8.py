@@ -150,6 +150,11 @@ def int8_spmm_macro(variant: str, R: int, B: int, mad: Callable[..., Any]) -> An
     latency."""
     dot4 = dot4_macro(variant, R)
     QB = max(1, 4 // B) if variant == "vnni" else 1
+    # AVX2 has 16 vector registers and a block takes two per stream: 8 streams' accumulators
+    # would spill, so it goes over a block row's nonzeros once per group of 4 streams (the
+    # blocks are then in L1)
+    SB = min(B, 4) if variant == "avx2" else B
+    assert B % SB == 0
 
     def sets(acc, b, r):
         # a stream's accumulator sets, summed (exact integers: any order gives the same sum)
@@ -167,50 +172,51 @@ def int8_spmm_macro(variant: str, R: int, B: int, mad: Callable[..., Any]) -> An
         # which also multiplies the bias (q_matvec's arguments as a stream's own logit-scaled
         # copies give them: the same float32 products)
         for br in range(n_block_rows):
-            for a in T.unroll(B * QB):
-                for r in T.vectorized(R):
-                    acc[a, r] = 0
-            if QB == 1:
-                for j in range(ptr[br], ptr[br + 1]):
-                    for b in T.unroll(B):
-                        dot4(acc, b, data, j, xq, b * cols4 + idx[j])
-            else:
-                for jj in range((ptr[br + 1] - ptr[br]) // QB):
-                    for a in T.unroll(QB):
-                        for b in T.unroll(B):
-                            dot4(
-                                acc,
-                                b * QB + a,
-                                data,
-                                ptr[br] + jj * QB + a,
-                                xq,
-                                b * cols4 + idx[ptr[br] + jj * QB + a],
+            for g in range(B // SB):
+                for a in T.unroll(SB * QB):
+                    for r in T.vectorized(R):
+                        acc[a, r] = 0
+                if QB == 1:
+                    for j in range(ptr[br], ptr[br + 1]):
+                        for b in T.unroll(SB):
+                            dot4(acc, b, data, j, xq, (g * SB + b) * cols4 + idx[j])
+                else:
+                    for jj in range((ptr[br + 1] - ptr[br]) // QB):
+                        for a in T.unroll(QB):
+                            for b in T.unroll(SB):
+                                dot4(
+                                    acc,
+                                    b * QB + a,
+                                    data,
+                                    ptr[br] + jj * QB + a,
+                                    xq,
+                                    (g * SB + b) * cols4 + idx[ptr[br] + jj * QB + a],
+                                )
+                    for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // QB * QB, ptr[br + 1]):
+                        for b in T.unroll(SB):
+                            dot4(acc, b * QB, data, j, xq, (g * SB + b) * cols4 + idx[j])
+                for b in range(SB):
+                    for r in T.vectorized(R):
+                        if scaled:
+                            y[g * SB + b, br * R + r] = mad(
+                                T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
+                                scale[br * R + r] * lscale[g * SB + b] * xscale[g * SB + b],
+                                bias[br * R + r] * lscale[g * SB + b],
                             )
-                for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // QB * QB, ptr[br + 1]):
-                    for b in T.unroll(B):
-                        dot4(acc, b * QB, data, j, xq, b * cols4 + idx[j])
-            for b in range(B):
-                for r in T.vectorized(R):
-                    if scaled:
-                        y[b, br * R + r] = mad(
-                            T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
-                            scale[br * R + r] * lscale[b] * xscale[b],
-                            bias[br * R + r] * lscale[b],
-                        )
-                    elif relu:
-                        y[b, br * R + r] = T.max(
-                            mad(
+                        elif relu:
+                            y[g * SB + b, br * R + r] = T.max(
+                                mad(
+                                    T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
+                                    scale[br * R + r] * T.float32(1),
+                                    bias[br * R + r],
+                                ),
+                                T.float32(0),
+                            )
+                        else:
+                            y[g * SB + b, br * R + r] = mad(
                                 T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
                                 scale[br * R + r] * T.float32(1),
                                 bias[br * R + r],
-                            ),
-                            T.float32(0),
-                        )
-                    else:
-                        y[b, br * R + r] = mad(
-                            T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
-                            scale[br * R + r] * T.float32(1),
-                            bias[br * R + r],
-                        )
+                            )
 
     return q_spmm

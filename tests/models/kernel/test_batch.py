@@ -21,9 +21,11 @@ pytestmark = pytest.mark.slow
 
 FRAMES = 4
 LPC = dataclasses.replace(TINY, lpc_order=8)
-# (ISA, config): the best ISA this CPU runs and the generic (host fallback) variant, with LPC
-# (the prediction and its history are per-stream state); the best ISA also without LPC.
-CASES = [(host_isas()[0], LPC), ("generic", LPC), (host_isas()[0], TINY)]
+# (ISA, config): every ISA level this CPU runs (each has its own SpMM) and the generic (host
+# fallback) variant, with LPC (the prediction and its history are per-stream state); the best ISA
+# also without LPC.
+BEST = (host_isas() or ["generic"])[0]
+CASES = [*((isa, LPC) for isa in host_isas()), ("generic", LPC), (BEST, TINY)]
 
 Module = tuple[tvm.runtime.Module, VocoderConfig, dict[str, np.ndarray], list[np.ndarray]]
 
