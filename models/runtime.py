@@ -26,8 +26,10 @@ import numpy as np
 import tvm
 
 from models.artifact import ModelLoadError, load_checked
+from models.batching import FrameCall, GroupScratch, split_batches
 from models.dsp.features import MelInputError
 from models.dsp.pitch import source
+from models.kernel.batch import BATCH_SIZES, batch_function_name
 from models.kernel.build import build
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
@@ -69,6 +71,26 @@ class VocoderRuntime:
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
         self._cond_fn = module["condition"]
         self._cond_args = [tvm.runtime.tensor(a) for a in condition_args(weights)]
+        # The batched frame functions the module has (none in artefacts of kernel ABI 9).
+        self._batch_fns = {
+            b: module[batch_function_name(b)]
+            for b in BATCH_SIZES
+            if module.implements_function(batch_function_name(b))
+        }
+        self._scratch = GroupScratch()
+        if not self._batch_fns:
+            log.info("%s: the module has no batched frame functions (recompile it to batch)", name)
+
+    @property
+    def module(self) -> tvm.runtime.Module:
+        """The compiled module; runtimes sharing it (with_synthesis) can share batched calls."""
+        return self._module
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Streams one kernel call can advance: (1,) for a module without the batched functions,
+        else (1, 2, 4, 8)."""
+        return (1, *sorted(self._batch_fns))
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -132,6 +154,39 @@ class VocoderRuntime:
         self._frame_fn(
             cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
         )
+
+    def run_frames(self, calls: list[FrameCall]) -> list[int]:
+        """The next frame of several streams, each a FrameCall (its kernel inputs, state and
+        output buffers), in as few kernel calls as batch_sizes allows (7 streams: 4 + 2 + 1);
+        returns the batch sizes used. Each stream's state and outputs are those run_frame gives
+        it alone, bit for bit. Safe to call from several threads (each has its own scratch).
+
+        The level below models.batching.step_streams, for a scheduler that prepares the kernel
+        inputs itself; step_streams does it for VocoderStreams."""
+        plan = split_batches(len(calls), self.batch_sizes)
+        at = 0
+        for size in plan:
+            chunk = calls[at : at + size]
+            at += size
+            group = self._scratch.group(self.config, size)
+            group.load(chunk)
+            if size == 1:
+                self._frame_fn(*group.views, *self._scaled_args(chunk[0].logit_scale))
+            else:
+                self._batch_fns[size](*group.views, *self._weight_args)
+            group.store(chunk)
+        return plan
+
+    def _scaled_args(self, scale: float) -> list[tvm.runtime.Tensor]:
+        """Weight arguments with FC2's scale and bias times `scale` (this thread's copies)."""
+        if scale == 1.0:
+            return self._weight_args
+        if self._scratch.scaled is None:
+            self._scratch.scaled = self.logit_scalable_args()
+        args, pairs = self._scratch.scaled
+        for base, buf in pairs:
+            np.multiply(base, np.float32(scale), out=buf)
+        return args
 
     def logit_scalable_args(
         self,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tvm
 
+from models.batching import FrameCall
 from models.dsp.features import MelInputError, validate_mel
 from models.dsp.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.vocoder.chain import SynthesisChain, frames_ahead
@@ -91,6 +92,9 @@ class VocoderStream:
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._prepared = -1  # the frame whose kernel inputs _call holds
         self._call: tuple[tvm.runtime.Tensor, ...] = ()
+        # the same inputs as numpy arrays, and the logit scale, for begin_frame
+        self._call_np: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+        self._predrawn = False  # begin_frame drew the next kernel frame (batched): draw takes it
         self._finished = False
         self.frames_done = 0  # frames step() returned
         self._kernel_done = 0  # frames the kernel made: up to frames_ahead more than returned
@@ -103,7 +107,8 @@ class VocoderStream:
         self._x_np = aligned((3 + c.lpc_order,))
         self._x = tvm.runtime.from_dlpack(self._x_np)
         self._saved = (np.empty_like(self._h_np), np.empty_like(self._x_np))
-        self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
+        self._out_np = aligned((c.hop_length,), np.int32)
+        self._out = tvm.runtime.from_dlpack(self._out_np)
         # Per-frame inputs and output live in aligned numpy buffers the kernel sees through
         # zero-copy DLPack views: a tensor copy in or out costs ~9 us each, a view ~1 us.
         self._uniforms_np = aligned((c.hop_length,))
@@ -278,14 +283,63 @@ class VocoderStream:
         self._condition_through(f)
         self._fit_through(f)
         self._call = (_view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f))
+        lpc = self._lpc[f, : self.config.lpc_order] if self.config.lpc_order else _NO_LPC
+        scale = 1.0
         if self._weight_args is not None:
             scale = self._scale_batch[f - self._fit_first]
             for base, buf in self._logit_pairs:
                 np.multiply(base, scale, out=buf)
+        self._call_np = (self._cond[f : f + 2], lpc, self._src_np, float(scale))
         self._prepared = f
 
+    # -- batched steps (models.batching.step_streams) -------------------------------------------
+
+    def kernel_frame_due(self) -> bool:
+        """Whether the next step() makes a kernel frame before it can return (step_streams makes
+        those of a group of streams in batched calls)."""
+        return (
+            self.pending() > 0
+            and self._held.size < self.config.hop_length
+            and self._kernel_done < self.frames_received
+        )
+
+    def begin_frame(self) -> FrameCall:
+        """The next kernel frame's first draw as a FrameCall on this stream's own buffers, for
+        VocoderRuntime.run_frames; after the call, end_frame() takes it in. Only when
+        kernel_frame_due(). The draw's uniforms come from the stream's RNG in the order step()
+        draws them, and the state is saved for redraws first, so the stream's output is that of
+        step() alone."""
+        if not self.kernel_frame_due():
+            raise RuntimeError("begin_frame() with no kernel frame due")
+        if self._prepared != self._kernel_done:
+            self._prepare_kernel(self._kernel_done)
+        if self.config.clip_retries:
+            self._save_state()
+        self._rng.random(dtype=np.float32, out=self._uniforms_np)
+        self._predrawn = True
+        assert self._call_np is not None
+        cond, lpc, src, scale = self._call_np
+        return FrameCall(
+            cond, lpc, src, self._uniforms_np, self._h_np, self._x_np, self._out_np,
+            self._pcm_np, scale,
+        )  # fmt: skip
+
+    def end_frame(self) -> None:
+        """Take in the frame begin_frame's call drew: the chain runs on it (a redraw, if it
+        reaches full scale, is the stream's own kernel call) and its output joins what the next
+        step() returns."""
+        if not self._predrawn:
+            raise RuntimeError("end_frame() without begin_frame()")
+        more = self._more()
+        assert more is not None and not self._predrawn
+        self._held = more if not self._held.size else np.concatenate([self._held, more])
+
     def _run_kernel(self) -> np.ndarray:
-        """One draw of the next frame: fresh uniforms, one kernel call; its PCM (a view)."""
+        """One draw of the next frame: fresh uniforms, one kernel call; its PCM (a view). A draw
+        begin_frame made in a batched call is taken as it is."""
+        if self._predrawn:
+            self._predrawn = False
+            return self._pcm_np
         if self._prepared != self._kernel_done:
             self._prepare_kernel(self._kernel_done)
         self._rng.random(dtype=np.float32, out=self._uniforms_np)
@@ -297,12 +351,17 @@ class VocoderStream:
         return self._pcm_np
 
     def _save_state(self) -> None:
+        if self._predrawn:
+            return  # begin_frame saved the state before the batched call
         np.copyto(self._saved[0], self._h_np)
         np.copyto(self._saved[1], self._x_np)
 
     def _restore_state(self) -> None:
         np.copyto(self._h_np, self._saved[0])
         np.copyto(self._x_np, self._saved[1])
+
+
+_NO_LPC = np.zeros(1, np.float32)  # the lpc argument's placeholder without LPC
 
 
 def aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
