@@ -119,10 +119,30 @@ class GroupScratch(threading.local):
         return self.groups[batch]
 
 
+class StreamStepError(RuntimeError):
+    """Streams of a step_streams group failed in their own part of the step. `failures` holds
+    (stream, exception) pairs; `results` the group's outputs in order, None for a failed stream.
+    The other streams' steps completed: their results are final, and they go on being stepped,
+    alone or together, as if they had not shared calls."""
+
+    def __init__(
+        self,
+        failures: list[tuple[VocoderStream, Exception]],
+        results: list[np.ndarray | None],
+    ) -> None:
+        super().__init__(
+            f"{len(failures)} of {len(results)} streams failed in step_streams: {failures[0][1]}"
+        )
+        self.failures = failures
+        self.results = results
+
+
 def step_streams(streams: Sequence[VocoderStream]) -> list[np.ndarray]:
     """[s.step() for s in streams], bit for bit, with the kernel frames the steps need made in
     batched calls: streams of one voice (one compiled module, whatever their synthesis settings)
-    share calls. Every stream must have pending() > 0; a stream may appear once."""
+    share calls. Every stream must have pending() > 0; a stream may appear once. If a stream
+    fails in its own part of the step (its chain), the others still complete theirs and
+    StreamStepError carries their results."""
     if len({id(s) for s in streams}) != len(streams):
         raise ValueError("a stream appears twice in one step_streams call")
     for s in streams:
@@ -130,8 +150,9 @@ def step_streams(streams: Sequence[VocoderStream]) -> list[np.ndarray]:
             raise RuntimeError(
                 "step_streams: a stream has no frame ready; push more mel or finish()"
             )
+    errors: dict[int, Exception] = {}
     while True:
-        due = [s for s in streams if s.kernel_frame_due()]
+        due = [s for s in streams if id(s) not in errors and s.kernel_frame_due()]
         if not due:
             break
         by_module: dict[int, list[VocoderStream]] = {}
@@ -140,5 +161,20 @@ def step_streams(streams: Sequence[VocoderStream]) -> list[np.ndarray]:
         for group in by_module.values():
             group[0].runtime.run_frames([s.begin_frame() for s in group])
             for s in group:
-                s.end_frame()
-    return [s.step() for s in streams]
+                try:
+                    s.end_frame()
+                except Exception as exc:  # noqa: BLE001 - the others still take theirs in
+                    errors[id(s)] = exc
+    results: list[np.ndarray | None] = []
+    for s in streams:
+        if id(s) not in errors:
+            try:
+                results.append(s.step())
+                continue
+            except Exception as exc:  # noqa: BLE001 - one stream's failure, not the group's
+                errors[id(s)] = exc
+        results.append(None)
+    if errors:
+        failures = [(s, errors[id(s)]) for s in streams if id(s) in errors]
+        raise StreamStepError(failures, results) from failures[0][1]
+    return results  # type: ignore[return-value]  # no None without a failure
