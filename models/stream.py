@@ -298,7 +298,8 @@ class VocoderStream:
         """Whether the next step() makes a kernel frame before it can return (step_streams makes
         those of a group of streams in batched calls)."""
         return (
-            self.pending() > 0
+            not self._predrawn  # a drawn frame awaits end_frame() or the next step()
+            and self.pending() > 0
             and self._held.size < self.config.hop_length
             and self._kernel_done < self.frames_received
         )

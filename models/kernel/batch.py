@@ -44,11 +44,34 @@ def make_batch_kernel(shape: KernelShape, variant: str, batch: int) -> tvm.tirx.
     PL = max(P, 1)
     X = 3 + P  # xprev per stream
     st = frame_stages(shape, variant)
-    project_cond, gru_update, softmax_sample = st.project_cond, st.gru_update, st.softmax_sample
+    gru_update, softmax_sample = st.gru_update, st.softmax_sample
     predict, next_sample, deemphasize = st.predict, st.next_sample, st.deemphasize
     fc2_input_scale, quantize4 = st.fc2_input_scale, st.quantize4
-    q_spmm = int8_spmm_macro(variant, R, B, multiply_add(variant != "generic"))
+    mad = multiply_add(variant != "generic")
+    q_spmm = int8_spmm_macro(variant, R, B, mad)
     QB = max(1, 4 // B) if variant == "vnni" else 1
+
+    @T.macro
+    def project_cond_batch(cond, w_cond_t, b_ih, p0, p1, pacc):
+        # frame.project_cond for every stream with each row of W_cond loaded once for all of
+        # them (0.8 MB a frame, from L2/L3): per stream the same FMAs in the same order
+        for jo in range(G // V):
+            for a in range(2 * B):
+                for ji in T.vectorized(V):
+                    pacc[a, ji] = T.float32(0)
+            for c in range(C):
+                for b in T.unroll(B):
+                    for ji in T.vectorized(V):
+                        pacc[2 * b, ji] = mad(
+                            cond[b, 0, c], w_cond_t[c, jo * V + ji], pacc[2 * b, ji]
+                        )
+                        pacc[2 * b + 1, ji] = mad(
+                            cond[b, 1, c], w_cond_t[c, jo * V + ji], pacc[2 * b + 1, ji]
+                        )
+            for b in range(B):
+                for ji in T.vectorized(V):
+                    p1[b, jo * V + ji] = pacc[2 * b + 1, ji] - pacc[2 * b, ji]
+                    p0[b, jo * V + ji] = pacc[2 * b, ji] + b_ih[jo * V + ji]
 
     @T.prim_func
     def frame_batch(
@@ -106,13 +129,11 @@ def make_batch_kernel(shape: KernelShape, variant: str, batch: int) -> tvm.tirx.
         ys = T.alloc_buffer((2,), "float32", scope="local")
         yscale = T.alloc_buffer((B,), "float32")  # each stream's FC2 input scale this step
         pred = T.alloc_buffer((B,), "float32")  # each stream's prediction this step
+        pacc = T.alloc_buffer((2 * B, V), "float32")  # project_cond_batch's accumulators
+        project_cond_batch(cond, w_cond_t, b_ih, p0, p1, pacc)
         for b in range(B):
-            condb = T.decl_buffer((2, C), "float32", data=cond.data, elem_offset=b * 2 * C)
-            p0b = T.decl_buffer((G,), "float32", data=p0.data, elem_offset=b * G)
-            p1b = T.decl_buffer((G,), "float32", data=p1.data, elem_offset=b * G)
             hb = T.decl_buffer((H,), "float32", data=h.data, elem_offset=b * H)
             hq8b = T.decl_buffer((H,), "uint8", data=hq8.data, elem_offset=b * H)
-            project_cond(condb, w_cond_t, b_ih, p0b, p1b)
             quantize4(hb, H, T.float32(Q), hq8b)
         for t in range(TT):
             sc[0] = T.Cast("float32", t) / T.float32(TT)  # interpolation weight a, every stream's
