@@ -9,7 +9,8 @@ The call does, for one frame (T samples):
   3. de-emphasis of the frame's decoded samples into float PCM.
 The GRU state, previous sample and excitation, and de-emphasis state are read from and written
 back to in/out buffers, so a stream's state survives between calls without copies. The module's
-second function, "condition", is the conditioning network (models/kernel/condition.py).
+function "condition" is the conditioning network (models/kernel/condition.py), and "frame_b2",
+"frame_b4", "frame_b8" advance several streams a frame per call (models/kernel/batch.py).
 
 The math is models/vocoder/reference.py's; tests/models/kernel/test_kernel.py checks them against
 each other. Intermediates inside vectorised loops are staged in local buffers: binding them to
