@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tvm
 
+from models.artifact import load_checked
 from models.dsp.pitch import source
 from models.kernel.batch import BATCH_SIZES, batch_function_name
 from models.kernel.build import build
@@ -22,10 +23,9 @@ pytestmark = pytest.mark.slow
 FRAMES = 4
 LPC = dataclasses.replace(TINY, lpc_order=8)
 # (ISA, config): every ISA level this CPU runs (each has its own SpMM) and the generic (host
-# fallback) variant, with LPC (the prediction and its history are per-stream state); the best ISA
-# also without LPC.
-BEST = (host_isas() or ["generic"])[0]
-CASES = [*((isa, LPC) for isa in host_isas()), ("generic", LPC), (BEST, TINY)]
+# fallback) variant, with LPC (the prediction and its history are per-stream state); and the
+# session's tiny compiled model (tests/conftest.py: TINY, no LPC, the host's best ISA).
+CASES = [*((isa, LPC) for isa in host_isas()), ("generic", LPC), ("session tiny model", TINY)]
 
 Module = tuple[tvm.runtime.Module, VocoderConfig, dict[str, np.ndarray], list[np.ndarray]]
 
@@ -33,6 +33,12 @@ Module = tuple[tvm.runtime.Module, VocoderConfig, dict[str, np.ndarray], list[np
 @pytest.fixture(scope="module", params=CASES, ids=[f"{i}-lpc{c.lpc_order}" for i, c in CASES])
 def module(request: pytest.FixtureRequest) -> Module:
     isa, config = request.param
+    if isa == "session tiny model":
+        model_dir = request.getfixturevalue("tiny_model_dir")
+        manifest, config, w = load_checked(model_dir)
+        (info,) = manifest["isas"].values()
+        _, wargs = pack_weights(w, config)
+        return tvm.runtime.load_module(str(model_dir / info["file"])), config, w, wargs
     w = params.random_weights(config, 0)
     shape, wargs = pack_weights(w, config)
     assert shape.source
