@@ -1,6 +1,8 @@
 """`sparrow bench --batch 1,2,4,8`: the kernel alone advancing B streams a frame per call
 (models/kernel/batch.py), in µs per sample per stream, each B's calls interleaved with the others'
-(B = 1 always among them) so that the ratios compare figures from the same moments.
+(B = 1 always among them) so that the ratios compare figures from the same moments. A repeat
+makes about --frames frames in all at every B. On a machine shared with busy neighbours, short
+repeats (--frames 1 --repeats 300) find the quiet moments; long ones measure the contention too.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
         done += 1
         print(f"\rbenchmarking on core {core}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    samples = args.frames * rt.config.hop_length
+    # A repeat makes about --frames frames in all whatever B (B = 8: a call per 8 frames), so
+    # every B's repeats last as long and meet a noisy neighbour as often.
+    calls = {b: max(1, round(args.frames / b)) for b in sizes}
     engines = [
         Engine(
             f"tvm {rt.isa} kernel B={b}",
-            kernel_engine(rt, args.frames, b),
+            kernel_engine(rt, calls[b], b),
             args.repeats,
-            samples * b,
+            calls[b] * b * rt.config.hop_length,
         )
         for b in sizes
     ]
@@ -62,7 +66,7 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
         "cpu": cpu_model(),
         "cpu_flags": sorted(f for f in REPORTED_FLAGS if f in cpu_flags()),
         "core": core,
-        "frames_per_repeat": args.frames,
+        "calls_per_repeat": {str(b): n for b, n in calls.items()},
         "budget_us_per_sample": US_PER_SAMPLE_BUDGET,
         "results": results,
     }
