@@ -142,7 +142,8 @@ def step_streams(streams: Sequence[VocoderStream]) -> list[np.ndarray]:
     batched calls: streams of one voice (one compiled module, whatever their synthesis settings)
     share calls. Every stream must have pending() > 0; a stream may appear once. If a stream
     fails in its own part of the step (its chain), the others still complete theirs and
-    StreamStepError carries their results."""
+    StreamStepError carries their results. For a lone stream, s.step() is the same without the
+    copies into the stacked buffers (~2.5 µs a frame)."""
     if len({id(s) for s in streams}) != len(streams):
         raise ValueError("a stream appears twice in one step_streams call")
     for s in streams:
