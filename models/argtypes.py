@@ -1,4 +1,4 @@
-"""argparse types for numeric options that have a range: a usage error that names the range."""
+"""argparse types for numeric options that have a range or form: a usage error that names it."""
 
 from __future__ import annotations
 
@@ -24,3 +24,17 @@ def bounded(
 
     parse.__name__ = getattr(kind, "__name__", "value")
     return parse
+
+
+def positive_ints(text: str) -> list[int]:
+    """A `type=` for argparse: comma-separated positive integers, e.g. "1,2,4,8" (sorted, each
+    once)."""
+    try:
+        values = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if values[0] < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers, got {text!r}")
+    return values

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from models.kernel.packing import KERNEL_ABI
+from models.kernel.packing import COMPATIBLE_ABIS, KERNEL_ABI
 from models.vocoder.config import VocoderConfig
 from models.vocoder.params import check_weights, upgrade_weights
 
@@ -106,7 +106,7 @@ def verify_files(model_dir: Path, manifest: dict[str, Any]) -> None:
 
 def check_abi(model_dir: Path, manifest: dict[str, Any]) -> None:
     abi = manifest.get("kernel_abi", 1)  # artefacts from before the field existed are ABI 1
-    if abi != KERNEL_ABI:
+    if abi not in COMPATIBLE_ABIS:
         raise ModelLoadError(
             f"{model_dir} was compiled for kernel ABI {abi}, this Sparrow runs ABI {KERNEL_ABI}: "
             f"rebuild it with `sparrow compile --weights {model_dir}/weights.npz --out {model_dir}`"

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from models.argtypes import positive_ints
 from models.artifact import default_model_dir
 from models.dsp.features import US_PER_SAMPLE_BUDGET
 from models.dsp.pitch import source
-from models.kernel.isa import ISA_FLAGS, cpu_flags
+from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags
 from models.runtime import VocoderRuntime
 from models.sample_mel import load_sample_mel, tile_mel
 from models.stream import LOOKAHEAD, VocoderStream
@@ -140,10 +141,11 @@ def stream_preroll(config: VocoderConfig) -> int:
     return frames_ahead(config) + 1
 
 
-def kernel_engine(rt: VocoderRuntime, frames: int) -> Callable[[], None]:
+def kernel_engine(rt: VocoderRuntime, frames: int, batch: int = 1) -> Callable[[], None]:
     """One call = `frames` bare kernel calls on prepared tensors: the compiled function alone,
-    without the stream's per-frame work (conditioning network call, RNG, tensor copies)."""
-    frame = rt.synthetic_frame()
+    without the stream's per-frame work (conditioning network call, RNG, tensor copies); with
+    `batch` above 1, the batched function advancing that many streams a frame per call."""
+    frame = rt.synthetic_frame(batch=batch)
 
     def run() -> None:
         for _ in range(frames):
@@ -257,6 +259,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="print one JSON object instead of a table"
     )
     parser.add_argument(
+        "--isa",
+        choices=list(ISA_PREFERENCE),
+        help="the model's module to time (default: the best this CPU runs)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=positive_ints,
+        metavar="B,B,...",
+        help="time the kernel alone at these batch sizes instead (streams advanced per call, e.g. "
+        "1,2,4,8; B = 1 is always timed too), in µs per sample per stream",
+    )
+    parser.add_argument(
         "--stages",
         action="store_true",
         help="time each stage of a worker's step per frame instead (--frames, --repeats)",
@@ -266,9 +280,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     core = pin_to_core(args.core)
     model_dir = args.model or default_model_dir()
-    base = VocoderRuntime.load(model_dir)
+    base = VocoderRuntime.load(model_dir, isa=args.isa)
     if args.stages:
         return run_stages(base, core, args)
+    if args.batch:
+        from models.bench_batch import run_batches
+
+        return run_batches(base, core, args)
     config = base.config
     runnable = [isa for isa in base.manifest["isas"] if _runs_here(isa)]
     total = (

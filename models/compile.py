@@ -19,6 +19,7 @@ import tvm
 from models.argtypes import bounded
 from models.artifact import FORMAT_VERSION, load_weights, update_index, write_manifest
 from models.dsp.features import SPEC
+from models.kernel.batch import BATCH_SIZES
 from models.kernel.build import build
 from models.kernel.isa import ISA_PREFERENCE, ISA_TARGETS, host_isas
 from models.kernel.packing import KERNEL_ABI, pack_weights
@@ -94,6 +95,7 @@ def build_artifact(
         },
         "kernel_dtype": config.weight_dtype,
         "kernel_abi": KERNEL_ABI,
+        "batch_sizes": list(BATCH_SIZES),  # the module's batched frame functions (frame_b<B>)
         "isas": {isa: {"file": f"{isa}.so", "target": ISA_TARGETS[isa]} for isa in isas},
         "training": training or {},
     }

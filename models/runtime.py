@@ -17,7 +17,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,14 @@ import numpy as np
 import tvm
 
 from models.artifact import ModelLoadError, load_checked
+from models.batching import FrameCall, GroupScratch, split_batches
 from models.dsp.features import MelInputError
 from models.dsp.pitch import source
+from models.kernel.batch import BATCH_SIZES, batch_function_name
 from models.kernel.build import build
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
-from models.stream import KernelCall, VocoderStream, aligned
+from models.stream import VocoderStream, aligned
 from models.vocoder.config import SynthesisConfig, VocoderConfig
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,28 @@ class VocoderRuntime:
         # Models whose sine-source weights are zero ignore the source: streams skip making it.
         self.uses_source = shape.source
         self._weight_args = [tvm.runtime.tensor(a) for a in weight_args]
-        # Streams run_frames draws in one kernel call (the module's batched functions).
-        self.max_batch = 1
         self._cond_fn = module["condition"]
         self._cond_args = [tvm.runtime.tensor(a) for a in condition_args(weights)]
+        # The batched frame functions the module has (none in artefacts of kernel ABI 9).
+        self._batch_fns = {
+            b: module[batch_function_name(b)]
+            for b in BATCH_SIZES
+            if module.implements_function(batch_function_name(b))
+        }
+        self._scratch = GroupScratch()
+        if not self._batch_fns:
+            log.info("%s: the module has no batched frame functions (recompile it to batch)", name)
+
+    @property
+    def module(self) -> tvm.runtime.Module:
+        """The compiled module; runtimes sharing it (with_synthesis) can share batched calls."""
+        return self._module
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Streams one kernel call can advance: (1,) for a module without the batched functions,
+        else (1, 2, 4, 8)."""
+        return (1, *sorted(self._batch_fns))
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -135,11 +155,44 @@ class VocoderRuntime:
             cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
         )
 
-    def run_frames(self, calls: Sequence[KernelCall]) -> None:
-        """The kernel draws of several streams (VocoderStream.next_kernel_call), each as
-        run_frame would make it."""
-        for call in calls:
-            self.run_frame(*call)
+    def run_frames(self, calls: list[FrameCall]) -> list[int]:
+        """The next frame of several streams, each a FrameCall (its kernel inputs, state and
+        output buffers), in as few kernel calls as batch_sizes allows (7 streams: 4 + 2 + 1);
+        returns the batch sizes used. Each stream's state and outputs are those run_frame gives
+        it alone, bit for bit. Safe to call from several threads (each has its own scratch).
+
+        The level below models.batching.step_streams, for a scheduler that prepares the kernel
+        inputs itself; step_streams does it for VocoderStreams."""
+        plan = split_batches(len(calls), self.batch_sizes)
+        at = 0
+        for size in plan:
+            chunk = calls[at : at + size]
+            at += size
+            group = self._scratch.group(self.config, size)
+            group.load(chunk)
+            if size == 1:
+                self._frame_fn(*group.views, *self._scaled_args(chunk[0].logit_scale))
+            else:
+                self.run_frame_batch(*group.views)
+            group.store(chunk)
+        return plan
+
+    def run_frame_batch(self, *tensors: tvm.runtime.Tensor) -> None:
+        """One bare batched kernel call: run_frame's per-call arguments stacked along a leading
+        axis of B streams (B in batch_sizes, above 1), then logit_scale [B] (each stream's factor
+        on its logits). run_frames prepares these from FrameCalls."""
+        self._batch_fns[tensors[0].shape[0]](*tensors, *self._weight_args)
+
+    def _scaled_args(self, scale: float) -> list[tvm.runtime.Tensor]:
+        """Weight arguments with FC2's scale and bias times `scale` (this thread's copies)."""
+        if scale == 1.0:
+            return self._weight_args
+        if self._scratch.scaled is None:
+            self._scratch.scaled = self.logit_scalable_args()
+        args, pairs = self._scratch.scaled
+        for base, buf in pairs:
+            np.multiply(base, np.float32(scale), out=buf)
+        return args
 
     def logit_scalable_args(
         self,
@@ -164,9 +217,10 @@ class VocoderRuntime:
         xpad [k + 4, n_mels], by the module's "condition" function (hid: scratch [k + 2, CH])."""
         self._cond_fn(cond, xpad, hid, *self._cond_args)
 
-    def synthetic_frame(self, seed: int = 0) -> SyntheticFrame:
-        """Fresh frame tensors with random conditioning and uniforms and a zero state."""
-        return SyntheticFrame.random(self.config, np.random.default_rng(seed))
+    def synthetic_frame(self, seed: int = 0, batch: int = 1) -> SyntheticFrame:
+        """Fresh frame tensors with random conditioning and uniforms and a zero state; `batch`
+        streams' stacked for a batched call when above 1."""
+        return SyntheticFrame.random(self.config, np.random.default_rng(seed), batch)
 
     def measure_us_per_sample(self, frames: int = 20) -> float:
         """Minimum kernel time per sample over `frames` calls on the calling thread's core."""
@@ -194,31 +248,41 @@ class SyntheticFrame:
     out: tvm.runtime.Tensor
     pcm: tvm.runtime.Tensor
     rng: np.random.Generator
+    logit_scale: tvm.runtime.Tensor | None = None  # [B] for a batched call, else None
 
     @classmethod
-    def random(cls, c: VocoderConfig, rng: np.random.Generator) -> SyntheticFrame:
+    def random(cls, c: VocoderConfig, rng: np.random.Generator, batch: int = 1) -> SyntheticFrame:
+        def stacked(a: np.ndarray) -> tvm.runtime.Tensor:
+            return tvm.runtime.tensor(np.ascontiguousarray(np.broadcast_to(a, (batch, *a.shape))))
+
+        def per_stream(shape: tuple[int, ...], dtype: type = np.float32) -> tvm.runtime.Tensor:
+            return tvm.runtime.tensor(np.zeros((batch, *shape) if batch > 1 else shape, dtype))
+
+        # a voiced frame at 200 Hz: the source costs the same whatever its values
+        src = source(np.array([200.0]), np.ones(1), c.hop_length, c.sample_rate)[0]
+        rows = (batch,) if batch > 1 else ()
         return cls(
-            cond=tvm.runtime.tensor(rng.uniform(-1, 1, (2, c.cond_size)).astype(np.float32)),
-            lpc=tvm.runtime.tensor(np.zeros(max(c.lpc_order, 1), np.float32)),  # no prediction
-            # a voiced frame at 200 Hz: the source costs the same whatever its values
-            src=tvm.runtime.tensor(
-                source(np.array([200.0]), np.ones(1), c.hop_length, c.sample_rate)[0]
-            ),
-            uniforms=tvm.runtime.tensor(rng.random(c.hop_length, dtype=np.float32)),
-            h=tvm.runtime.tensor(np.zeros(c.hidden_size, np.float32)),
-            x=tvm.runtime.tensor(np.zeros(3 + c.lpc_order, np.float32)),
-            out=tvm.runtime.tensor(np.zeros(c.hop_length, np.int32)),
-            pcm=tvm.runtime.tensor(np.zeros(c.hop_length, np.float32)),
+            cond=tvm.runtime.tensor(rng.uniform(-1, 1, (*rows, 2, c.cond_size)).astype(np.float32)),
+            lpc=per_stream((max(c.lpc_order, 1),)),  # no prediction
+            src=stacked(src) if batch > 1 else tvm.runtime.tensor(src),
+            uniforms=tvm.runtime.tensor(rng.random((*rows, c.hop_length), dtype=np.float32)),
+            h=per_stream((c.hidden_size,)),
+            x=per_stream((3 + c.lpc_order,)),
+            out=per_stream((c.hop_length,), np.int32),
+            pcm=per_stream((c.hop_length,)),
             rng=rng,
+            logit_scale=tvm.runtime.tensor(np.ones(batch, np.float32)) if batch > 1 else None,
         )
 
     def redraw_uniforms(self) -> None:
-        self.uniforms = tvm.runtime.tensor(self.rng.random(self.out.shape[0], dtype=np.float32))
+        self.uniforms = tvm.runtime.tensor(self.rng.random(tuple(self.out.shape), dtype=np.float32))
 
     def run(self, runtime: VocoderRuntime) -> None:
-        runtime.run_frame(
-            self.cond, self.lpc, self.src, self.uniforms, self.h, self.x, self.out, self.pcm
-        )
+        args = (self.cond, self.lpc, self.src, self.uniforms, self.h, self.x, self.out, self.pcm)
+        if self.logit_scale is None:
+            runtime.run_frame(*args)
+        else:
+            runtime.run_frame_batch(*args, self.logit_scale)
 
 
 # -- artefact checks -------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ the post-kernel chain (models/vocoder/chain.py), the same object the reference u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
 
+from models.batching import FrameCall
 from models.dsp.features import MelInputError, validate_mel
 from models.dsp.pitch import SOURCE_COLUMNS, mel_pitch, source
 from models.vocoder.chain import SynthesisChain, frames_ahead
@@ -91,6 +92,9 @@ class VocoderStream:
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._prepared = -1  # the frame whose kernel inputs _call holds
         self._call: tuple[tvm.runtime.Tensor, ...] = ()
+        # the same inputs as numpy arrays, and the logit scale, for begin_frame
+        self._call_np: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+        self._predrawn = False  # begin_frame drew the next kernel frame (batched): draw takes it
         self._finished = False
         self.frames_done = 0  # frames step() returned
         self._kernel_done = 0  # frames the kernel made: up to frames_ahead more than returned
@@ -103,14 +107,14 @@ class VocoderStream:
         self._x_np = aligned((3 + c.lpc_order,))
         self._x = tvm.runtime.from_dlpack(self._x_np)
         self._saved = (np.empty_like(self._h_np), np.empty_like(self._x_np))
-        self._out = tvm.runtime.tensor(np.zeros(c.hop_length, np.int32))
+        self._out_np = aligned((c.hop_length,), np.int32)
+        self._out = tvm.runtime.from_dlpack(self._out_np)
         # Per-frame inputs and output live in aligned numpy buffers the kernel sees through
         # zero-copy DLPack views: a tensor copy in or out costs ~9 us each, a view ~1 us.
         self._uniforms_np = aligned((c.hop_length,))
         self._uniforms = tvm.runtime.from_dlpack(self._uniforms_np)
         self._pcm_np = aligned((c.hop_length,))
         self._pcm = tvm.runtime.from_dlpack(self._pcm_np)
-        self._drawn = False  # next_kernel_call() prepared a draw that step_drawn() must take
 
     @property
     def frames_redrawn(self) -> int:
@@ -239,8 +243,6 @@ class VocoderStream:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
         if self.pending() <= 0:
             raise RuntimeError("step() called with no frame ready; push more mel or finish()")
-        if self._drawn:
-            raise RuntimeError("step() with a draw from next_kernel_call() pending: step_drawn()")
         hop = self.config.hop_length
         # The output runs behind the kernel's (frames_ahead): frame f ends inside kernel frame
         # f + 1 (output_advance) and each envelope pass needs 4 frames more; pending() waits for
@@ -253,56 +255,6 @@ class VocoderStream:
         out, self._held = self._held[:hop], self._held[hop:]
         self.frames_done += 1
         return out
-
-    def next_kernel_call(self) -> KernelCall | None:
-        """The next step()'s one kernel draw, prepared for a caller that runs several streams'
-        draws in one call (VocoderRuntime.run_frames), or None when this step is not a single
-        steady draw (the opening fills the passes, the tail draws nothing).
-
-        Returns the frame's kernel arguments with fresh uniforms, the state saved for a redraw;
-        the caller must run them (the kernel updates h, x and pcm in place) and then call
-        step_drawn(), which gives what step() would have: the same RNG draws in the same order,
-        so the audio is identical."""
-        f = self._kernel_done
-        if self.frames_done == 0 or self._held.size >= self.config.hop_length:
-            return None
-        if f >= self.frames_received or self.pending() <= 0:
-            return None
-        if self._prepared != f:
-            self._prepare_kernel(f)
-        if self.config.clip_retries:
-            self._save_state()  # chain.draw's save() before the first draw
-        self._rng.random(dtype=np.float32, out=self._uniforms_np)
-        cond, lpc, src = self._call
-        self._drawn = True
-        return KernelCall(
-            cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm,
-            self._weight_args,
-        )  # fmt: skip
-
-    def step_drawn(self) -> np.ndarray:
-        """step() after the caller ran next_kernel_call()'s arguments: that draw goes through
-        the chain (redrawn here, one by one, if it reached full scale) and the frame is out."""
-        if not self._drawn:
-            raise RuntimeError("step_drawn() without a next_kernel_call() run first")
-        self._drawn = False
-        first = [True]
-
-        def run() -> np.ndarray:
-            if first[0]:
-                first[0] = False
-                return self._pcm_np  # the caller's draw
-            return self._run_kernel()
-
-        # The state saved before the first draw stays the frame's until it is out: every
-        # redraw restores it, so draw()'s saves before each attempt have nothing to add.
-        f = self._kernel_done
-        pcm = self._chain.draw(f, run, lambda: None, self._restore_state)
-        self._kernel_done += 1
-        at = f - self._fit_first
-        more = self._chain.frame(pcm, *self._pitch_batch[:, at : at + 1])
-        self._held = more if not self._held.size else np.concatenate([self._held, more])
-        return self.step()
 
     def _more(self) -> np.ndarray | None:
         """The chain's next piece of output (perhaps empty while the passes fill): the kernel's
@@ -331,14 +283,64 @@ class VocoderStream:
         self._condition_through(f)
         self._fit_through(f)
         self._call = (_view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f))
+        lpc = self._lpc[f, : self.config.lpc_order] if self.config.lpc_order else _NO_LPC
+        scale = 1.0
         if self._weight_args is not None:
             scale = self._scale_batch[f - self._fit_first]
             for base, buf in self._logit_pairs:
                 np.multiply(base, scale, out=buf)
+        self._call_np = (self._cond[f : f + 2], lpc, self._src_np, float(scale))
         self._prepared = f
 
+    # -- batched steps (models.batching.step_streams) -------------------------------------------
+
+    def kernel_frame_due(self) -> bool:
+        """Whether the next step() makes a kernel frame before it can return (step_streams makes
+        those of a group of streams in batched calls)."""
+        return (
+            not self._predrawn  # a drawn frame awaits end_frame() or the next step()
+            and self.pending() > 0
+            and self._held.size < self.config.hop_length
+            and self._kernel_done < self.frames_received
+        )
+
+    def begin_frame(self) -> FrameCall:
+        """The next kernel frame's first draw as a FrameCall on this stream's own buffers, for
+        VocoderRuntime.run_frames; after the call, end_frame() takes it in. Only when
+        kernel_frame_due(). The draw's uniforms come from the stream's RNG in the order step()
+        draws them, and the state is saved for redraws first, so the stream's output is that of
+        step() alone."""
+        if not self.kernel_frame_due():
+            raise RuntimeError("begin_frame() with no kernel frame due")
+        if self._prepared != self._kernel_done:
+            self._prepare_kernel(self._kernel_done)
+        if self.config.clip_retries:
+            self._save_state()
+        self._rng.random(dtype=np.float32, out=self._uniforms_np)
+        self._predrawn = True
+        assert self._call_np is not None
+        cond, lpc, src, scale = self._call_np
+        return FrameCall(
+            cond, lpc, src, self._uniforms_np, self._h_np, self._x_np, self._out_np,
+            self._pcm_np, scale,
+        )  # fmt: skip
+
+    def end_frame(self) -> None:
+        """Take in the frame begin_frame's call drew: the chain runs on it (a redraw, if it
+        reaches full scale, is the stream's own kernel call) and its output joins what the next
+        step() returns."""
+        if not self._predrawn:
+            raise RuntimeError("end_frame() without begin_frame()")
+        more = self._more()
+        assert more is not None and not self._predrawn
+        self._held = more if not self._held.size else np.concatenate([self._held, more])
+
     def _run_kernel(self) -> np.ndarray:
-        """One draw of the next frame: fresh uniforms, one kernel call; its PCM (a view)."""
+        """One draw of the next frame: fresh uniforms, one kernel call; its PCM (a view). A draw
+        begin_frame made in a batched call is taken as it is."""
+        if self._predrawn:
+            self._predrawn = False
+            return self._pcm_np
         if self._prepared != self._kernel_done:
             self._prepare_kernel(self._kernel_done)
         self._rng.random(dtype=np.float32, out=self._uniforms_np)
@@ -350,6 +352,8 @@ class VocoderStream:
         return self._pcm_np
 
     def _save_state(self) -> None:
+        if self._predrawn:
+            return  # begin_frame saved the state before the batched call
         np.copyto(self._saved[0], self._h_np)
         np.copyto(self._saved[1], self._x_np)
 
@@ -358,18 +362,7 @@ class VocoderStream:
         np.copyto(self._x_np, self._saved[1])
 
 
-class KernelCall(NamedTuple):
-    """One stream's arguments of one kernel call (VocoderRuntime.run_frame's, in order)."""
-
-    cond_pair: tvm.runtime.Tensor
-    lpc: tvm.runtime.Tensor
-    src: tvm.runtime.Tensor
-    uniforms: tvm.runtime.Tensor
-    h: tvm.runtime.Tensor
-    x: tvm.runtime.Tensor
-    out: tvm.runtime.Tensor
-    pcm: tvm.runtime.Tensor
-    weight_args: list[tvm.runtime.Tensor] | None
+_NO_LPC = np.zeros(1, np.float32)  # the lpc argument's placeholder without LPC
 
 
 def aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:

@@ -1,9 +1,13 @@
-"""Compile one module: the frame kernel ("main") and the conditioning network ("condition")."""
+"""Compile one module: the frame kernel ("main"), its batched variants ("frame_b2", ...: several
+streams a frame each per call) and the conditioning network ("condition")."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tvm
 
+from models.kernel.batch import BATCH_SIZES, batch_function_name, make_batch_kernel
 from models.kernel.condition import make_condition_kernel
 from models.kernel.frame import make_frame_kernel
 from models.kernel.isa import INT8_VARIANT, ISA_TARGETS
@@ -11,17 +15,24 @@ from models.kernel.packing import KernelShape
 
 
 def build(
-    shape: KernelShape, isa: str | None, target: dict[str, object] | None = None
+    shape: KernelShape,
+    isa: str | None,
+    target: dict[str, object] | None = None,
+    batches: Sequence[int] = BATCH_SIZES,
 ) -> tvm.runtime.Module:
-    """Compile the frame kernel ("main") and the conditioning network ("condition") for one ISA
-    level (or an explicit target dict)."""
+    """Compile the frame kernel ("main"), one batched kernel per B in `batches` and the
+    conditioning network ("condition") for one ISA level (or an explicit target dict)."""
     if target is None:
         if isa not in ISA_TARGETS:
             raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_TARGETS)}")
         target = ISA_TARGETS[isa]
     variant = INT8_VARIANT.get(isa or "", "generic")
-    func = make_frame_kernel(shape, variant)
-    cond = make_condition_kernel(shape.config, fused=variant != "generic")
-    return tvm.compile(
-        tvm.IRModule({"main": func, "condition": cond}), target=tvm.target.Target(target)
-    )
+    funcs = {
+        "main": make_frame_kernel(shape, variant),
+        "condition": make_condition_kernel(shape.config, fused=variant != "generic"),
+    }
+    for b in batches:
+        funcs[batch_function_name(b)] = make_batch_kernel(shape, variant, b).with_attr(
+            "global_symbol", batch_function_name(b)
+        )
+    return tvm.compile(tvm.IRModule(funcs), target=tvm.target.Target(target))

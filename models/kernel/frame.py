@@ -9,7 +9,8 @@ The call does, for one frame (T samples):
   3. de-emphasis of the frame's decoded samples into float PCM.
 The GRU state, previous sample and excitation, and de-emphasis state are read from and written
 back to in/out buffers, so a stream's state survives between calls without copies. The module's
-second function, "condition", is the conditioning network (models/kernel/condition.py).
+function "condition" is the conditioning network (models/kernel/condition.py), and "frame_b2",
+"frame_b4", "frame_b8" advance several streams a frame per call (models/kernel/batch.py).
 
 The math is models/vocoder/reference.py's; tests/models/kernel/test_kernel.py checks them against
 each other. Intermediates inside vectorised loops are staged in local buffers: binding them to
@@ -17,6 +18,8 @@ Python names there silently computes garbage in TVM 0.27 (see shared TVM notes).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import tvm
 from tvm.script import tirx as T
@@ -29,13 +32,14 @@ from models.vocoder.fastmath import EXP_FLOOR, LOG2E, TANH_CLAMP
 from models.vocoder.quantize import Q
 
 
-def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.PrimFunc:
-    """Build the PrimFunc for one frame. Python ints below are compile-time constants.
+def frame_stages(shape: KernelShape, variant: str = "generic") -> SimpleNamespace:
+    """The stages of a frame as TVMScript macros, for one stream's buffers: the frame kernel
+    below inlines them into one loop nest, and the batched kernel (models/kernel/batch.py) calls
+    the per-stream ones on each stream's views. Python ints below are compile-time constants.
 
     One long function on purpose: TVMScript macros close over the shape constants defined at its
-    top (H, F, K, R, V, ...), and the prim_func at its end inlines them into one loop nest; split
-    into module-level functions, every macro would take a dozen constants as arguments and the
-    kernel would no longer read as the one frame it computes. Each macro is one stage.
+    top (H, F, K, R, V, ...); split into module-level functions, every macro would take a dozen
+    constants as arguments. Each macro is one stage.
     """
     cfg = shape.config
     H = cfg.hidden_size
@@ -46,7 +50,6 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     TT = cfg.hop_length
     R = cfg.block_rows
     CB = cfg.block_cols
-    NH, N1, N2 = shape.nnzb_hh, shape.nnzb_fc1, shape.nnzb_fc2
     assert CB == 4, "int8 blocks hold the 4 columns one VNNI dot product sums"
     assert R == 16 or variant == "generic", "the SIMD int8 paths use 16 int32 lanes"
     assert variant in ("vnni", "avx512bw", "avx2", "generic")
@@ -59,7 +62,6 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
     exp_floor = float(EXP_FLOOR)
     preemph = float(cfg.preemphasis)
     P = cfg.lpc_order
-    PL = max(P, 1)  # the lpc argument is a 1-element placeholder without linear prediction
     SRC = shape.source
     mad = multiply_add(variant != "generic")
 
@@ -209,7 +211,49 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
             pcm[t] = T.min(T.max(sc[1], T.float32(-1)), T.float32(1))
         xprev[1] = sc[1]
 
+    @T.macro
+    def fc2_input_scale(y1, m, ys):
+        # FC2 input scale: ys[1] = max(y1) / 127 this step (y1 >= 0 after the ReLU), ys[0] its
+        # inverse (0 for an all-zero y1)
+        for ii in T.vectorized(V):
+            m[ii] = y1[ii]
+        for ko in range(1, F // V):
+            for ii in T.vectorized(V):
+                m[ii] = T.max(m[ii], y1[ko * V + ii])
+        ys[0] = m[0]
+        for ii in range(1, V):
+            ys[0] = T.max(ys[0], m[ii])
+        ys[1] = ys[0] / T.float32(Q)
+        ys[0] = T.if_then_else(ys[0] > T.float32(0), T.float32(Q) / ys[0], T.float32(0))
+
     q_matvec, quantize4 = int8_macros(variant, R, V, mad)
+    return SimpleNamespace(
+        project_cond=project_cond,
+        gru_update=gru_update,
+        softmax_sample=softmax_sample,
+        predict=predict,
+        next_sample=next_sample,
+        deemphasize=deemphasize,
+        fc2_input_scale=fc2_input_scale,
+        q_matvec=q_matvec,
+        quantize4=quantize4,
+    )
+
+
+def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.PrimFunc:
+    """Build the PrimFunc for one frame of one stream (the stages of frame_stages, in order)."""
+    cfg = shape.config
+    H, G, F, K, C = cfg.hidden_size, 3 * cfg.hidden_size, cfg.fc_size, cfg.n_classes, cfg.cond_size
+    TT, R = cfg.hop_length, cfg.block_rows
+    NH, N1, N2 = shape.nnzb_hh, shape.nnzb_fc1, shape.nnzb_fc2
+    V = 16
+    KG = K // V
+    P = cfg.lpc_order
+    PL = max(P, 1)  # the lpc argument is a 1-element placeholder without linear prediction
+    st = frame_stages(shape, variant)
+    project_cond, gru_update, softmax_sample = st.project_cond, st.gru_update, st.softmax_sample
+    predict, next_sample, deemphasize = st.predict, st.next_sample, st.deemphasize
+    fc2_input_scale, q_matvec, quantize4 = st.fc2_input_scale, st.q_matvec, st.quantize4
 
     @T.prim_func
     def frame_int8(
@@ -303,17 +347,7 @@ def make_frame_kernel(shape: KernelShape, variant: str = "generic") -> tvm.tirx.
                 acc,
                 True,
             )
-            # FC2 input scale: max(y1) / 127 this step (y1 >= 0 after the ReLU)
-            for ii in T.vectorized(V):
-                m[ii] = y1[ii]
-            for ko in range(1, F // V):
-                for ii in T.vectorized(V):
-                    m[ii] = T.max(m[ii], y1[ko * V + ii])
-            ys[0] = m[0]
-            for ii in range(1, V):
-                ys[0] = T.max(ys[0], m[ii])
-            ys[1] = ys[0] / T.float32(Q)
-            ys[0] = T.if_then_else(ys[0] > T.float32(0), T.float32(Q) / ys[0], T.float32(0))
+            fc2_input_scale(y1, m, ys)
             quantize4(y1, F, ys[0], yq8)
             q_matvec(
                 fc2_data,

@@ -18,62 +18,12 @@ def int8_macros(variant: str, R: int, V: int, mad: Callable[..., Any]) -> tuple[
     R rows per block, V lanes for elementwise loops, `mad` the multiply-add (tir_math).
 
     Long for the frame kernel's reason (models/kernel/frame.py): TVMScript macros close over the
-    constants given here, so the three stay in one factory."""
+    constants given here, so they stay in one factory."""
     # vpdpbusd accumulates in place (a 4-5 cycle chain), so VNNI wants 4 accumulator sets; the
     # vpmaddubsw paths end each block in a 1-cycle vpaddd, where one set measured fastest
     # (AVX2 Zen 3, whole kernel: 1 set 3.10 us/sample, 2 sets 3.39, 4 sets 3.60).
     QACC = 4 if variant == "vnni" else 1
-
-    @T.macro
-    def dot4(acc, a, data, j, xq, k):
-        # acc[a, :] += the 4-column int8 block j times the uint8 inputs of column group k
-        if variant == "vnni":
-            acc[a, T.ramp(0, 1, R)] = T.call_llvm_pure_intrin(
-                "int32x16",
-                "llvm.x86.avx512.vpdpbusd.512",
-                acc[a, T.ramp(0, 1, R)],
-                T.reinterpret("int8x64", T.broadcast(xq[k, 0], R)),
-                T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
-            )
-        elif variant == "avx512bw":
-            acc[a, T.ramp(0, 1, R)] = acc[a, T.ramp(0, 1, R)] + T.call_llvm_pure_intrin(
-                "int32x16",
-                "llvm.x86.avx512.pmaddw.d.512",
-                T.call_llvm_pure_intrin(
-                    "int16x32",
-                    "llvm.x86.avx512.pmaddubs.w.512",
-                    T.reinterpret("int8x64", T.broadcast(xq[k, 0], R)),
-                    T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
-                ),
-                T.broadcast(T.int16(1), 32),
-            )
-        elif variant == "avx2":
-            for rr in T.unroll(2):
-                acc[a, T.ramp(rr * 8, 1, 8)] = acc[
-                    a, T.ramp(rr * 8, 1, 8)
-                ] + T.call_llvm_pure_intrin(
-                    "int32x8",
-                    "llvm.x86.avx2.pmadd.wd",
-                    T.call_llvm_pure_intrin(
-                        "int16x16",
-                        "llvm.x86.avx2.pmadd.ub.sw",
-                        T.reinterpret("int8x32", T.broadcast(xq[k, 0], 8)),
-                        T.reinterpret("int8x32", data[j, T.ramp(rr * 8, 1, 8)]),
-                    ),
-                    T.broadcast(T.int16(1), 16),
-                )
-        else:
-            for r in T.vectorized(R):
-                acc[a, r] = (
-                    acc[a, r]
-                    + T.shift_right(T.shift_left(data[j, r], 24), 24) * T.bitwise_and(xq[k, 0], 255)
-                    + T.shift_right(T.shift_left(data[j, r], 16), 24)
-                    * T.bitwise_and(T.shift_right(xq[k, 0], 8), 255)
-                    + T.shift_right(T.shift_left(data[j, r], 8), 24)
-                    * T.bitwise_and(T.shift_right(xq[k, 0], 16), 255)
-                    + T.shift_right(data[j, r], 24)
-                    * T.bitwise_and(T.shift_right(xq[k, 0], 24), 255)
-                )
+    dot4 = dot4_macro(variant, R)
 
     @T.macro
     def q_matvec(data, idx, ptr, xq, n_block_rows, scale, corr, xscale, bias, y, acc, relu):
@@ -130,3 +80,143 @@ def int8_macros(variant: str, R: int, V: int, mad: Callable[..., Any]) -> tuple[
                 )
 
     return q_matvec, quantize4
+
+
+def dot4_macro(variant: str, R: int) -> Any:
+    """dot4(acc, a, data, j, xq, k): acc[a, :] += int8 block j times the 4 uint8 inputs xq[k, 0],
+    as the ISA `variant` does it (INT8_VARIANT in models/kernel/isa.py)."""
+
+    @T.macro
+    def dot4(acc, a, data, j, xq, k):
+        # acc[a, :] += the 4-column int8 block j times the uint8 inputs of column group k
+        if variant == "vnni":
+            acc[a, T.ramp(0, 1, R)] = T.call_llvm_pure_intrin(
+                "int32x16",
+                "llvm.x86.avx512.vpdpbusd.512",
+                acc[a, T.ramp(0, 1, R)],
+                T.reinterpret("int8x64", T.broadcast(xq[k, 0], R)),
+                T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
+            )
+        elif variant == "avx512bw":
+            acc[a, T.ramp(0, 1, R)] = acc[a, T.ramp(0, 1, R)] + T.call_llvm_pure_intrin(
+                "int32x16",
+                "llvm.x86.avx512.pmaddw.d.512",
+                T.call_llvm_pure_intrin(
+                    "int16x32",
+                    "llvm.x86.avx512.pmaddubs.w.512",
+                    T.reinterpret("int8x64", T.broadcast(xq[k, 0], R)),
+                    T.reinterpret("int8x64", data[j, T.ramp(0, 1, R)]),
+                ),
+                T.broadcast(T.int16(1), 32),
+            )
+        elif variant == "avx2":
+            for rr in T.unroll(2):
+                acc[a, T.ramp(rr * 8, 1, 8)] = acc[
+                    a, T.ramp(rr * 8, 1, 8)
+                ] + T.call_llvm_pure_intrin(
+                    "int32x8",
+                    "llvm.x86.avx2.pmadd.wd",
+                    T.call_llvm_pure_intrin(
+                        "int16x16",
+                        "llvm.x86.avx2.pmadd.ub.sw",
+                        T.reinterpret("int8x32", T.broadcast(xq[k, 0], 8)),
+                        T.reinterpret("int8x32", data[j, T.ramp(rr * 8, 1, 8)]),
+                    ),
+                    T.broadcast(T.int16(1), 16),
+                )
+        else:
+            for r in T.vectorized(R):
+                acc[a, r] = (
+                    acc[a, r]
+                    + T.shift_right(T.shift_left(data[j, r], 24), 24) * T.bitwise_and(xq[k, 0], 255)
+                    + T.shift_right(T.shift_left(data[j, r], 16), 24)
+                    * T.bitwise_and(T.shift_right(xq[k, 0], 8), 255)
+                    + T.shift_right(T.shift_left(data[j, r], 8), 24)
+                    * T.bitwise_and(T.shift_right(xq[k, 0], 16), 255)
+                    + T.shift_right(data[j, r], 24)
+                    * T.bitwise_and(T.shift_right(xq[k, 0], 24), 255)
+                )
+
+    return dot4
+
+
+def int8_spmm_macro(variant: str, R: int, B: int, mad: Callable[..., Any]) -> Any:
+    """q_spmm: q_matvec for B streams at once (the batched kernel, models/kernel/batch.py).
+
+    Each nonzero block is loaded once and multiplied into all B streams' inputs; each stream has
+    its own accumulators, so its integer sums, and the float epilogue after them, are those of
+    q_matvec for that stream alone, bit for bit. With B streams the accumulation chains are
+    already B independent ones, so VNNI needs only 4 // B sets per stream to hide vpdpbusd's
+    latency."""
+    dot4 = dot4_macro(variant, R)
+    QB = max(1, 4 // B) if variant == "vnni" else 1
+    # AVX2 has 16 vector registers and a block takes two per stream: 8 streams' accumulators
+    # would spill, so it goes over a block row's nonzeros once per group of 4 streams (the
+    # blocks are then in L1)
+    SB = min(B, 4) if variant == "avx2" else B
+    assert B % SB == 0
+
+    def sets(acc, b, r):
+        # a stream's accumulator sets, summed (exact integers: any order gives the same sum)
+        total = acc[b * QB, r]
+        for a in range(1, QB):
+            total = total + acc[b * QB + a, r]
+        return total
+
+    @T.macro
+    def q_spmm(data, idx, ptr, xq, cols4, n_block_rows, scale, corr, bias, y, acc, relu, scaled,
+               xscale, lscale):  # fmt: skip
+        # y[b] = W x[b] + bias for every stream b (ReLU if relu); xq is the B streams' packed
+        # inputs, cols4 int32s each (stream b's column group k is row b * cols4 + k). scaled: the
+        # rows' scale times the stream's input scale xscale[b] and its logit scale lscale[b],
+        # which also multiplies the bias (q_matvec's arguments as a stream's own logit-scaled
+        # copies give them: the same float32 products)
+        for br in range(n_block_rows):
+            for g in range(B // SB):
+                for a in T.unroll(SB * QB):
+                    for r in T.vectorized(R):
+                        acc[a, r] = 0
+                if QB == 1:
+                    for j in range(ptr[br], ptr[br + 1]):
+                        for b in T.unroll(SB):
+                            dot4(acc, b, data, j, xq, (g * SB + b) * cols4 + idx[j])
+                else:
+                    for jj in range((ptr[br + 1] - ptr[br]) // QB):
+                        for a in T.unroll(QB):
+                            for b in T.unroll(SB):
+                                dot4(
+                                    acc,
+                                    b * QB + a,
+                                    data,
+                                    ptr[br] + jj * QB + a,
+                                    xq,
+                                    (g * SB + b) * cols4 + idx[ptr[br] + jj * QB + a],
+                                )
+                    for j in T.serial(ptr[br] + (ptr[br + 1] - ptr[br]) // QB * QB, ptr[br + 1]):
+                        for b in T.unroll(SB):
+                            dot4(acc, b * QB, data, j, xq, (g * SB + b) * cols4 + idx[j])
+                for b in range(SB):
+                    for r in T.vectorized(R):
+                        if scaled:
+                            y[g * SB + b, br * R + r] = mad(
+                                T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
+                                scale[br * R + r] * lscale[g * SB + b] * xscale[g * SB + b],
+                                bias[br * R + r] * lscale[g * SB + b],
+                            )
+                        elif relu:
+                            y[g * SB + b, br * R + r] = T.max(
+                                mad(
+                                    T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
+                                    scale[br * R + r] * T.float32(1),
+                                    bias[br * R + r],
+                                ),
+                                T.float32(0),
+                            )
+                        else:
+                            y[g * SB + b, br * R + r] = mad(
+                                T.Cast("float32", sets(acc, b, r) - corr[br * R + r]),
+                                scale[br * R + r] * T.float32(1),
+                                bias[br * R + r],
+                            )
+
+    return q_spmm

@@ -28,7 +28,11 @@ from models.vocoder.sparsity import BSR, to_bsr
 #    and w_in is [5, 3H].
 # 9: tanh is fastmath.TANH_*'s 5-FMA rational, not Eigen's 9-FMA one. The arguments are those of
 #    8, but a module must compute its reference's math, and the host-compile cache is keyed by ABI.
-KERNEL_ABI = 9
+# 10: the module also holds the batched frame functions (models/kernel/batch.py). "main" and
+#    "condition" are those of 9, so ABI 9 artefacts still load, without batching.
+KERNEL_ABI = 10
+COMPATIBLE_ABIS = frozenset({9, 10})
+"""ABIs whose "main" and "condition" this Sparrow runs (older ones lack the batched functions)."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+import numpy as np
+
+from models.batching import StreamStepError, step_streams
 from models.vocoder.config import SynthesisConfig
 from server.audio import float_to_pcm16
 from server.workers.messages import (
@@ -92,7 +95,7 @@ class Scheduler:
         self.frame_s = runtime.config.hop_length / runtime.config.sample_rate
         self.streams: dict[int, _Stream] = {}
         self.last_flush = time.monotonic()
-        self.grouped = 0  # frames whose draw was made in a group call (_step_group)
+        self.grouped = 0  # frames made in a group step (_step_group)
         # Half the playback buffer: room for the frame's own flush (FLUSH_INTERVAL_S) and the
         # server's delivery after it, yet openings still run whenever steady frames can wait.
         self.urgent_s = max(initial_buffer_s / 2, 2 * FLUSH_INTERVAL_S)
@@ -222,47 +225,34 @@ class Scheduler:
         self._record(s, pcm, t0, t1, t1 - t0, c1 - c0, opening, kernel, redrawn, clipped)
 
     def _step_group(self, group: list[_Stream]) -> None:
-        """One steady frame of each stream in `group`, their kernel draws made in one call
-        (VocoderRuntime.run_frames: each weight block loaded once for all of them); a stream
-        whose next step is not a single draw is left for its own turn. The call's time is
-        shared out evenly among the frames."""
+        """One frame of each stream in `group`, the kernel frames their steps need drawn B at a
+        time (models.batching.step_streams: each weight block loaded once for all of them, the
+        audio that of each stream alone). The group's time is shared out evenly among its
+        frames."""
+        befores = [(s.vs.kernel_frames, s.vs.frames_redrawn, s.vs.frames_clipped) for s in group]
         t0, c0 = time.monotonic(), time.thread_time()
-        calls, drawn = [], []
-        for s in group:
-            before = (s.vs.kernel_frames, s.vs.frames_redrawn, s.vs.frames_clipped)
-            try:
-                call = s.vs.next_kernel_call()
-            except Exception as exc:
-                logger.exception("stream %d failed preparing its frame", s.sid)
-                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
-                continue
-            if call is not None:
-                calls.append(call)
-                drawn.append((s, before))
         try:
-            self.rt.run_frames(calls)
-        except Exception as exc:  # nothing to tell the streams apart by: all of them fail
+            outs: list[np.ndarray | None] = list(step_streams([s.vs for s in group]))
+            failures: list[tuple[Any, Exception]] = []
+        except StreamStepError as exc:  # one stream's failure costs that stream alone
+            outs, failures = exc.results, exc.failures
+        except Exception as exc:  # the batched call itself: nothing tells the streams apart
             logger.exception("a grouped kernel call failed")
-            for s, _ in drawn:
+            for s in group:
                 self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
             return
-        self.grouped += len(drawn)
-        pcms = []
-        for s, before in drawn:
-            try:
-                pcms.append((s, float_to_pcm16(s.vs.step_drawn()), before))
-            except Exception as exc:
-                logger.exception("stream %d failed in step_drawn()", s.sid)
-                self._fail(s, "internal", f"{type(exc).__name__}: {exc}")
         t1, c1 = time.monotonic(), time.thread_time()
-        n = max(1, len(pcms))
-        for s, pcm, (kernel, redrawn, clipped) in pcms:
-            self._record(s, pcm, t0, t1, (t1 - t0) / n, (c1 - c0) / n, False, kernel, redrawn,
-                         clipped)  # fmt: skip
-        first = group[0]
-        single = not drawn or drawn[0][0] is not first  # its step is no single draw (a tail)
-        if single and first.sid in self.streams and first.pending() > 0:
-            self._step(first)
+        self.grouped += len(group)
+        for vs, err in failures:
+            s = next(st for st in group if st.vs is vs)
+            logger.error("stream %d failed in a grouped step: %r", s.sid, err)
+            self._fail(s, "internal", f"{type(err).__name__}: {err}")
+        n = len(group)
+        for s, out, (kernel, redrawn, clipped) in zip(group, outs, befores):
+            if out is not None:
+                pcm = float_to_pcm16(out)
+                self._record(s, pcm, t0, t1, (t1 - t0) / n, (c1 - c0) / n, False, kernel,
+                             redrawn, clipped)  # fmt: skip
 
     def _record(
         self,
@@ -304,10 +294,11 @@ class Scheduler:
             s.eager = False
 
     def group(self, first: _Stream) -> list[_Stream]:
-        """`first` (the EDF pick) and up to max_batch - 1 more streams with a steady frame to
-        make, earliest deadlines first: their frames are made ahead of need when the kernel can
-        draw several streams at once for less than one at a time."""
-        limit = int(getattr(self.rt, "max_batch", 1))
+        """`first` (the EDF pick) and up to B - 1 more streams with a steady frame to make
+        (B: the largest batch the module's kernel draws in one call), earliest deadlines first:
+        their frames are made ahead of need, as B streams' frames cost less than B single ones
+        (`sparrow bench --batch`)."""
+        limit = max(self.rt.batch_sizes)
         if limit <= 1 or first.eager:
             return [first]
         others = [

@@ -179,3 +179,27 @@ def test_bench_stages_cover_the_whole_step(tmp_path: Path) -> None:
     proc = run_bench("--model", str(model), "--stages", "--frames", "2", "--repeats", "1")
     assert proc.returncode == 0, proc.stderr
     assert "whole step" in proc.stdout and "envelope pass 3" in proc.stdout
+
+
+def test_bench_batch_times_the_kernel_per_stream_at_each_batch_size(tiny_model: Path) -> None:
+    args = ("--model", str(tiny_model), "--frames", "1", "--repeats", "2", "--isa", "avx2")
+    proc = run_bench(*args, "--batch", "8,2,4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["isa"] == "avx2"
+    assert [r["batch"] for r in report["results"]] == [1, 2, 4, 8]  # B = 1 always, interleaved
+    assert [r["engine"] for r in report["results"]] == [
+        f"tvm avx2 kernel B={b}" for b in (1, 2, 4, 8)
+    ]
+    for r in report["results"]:
+        assert r["repeats"] == 2 and 0 < r["min_us_per_sample"] <= r["median_us_per_sample"]
+        assert r["speedup_vs_b1"] == pytest.approx(
+            report["results"][0]["min_us_per_sample"] / r["min_us_per_sample"]
+        )
+    proc = run_bench(*args, "--batch", "1,4")
+    assert proc.returncode == 0, proc.stderr
+    assert "per stream" in proc.stdout and proc.stdout.count("x ") >= 2
+    proc = run_bench(*args, "--batch", "3")
+    assert proc.returncode != 0 and "no batched function for B = 3" in proc.stderr
+    proc = run_bench(*args, "--batch", "0,x")
+    assert proc.returncode != 0 and "--batch" in proc.stderr

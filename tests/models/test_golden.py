@@ -69,3 +69,25 @@ def test_reference_makes_the_same_audio(mel: np.ndarray) -> None:
     rt = VocoderRuntime.load(MODEL)
     audio = np.asarray(vocode(rt.weights, rt.config, mel, seed=SEED), dtype=np.float32)
     assert sha256(audio) == GOLDEN_SHA256
+
+
+@pytest.mark.parametrize("isa", RUNNABLE)
+def test_shipped_voice_is_bit_identical_when_streams_step_together(
+    isa: str, mel: np.ndarray
+) -> None:
+    """Streams stepped together (batched kernel calls, models.batching.step_streams): each one's
+    audio is still the golden one, beside a stream of other audio."""
+    from models.batching import step_streams
+
+    rt = VocoderRuntime.load(MODEL, isa=isa)
+    assert rt.batch_sizes == (1, 2, 4, 8)
+    streams = [rt.open_stream(seed=SEED if i != 2 else 7) for i in range(5)]  # 4 + 1 per step
+    for s in streams:
+        s.push(mel)
+        s.finish()
+    out: list[list[np.ndarray]] = [[] for _ in streams]
+    while any(s.pending() for s in streams):
+        for pieces, pcm in zip(out, step_streams(streams), strict=True):
+            pieces.append(pcm.copy())
+    audio = [np.concatenate(pieces) for pieces in out]
+    assert [sha256(a) == GOLDEN_SHA256 for a in audio] == [True, True, False, True, True]
