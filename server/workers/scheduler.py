@@ -229,7 +229,9 @@ class Scheduler:
         time (models.batching.step_streams: each weight block loaded once for all of them, the
         audio that of each stream alone). The group's time is shared out evenly among its
         frames."""
-        befores = [(s.vs.kernel_frames, s.vs.frames_redrawn, s.vs.frames_clipped) for s in group]
+        befores = [
+            (s.eager, s.vs.kernel_frames, s.vs.frames_redrawn, s.vs.frames_clipped) for s in group
+        ]
         t0, c0 = time.monotonic(), time.thread_time()
         try:
             outs: list[np.ndarray | None] = list(step_streams([s.vs for s in group]))
@@ -248,10 +250,10 @@ class Scheduler:
             logger.error("stream %d failed in a grouped step: %r", s.sid, err)
             self._fail(s, "internal", f"{type(err).__name__}: {err}")
         n = len(group)
-        for s, out, (kernel, redrawn, clipped) in zip(group, outs, befores):
+        for s, out, (opening, kernel, redrawn, clipped) in zip(group, outs, befores):
             if out is not None:
                 pcm = float_to_pcm16(out)
-                self._record(s, pcm, t0, t1, (t1 - t0) / n, (c1 - c0) / n, False, kernel,
+                self._record(s, pcm, t0, t1, (t1 - t0) / n, (c1 - c0) / n, opening, kernel,
                              redrawn, clipped)  # fmt: skip
 
     def _record(
@@ -294,15 +296,19 @@ class Scheduler:
             s.eager = False
 
     def group(self, first: _Stream) -> list[_Stream]:
-        """`first` (the EDF pick) and up to B - 1 more streams with a steady frame to make
-        (B: the largest batch the module's kernel draws in one call), earliest deadlines first:
-        their frames are made ahead of need, as B streams' frames cost less than B single ones
-        (`sparrow bench --batch`)."""
+        """`first` (the EDF pick) and up to B - 1 more streams with a frame of the same kind to
+        make (B: the largest batch the module's kernel draws in one call), earliest deadlines
+        first: their frames are made ahead of need, as B streams' frames cost less than B
+        single ones (`sparrow bench --batch`)."""
         limit = max(self.rt.batch_sizes)
-        if limit <= 1 or first.eager:
+        if limit <= 1:
             return [first]
+        # Openings group with openings (streams that start together open at once, each ~15
+        # kernel frames drawn B at a time), steady frames with steady frames.
         others = [
-            s for s in self.streams.values() if s is not first and not s.eager and s.pending() > 0
+            s
+            for s in self.streams.values()
+            if s is not first and s.eager == first.eager and s.pending() > 0
         ]
         others.sort(key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid))
         return [first, *others[: limit - 1]]

@@ -180,6 +180,31 @@ def test_streams_drawn_in_groups_make_the_runtime_audio(
         assert got[sid] == reference_pcm(runtime, mel, seed=sid)
 
 
+def test_streams_that_start_together_open_in_one_group(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
+    s, reports = driven(runtime, 0.1)
+    now = time.monotonic()
+    mels = {sid: make_mel(20, seed=sid) for sid in (1, 2, 3)}
+    for sid, mel in mels.items():
+        s._handle(OpenStream(sid, sid, now))
+        s._handle(PushMel(sid, mel))
+        s._handle(FinishUtterance(sid))
+    group = s.group(s.pick())
+    assert sorted(st.sid for st in group) == [1, 2, 3] and all(st.eager for st in group)
+    s._step_group(group)
+    firsts = {}
+    for _ in mels:  # each opening is sent at once, as first audio, never late
+        msg = reports.recv()
+        assert isinstance(msg, FramesMade) and msg.late == 0
+        firsts[msg.sid] = msg.pcm
+    group = s.group(s.pick())  # then their steady frames group together
+    assert len(group) == 3 and not any(st.eager for st in group)
+    for sid, mel in mels.items():
+        alone = reference_pcm(runtime, mel, seed=sid)
+        assert firsts[sid] == alone[: len(firsts[sid])] and len(firsts[sid]) == 600
+
+
 def test_edf_picks_the_earliest_deadline(
     runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
 ) -> None:
