@@ -220,12 +220,13 @@ class FestivalFrontend:
             return self._pool
 
     def warm_up(self) -> bool:
-        """Start one Festival process now (the server does, at start-up), so the first text
-        does not wait for it; False if Festival or the default voice is not installed."""
+        """Start one Festival process with the default voice loaded now (the server does, at
+        start-up), so the first text does not wait for either; False if Festival or the
+        default voice is not installed."""
         binary = self._binary()
         if binary is None or not self._voice_installed(VOICES["slt"]):
             return False
-        self._pool_for(binary).warm(1)
+        self._pool_for(binary).warm(1, VOICES["slt"].scheme_name)
         return True
 
     def process_counts(self) -> tuple[int, int]:

@@ -103,6 +103,20 @@ def test_warm_and_close(binary: str) -> None:
         pass
 
 
+def test_warm_loads_the_voice(binary: str) -> None:
+    pool = FestivalPool(binary, size=1)
+    try:
+        pool.warm(1, VOICE)
+        with pool.process(1.0) as proc:
+            assert proc.voice == VOICE  # the first sentence does not wait for the voice
+            audio, _ = proc.speak("Hi.", VOICE, 1.0, timeout_s=30.0)
+            assert audio.size > 0
+        with pytest.raises(ValueError, match="not a Festival voice"):
+            proc.use_voice("voice_x) (system", 1.0)
+    finally:
+        pool.close()
+
+
 def test_a_festival_that_cannot_start(tmp_path: Path) -> None:
     dead = tmp_path / "dead-festival"
     dead.write_text("#!/bin/sh\necho 'no voices here' >&2\nexit 2\n")
