@@ -225,3 +225,15 @@ def test_context_cut_finds_the_text_between_its_context_words() -> None:
     # Festival said something else: no cut is guessed
     assert context_cut(words, "evening", "in") is None
     assert context_cut(words, "morning train pulled", "in") is None
+
+
+@pytest.mark.parametrize("speed", [0.6, 3.5])
+def test_a_cut_between_words_at_other_speeds(fe: FestivalFrontend, speed: float) -> None:
+    """The cut follows the speed (Festival's rate, and past it the mel's time-scale)."""
+    sentence = CUT_SENTENCES[0]
+    head, rest = fe.spoken_for_text(sentence, speed=speed)
+    assert [w.word for w in head.words] == ["Please", "remember", "to", "bring"]
+    assert misaligned(head, head.words) == [] and misaligned(rest, rest.words) == []
+    at = head.mel.shape[0]
+    joined = np.concatenate([head.mel, rest.mel])
+    assert [(s, n) for s, n in quiet_runs(joined, 2) if s <= at <= s + n] == []
