@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,26 @@ def test_processes_retire_after_max_uses(binary: str, monkeypatch: pytest.Monkey
                 proc.speak("Hi.", VOICE, 1.0, timeout_s=30.0)
                 procs.append(proc)
         assert procs[0] is procs[1] and procs[2] is not procs[1] and not procs[1].alive()
+    finally:
+        pool.close()
+
+
+def test_a_retired_process_is_replaced_in_advance(
+    binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(festival, "MAX_USES", 1)
+    pool = FestivalPool(binary, size=1)
+    try:
+        with pool.process(5.0) as first:
+            first.speak("Hi.", VOICE, 1.0, timeout_s=30.0)
+        # its successor starts at once, voice loaded, before any text asks for it
+        deadline = time.monotonic() + 60.0
+        while pool.counts() != (0, 1):
+            assert time.monotonic() < deadline, pool.counts()
+            time.sleep(0.05)
+        assert not first.alive() and pool.started == 2
+        with pool.process(5.0) as successor:
+            assert successor is not first and successor.voice == VOICE and successor.uses == 0
     finally:
         pool.close()
 
