@@ -57,9 +57,9 @@ path to the first audio, so two), the opening before the rest's first word (on i
 JOIN_KEEP_FRAMES = {"clause": 5, "phrase": 1}
 """Quiet frames kept on each side of the cut: 2 x 5 (125 ms, about Festival's own pause at a
 comma) at clause punctuation, 2 x 1 (25 ms, no audible pause) between words."""
-_PLAIN_WORD = re.compile(r"[A-Za-z]+")
-"""A context word must be one Festival speaks as one word of the same name: letters only, and
-not an acronym it may spell out."""
+_PLAIN_WORD = re.compile(r"[A-Za-z]*[AEIOUYaeiouy][A-Za-z]*")
+"""A context word must be one Festival speaks as one word of the same name: letters only, with a
+vowel, and not an acronym ("km" is said "k m", "st" "street", "NASA" may be spelled out)."""
 
 
 Segment = Sentence | markup.Pause

@@ -10,7 +10,7 @@ import pytest
 
 from models.dsp.features import SPEC
 from models.frontend.festival import WordTime
-from models.frontend.festival_frontend import QUIET_LOG_MEL, FestivalFrontend, Spoken
+from models.frontend.festival_frontend import QUIET_LOG_MEL, VOICES, FestivalFrontend, Spoken
 
 FRAME_S = SPEC.hop_length / SPEC.sample_rate
 LOUD = -3.0  # a frame whose loudest log-mel bin is above this is speech, never silence
@@ -209,6 +209,7 @@ def test_context_words_are_plain_words() -> None:
     assert context_words("We met the NASA", "team today.") == ("", "team")
     assert context_words("It was a", "don't do it.") == ("was a", "")
     assert context_words("So we paid", "twelve, then left.") == ("we paid", "")
+    assert context_words("It is ten", "km away.") == ("is ten", "")  # Festival says "k m"
 
 
 def test_context_cut_finds_the_text_between_its_context_words() -> None:
@@ -237,3 +238,16 @@ def test_a_cut_between_words_at_other_speeds(fe: FestivalFrontend, speed: float)
     at = head.mel.shape[0]
     joined = np.concatenate([head.mel, rest.mel])
     assert [(s, n) for s, n in quiet_runs(joined, 2) if s <= at <= s + n] == []
+
+
+def test_context_words_festival_does_not_say_are_dropped(fe: FestivalFrontend) -> None:
+    """If Festival does not say a context word as that one word ("km" is "k m"), the part is
+    spoken again without it, its cut edge trimmed as between words without context."""
+    from models.frontend.plan import JOIN_KEEP_FRAMES, Sentence
+
+    head = Sentence("When the morning train", 1.0, after="km")
+    (sp,) = fe._spoken([head], VOICES["slt"], fe._binary())
+    assert [w.word for w in sp.words] == ["When", "the", "morning", "train"]
+    assert misaligned(sp, sp.words) == []
+    loud = np.flatnonzero(sp.mel.max(axis=1) >= QUIET_LOG_MEL)
+    assert sp.mel.shape[0] - 1 - loud[-1] <= JOIN_KEEP_FRAMES["phrase"]
