@@ -38,6 +38,7 @@ from models.frontend.festival import (
 from models.frontend.lexicon import Entry
 from models.frontend.plan import (
     EDGE_KEEP_FRAMES,
+    FIRST_WORDS,
     JOIN_KEEP_FRAMES,
     OPEN_END,
     OPENING_WORDS,
@@ -45,6 +46,7 @@ from models.frontend.plan import (
     Segment,
     Sentence,
     Spoken,
+    context_cut,
     keep_before,
     place_words,
     plan_text,
@@ -74,6 +76,7 @@ __all__ = [
     "DEBIAN_PACKAGES",
     "DEFAULT_VOICES_ROOTS",
     "EDGE_KEEP_FRAMES",
+    "FIRST_WORDS",
     "JOIN_KEEP_FRAMES",
     "MAX_SPEED",
     "MIN_SPEED",
@@ -111,7 +114,7 @@ class FestivalFrontend:
         niceness: int = 0,
         processes: int = 2,
         on_sentence: Callable[[float], None] | None = None,
-        opening_words: int | None = OPENING_WORDS,
+        opening_words: int | None = FIRST_WORDS,
         lexicon: tuple[Entry, ...] = (),
     ) -> None:
         self.festival = festival
@@ -217,12 +220,13 @@ class FestivalFrontend:
             return self._pool
 
     def warm_up(self) -> bool:
-        """Start one Festival process now (the server does, at start-up), so the first text
-        does not wait for it; False if Festival or the default voice is not installed."""
+        """Start one Festival process with the default voice loaded now (the server does, at
+        start-up), so the first text does not wait for either; False if Festival or the
+        default voice is not installed."""
         binary = self._binary()
         if binary is None or not self._voice_installed(VOICES["slt"]):
             return False
-        self._pool_for(binary).warm(1)
+        self._pool_for(binary).warm(1, VOICES["slt"].scheme_name)
         return True
 
     def process_counts(self) -> tuple[int, int]:
@@ -314,18 +318,40 @@ class FestivalFrontend:
                 continue
             t0 = time.perf_counter()
             rate, factor = tempo.split_speed(seg.speed)
-            audio, words = self._run_festival(seg.text, fv, binary, rate)
+            audio, words = self._run_festival(seg.spoken_text, fv, binary, rate)
+            cut = context_cut(words, seg.before, seg.after)
+            lost = cut is None and bool(seg.before or seg.after)
+            if lost:
+                # Festival did not say the context words as one word each: the text alone, its
+                # cut edges trimmed as between words without context
+                logger.debug("front end: context words not found; spoken without them")
+                audio, words = self._run_festival(seg.text, fv, binary, rate)
+            start_s, end_s, words = cut if cut is not None else (None, None, words)
             mel = features.log_mel(audio)
             if factor != 1.0:
                 mel = tempo.time_scale(mel, factor)
             # Festival starts and ends each utterance with ~0.2 s of near-silence; next to a pause
             # that edge is cut, so the silence around a <break time="1s"/> lasts about 1 s, and
-            # where a sentence was cut in two, so the parts join as one sentence.
+            # where a sentence was cut in two, so the parts join as one sentence. Where context
+            # words were spoken, the mel is cut where they meet the text instead.
             nxt = segments[i + 1] if i + 1 < len(segments) else None
             before = keep_before(segments[i - 1] if i else None, seg)
             after = keep_before(seg, nxt) if nxt is not None else None
+            if lost:
+                phrase = JOIN_KEEP_FRAMES["phrase"]
+                before, after = (phrase if seg.before else before), (phrase if seg.after else after)
             lo, hi = quiet_edges(mel, before, after)
+            if start_s is not None:
+                lo = _frame_at(start_s / factor, mel.shape[0])
+            if end_s is not None:
+                hi = max(_frame_at(end_s / factor, mel.shape[0]), lo + 1)
             mel = mel[lo:hi]
             if self.on_sentence is not None:
                 self.on_sentence(time.perf_counter() - t0)
             yield Spoken(mel, place_words(words, factor, lo, mel.shape[0]))
+
+
+def _frame_at(seconds: float, frames: int) -> int:
+    """The mel frame nearest `seconds`, within [0, frames - 1]."""
+    frame_rate = features.SPEC.sample_rate / features.SPEC.hop_length
+    return min(max(round(seconds * frame_rate), 0), frames - 1)

@@ -2,13 +2,14 @@
 
 `plan` turns text into segments: markup resolved (models/frontend/markup.py), each speech
 segment normalised and split into sentences (models/frontend/text.py), pauses kept, and a long
-first sentence cut so its opening is spoken first (OPENING_WORDS). The rest is about the mels
+first sentence cut so its opening is spoken first (FIRST_WORDS). The rest is about the mels
 Festival's sentences become: the quiet edges to trim where segments meet, a pause's silence, and
 where the words fall in the trimmed mel.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,18 +26,40 @@ class Sentence:
     speed: float  # the request's speed times any SSML prosody rate, within the allowed range
     join: str = ""
     """How it follows the previous sentence: "" (a sentence of its own), or it continues the
-    previous one, which is a long sentence's opening (see OPENING_WORDS): "clause" (cut at clause
-    punctuation, a short pause between) or "phrase" (cut between words, no pause)."""
+    previous one, which is a long sentence's opening (see FIRST_WORDS): "clause" (cut at clause
+    punctuation, a short pause between), "word" (cut between words, spoken with context words
+    on both sides of the cut, see `before`), or "phrase" (cut between words without them)."""
+    before: str = ""
+    after: str = ""
+    """Context words spoken with the text and cut off its mel: the last words before a "word"
+    cut are spoken before the rest of the sentence, and the first word after it after its
+    opening, so Festival speaks each part as the middle of a sentence (no final lengthening or
+    fall at the cut, no fresh start after it) and the two mels meet where the words meet."""
+
+    @property
+    def spoken_text(self) -> str:
+        """What Festival is given: the text with its context words."""
+        return " ".join(t for t in (self.before, self.text, self.after) if t)
 
 
-OPENING_WORDS = 10
+FIRST_WORDS = 4
 """A text's first sentence longer than this many words (and 3 more) is spoken in two parts, its
 opening first (models/frontend/text.py `split_opening`), so the first audio does not wait for
-Festival to speak the whole sentence: Festival's time grows with the audio it makes (~0.05 s for
-4 words, ~0.18 s for 20 on a shared 2-core EPYC)."""
+Festival to speak the whole sentence. Festival's time grows with the audio it makes, ~2.5 ms +
+5.4 ms a word warm on one idle Zen 5 core (5 words 29 ms, 8 words 44 ms, 19 words 110 ms); an
+opening of 4 words and its 1 context word keeps Festival's share of the first audio near 30 ms."""
+OPENING_WORDS = 10
+"""The most words of a streamed text's opening clause spoken before its sentence has ended
+(models/frontend/assembler.py; 5 to 10 words ending at `,` `;` `:`)."""
+CONTEXT_BEFORE, CONTEXT_AFTER = 2, 1
+"""Context words at a "word" cut: the rest is spoken after the opening's last 2 words (off the
+path to the first audio, so two), the opening before the rest's first word (on it, so one)."""
 JOIN_KEEP_FRAMES = {"clause": 5, "phrase": 1}
 """Quiet frames kept on each side of the cut: 2 x 5 (125 ms, about Festival's own pause at a
 comma) at clause punctuation, 2 x 1 (25 ms, no audible pause) between words."""
+_PLAIN_WORD = re.compile(r"[A-Za-z]*[AEIOUYaeiouy][A-Za-z]*")
+"""A context word must be one Festival speaks as one word of the same name: letters only, with a
+vowel, and not an acronym ("km" is said "k m", "st" "street", "NASA" may be spelled out)."""
 
 
 Segment = Sentence | markup.Pause
@@ -95,20 +118,57 @@ def split_first_sentence(segments: list[Segment], opening_words: int | None) -> 
     if cut is None:
         return segments
     head, rest, at_clause = cut
+    before, after = ("", "") if at_clause else context_words(head, rest)
+    join = "clause" if at_clause else ("word" if before and after else "phrase")
     parts = [
-        Sentence(head, sentence.speed, sentence.join),
-        Sentence(rest, sentence.speed, "clause" if at_clause else "phrase"),
+        Sentence(head, sentence.speed, sentence.join, sentence.before, after),
+        Sentence(rest, sentence.speed, join, before, sentence.after),
     ]
     return [*segments[:first], *parts, *segments[first + 1 :]]
+
+
+def is_plain_word(word: str) -> bool:
+    return bool(_PLAIN_WORD.fullmatch(word)) and (len(word) == 1 or not word.isupper())
+
+
+def context_words(head: str, rest: str) -> tuple[str, str]:
+    """(before, after) for a cut between `head` and `rest`: up to CONTEXT_BEFORE plain words
+    that end `head` and the CONTEXT_AFTER plain words that start `rest` ("" if there are none)."""
+    tail = []
+    for word in reversed(head.split(" ")[-CONTEXT_BEFORE:]):
+        if not is_plain_word(word):
+            break
+        tail.insert(0, word)
+    lead = rest.split(" ")[:CONTEXT_AFTER]
+    after = " ".join(lead) if all(is_plain_word(w) for w in lead) else ""
+    return " ".join(tail), after
+
+
+def context_cut(
+    words: list[WordTime], before: str, after: str
+) -> tuple[float | None, float | None, list[WordTime]] | None:
+    """Where a text spoken with context words (`Sentence.before`, `.after`) starts and ends in
+    Festival's audio: (start s or None, end s or None, the text's own words), or None if
+    Festival's words do not begin with `before` and end with `after` as expected."""
+    nb, na = len(before.split()), len(after.split())
+    if len(words) <= nb + na:
+        return None
+    names = [w.word.lower() for w in words]
+    if names[:nb] != before.lower().split() or names[len(names) - na :] != after.lower().split():
+        return None
+    own = words[nb : len(words) - na]
+    start = own[0].start if nb else None
+    end = words[len(words) - na].start if na else None
+    return start, end, own
 
 
 def keep_before(prev: Segment | None, seg: Segment) -> int | None:
     """Quiet frames to keep at the boundary between `prev` and `seg` (None: keep Festival's)."""
     if isinstance(prev, markup.Pause) or isinstance(seg, markup.Pause):
         return EDGE_KEEP_FRAMES
-    if isinstance(seg, Sentence) and seg.join:
+    if isinstance(seg, Sentence) and seg.join in JOIN_KEEP_FRAMES:
         return JOIN_KEEP_FRAMES[seg.join]
-    return None
+    return None  # a "word" cut is made where the context words meet the text
 
 
 def place_words(words: list[WordTime], factor: float, lo: int, frames: int) -> tuple[WordTime, ...]:

@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="with --text: send it a word per message this many ms apart (an LLM's token "
-        "stream); time to first audio then counts from when the first sentence's end was sent",
+        "stream); time to first audio then counts from when the first sentence's end was sent "
+        "(negative: audio began before it, e.g. the sentence's opening clause)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

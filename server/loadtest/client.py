@@ -135,6 +135,7 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
     """One utterance over the websocket; never raises for server-side failures."""
     res = StreamResult()
     t0 = time.perf_counter()
+    sending: asyncio.Future[None] | None = None
     try:
         async with asyncio.timeout(plan.timeout):
             async with websockets.connect(
@@ -152,10 +153,13 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
                     for i in range(0, plan.mel.shape[0], plan.chunk_frames):
                         await ws.send(mel_message(plan.mel[i : i + plan.chunk_frames]))
                 elif plan.tokens_ms is not None:
-                    res.t_text_ready = await send_tokens(ws, plan.text or "", plan.tokens_ms)
+                    # Sent while the audio is read: audio that comes before the last token is
+                    # timed as it arrives, not when the sending is over.
+                    sending = asyncio.ensure_future(_send_tokens_and_close(ws, plan, res))
                 else:
                     await ws.send(json.dumps({"type": "text", "text": plan.text}))
-                await ws.send(json.dumps({"type": "close"}))
+                if sending is None:
+                    await ws.send(json.dumps({"type": "close"}))
                 async for msg in ws:
                     if isinstance(msg, bytes):
                         n = len(msg) // 2
@@ -193,7 +197,17 @@ async def run_ws_stream(plan: Plan, seed: int) -> StreamResult:
         res.error = f"timeout after {plan.timeout:g} s"
     except (OSError, InvalidHandshake) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if sending is not None and not sending.done():
+            sending.cancel()
+    if sending is not None and sending.done() and not sending.cancelled():
+        sending.exception()  # a send to a socket the server closed: already reported above
     return res.finish(t0, plan.buffer_s)
+
+
+async def _send_tokens_and_close(ws: Any, plan: Plan, res: StreamResult) -> None:
+    res.t_text_ready = await send_tokens(ws, plan.text or "", plan.tokens_ms or 0.0)
+    await ws.send(json.dumps({"type": "close"}))
 
 
 async def send_tokens(ws: Any, text: str, interval_ms: float) -> float:

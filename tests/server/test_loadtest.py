@@ -136,6 +136,18 @@ def test_token_stream_mode(live, capsys: pytest.CaptureFixture[str]) -> None:
     assert "--tokens-ms" in capsys.readouterr().err
 
 
+def test_token_stream_audio_is_timed_while_tokens_are_still_sent(
+    live, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audio is read while the tokens go out: the first audio's time does not include sending
+    the 16 tokens (1.6 s) that follow the first sentence's end."""
+    text = "Hello there, my good friend. " + " ".join(["and then some more"] * 4) + "."
+    args = ("--url", live.url, "--streams", "1", "--requests", "1", "--text", text)
+    rc, s = _run_json(capsys, *args, "--tokens-ms", "100")
+    assert rc == 0 and s["ok"] == 1, s
+    assert s["ttfa_ms"]["p50"] < 1000
+
+
 def test_send_tokens_times_the_first_sentence_end() -> None:
     sent: list[tuple[float, str]] = []
 

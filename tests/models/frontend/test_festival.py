@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,26 @@ def test_processes_retire_after_max_uses(binary: str, monkeypatch: pytest.Monkey
         pool.close()
 
 
+def test_a_retired_process_is_replaced_in_advance(
+    binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(festival, "MAX_USES", 1)
+    pool = FestivalPool(binary, size=1)
+    try:
+        with pool.process(5.0) as first:
+            first.speak("Hi.", VOICE, 1.0, timeout_s=30.0)
+        # its successor starts at once, voice loaded, before any text asks for it
+        deadline = time.monotonic() + 60.0
+        while pool.counts() != (0, 1):
+            assert time.monotonic() < deadline, pool.counts()
+            time.sleep(0.05)
+        assert not first.alive() and pool.started == 2
+        with pool.process(5.0) as successor:
+            assert successor is not first and successor.voice == VOICE and successor.uses == 0
+    finally:
+        pool.close()
+
+
 def test_warm_and_close(binary: str) -> None:
     pool = FestivalPool(binary, size=2)
     pool.warm(3)  # no more than the pool's size
@@ -101,6 +122,20 @@ def test_warm_and_close(binary: str) -> None:
     assert not proc.alive()
     with pytest.raises(FestivalFailed, match="closed"), pool.process(1.0):
         pass
+
+
+def test_warm_loads_the_voice(binary: str) -> None:
+    pool = FestivalPool(binary, size=1)
+    try:
+        pool.warm(1, VOICE)
+        with pool.process(1.0) as proc:
+            assert proc.voice == VOICE  # the first sentence does not wait for the voice
+            audio, _ = proc.speak("Hi.", VOICE, 1.0, timeout_s=30.0)
+            assert audio.size > 0
+        with pytest.raises(ValueError, match="not a Festival voice"):
+            proc.use_voice("voice_x) (system", 1.0)
+    finally:
+        pool.close()
 
 
 def test_a_festival_that_cannot_start(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from models.dsp.features import SPEC
 from models.frontend.festival import WordTime
-from models.frontend.festival_frontend import QUIET_LOG_MEL, FestivalFrontend, Spoken
+from models.frontend.festival_frontend import QUIET_LOG_MEL, VOICES, FestivalFrontend, Spoken
 
 FRAME_S = SPEC.hop_length / SPEC.sample_rate
 LOUD = -3.0  # a frame whose loudest log-mel bin is above this is speech, never silence
@@ -114,19 +114,36 @@ def test_a_long_first_sentence_is_spoken_opening_first(fe: FestivalFrontend) -> 
     plan = fe.plan(LONG_FIRST)
     assert [(s.text.split()[0], s.join) for s in plan] == [
         ("When", ""),
-        ("the", "clause"),
+        ("finally", "word"),
         ("Then", ""),
+    ]
+    # each part is spoken with the words on the other side of the cut, which are cut off again
+    assert [(s.before, s.after) for s in plan[:2]] == [("", "finally"), ("morning train", "")]
+    assert plan[1].spoken_text.startswith("morning train finally arrived")
+    assert [s.join for s in FestivalFrontend(opening_words=10).plan(LONG_FIRST)][:2] == [
+        "",
+        "clause",
     ]
     assert FestivalFrontend(opening_words=None).plan(LONG_FIRST)[1].join == ""
     # only the first sentence is cut: it is the one the first audio waits for
     assert len(fe.plan("Hi. " + LONG_FIRST)) == 3
 
 
-@pytest.mark.parametrize(("opening_words", "join"), [(10, "clause"), (6, "phrase")])
-def test_the_parts_join_without_a_pause_of_their_own(opening_words: int, join: str) -> None:
+@pytest.mark.parametrize(
+    ("sentence", "opening_words", "join"),
+    [
+        (LONG_FIRST.split(". ")[0] + ".", 10, "clause"),
+        (LONG_FIRST.split(". ")[0] + ".", 4, "word"),
+        (LONG_FIRST.split(". ")[0] + ".", 6, "word"),
+        # no plain word after the cut to speak as context ("don't"): a cut without it
+        ("When the morning train don't arrive at the station, the passengers wait.", 4, "phrase"),
+    ],
+)
+def test_the_parts_join_without_a_pause_of_their_own(
+    sentence: str, opening_words: int, join: str
+) -> None:
     """The opening and the rest sound as one sentence: at a comma the pause is about Festival's
     own, between words there is none, and the duration is about the same."""
-    sentence = LONG_FIRST.split(". ")[0] + "."
     whole_fe, split_fe = (
         FestivalFrontend(opening_words=None),
         FestivalFrontend(opening_words=opening_words),
@@ -140,7 +157,7 @@ def test_the_parts_join_without_a_pause_of_their_own(opening_words: int, join: s
         split_fe.close()
     joined = np.concatenate([head.mel, rest.mel])
     assert abs(joined.shape[0] - whole.mel.shape[0]) < 0.04 * whole.mel.shape[0]
-    at_join = [(s, n) for s, n in quiet_runs(joined) if s <= head.mel.shape[0] <= s + n]
+    at_join = [(s, n) for s, n in quiet_runs(joined, 2) if s <= head.mel.shape[0] <= s + n]
     comma = max(n for _, n in quiet_runs(whole.mel)[1:-1])  # the pause after "station,"
     if join == "clause":
         assert len(at_join) == 1 and abs(at_join[0][1] - comma) <= 3, (at_join, comma)
@@ -148,3 +165,89 @@ def test_the_parts_join_without_a_pause_of_their_own(opening_words: int, join: s
         assert at_join == []  # no pause mid-phrase
     # the words of both parts still line up with the speech
     assert misaligned(head, head.words) == [] and misaligned(rest, rest.words) == []
+
+
+CUT_SENTENCES = [
+    "Please remember to bring your passport and two printed copies of the booking confirmation.",
+    "We should probably leave before the evening traffic gets much worse on the bridge.",
+    "She quickly opened the heavy wooden door and stepped into the cold night air.",
+]
+
+
+@pytest.mark.parametrize("sentence", CUT_SENTENCES)
+def test_a_cut_between_words_has_no_final_lengthening(fe: FestivalFrontend, sentence: str) -> None:
+    """Spoken with its context word, the opening's last word lasts about as long as in the uncut
+    sentence (spoken alone, it would be stretched as a sentence's last word), and the parts'
+    words are the sentence's words, each once, in order."""
+    whole_fe = FestivalFrontend(opening_words=None)
+    try:
+        (whole,) = whole_fe.spoken_for_text(sentence)
+        (alone,) = whole_fe.spoken_for_text(fe.plan(sentence)[0].text)
+    finally:
+        whole_fe.close()
+    head, rest = fe.spoken_for_text(sentence)
+    assert fe.plan(sentence)[1].join == "word"
+    assert [w.word for w in head.words + rest.words] == [w.word for w in whole.words]
+    last = head.words[-1]
+    in_whole = next(w for w in whole.words[: len(head.words)][::-1] if w.word == last.word)
+    duration = last.end - last.start
+    assert duration <= 1.2 * (in_whole.end - in_whole.start), (last, in_whole)
+    # the check is not blind: the opening spoken on its own stretches its last word
+    assert alone.words[-1].end - alone.words[-1].start > 1.2 * (in_whole.end - in_whole.start)
+    assert misaligned(head, head.words) == [] and misaligned(rest, rest.words) == []
+    # no pause where the parts meet
+    at = head.mel.shape[0]
+    joined = np.concatenate([head.mel, rest.mel])
+    assert [(s, n) for s, n in quiet_runs(joined, 2) if s <= at <= s + n] == []
+
+
+def test_context_words_are_plain_words() -> None:
+    from models.frontend.plan import context_words
+
+    assert context_words("When the morning train", "pulled into it.") == ("morning train", "pulled")
+    # a word Festival may say as several (an acronym, digits) or with punctuation is no context
+    assert context_words("We met the NASA", "team today.") == ("", "team")
+    assert context_words("It was a", "don't do it.") == ("was a", "")
+    assert context_words("So we paid", "twelve, then left.") == ("we paid", "")
+    assert context_words("It is ten", "km away.") == ("is ten", "")  # Festival says "k m"
+
+
+def test_context_cut_finds_the_text_between_its_context_words() -> None:
+    from models.frontend.plan import context_cut
+
+    words = [
+        WordTime("morning", 0.2, 0.5),
+        WordTime("train", 0.5, 0.8),
+        WordTime("pulled", 0.8, 1.1),
+        WordTime("in", 1.1, 1.3),
+    ]
+    assert context_cut(words, "morning", "in") == (0.5, 1.1, words[1:3])
+    assert context_cut(words, "", "") == (None, None, words)
+    # Festival said something else: no cut is guessed
+    assert context_cut(words, "evening", "in") is None
+    assert context_cut(words, "morning train pulled", "in") is None
+
+
+@pytest.mark.parametrize("speed", [0.6, 3.5])
+def test_a_cut_between_words_at_other_speeds(fe: FestivalFrontend, speed: float) -> None:
+    """The cut follows the speed (Festival's rate, and past it the mel's time-scale)."""
+    sentence = CUT_SENTENCES[0]
+    head, rest = fe.spoken_for_text(sentence, speed=speed)
+    assert [w.word for w in head.words] == ["Please", "remember", "to", "bring"]
+    assert misaligned(head, head.words) == [] and misaligned(rest, rest.words) == []
+    at = head.mel.shape[0]
+    joined = np.concatenate([head.mel, rest.mel])
+    assert [(s, n) for s, n in quiet_runs(joined, 2) if s <= at <= s + n] == []
+
+
+def test_context_words_festival_does_not_say_are_dropped(fe: FestivalFrontend) -> None:
+    """If Festival does not say a context word as that one word ("km" is "k m"), the part is
+    spoken again without it, its cut edge trimmed as between words without context."""
+    from models.frontend.plan import JOIN_KEEP_FRAMES, Sentence
+
+    head = Sentence("When the morning train", 1.0, after="km")
+    (sp,) = fe._spoken([head], VOICES["slt"], fe._binary())
+    assert [w.word for w in sp.words] == ["When", "the", "morning", "train"]
+    assert misaligned(sp, sp.words) == []
+    loud = np.flatnonzero(sp.mel.max(axis=1) >= QUIET_LOG_MEL)
+    assert sp.mel.shape[0] - 1 - loud[-1] <= JOIN_KEEP_FRAMES["phrase"]
