@@ -284,7 +284,11 @@ class _Synthesis:
             frames = 0  # of the sentence under way (an opening and its rest are one)
             while (piece := await self.pieces.get()) is not None:
                 spoken = self.h.frontend.spoken_for_text(
-                    piece.text, voice=self.voice, continues=piece.continues, opens=piece.opens
+                    piece.text,
+                    voice=self.voice,
+                    continues=piece.continues,
+                    opens=piece.opens,
+                    leads=self.spoken == 0 and frames == 0,  # the stream's first words
                 )
                 frames += await push_spoken(
                     self.handle, spoken, self.h.settings.max_text_frames, frames

@@ -292,13 +292,17 @@ class FestivalFrontend:
         speed: float = 1.0,
         continues: bool = False,
         opens: bool = False,
+        leads: bool = True,
     ) -> Iterator[Spoken]:
         """`mel_for_text` with each segment's words: their times are in seconds of that mel
         (after the speed's time-scale and the edge trimming), as Festival placed them.
 
         A streamed text's pieces (models/frontend/assembler.py) say how they join: `opens` (the
         text is a sentence's opening clause: its end is trimmed to a clause pause) and
-        `continues` (the rest of such a sentence: its start is, see `plan`)."""
+        `continues` (the rest of such a sentence: its start is, see `plan`). `leads`: nothing
+        is heard before this text (a request's or an utterance's start), so Festival's ~0.2 s of
+        silence before its first word is cut to EDGE_KEEP_FRAMES: the first word is heard that
+        much sooner. Elsewhere it stays, as the pause between sentences."""
         fv, binary, speed = self._resolve(voice, speed)
         segments = self.plan(text_in, speed, continues)
         n = sum(isinstance(s, Sentence) for s in segments)
@@ -307,9 +311,11 @@ class FestivalFrontend:
         if opens:
             segments.append(OPEN_END)
         logger.debug("front end: %d sentences, voice=%s speed=%.2f", n, voice, speed)
-        return self._spoken(segments, fv, binary)
+        return self._spoken(segments, fv, binary, leads)
 
-    def _spoken(self, segments: list[Segment], fv: FestivalVoice, binary: str) -> Iterator[Spoken]:
+    def _spoken(
+        self, segments: list[Segment], fv: FestivalVoice, binary: str, leads: bool
+    ) -> Iterator[Spoken]:
         for i, seg in enumerate(segments):
             if seg is OPEN_END:
                 continue  # only marks how the last sentence ends
@@ -336,6 +342,8 @@ class FestivalFrontend:
             # words were spoken, the mel is cut where they meet the text instead.
             nxt = segments[i + 1] if i + 1 < len(segments) else None
             before = keep_before(segments[i - 1] if i else None, seg)
+            if i == 0 and leads and before is None:
+                before = EDGE_KEEP_FRAMES
             after = keep_before(seg, nxt) if nxt is not None else None
             if lost:
                 phrase = JOIN_KEEP_FRAMES["phrase"]

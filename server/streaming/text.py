@@ -70,6 +70,7 @@ class RunningText:
             speed=self.speed,
             continues=piece.continues,
             opens=piece.opens,
+            leads=self.utt_frames == 0,
         )
         sentinel = object()
         while True:

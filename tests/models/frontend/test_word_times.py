@@ -246,8 +246,28 @@ def test_context_words_festival_does_not_say_are_dropped(fe: FestivalFrontend) -
     from models.frontend.plan import JOIN_KEEP_FRAMES, Sentence
 
     head = Sentence("When the morning train", 1.0, after="km")
-    (sp,) = fe._spoken([head], VOICES["slt"], fe._binary())
+    (sp,) = fe._spoken([head], VOICES["slt"], fe._binary(), leads=False)
     assert [w.word for w in sp.words] == ["When", "the", "morning", "train"]
     assert misaligned(sp, sp.words) == []
     loud = np.flatnonzero(sp.mel.max(axis=1) >= QUIET_LOG_MEL)
     assert sp.mel.shape[0] - 1 - loud[-1] <= JOIN_KEEP_FRAMES["phrase"]
+
+
+def test_the_first_words_are_heard_without_festivals_lead_in(fe: FestivalFrontend) -> None:
+    """A text that leads (nothing heard before it) loses Festival's ~0.2 s of silence before its
+    first word, keeping EDGE_KEEP_FRAMES: the first word starts that much sooner, its words and
+    the rest of the mel unchanged; a text that follows earlier audio keeps it as the pause."""
+    from models.frontend.festival_frontend import EDGE_KEEP_FRAMES
+
+    text = "Seven silver swans crossed the lake."
+    (led,) = fe.spoken_for_text(text)
+    (kept,) = fe.spoken_for_text(text, leads=False)
+    assert kept.words[0].start > 0.12  # Festival's lead-in
+    quiet = [int(np.argmax(sp.mel.max(axis=1) > QUIET_LOG_MEL)) for sp in (led, kept)]
+    assert quiet[0] == EDGE_KEEP_FRAMES < quiet[1]
+    assert led.words[0].start < 0.05
+    cut = kept.mel.shape[0] - led.mel.shape[0]
+    assert cut == quiet[1] - quiet[0] and np.array_equal(led.mel, kept.mel[cut:])
+    assert [w.word for w in led.words] == [w.word for w in kept.words]
+    assert abs(led.words[0].start - (kept.words[0].start - cut * FRAME_S)) < 1e-6
+    assert not misaligned(led, led.words)

@@ -87,7 +87,8 @@ def test_text_with_timestamps(app_client: TestClient, fmt: str, rate: int) -> No
     words = got["words"]
     assert [w["word"] for w in words] == ["Hello", "there", "my", "friend", "See", "you", "soon"]
     assert all(a["end"] <= b["start"] and b["start"] < b["end"] for a, b in pairwise(words))
-    assert 0 < words[0]["start"] and words[-1]["end"] <= got["samples"] / rate
+    assert 0 <= words[0]["start"] < 0.1  # Festival's lead-in is cut: the first word comes at once
+    assert words[-1]["end"] <= got["samples"] / rate
     # the second sentence starts after the first one's audio, pause included
     assert words[4]["start"] - words[3]["end"] > 0.1
 
