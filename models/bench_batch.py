@@ -1,5 +1,7 @@
 """`sparrow bench --batch 1,2,4,8`: the kernel alone advancing B streams a frame per call
-(models/kernel/batch.py), in µs per sample per stream, each B's calls interleaved with the others'
+(models/kernel/batch.py), and the stream path a worker runs for a group of B streams
+(models.batching.step_streams on the shipped speech mel: conditioning, LPC fit, kernel, the
+post-kernel chain), in µs per sample per stream, each B's calls interleaved with the others'
 (B = 1 always among them) so that the ratios compare figures from the same moments. A repeat
 makes about --frames frames in all at every B. On a machine shared with busy neighbours, short
 repeats (--frames 1 --repeats 300) find the quiet moments; long ones measure the contention too.
@@ -10,18 +12,49 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
+from models.batching import step_streams
 from models.bench import (
     REPORTED_FLAGS,
     Engine,
     cpu_model,
     kernel_engine,
+    speech_mel,
     stats,
+    stream_preroll,
     time_interleaved,
 )
 from models.dsp.features import US_PER_SAMPLE_BUDGET
 from models.kernel.isa import cpu_flags
 from models.runtime import VocoderRuntime
+from models.stream import VocoderStream
+
+
+def streams_engine(
+    rt: VocoderRuntime, calls: int, batch: int
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(prepare, run): `batch` streams (seeds 0..B-1) on the speech mel, past their openings
+    (untimed); a run makes `calls` frames of each through step_streams, as a worker's group step
+    does (B = 1: the stream's own step())."""
+    streams: list[VocoderStream] = []
+    mel = speech_mel(calls + stream_preroll(rt.config) + 8)
+
+    def prepare() -> None:
+        streams[:] = [rt.open_stream(seed=i) for i in range(batch)]
+        for s in streams:
+            s.push(mel)
+            for _ in range(stream_preroll(rt.config)):
+                s.step()
+
+    def run() -> None:
+        for _ in range(calls):
+            if batch == 1:
+                streams[0].step()
+            else:
+                step_streams(streams)
+
+    return prepare, run
 
 
 def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
@@ -54,12 +87,25 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
         )
         for b in sizes
     ]
+    stream_calls = {b: max(1, round(args.frames / b)) for b in sizes}
+    for b in sizes:
+        prepare, run = streams_engine(rt, stream_calls[b], b)
+        samples = stream_calls[b] * b * rt.config.hop_length
+        engines.append(
+            Engine(f"tvm {rt.isa} stream path B={b}", run, args.repeats, samples, prepare=prepare)
+        )
+    total = len(engines) * args.repeats
     time_interleaved(engines, progress)
     print(file=sys.stderr)
-    results = [{**stats(e.name, e.times), "batch": b} for e, b in zip(engines, sizes, strict=True)]
-    alone = results[0]["min_us_per_sample"]
-    for r in results:
-        r["speedup_vs_b1"] = alone / r["min_us_per_sample"]
+    kinds = [("kernel", b) for b in sizes] + [("stream", b) for b in sizes]
+    results = [
+        {**stats(e.name, e.times), "batch": b, "path": kind}
+        for e, (kind, b) in zip(engines, kinds, strict=True)
+    ]
+    for kind in ("kernel", "stream"):
+        rows = [r for r in results if r["path"] == kind]
+        for r in rows:
+            r["speedup_vs_b1"] = rows[0]["min_us_per_sample"] / r["min_us_per_sample"]
     report = {
         "model": rt.name,
         "isa": rt.isa,
@@ -74,11 +120,13 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"model {rt.name}, {rt.isa} module; cpu {report['cpu']}, pinned to core {core}")
-    print("kernel alone, µs per sample per stream (min and median over repeats, interleaved)")
-    print(f"{'batch':<8}{'min':>10}{'median':>10}{'vs B=1':>10}{'RT streams':>12}")
-    for r in results:
-        print(
-            f"{r['batch']:<8}{r['min_us_per_sample']:>10.3f}{r['median_us_per_sample']:>10.3f}"
-            f"{r['speedup_vs_b1']:>9.2f}x{r['realtime_streams_per_core']:>12d}"
-        )
+    for kind, title in (("kernel", "kernel alone"), ("stream", "stream path (a worker's step)")):
+        print(f"{title}, µs per sample per stream (min and median over repeats, interleaved)")
+        print(f"{'batch':<8}{'min':>10}{'median':>10}{'vs B=1':>10}{'RT streams':>12}")
+        for r in (r for r in results if r["path"] == kind):
+            print(
+                f"{r['batch']:<8}{r['min_us_per_sample']:>10.3f}"
+                f"{r['median_us_per_sample']:>10.3f}{r['speedup_vs_b1']:>9.2f}x"
+                f"{r['realtime_streams_per_core']:>12d}"
+            )
     return 0

@@ -187,18 +187,21 @@ def test_bench_batch_times_the_kernel_per_stream_at_each_batch_size(tiny_model: 
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["isa"] == "avx2"
-    assert [r["batch"] for r in report["results"]] == [1, 2, 4, 8]  # B = 1 always, interleaved
+    # B = 1 always, the kernel alone and a worker's group step at each B, interleaved
+    assert [r["batch"] for r in report["results"]] == [1, 2, 4, 8] * 2
     assert [r["engine"] for r in report["results"]] == [
-        f"tvm avx2 kernel B={b}" for b in (1, 2, 4, 8)
+        f"tvm avx2 {path} B={b}" for path in ("kernel", "stream path") for b in (1, 2, 4, 8)
     ]
-    for r in report["results"]:
-        assert r["repeats"] == 2 and 0 < r["min_us_per_sample"] <= r["median_us_per_sample"]
-        assert r["speedup_vs_b1"] == pytest.approx(
-            report["results"][0]["min_us_per_sample"] / r["min_us_per_sample"]
-        )
+    for path in ("kernel", "stream"):
+        rows = [r for r in report["results"] if r["path"] == path]
+        for r in rows:
+            assert r["repeats"] == 2 and 0 < r["min_us_per_sample"] <= r["median_us_per_sample"]
+            assert r["speedup_vs_b1"] == pytest.approx(
+                rows[0]["min_us_per_sample"] / r["min_us_per_sample"]
+            )
     proc = run_bench(*args, "--batch", "1,4")
     assert proc.returncode == 0, proc.stderr
-    assert "per stream" in proc.stdout and proc.stdout.count("x ") >= 2
+    assert "stream path" in proc.stdout and proc.stdout.count("x ") >= 4
     proc = run_bench(*args, "--batch", "3")
     assert proc.returncode != 0 and "no batched function for B = 3" in proc.stderr
     proc = run_bench(*args, "--batch", "0,x")
