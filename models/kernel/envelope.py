@@ -1,0 +1,363 @@
+"""The envelope correction's per-frame work (models/dsp/envelope.py, EnvelopeCorrector._frame) as
+one compiled TVM call: window, real FFT of N_FFT, magnitudes, mel, clipped gain per band spread
+to the bins, the smoothing above smoothing_hz, the gain applied, inverse real FFT, window, and the
+overlap-add into the pass's accumulator.
+
+TVM has no FFT op, so the FFT is written here. The real FFT of 2048 is a complex FFT of 1024 (the
+even samples as real parts, the odd ones as imaginary parts) and the usual split step. The
+complex FFT of 1024 is a four-step one over a 32 x 32 array: DFTs of 32 down the columns, a
+twiddle, a transpose, DFTs of 32 down the columns again. Every DFT of 32 works on whole rows
+(Stockham radix-2 stages, rows as elements), so all its arithmetic is vectorised over 32 lanes
+with contiguous loads and no shuffles; the only strided accesses are the transpose and the
+even/odd split of the input and output. The inverse is the forward FFT of the conjugate.
+
+numpy stays the statement of the math; tests/models/kernel/test_envelope_kernel.py checks this
+against EnvelopeCorrector._frame. Intermediates inside vectorised loops are written as whole
+expressions or staged in buffers: binding them to Python names there silently computes garbage
+in TVM 0.27 (shared TVM notes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm.script import tirx as T
+
+from models.dsp.envelope import N_FFT, TINY, WIN, _tables
+from models.dsp.features import SPEC
+
+NC = N_FFT // 2  # the complex FFT's length
+ROWS = 32  # the four-step FFT's array: ROWS x ROWS = NC
+BINS = N_FFT // 2 + 1
+MV = 8  # lanes of the mel's per-band dot products
+BP = -(-BINS // 16) * 16  # bins padded to whole vectors (the padding's results are unused)
+assert ROWS * ROWS == NC and WIN % 2 == 0
+
+
+def _mel_csr() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The filterbank as one contiguous run of bins per band, zero-padded to MV lanes:
+    (first bin [n_mels], run offset in the weights [n_mels], run length in MV-chunks
+    [n_mels], weights [sum of padded runs])."""
+    t = _tables()
+    n_mels = t.n_mels
+    start = np.zeros(n_mels, np.int64)
+    chunks = np.zeros(n_mels, np.int64)
+    runs = []
+    for b in range(n_mels):
+        # The (band, weight) pairs of _Tables hold the filterbank (as float64); rebuild band b.
+        row = np.zeros(BINS)
+        for slot in range(2):
+            on = (t.band[slot] == b) & (t.weight[slot] != 0)
+            row[on] = t.weight[slot][on]
+        nz = np.flatnonzero(row)
+        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        n = -(-(hi - lo) // MV)
+        run = np.zeros(n * MV)
+        run[: hi - lo] = row[lo:hi]
+        start[b], chunks[b] = lo, n
+        runs.append(run)
+    offset = np.concatenate([[0], np.cumsum([r.size for r in runs])[:-1]]).astype(np.int64)
+    return start, offset, chunks, np.concatenate(runs)
+
+
+class Layout:
+    """Offsets of the float table (one argument) and the int table (another)."""
+
+    def __init__(self) -> None:
+        t = _tables()
+        self.n_mels = t.n_mels
+        self.bins_padded = BP
+        self.csr = _mel_csr()
+        sizes = {
+            "window": WIN,
+            "w32": 2 * ROWS,  # W32^k = exp(-2 pi i k / 32): re, then im
+            "w1024": 2 * NC,  # W1024^(c k1) at [c, k1]: re block, then im block
+            "w2048": 2 * BP,  # W2048^k = exp(-2 pi i k / 2048), k = 0..NC: re, then im
+            "share": 2 * BP,  # _Tables.share, rows padded to BP with zeros
+            "noise_rms": self.n_mels,
+            "fbw": self.csr[3].size,
+        }
+        self.f: dict[str, int] = {}
+        pos = 0
+        for name, size in sizes.items():
+            self.f[name] = pos
+            pos += -(-size // 8) * 8  # 64-byte aligned blocks
+        self.f_size = pos
+        isizes = {"band": 2 * BP, "start": self.n_mels, "offset": self.n_mels}
+        isizes["chunks"] = self.n_mels
+        self.i: dict[str, int] = {}
+        pos = 0
+        for name, size in isizes.items():
+            self.i[name] = pos
+            pos += size
+        self.i_size = pos
+
+    def tables(self, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+        """The float table (in the kernel's dtype) and the int32 table."""
+        t = _tables()
+        f = np.zeros(self.f_size)
+        o = self.f
+        f[o["window"] : o["window"] + WIN] = t.window
+        k = np.arange(ROWS)
+        w = np.exp(-2j * np.pi * k / ROWS)
+        f[o["w32"] : o["w32"] + ROWS] = w.real
+        f[o["w32"] + ROWS : o["w32"] + 2 * ROWS] = w.imag
+        c, k1 = np.meshgrid(np.arange(ROWS), np.arange(ROWS), indexing="ij")
+        w = np.exp(-2j * np.pi * (c * k1) / NC).ravel()
+        f[o["w1024"] : o["w1024"] + NC] = w.real
+        f[o["w1024"] + NC : o["w1024"] + 2 * NC] = w.imag
+        k = np.arange(BP)
+        w = np.exp(-2j * np.pi * k / N_FFT)
+        re, im = w.real.copy(), w.imag.copy()
+        re[0], im[0], re[NC], im[NC] = 1.0, 0.0, -1.0, 0.0  # exact: DC and Nyquist stay real
+        f[o["w2048"] : o["w2048"] + BP] = re
+        f[o["w2048"] + BP : o["w2048"] + 2 * BP] = im
+        f[o["share"] : o["share"] + BINS] = t.share[0]
+        f[o["share"] + BP : o["share"] + BP + BINS] = t.share[1]
+        f[o["noise_rms"] : o["noise_rms"] + self.n_mels] = t.noise_rms
+        f[o["fbw"] : o["fbw"] + self.csr[3].size] = self.csr[3]
+        i = np.zeros(self.i_size, np.int32)
+        i[self.i["band"] : self.i["band"] + BINS] = t.band[0]
+        i[self.i["band"] + BP : self.i["band"] + BP + BINS] = t.band[1]
+        for name, arr in zip(("start", "offset", "chunks"), self.csr[:3]):
+            i[self.i[name] : self.i[name] + self.n_mels] = arr
+        return f.astype(dtype), i
+
+
+def make_envelope_kernel(
+    dtype: str = "float64", smoothing_hz: float = 4000.0
+) -> tuple[tvm.tirx.PrimFunc, Layout]:
+    """The PrimFunc for one frame of one pass, and the layout of its tables.
+
+    main(x, acc, lo, goal, share, clip, ftab, itab): reads x[lo : lo + WIN], adds the windowed
+    corrected frame into acc[lo : lo + WIN]; goal is the target log-mel (float64 [n_mels]), share
+    the smoothing's share for this frame (smoothing * steadiness; 0 skips it), clip the gain's
+    bound. x and acc are float64 (the corrector's buffers); the work is in `dtype`.
+    """
+    lay = Layout()
+    NM = lay.n_mels
+    FO, IO = lay.f, lay.i
+    FS, IS = lay.f_size, lay.i_size
+    R = ROWS
+    K0 = -(-round(smoothing_hz * N_FFT) // SPEC.sample_rate)  # first smoothed bin (as _frame)
+    floor = float(SPEC.log_floor)
+    tiny = float(TINY)
+    dt = dtype
+    V = 8 if dtype == "float64" else 16  # lanes of a 512-bit vector
+    V2 = 8  # WIN / 2 is a multiple of 8, not of 16
+    BP = lay.bins_padded
+    KS = -(-(BINS - K0) // V) * V  # the smoothed bins, padded to whole vectors
+    assert K0 + KS <= BP and BP % V == 0 and WIN % V == 0 and (N_FFT - WIN) % V == 0
+
+    def zat(buf, k):
+        # Z[k] of the four-step FFT's output, k in 0..NC (Z[NC] = Z[0]), and up to BP
+        return buf[k % NC // R, k % R]
+
+    def c(v: float) -> tvm.tirx.PrimExpr:
+        return T.FloatImm(dt, v)
+
+    @T.macro
+    def stage(sr, si, dr, di, ftab, s, m):
+        # One Stockham radix-2 stage down the columns of an R x R array (rows as elements):
+        # y[q + 2sp] = a + b, y[q + 2sp + s] = (a - b) W32^(ps), a = x[q + sp], b = x[q + s(p + m)]
+        for p in range(m):
+            for q in range(s):
+                for col in T.vectorized(R):
+                    dr[q + 2 * s * p, col] = sr[q + s * p, col] + sr[q + s * (p + m), col]
+                    di[q + 2 * s * p, col] = si[q + s * p, col] + si[q + s * (p + m), col]
+                    dr[q + 2 * s * p + s, col] = (
+                        sr[q + s * p, col] - sr[q + s * (p + m), col]
+                    ) * ftab[FO["w32"] + p * s] - (
+                        si[q + s * p, col] - si[q + s * (p + m), col]
+                    ) * ftab[FO["w32"] + R + p * s]
+                    di[q + 2 * s * p + s, col] = (
+                        sr[q + s * p, col] - sr[q + s * (p + m), col]
+                    ) * ftab[FO["w32"] + R + p * s] + (
+                        si[q + s * p, col] - si[q + s * (p + m), col]
+                    ) * ftab[FO["w32"] + p * s]
+
+    @T.macro
+    def fft(ar, ai, br, bi, ftab):
+        # In: ar, ai (z[32 r + c] at [r, c]). Out: ar, ai = Z[32 k2 + k1] at [k2, k1].
+        # DFT down the columns: 5 stages, a -> b -> a -> b -> a -> b
+        stage(ar, ai, br, bi, ftab, 1, 16)
+        stage(br, bi, ar, ai, ftab, 2, 8)
+        stage(ar, ai, br, bi, ftab, 4, 4)
+        stage(br, bi, ar, ai, ftab, 8, 2)
+        stage(ar, ai, br, bi, ftab, 16, 1)
+        # b[k1, c] times W1024^(c k1), transposed into a[c, k1]
+        for cc in range(R):
+            for k1 in T.vectorized(R):
+                ar[cc, k1] = (
+                    br[k1, cc] * ftab[FO["w1024"] + cc * R + k1]
+                    - bi[k1, cc] * ftab[FO["w1024"] + NC + cc * R + k1]
+                )
+                ai[cc, k1] = (
+                    br[k1, cc] * ftab[FO["w1024"] + NC + cc * R + k1]
+                    + bi[k1, cc] * ftab[FO["w1024"] + cc * R + k1]
+                )
+        stage(ar, ai, br, bi, ftab, 1, 16)
+        stage(br, bi, ar, ai, ftab, 2, 8)
+        stage(ar, ai, br, bi, ftab, 4, 4)
+        stage(br, bi, ar, ai, ftab, 8, 2)
+        stage(ar, ai, br, bi, ftab, 16, 1)
+        for r in range(R):
+            for col in T.vectorized(R):
+                ar[r, col] = br[r, col]
+                ai[r, col] = bi[r, col]
+
+    @T.prim_func
+    def envelope_frame(
+        x_h: T.handle,
+        acc_h: T.handle,
+        lo: T.int64,
+        goal: T.Buffer((NM,), "float64"),
+        share: T.float64,
+        clip: T.float64,
+        ftab: T.Buffer((FS,), dt),
+        itab: T.Buffer((IS,), "int32"),
+    ):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        n = T.int64()
+        x = T.match_buffer(x_h, (n,), "float64")
+        acc = T.match_buffer(acc_h, (n,), "float64")
+        xw = T.alloc_buffer((N_FFT,), dt)
+        ar = T.alloc_buffer((R, R), dt)
+        ai = T.alloc_buffer((R, R), dt)
+        br = T.alloc_buffer((R, R), dt)
+        bi = T.alloc_buffer((R, R), dt)
+        xr = T.alloc_buffer((BP,), dt)
+        xi = T.alloc_buffer((BP,), dt)
+        mag = T.alloc_buffer((BP + MV,), dt)
+        gain = T.alloc_buffer((BP,), dt)
+        mel = T.alloc_buffer((NM,), dt)
+        gb = T.alloc_buffer((NM,), dt)
+        mn = T.alloc_buffer((NM,), dt)
+        lane = T.alloc_buffer((MV,), dt)
+        ys = T.alloc_buffer((WIN,), dt)
+        zf = T.alloc_buffer((2,), dt)  # the frame's scalars in dtype: share, clip
+        zf[0] = T.Cast(dt, share)
+        zf[1] = T.Cast(dt, clip)
+        # the windowed frame, zero-padded to N_FFT
+        for o in range(WIN // V):
+            for v in T.vectorized(V):
+                xw[o * V + v] = T.Cast(dt, x[lo + o * V + v]) * ftab[FO["window"] + o * V + v]
+        for o in range((N_FFT - WIN) // V):
+            for v in T.vectorized(V):
+                xw[WIN + o * V + v] = c(0.0)
+        # z[n] = xw[2n] + i xw[2n + 1] at [n // 32, n % 32]
+        for r in range(R):
+            for col in T.vectorized(R):
+                ar[r, col] = xw[2 * (r * R + col)]
+                ai[r, col] = xw[2 * (r * R + col) + 1]
+        fft(ar, ai, br, bi, ftab)
+        # the split: X[k] from Z[k] and Z[NC - k] (Z[NC] = Z[0]), k = 0..NC (and the padding)
+        for o in range(BP // V):
+            for v in T.vectorized(V):
+                xr[o * V + v] = c(0.5) * (
+                    (zat(ar, o * V + v) + zat(ar, NC - o * V - v))
+                    + ftab[FO["w2048"] + o * V + v] * (zat(ai, o * V + v) + zat(ai, NC - o * V - v))
+                    + ftab[FO["w2048"] + BP + o * V + v]
+                    * (zat(ar, o * V + v) - zat(ar, NC - o * V - v))
+                )
+                xi[o * V + v] = c(0.5) * (
+                    (zat(ai, o * V + v) - zat(ai, NC - o * V - v))
+                    - ftab[FO["w2048"] + o * V + v] * (zat(ar, o * V + v) - zat(ar, NC - o * V - v))
+                    + ftab[FO["w2048"] + BP + o * V + v]
+                    * (zat(ai, o * V + v) + zat(ai, NC - o * V - v))
+                )
+                mag[o * V + v] = T.sqrt(
+                    xr[o * V + v] * xr[o * V + v] + xi[o * V + v] * xi[o * V + v]
+                )
+        for k in range(BINS, BP + MV):
+            mag[k] = c(0.0)
+        # the mel: one contiguous run of bins per band, MV lanes at a time
+        for b in range(NM):
+            for l in T.vectorized(MV):
+                lane[l] = c(0.0)
+            for j in range(itab[IO["chunks"] + b]):
+                for l in T.vectorized(MV):
+                    lane[l] = (
+                        lane[l]
+                        + ftab[FO["fbw"] + itab[IO["offset"] + b] + j * MV + l]
+                        * mag[itab[IO["start"] + b] + j * MV + l]
+                    )
+            mel[b] = lane[0]
+            for l in range(1, MV):
+                mel[b] = mel[b] + lane[l]
+        # each band's clipped gain, and the RMS of a noise of its mel (NOISE_RMS_OVER_MEAN)
+        for b in range(NM):
+            gb[b] = T.min(
+                T.max(T.Cast(dt, goal[b]) - T.log(T.max(mel[b], c(floor))), -zf[1]), zf[1]
+            )
+            mn[b] = mel[b] * ftab[FO["noise_rms"] + b]
+        # spread to the bins: each bin's two filters, weighted by their shares of it
+        for o in range(BP // V):
+            for v in T.vectorized(V):
+                gain[o * V + v] = (
+                    gb[itab[IO["band"] + o * V + v]] * ftab[FO["share"] + o * V + v]
+                    + gb[itab[IO["band"] + BP + o * V + v]] * ftab[FO["share"] + BP + o * V + v]
+                )
+        if zf[0] != c(0.0):
+            # from K0 up: the clipped log of the noise RMS over the magnitude, times the share
+            for o in range(KS // V):
+                for v in T.vectorized(V):
+                    gain[K0 + o * V + v] = gain[K0 + o * V + v] + zf[0] * T.min(
+                        T.max(
+                            T.log(
+                                T.max(
+                                    mn[itab[IO["band"] + K0 + o * V + v]]
+                                    * ftab[FO["share"] + K0 + o * V + v]
+                                    + mn[itab[IO["band"] + BP + K0 + o * V + v]]
+                                    * ftab[FO["share"] + BP + K0 + o * V + v],
+                                    c(tiny),
+                                )
+                                / T.max(mag[K0 + o * V + v], c(tiny))
+                            ),
+                            -zf[1],
+                        ),
+                        zf[1],
+                    )
+        for o in range(BP // V):
+            for v in T.vectorized(V):
+                gain[o * V + v] = T.exp(gain[o * V + v])
+                xr[o * V + v] = xr[o * V + v] * gain[o * V + v]
+                xi[o * V + v] = xi[o * V + v] * gain[o * V + v]
+        # the inverse split, conjugated: conj Z[k] for k = 0..NC-1 at [k // 32, k % 32], with
+        # Z[k] = E[k] + i O[k], E = (Y[k] + conj Y[NC-k]) / 2, O = (Y[k] - conj Y[NC-k]) W^-k / 2
+        for r in range(R):
+            for col in T.vectorized(R):
+                ar[r, col] = c(0.5) * (
+                    (xr[r * R + col] + xr[NC - r * R - col])
+                    - (xi[r * R + col] + xi[NC - r * R - col]) * ftab[FO["w2048"] + r * R + col]
+                    + (xr[r * R + col] - xr[NC - r * R - col])
+                    * ftab[FO["w2048"] + BP + r * R + col]
+                )
+                ai[r, col] = c(-0.5) * (
+                    (xi[r * R + col] - xi[NC - r * R - col])
+                    + (xr[r * R + col] - xr[NC - r * R - col]) * ftab[FO["w2048"] + r * R + col]
+                    + (xi[r * R + col] + xi[NC - r * R - col])
+                    * ftab[FO["w2048"] + BP + r * R + col]
+                )
+        fft(ar, ai, br, bi, ftab)
+        # y[2n] = Re z[n], y[2n + 1] = Im z[n], z = conj(FFT(conj Z)) / NC; windowed, added
+        for o in range(WIN // 2 // V2):
+            for v in T.vectorized(V2):
+                ys[2 * (o * V2 + v)] = zat(ar, o * V2 + v) * c(1.0 / NC)
+                ys[2 * (o * V2 + v) + 1] = zat(ai, o * V2 + v) * c(-1.0 / NC)
+        for o in range(WIN // V):
+            for v in T.vectorized(V):
+                acc[lo + o * V + v] = acc[lo + o * V + v] + T.Cast(
+                    "float64", ys[o * V + v] * ftab[FO["window"] + o * V + v]
+                )
+
+    return envelope_frame, lay
+
+
+def build_envelope_kernel(
+    target: dict[str, object], dtype: str = "float64", smoothing_hz: float = 4000.0
+) -> tuple[tvm.runtime.Module, Layout]:
+    """Compile the frame function ("main") for a target dict (models/kernel/isa.py)."""
+    func, lay = make_envelope_kernel(dtype, smoothing_hz)
+    mod = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
+    return mod, lay

@@ -1,0 +1,105 @@
+"""The compiled envelope frame (models/kernel/envelope.py) against EnvelopeCorrector._frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from models.dsp.envelope import HOP, WIN, EnvelopeCorrector, OnsetCheck, _tables
+from models.dsp.features import SPEC
+from models.kernel.envelope import build_envelope_kernel
+from models.kernel.isa import ISA_TARGETS, host_isas
+from models.stream import aligned
+
+pytestmark = pytest.mark.slow
+
+# Output error over the signal's RMS: float64 is the same math to rounding, float32 to its own.
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+CLIP = 1.0
+
+
+def speech_like(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Harmonics of a gliding pitch under a syllable-rate envelope, plus a little noise."""
+    t = np.arange(n) / SPEC.sample_rate
+    f0 = 120.0 + 30.0 * np.sin(2 * np.pi * 3.0 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SPEC.sample_rate
+    voiced = sum(np.sin(h * phase) / h for h in range(1, 40))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t) ** 2
+    return 0.3 * env * voiced + 0.01 * rng.normal(size=n)
+
+
+def signals(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "noise": 0.1 * rng.normal(size=n),
+        "speech": speech_like(n, rng),
+        "quiet": 1e-6 * rng.normal(size=n),  # mels under the log floor
+    }
+
+
+def goals_for(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Targets near each frame's own log-mel (some gains inside the clip, some beyond it)."""
+    t = _tables()
+    out = np.empty((frames, t.n_mels))
+    pad = np.zeros(2 * (SPEC.n_fft // 2))
+    for k in range(frames):
+        pad[:WIN] = x[k * HOP : k * HOP + WIN] * t.window
+        mel = t.mel(np.abs(np.fft.rfft(pad)))
+        out[k] = np.log(np.maximum(mel, SPEC.log_floor)) + rng.normal(0.0, 0.8, t.n_mels)
+    return out
+
+
+@pytest.fixture(scope="module", params=[(isa, dt) for isa in host_isas()[-2:] for dt in TOLERANCE])
+def kernel(request):
+    isa, dtype = request.param
+    mod, lay = build_envelope_kernel(ISA_TARGETS[isa], dtype)
+    ftab, itab = lay.tables(dtype)
+    return dtype, mod["main"], tvm.runtime.tensor(ftab), tvm.runtime.tensor(itab)
+
+
+@pytest.mark.parametrize("kind", ["noise", "speech", "quiet"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.7])
+def test_frames_match_numpy(kernel, kind: str, smoothing: float) -> None:
+    dtype, fn, ftab, itab = kernel
+    rng = np.random.default_rng(7)
+    frames = 12
+    x = signals(rng, frames * HOP + WIN)[kind]
+    goals = goals_for(x, frames, rng)
+
+    def target(k: int) -> np.ndarray | None:
+        return goals[k] if k < frames else None
+
+    ref = EnvelopeCorrector(target, CLIP, smoothing)
+    onset = OnsetCheck(target, 4000.0) if smoothing else None  # the kernel's own, same target
+    xb = aligned((x.size + 64,), np.float64)
+    xb[: x.size] = x
+    acc = aligned((x.size + 64,), np.float64)
+    goal = aligned((goals.shape[1],), np.float64)
+    worst, shares = 0.0, []
+    for k in range(frames):
+        lo = k * HOP  # frame k reads x[k HOP : k HOP + WIN] (buffer offsets, as _frame's lo)
+        ref._x[lo : lo + WIN] = x[lo : lo + WIN]
+        ref._acc[:] = 0.0
+        ref._next = k
+        ref._frame(lo)
+        share = smoothing * onset.steadiness(k) if smoothing else 0.0
+        shares.append(share)
+        acc[:] = 0.0
+        goal[:] = goals[k]
+        fn(
+            tvm.runtime.from_dlpack(xb),
+            tvm.runtime.from_dlpack(acc),
+            lo,
+            tvm.runtime.from_dlpack(goal),
+            share,
+            CLIP,
+            ftab,
+            itab,
+        )
+        want = ref._acc[lo : lo + WIN]
+        got = acc[lo : lo + WIN]
+        assert not acc[:lo].any() and not acc[lo + WIN :].any(), "wrote outside its frame"
+        rms = np.sqrt(np.mean(x[lo : lo + WIN] ** 2))
+        worst = max(worst, float(np.max(np.abs(got - want)) / rms))
+    assert (max(shares) > 0) == (smoothing > 0), "the smoothing's branch was not exercised"
+    assert worst < TOLERANCE[dtype], f"{kind}: max error / RMS {worst:.3g}"
