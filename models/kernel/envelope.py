@@ -19,6 +19,8 @@ in TVM 0.27 (shared TVM notes).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tvm
 from tvm.script import tirx as T
@@ -143,6 +145,28 @@ def make_envelope_kernel(
     floor = float(SPEC.log_floor)
     tiny = float(TINY)
     dt = dtype
+    wide = dtype == "float64"
+    it = "int64" if wide else "int32"
+    mbits = 52 if wide else 23  # mantissa bits
+    bias = 1023 if wide else 127
+    magic = 1.5 * 2.0**mbits  # x + magic rounds x to an integer held in the low bits
+    xmax = 700.0 if wide else 87.0  # exp's argument clamp: 2^n stays a normal number
+    LOG2E = 1.0 / np.log(2.0)
+    # ln 2 in two parts, the first with trailing zero bits so n * ln2_hi is exact (fdlibm,
+    # cephes)
+    ln2_hi, ln2_lo = (
+        (6.93147180369123816490e-01, 1.90821492927058770002e-10)
+        if wide
+        else (
+            0.693359375,
+            -2.12194440e-4,
+        )
+    )
+    sqrt_half_bits = 0x3FE6A09E667F3BCD if wide else 0x3F3504F3  # the bits of sqrt(1/2)
+    # exp's Taylor series to 1e-17 / 1e-8 on |r| <= ln 2 / 2; atanh's odd series to
+    # s^21 / s^11 on |s| <= 0.1716 (1 / (2j + 3) for j = 0..)
+    exp_taylor = [1.0 / math.factorial(k) for k in range(14 if wide else 8)]
+    atanh_series = [1.0 / (2 * j + 3) for j in range(10 if wide else 5)]
     V = 8 if dtype == "float64" else 16  # lanes of a 512-bit vector
     V2 = 8  # WIN / 2 is a multiple of 8, not of 16
     BP = lay.bins_padded
@@ -155,6 +179,48 @@ def make_envelope_kernel(
 
     def c(v: float) -> tvm.tirx.PrimExpr:
         return T.FloatImm(dt, v)
+
+    def ci(v: int) -> tvm.tirx.PrimExpr:
+        return T.IntImm(it, v)
+
+    def horner(coefs: list[float], z: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+        p = c(coefs[-1])
+        for a in reversed(coefs[:-1]):
+            p = p * z + c(a)
+        return p
+
+    @T.macro
+    def vexp(arg, i, v, tf):
+        # arg[i] = exp(arg[i]): n = round(x / ln 2) by the magic-number sum (its low bits are
+        # n), r = x - n ln 2 in two parts, exp(r) by its Taylor series (|r| <= ln 2 / 2),
+        # times 2^n built in the exponent bits
+        tf[0, v] = T.min(T.max(arg[i], c(-xmax)), c(xmax))
+        tf[1, v] = tf[0, v] * c(LOG2E) + c(magic)
+        tf[2, v] = tf[1, v] - c(magic)
+        tf[0, v] = (tf[0, v] - tf[2, v] * c(ln2_hi)) - tf[2, v] * c(ln2_lo)
+        arg[i] = horner(exp_taylor, tf[0, v]) * T.reinterpret(
+            dt,
+            T.shift_left(
+                T.reinterpret(it, tf[1, v]) - T.reinterpret(it, c(magic)) + ci(bias), ci(mbits)
+            ),
+        )
+
+    @T.macro
+    def vlog(arg, i, v, tf, ti):
+        # arg[i] = log(arg[i]) for a positive normal arg[i]: arg = m 2^e with m in
+        # [sqrt(1/2), sqrt(2)) from the bits (musl's split), log m = 2 atanh(s) =
+        # 2 s (1 + s^2 / 3 + s^4 / 5 + ...), s = (m - 1) / (m + 1)
+        ti[0, v] = T.shift_right(T.reinterpret(it, arg[i]) - ci(sqrt_half_bits), ci(mbits))
+        tf[0, v] = T.reinterpret(
+            dt, T.reinterpret(it, arg[i]) - T.shift_left(ti[0, v], ci(mbits))
+        ) - c(1.0)
+        tf[1, v] = tf[0, v] / (c(2.0) + tf[0, v])
+        tf[2, v] = tf[1, v] * tf[1, v]
+        tf[0, v] = T.Cast(dt, ti[0, v])
+        arg[i] = tf[0, v] * c(ln2_hi) + (
+            tf[0, v] * c(ln2_lo)
+            + (c(2.0) * tf[1, v] + c(2.0) * tf[1, v] * tf[2, v] * horner(atanh_series, tf[2, v]))
+        )
 
     @T.macro
     def stage(sr, si, dr, di, ftab, s, m):
@@ -235,6 +301,9 @@ def make_envelope_kernel(
         mn = T.alloc_buffer((NM,), dt)
         lane = T.alloc_buffer((MV,), dt)
         ys = T.alloc_buffer((WIN,), dt)
+        sm = T.alloc_buffer((BP,), dt)
+        tf = T.alloc_buffer((3, V), dt, scope="local")
+        ti = T.alloc_buffer((1, V), it, scope="local")
         zf = T.alloc_buffer((2,), dt)  # the frame's scalars in dtype: share, clip
         zf[0] = T.Cast(dt, share)
         zf[1] = T.Cast(dt, clip)
@@ -286,11 +355,14 @@ def make_envelope_kernel(
             for l in range(1, MV):
                 mel[b] = mel[b] + lane[l]
         # each band's clipped gain, and the RMS of a noise of its mel (NOISE_RMS_OVER_MEAN)
-        for b in range(NM):
-            gb[b] = T.min(
-                T.max(T.Cast(dt, goal[b]) - T.log(T.max(mel[b], c(floor))), -zf[1]), zf[1]
-            )
-            mn[b] = mel[b] * ftab[FO["noise_rms"] + b]
+        for o in range(NM // V2):
+            for v in T.vectorized(V2):
+                gb[o * V2 + v] = T.max(mel[o * V2 + v], c(floor))
+                vlog(gb, o * V2 + v, v, tf, ti)
+                gb[o * V2 + v] = T.min(
+                    T.max(T.Cast(dt, goal[o * V2 + v]) - gb[o * V2 + v], -zf[1]), zf[1]
+                )
+                mn[o * V2 + v] = mel[o * V2 + v] * ftab[FO["noise_rms"] + o * V2 + v]
         # spread to the bins: each bin's two filters, weighted by their shares of it
         for o in range(BP // V):
             for v in T.vectorized(V):
@@ -302,25 +374,19 @@ def make_envelope_kernel(
             # from K0 up: the clipped log of the noise RMS over the magnitude, times the share
             for o in range(KS // V):
                 for v in T.vectorized(V):
+                    sm[K0 + o * V + v] = T.max(
+                        mn[itab[IO["band"] + K0 + o * V + v]] * ftab[FO["share"] + K0 + o * V + v]
+                        + mn[itab[IO["band"] + BP + K0 + o * V + v]]
+                        * ftab[FO["share"] + BP + K0 + o * V + v],
+                        c(tiny),
+                    ) / T.max(mag[K0 + o * V + v], c(tiny))
+                    vlog(sm, K0 + o * V + v, v, tf, ti)
                     gain[K0 + o * V + v] = gain[K0 + o * V + v] + zf[0] * T.min(
-                        T.max(
-                            T.log(
-                                T.max(
-                                    mn[itab[IO["band"] + K0 + o * V + v]]
-                                    * ftab[FO["share"] + K0 + o * V + v]
-                                    + mn[itab[IO["band"] + BP + K0 + o * V + v]]
-                                    * ftab[FO["share"] + BP + K0 + o * V + v],
-                                    c(tiny),
-                                )
-                                / T.max(mag[K0 + o * V + v], c(tiny))
-                            ),
-                            -zf[1],
-                        ),
-                        zf[1],
+                        T.max(sm[K0 + o * V + v], -zf[1]), zf[1]
                     )
         for o in range(BP // V):
             for v in T.vectorized(V):
-                gain[o * V + v] = T.exp(gain[o * V + v])
+                vexp(gain, o * V + v, v, tf)
                 xr[o * V + v] = xr[o * V + v] * gain[o * V + v]
                 xi[o * V + v] = xi[o * V + v] * gain[o * V + v]
         # the inverse split, conjugated: conj Z[k] for k = 0..NC-1 at [k // 32, k % 32], with
