@@ -27,6 +27,7 @@ from tvm.script import tirx as T
 
 from models.dsp.envelope import N_FFT, TINY, WIN, _tables
 from models.dsp.features import SPEC
+from models.stream import aligned
 
 NC = N_FFT // 2  # the complex FFT's length
 ROWS = 32  # the four-step FFT's array: ROWS x ROWS = NC
@@ -427,3 +428,43 @@ def build_envelope_kernel(
     func, lay = make_envelope_kernel(dtype, smoothing_hz)
     mod = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
     return mod, lay
+
+
+class CompiledFrame:
+    """EnvelopeCorrector's FrameKernel (models/dsp/envelope.py) on the compiled frame: one call
+    per frame of a pass, on the corrector's own buffers (zero-copy DLPack views, kept while the
+    buffers stay the same arrays), the target copied into an aligned buffer."""
+
+    def __init__(
+        self, target: dict[str, object], dtype: str = "float64", smoothing_hz: float = 4000.0
+    ) -> None:
+        self._module, lay = build_envelope_kernel(target, dtype, smoothing_hz)
+        self._fn = self._module["main"]
+        ftab, itab = lay.tables(dtype)
+        self._ftab, self._itab = tvm.runtime.tensor(ftab), tvm.runtime.tensor(itab)
+        self._goal = aligned((lay.n_mels,), np.float64)
+        self._goal_view = tvm.runtime.from_dlpack(self._goal)
+        self._views: list[tuple[np.ndarray | None, object]] = [(None, None), (None, None)]
+        self.smoothing_hz = smoothing_hz
+        self.dtype = dtype
+
+    def zeros(self, n: int) -> np.ndarray:
+        return aligned((n,), np.float64)
+
+    def _view(self, slot: int, buf: np.ndarray) -> object:
+        held, view = self._views[slot]
+        if held is not buf:  # a new buffer (the corrector's grew, or another corrector's)
+            view = tvm.runtime.from_dlpack(buf)
+            self._views[slot] = (buf, view)
+        return view
+
+    def __call__(
+        self, x: np.ndarray, acc: np.ndarray, lo: int, goal: np.ndarray, share: float, clip: float
+    ) -> None:
+        if not 0 <= lo <= x.size - WIN or acc.size != x.size:
+            raise ValueError(f"frame at {lo} outside buffers of {x.size} and {acc.size}")
+        self._goal[:] = goal
+        self._fn(
+            self._view(0, x), self._view(1, acc), lo, self._goal_view, share, clip,
+            self._ftab, self._itab,
+        )  # fmt: skip

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tvm
 
-from models.dsp.envelope import HOP, WIN, EnvelopeCorrector, OnsetCheck, _tables
-from models.dsp.features import SPEC
-from models.kernel.envelope import build_envelope_kernel
+from models.dsp.envelope import HOP, WIN, EnvelopeCorrector, OnsetCheck, _tables, correct
+from models.dsp.features import SPEC, log_mel
+from models.kernel.envelope import CompiledFrame, build_envelope_kernel
 from models.kernel.isa import ISA_TARGETS, host_isas
 from models.stream import aligned
 
@@ -17,6 +17,9 @@ pytestmark = pytest.mark.slow
 # Output error over the signal's RMS: float64 is the same math to rounding, float32 to its own.
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 CLIP = 1.0
+# The same over three whole passes, on float32 output samples (a float32 rounding is ~6e-8 of a
+# sample, so float64 is bounded by the output's own precision there).
+PASSES_TOLERANCE = {"float64": 1e-6, "float32": 1e-5}
 
 
 def speech_like(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,3 +106,45 @@ def test_frames_match_numpy(kernel, kind: str, smoothing: float) -> None:
         worst = max(worst, float(np.max(np.abs(got - want)) / rms))
     assert (max(shares) > 0) == (smoothing > 0), "the smoothing's branch was not exercised"
     assert worst < TOLERANCE[dtype], f"{kind}: max error / RMS {worst:.3g}"
+
+
+@pytest.fixture(scope="module", params=list(TOLERANCE))
+def compiled(request) -> CompiledFrame:
+    return CompiledFrame(ISA_TARGETS[host_isas()[0]], request.param)
+
+
+def test_passes_with_the_kernel_match_numpy(compiled: CompiledFrame) -> None:
+    """Three passes with the shipped settings over an utterance whose target is another voice's
+    mel (gains up to the clip, the smoothing and its onset fade at work), pushed in uneven
+    chunks so the buffers grow and compact under the kernel's views."""
+    rng = np.random.default_rng(3)
+    n = 90 * HOP
+    audio = speech_like(n, rng).astype(np.float32)
+    other = speech_like(n, np.random.default_rng(4))
+    other[n // 3 : n // 2] *= 0.05  # a quiet stretch: onsets and offsets
+    mel = log_mel(other).astype(np.float64)
+    passes, clip, smoothing = 3, 1.5, 1.0
+    want = correct(audio, mel, passes, clip, smoothing)
+    whole = correct(audio, mel, passes, clip, smoothing, kernel=compiled)
+
+    def target(k: int) -> np.ndarray | None:
+        return mel[k] if k < len(mel) else None
+
+    onset = OnsetCheck(target, 4000.0, passes)
+    y = audio
+    for _ in range(passes):
+        c = EnvelopeCorrector(target, clip, smoothing, onset=onset, kernel=compiled)
+        cuts = np.cumsum(rng.integers(1, 3 * HOP, size=n))
+        cuts = cuts[cuts < y.size]
+        y = np.concatenate([c.push(part) for part in np.split(y, cuts)] + [c.finish()])
+    rms = float(np.sqrt(np.mean(want.astype(np.float64) ** 2)))
+    assert whole.shape == want.shape == y.shape
+    assert np.max(np.abs(want - audio)) > 0.1 * rms, "the passes changed nothing"
+    for got in (whole, y):
+        err = float(np.max(np.abs(got.astype(np.float64) - want)) / rms)
+        assert err < PASSES_TOLERANCE[compiled.dtype], f"max error / RMS {err:.3g}"
+
+
+def test_kernel_built_for_another_band_is_refused(compiled: CompiledFrame) -> None:
+    with pytest.raises(ValueError, match="smoothing_hz"):
+        EnvelopeCorrector(lambda k: None, 1.0, 1.0, smoothing_hz=3000.0, kernel=compiled)
