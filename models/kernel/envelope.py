@@ -37,30 +37,59 @@ BP = -(-BINS // 16) * 16  # bins padded to whole vectors (the padding's results 
 assert ROWS * ROWS == NC and WIN % 2 == 0
 
 
-def _mel_csr() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The filterbank as one contiguous run of bins per band, zero-padded to MV lanes:
-    (first bin [n_mels], run offset in the weights [n_mels], run length in MV-chunks
-    [n_mels], weights [sum of padded runs])."""
+def _band_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A [2, bins] table of _Tables' (band, value) pair form (the filterbank's weights, or the
+    bins' shares of their bands' gains) as one contiguous run of bins per band, zero-padded to
+    MV lanes: (first bin [n_mels], run offset in the values [n_mels], run length in MV-chunks
+    [n_mels], values [sum of padded runs])."""
     t = _tables()
     n_mels = t.n_mels
     start = np.zeros(n_mels, np.int64)
     chunks = np.zeros(n_mels, np.int64)
     runs = []
     for b in range(n_mels):
-        # The (band, weight) pairs of _Tables hold the filterbank (as float64); rebuild band b.
         row = np.zeros(BINS)
         for slot in range(2):
-            on = (t.band[slot] == b) & (t.weight[slot] != 0)
-            row[on] = t.weight[slot][on]
+            on = (t.band[slot] == b) & (values[slot] != 0)
+            row[on] = values[slot][on]
         nz = np.flatnonzero(row)
         lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        assert np.all(row[lo:hi] != 0), "a band's bins are not one run"
         n = -(-(hi - lo) // MV)
+        assert lo + n * MV <= BP
         run = np.zeros(n * MV)
         run[: hi - lo] = row[lo:hi]
         start[b], chunks[b] = lo, n
         runs.append(run)
     offset = np.concatenate([[0], np.cumsum([r.size for r in runs])[:-1]]).astype(np.int64)
     return start, offset, chunks, np.concatenate(runs)
+
+
+def _segments() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bins grouped by their first band b (_Tables.band[0], nondecreasing); each group's
+    second band is b + 1 (or none: share 0), so a group's per-bin values are
+    share0 * v[b] + share1 * v[b + 1], a broadcast of two values over a run of bins. Runs
+    zero-padded to MV lanes: (first bin [n_mels], run offset [n_mels], run length in MV-chunks
+    [n_mels], shares [2, sum of padded runs])."""
+    t = _tables()
+    n_mels = t.n_mels
+    assert np.all(np.diff(t.band[0]) >= 0)
+    second = t.share[1] != 0
+    assert np.all(t.band[1][second] == t.band[0][second] + 1), "a bin's bands are not adjacent"
+    start = np.zeros(n_mels, np.int64)
+    chunks = np.zeros(n_mels, np.int64)
+    runs = []
+    for b in range(n_mels):
+        bins = np.flatnonzero(t.band[0] == b)
+        lo, hi = (int(bins[0]), int(bins[-1]) + 1) if bins.size else (0, 0)
+        n = -(-(hi - lo) // MV)
+        assert lo + n * MV <= BP
+        run = np.zeros((2, n * MV))
+        run[:, : hi - lo] = t.share[:, lo:hi]
+        start[b], chunks[b] = lo, n
+        runs.append(run)
+    offset = np.concatenate([[0], np.cumsum([r.shape[1] for r in runs])[:-1]]).astype(np.int64)
+    return start, offset, chunks, np.concatenate(runs, axis=1)
 
 
 class Layout:
@@ -70,7 +99,8 @@ class Layout:
         t = _tables()
         self.n_mels = t.n_mels
         self.bins_padded = BP
-        self.csr = _mel_csr()
+        self.csr = _band_runs(t.weight)  # the mel: a dot product per band
+        self.spread = _segments()  # per band to bins: two broadcasts over a run per band
         sizes = {
             "window": WIN,
             "w32": 2 * ROWS,  # W32^k = exp(-2 pi i k / 32): re, then im
@@ -79,6 +109,7 @@ class Layout:
             "share": 2 * BP,  # _Tables.share, rows padded to BP with zeros
             "noise_rms": self.n_mels,
             "fbw": self.csr[3].size,
+            "spw": self.spread[3].size,  # share0 runs, then share1 runs
         }
         self.f: dict[str, int] = {}
         pos = 0
@@ -88,6 +119,8 @@ class Layout:
         self.f_size = pos
         isizes = {"band": 2 * BP, "start": self.n_mels, "offset": self.n_mels}
         isizes["chunks"] = self.n_mels
+        for name in ("sstart", "soffset", "schunks"):
+            isizes[name] = self.n_mels
         self.i: dict[str, int] = {}
         pos = 0
         for name, size in isizes.items():
@@ -119,10 +152,13 @@ class Layout:
         f[o["share"] + BP : o["share"] + BP + BINS] = t.share[1]
         f[o["noise_rms"] : o["noise_rms"] + self.n_mels] = t.noise_rms
         f[o["fbw"] : o["fbw"] + self.csr[3].size] = self.csr[3]
+        f[o["spw"] : o["spw"] + self.spread[3].size] = self.spread[3].ravel()
         i = np.zeros(self.i_size, np.int32)
         i[self.i["band"] : self.i["band"] + BINS] = t.band[0]
         i[self.i["band"] + BP : self.i["band"] + BP + BINS] = t.band[1]
         for name, arr in zip(("start", "offset", "chunks"), self.csr[:3]):
+            i[self.i[name] : self.i[name] + self.n_mels] = arr
+        for name, arr in zip(("sstart", "soffset", "schunks"), self.spread[:3]):
             i[self.i[name] : self.i[name] + self.n_mels] = arr
         return f.astype(dtype), i
 
@@ -141,6 +177,7 @@ def make_envelope_kernel(
     NM = lay.n_mels
     FO, IO = lay.f, lay.i
     FS, IS = lay.f_size, lay.i_size
+    SPW = lay.spread[3].shape[1]  # the second shares' offset after the first's
     R = ROWS
     K0 = -(-round(smoothing_hz * N_FFT) // SPEC.sample_rate)  # first smoothed bin (as _frame)
     floor = float(SPEC.log_floor)
@@ -303,6 +340,7 @@ def make_envelope_kernel(
         lane = T.alloc_buffer((MV,), dt)
         ys = T.alloc_buffer((WIN,), dt)
         sm = T.alloc_buffer((BP,), dt)
+        nr = T.alloc_buffer((BP,), dt)
         tf = T.alloc_buffer((3, V), dt, scope="local")
         ti = T.alloc_buffer((1, V), it, scope="local")
         zf = T.alloc_buffer((2,), dt)  # the frame's scalars in dtype: share, clip
@@ -364,23 +402,33 @@ def make_envelope_kernel(
                     T.max(T.Cast(dt, goal[o * V2 + v]) - gb[o * V2 + v], -zf[1]), zf[1]
                 )
                 mn[o * V2 + v] = mel[o * V2 + v] * ftab[FO["noise_rms"] + o * V2 + v]
-        # spread to the bins: each bin's two filters, weighted by their shares of it
-        for o in range(BP // V):
-            for v in T.vectorized(V):
-                gain[o * V + v] = (
-                    gb[itab[IO["band"] + o * V + v]] * ftab[FO["share"] + o * V + v]
-                    + gb[itab[IO["band"] + BP + o * V + v]] * ftab[FO["share"] + BP + o * V + v]
-                )
+        # spread to the bins: each bin's two filters' values, weighted by their shares of it,
+        # as two broadcasts over the run of bins whose first filter is band b (_segments; a
+        # run's padding is overwritten by the next run): the gains, and the RMS of a noise of
+        # the bands' mels (for the smoothing)
+        for b in range(NM):
+            for j in range(itab[IO["schunks"] + b]):
+                for l in T.vectorized(MV):
+                    gain[itab[IO["sstart"] + b] + j * MV + l] = (
+                        gb[b] * ftab[FO["spw"] + itab[IO["soffset"] + b] + j * MV + l]
+                        + gb[T.min(b + 1, NM - 1)]
+                        * ftab[FO["spw"] + SPW + itab[IO["soffset"] + b] + j * MV + l]
+                    )
+                    nr[itab[IO["sstart"] + b] + j * MV + l] = (
+                        mn[b] * ftab[FO["spw"] + itab[IO["soffset"] + b] + j * MV + l]
+                        + mn[T.min(b + 1, NM - 1)]
+                        * ftab[FO["spw"] + SPW + itab[IO["soffset"] + b] + j * MV + l]
+                    )
+        for k in range(BINS, BP):  # past the bins: finite values for the padding lanes
+            gain[k] = c(0.0)
+            nr[k] = c(0.0)
         if zf[0] != c(0.0):
             # from K0 up: the clipped log of the noise RMS over the magnitude, times the share
             for o in range(KS // V):
                 for v in T.vectorized(V):
-                    sm[K0 + o * V + v] = T.max(
-                        mn[itab[IO["band"] + K0 + o * V + v]] * ftab[FO["share"] + K0 + o * V + v]
-                        + mn[itab[IO["band"] + BP + K0 + o * V + v]]
-                        * ftab[FO["share"] + BP + K0 + o * V + v],
-                        c(tiny),
-                    ) / T.max(mag[K0 + o * V + v], c(tiny))
+                    sm[K0 + o * V + v] = T.max(nr[K0 + o * V + v], c(tiny)) / T.max(
+                        mag[K0 + o * V + v], c(tiny)
+                    )
                     vlog(sm, K0 + o * V + v, v, tf, ti)
                     gain[K0 + o * V + v] = gain[K0 + o * V + v] + zf[0] * T.min(
                         T.max(sm[K0 + o * V + v], -zf[1]), zf[1]
