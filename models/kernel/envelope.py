@@ -185,6 +185,8 @@ def make_envelope_kernel(
     dt = dtype
     wide = dtype == "float64"
     it = "int64" if wide else "int32"
+    ut = "uint64" if wide else "uint32"
+    ebias = 1024 if wide else 128  # keeps log's exponent field sum positive
     mbits = 52 if wide else 23  # mantissa bits
     bias = 1023 if wide else 127
     magic = 1.5 * 2.0**mbits  # x + magic rounds x to an integer held in the low bits
@@ -221,6 +223,9 @@ def make_envelope_kernel(
     def ci(v: int) -> tvm.tirx.PrimExpr:
         return T.IntImm(it, v)
 
+    def cu(v: int) -> tvm.tirx.PrimExpr:
+        return T.IntImm(ut, v)
+
     def horner(coefs: list[float], z: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
         p = c(coefs[-1])
         for a in reversed(coefs[:-1]):
@@ -248,13 +253,18 @@ def make_envelope_kernel(
         # arg[i] = log(arg[i]) for a positive normal arg[i]: arg = m 2^e with m in
         # [sqrt(1/2), sqrt(2)) from the bits (musl's split), log m = 2 atanh(s) =
         # 2 s (1 + s^2 / 3 + s^4 / 5 + ...), s = (m - 1) / (m + 1)
-        ti[0, v] = T.shift_right(T.reinterpret(it, arg[i]) - ci(sqrt_half_bits), ci(mbits))
+        # In unsigned arithmetic, with the exponent offset by ebias so the shift is a logical
+        # one and e a float by the magic-number sum (AVX2 has neither an arithmetic 64-bit
+        # shift nor an int64 -> double conversion): ti = e + ebias
+        ti[0, v] = T.shift_right(
+            T.reinterpret(ut, arg[i]) - cu(sqrt_half_bits) + cu(ebias << mbits), cu(mbits)
+        )
         tf[0, v] = T.reinterpret(
-            dt, T.reinterpret(it, arg[i]) - T.shift_left(ti[0, v], ci(mbits))
+            dt, T.reinterpret(ut, arg[i]) - T.shift_left(ti[0, v], cu(mbits)) + cu(ebias << mbits)
         ) - c(1.0)
         tf[1, v] = tf[0, v] / (c(2.0) + tf[0, v])
         tf[2, v] = tf[1, v] * tf[1, v]
-        tf[0, v] = T.Cast(dt, ti[0, v])
+        tf[0, v] = T.reinterpret(dt, ti[0, v] + T.reinterpret(ut, c(magic))) - c(magic + ebias)
         arg[i] = tf[0, v] * c(ln2_hi) + (
             tf[0, v] * c(ln2_lo)
             + (c(2.0) * tf[1, v] + c(2.0) * tf[1, v] * tf[2, v] * horner(atanh_series, tf[2, v]))
@@ -342,7 +352,7 @@ def make_envelope_kernel(
         sm = T.alloc_buffer((BP,), dt)
         nr = T.alloc_buffer((BP,), dt)
         tf = T.alloc_buffer((3, V), dt, scope="local")
-        ti = T.alloc_buffer((1, V), it, scope="local")
+        ti = T.alloc_buffer((1, V), ut, scope="local")
         zf = T.alloc_buffer((2,), dt)  # the frame's scalars in dtype: share, clip
         zf[0] = T.Cast(dt, share)
         zf[1] = T.Cast(dt, clip)
