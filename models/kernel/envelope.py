@@ -33,6 +33,8 @@ NC = N_FFT // 2  # the complex FFT's length
 ROWS = 32  # the four-step FFT's array: ROWS x ROWS = NC
 BINS = N_FFT // 2 + 1
 MV = 8  # lanes of the mel's per-band dot products
+# Targets with 512-bit vectors (models/kernel/isa.py); others get 256-bit loops.
+WIDE_MCPUS = frozenset({"skylake-avx512", "cascadelake", "icelake-server", "znver4"})
 BP = -(-BINS // 16) * 16  # bins padded to whole vectors (the padding's results are unused)
 assert ROWS * ROWS == NC and WIN % 2 == 0
 
@@ -164,7 +166,7 @@ class Layout:
 
 
 def make_envelope_kernel(
-    dtype: str = "float64", smoothing_hz: float = 4000.0
+    dtype: str = "float64", smoothing_hz: float = 4000.0, vector_bits: int = 512
 ) -> tuple[tvm.tirx.PrimFunc, Layout]:
     """The PrimFunc for one frame of one pass, and the layout of its tables.
 
@@ -207,8 +209,9 @@ def make_envelope_kernel(
     # s^21 / s^11 on |s| <= 0.1716 (1 / (2j + 3) for j = 0..)
     exp_taylor = [1.0 / math.factorial(k) for k in range(14 if wide else 8)]
     atanh_series = [1.0 / (2 * j + 3) for j in range(10 if wide else 5)]
-    V = 8 if dtype == "float64" else 16  # lanes of a 512-bit vector
+    V = vector_bits // (64 if dtype == "float64" else 32)  # lanes of one vector register
     V2 = 8  # WIN / 2 is a multiple of 8, not of 16
+    VS = max(V, V2)  # lanes of the exp and log scratch
     BP = lay.bins_padded
     KS = -(-(BINS - K0) // V) * V  # the smoothed bins, padded to whole vectors
     assert K0 + KS <= BP and BP % V == 0 and WIN % V == 0 and (N_FFT - WIN) % V == 0
@@ -276,28 +279,141 @@ def make_envelope_kernel(
         # y[q + 2sp] = a + b, y[q + 2sp + s] = (a - b) W32^(ps), a = x[q + sp], b = x[q + s(p + m)]
         for p in range(m):
             for q in range(s):
-                for col in T.vectorized(R):
-                    dr[q + 2 * s * p, col] = sr[q + s * p, col] + sr[q + s * (p + m), col]
-                    di[q + 2 * s * p, col] = si[q + s * p, col] + si[q + s * (p + m), col]
-                    dr[q + 2 * s * p + s, col] = (
-                        sr[q + s * p, col] - sr[q + s * (p + m), col]
-                    ) * ftab[FO["w32"] + p * s] - (
-                        si[q + s * p, col] - si[q + s * (p + m), col]
-                    ) * ftab[FO["w32"] + R + p * s]
-                    di[q + 2 * s * p + s, col] = (
-                        sr[q + s * p, col] - sr[q + s * (p + m), col]
-                    ) * ftab[FO["w32"] + R + p * s] + (
-                        si[q + s * p, col] - si[q + s * (p + m), col]
-                    ) * ftab[FO["w32"] + p * s]
+                for co in range(R // V):
+                    for col in T.vectorized(V):
+                        dr[q + 2 * s * p, co * V + col] = (
+                            sr[q + s * p, co * V + col] + sr[q + s * (p + m), co * V + col]
+                        )
+                        di[q + 2 * s * p, co * V + col] = (
+                            si[q + s * p, co * V + col] + si[q + s * (p + m), co * V + col]
+                        )
+                        dr[q + 2 * s * p + s, co * V + col] = (
+                            sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
+                        ) * ftab[FO["w32"] + p * s] - (
+                            si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
+                        ) * ftab[FO["w32"] + R + p * s]
+                        di[q + 2 * s * p + s, co * V + col] = (
+                            sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
+                        ) * ftab[FO["w32"] + R + p * s] + (
+                            si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
+                        ) * ftab[FO["w32"] + p * s]
+
+    def twr(ftab, k):  # W32^k, real and imaginary parts
+        return ftab[FO["w32"] + k]
+
+    def twi(ftab, k):
+        return ftab[FO["w32"] + R + k]
+
+    @T.macro
+    def stage4(sr, si, dr, di, ftab, s, m):
+        # One Stockham radix-4 stage (OTFFT's): with a, b, c, d = x[q + s(p + i m)], i = 0..3,
+        # y[q + s 4p] = (a + c) + (b + d), y[q + s(4p + 1)] = W^p ((a - c) - i (b - d)),
+        # y[q + s(4p + 2)] = W^2p ((a + c) - (b + d)), y[q + s(4p + 3)] = W^3p ((a - c) + i (b - d)),
+        # W = W32^s
+        for p in range(m):
+            for q in range(s):
+                for co in range(R // V):
+                    for col in T.vectorized(V):
+                        dr[q + s * 4 * p, co * V + col] = (
+                            sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col]
+                        ) + (
+                            sr[q + s * (p + m), co * V + col]
+                            + sr[q + s * (p + 3 * m), co * V + col]
+                        )
+                        di[q + s * 4 * p, co * V + col] = (
+                            si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col]
+                        ) + (
+                            si[q + s * (p + m), co * V + col]
+                            + si[q + s * (p + 3 * m), co * V + col]
+                        )
+                        # (a - c) - i (b - d) = (amc_r + bmd_i, amc_i - bmd_r), times W^p
+                        dr[q + s * (4 * p + 1), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, p * s) - (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, p * s)
+                        di[q + s * (4 * p + 1), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, p * s) + (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, p * s)
+                        # (a + c) - (b + d), times W^2p
+                        dr[q + s * (4 * p + 2), co * V + col] = (
+                            (sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                + sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 2 * p * s) - (
+                            (si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                + si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 2 * p * s)
+                        di[q + s * (4 * p + 2), co * V + col] = (
+                            (sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                + sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 2 * p * s) + (
+                            (si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                + si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 2 * p * s)
+                        # (a - c) + i (b - d) = (amc_r - bmd_i, amc_i + bmd_r), times W^3p
+                        dr[q + s * (4 * p + 3), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 3 * p * s) - (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 3 * p * s)
+                        di[q + s * (4 * p + 3), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 3 * p * s) + (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 3 * p * s)
 
     @T.macro
     def fft(ar, ai, br, bi, ftab):
         # In: ar, ai (z[32 r + c] at [r, c]). Out: ar, ai = Z[32 k2 + k1] at [k2, k1].
-        # DFT down the columns: 5 stages, a -> b -> a -> b -> a -> b
-        stage(ar, ai, br, bi, ftab, 1, 16)
-        stage(br, bi, ar, ai, ftab, 2, 8)
-        stage(ar, ai, br, bi, ftab, 4, 4)
-        stage(br, bi, ar, ai, ftab, 8, 2)
+        # DFT down the columns: radix 4, 4, 2 (32 = 4 * 4 * 2), a -> b -> a -> b
+        stage4(ar, ai, br, bi, ftab, 1, 8)
+        stage4(br, bi, ar, ai, ftab, 4, 2)
         stage(ar, ai, br, bi, ftab, 16, 1)
         # b[k1, c] times W1024^(c k1), transposed into a[c, k1]
         for cc in range(R):
@@ -310,10 +426,8 @@ def make_envelope_kernel(
                     br[k1, cc] * ftab[FO["w1024"] + NC + cc * R + k1]
                     + bi[k1, cc] * ftab[FO["w1024"] + cc * R + k1]
                 )
-        stage(ar, ai, br, bi, ftab, 1, 16)
-        stage(br, bi, ar, ai, ftab, 2, 8)
-        stage(ar, ai, br, bi, ftab, 4, 4)
-        stage(br, bi, ar, ai, ftab, 8, 2)
+        stage4(ar, ai, br, bi, ftab, 1, 8)
+        stage4(br, bi, ar, ai, ftab, 4, 2)
         stage(ar, ai, br, bi, ftab, 16, 1)
         for r in range(R):
             for col in T.vectorized(R):
@@ -351,8 +465,8 @@ def make_envelope_kernel(
         ys = T.alloc_buffer((WIN,), dt)
         sm = T.alloc_buffer((BP,), dt)
         nr = T.alloc_buffer((BP,), dt)
-        tf = T.alloc_buffer((3, V), dt, scope="local")
-        ti = T.alloc_buffer((1, V), ut, scope="local")
+        tf = T.alloc_buffer((3, VS), dt, scope="local")
+        ti = T.alloc_buffer((1, VS), ut, scope="local")
         zf = T.alloc_buffer((2,), dt)  # the frame's scalars in dtype: share, clip
         zf[0] = T.Cast(dt, share)
         zf[1] = T.Cast(dt, clip)
@@ -483,7 +597,8 @@ def build_envelope_kernel(
     target: dict[str, object], dtype: str = "float64", smoothing_hz: float = 4000.0
 ) -> tuple[tvm.runtime.Module, Layout]:
     """Compile the frame function ("main") for a target dict (models/kernel/isa.py)."""
-    func, lay = make_envelope_kernel(dtype, smoothing_hz)
+    bits = 512 if str(target.get("mcpu", "")) in WIDE_MCPUS else 256
+    func, lay = make_envelope_kernel(dtype, smoothing_hz, bits)
     mod = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
     return mod, lay
 
