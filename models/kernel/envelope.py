@@ -4,12 +4,13 @@ to the bins, the smoothing above smoothing_hz, the gain applied, inverse real FF
 overlap-add into the pass's accumulator.
 
 TVM has no FFT op, so the FFT is written here. The real FFT of 2048 is a complex FFT of 1024 (the
-even samples as real parts, the odd ones as imaginary parts) and the usual split step. The
-complex FFT of 1024 is a four-step one over a 32 x 32 array: DFTs of 32 down the columns, a
-twiddle, a transpose, DFTs of 32 down the columns again. Every DFT of 32 works on whole rows
-(Stockham radix-2 stages, rows as elements), so all its arithmetic is vectorised over 32 lanes
-with contiguous loads and no shuffles; the only strided accesses are the transpose and the
-even/odd split of the input and output. The inverse is the forward FFT of the conjugate.
+even samples as real parts, the odd ones as imaginary parts) and the usual split step; the
+complex FFT is a four-step one (models/kernel/envelope_fft.py), and the inverse is the forward FFT
+of the conjugate. exp and log are vector polynomials to the dtype's precision (libm's scalar
+calls took half the frame). Mel and spread run over contiguous runs of bins per band
+(models/kernel/envelope_tables.py): broadcasts and vector loads, no per-lane gathers.
+
+float64 is numpy's math to rounding (~3e-15 of the signal's RMS per frame); float32 ~2e-6.
 
 numpy stays the statement of the math; tests/models/kernel/test_envelope_kernel.py checks this
 against EnvelopeCorrector._frame. Intermediates inside vectorised loops are written as whole
@@ -25,144 +26,11 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-from models.dsp.envelope import N_FFT, TINY, WIN, _tables
+from models.dsp.envelope import N_FFT, TINY, WIN
 from models.dsp.features import SPEC
+from models.kernel.envelope_fft import fft_macro
+from models.kernel.envelope_tables import BINS, MV, NC, ROWS, WIDE_MCPUS, Layout
 from models.stream import aligned
-
-NC = N_FFT // 2  # the complex FFT's length
-ROWS = 32  # the four-step FFT's array: ROWS x ROWS = NC
-BINS = N_FFT // 2 + 1
-MV = 8  # lanes of the mel's per-band dot products
-# Targets with 512-bit vectors (models/kernel/isa.py); others get 256-bit loops.
-WIDE_MCPUS = frozenset({"skylake-avx512", "cascadelake", "icelake-server", "znver4"})
-BP = -(-BINS // 16) * 16  # bins padded to whole vectors (the padding's results are unused)
-assert ROWS * ROWS == NC and WIN % 2 == 0
-
-
-def _band_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A [2, bins] table of _Tables' (band, value) pair form (the filterbank's weights, or the
-    bins' shares of their bands' gains) as one contiguous run of bins per band, zero-padded to
-    MV lanes: (first bin [n_mels], run offset in the values [n_mels], run length in MV-chunks
-    [n_mels], values [sum of padded runs])."""
-    t = _tables()
-    n_mels = t.n_mels
-    start = np.zeros(n_mels, np.int64)
-    chunks = np.zeros(n_mels, np.int64)
-    runs = []
-    for b in range(n_mels):
-        row = np.zeros(BINS)
-        for slot in range(2):
-            on = (t.band[slot] == b) & (values[slot] != 0)
-            row[on] = values[slot][on]
-        nz = np.flatnonzero(row)
-        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
-        assert np.all(row[lo:hi] != 0), "a band's bins are not one run"
-        n = -(-(hi - lo) // MV)
-        assert lo + n * MV <= BP
-        run = np.zeros(n * MV)
-        run[: hi - lo] = row[lo:hi]
-        start[b], chunks[b] = lo, n
-        runs.append(run)
-    offset = np.concatenate([[0], np.cumsum([r.size for r in runs])[:-1]]).astype(np.int64)
-    return start, offset, chunks, np.concatenate(runs)
-
-
-def _segments() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The bins grouped by their first band b (_Tables.band[0], nondecreasing); each group's
-    second band is b + 1 (or none: share 0), so a group's per-bin values are
-    share0 * v[b] + share1 * v[b + 1], a broadcast of two values over a run of bins. Runs
-    zero-padded to MV lanes: (first bin [n_mels], run offset [n_mels], run length in MV-chunks
-    [n_mels], shares [2, sum of padded runs])."""
-    t = _tables()
-    n_mels = t.n_mels
-    assert np.all(np.diff(t.band[0]) >= 0)
-    second = t.share[1] != 0
-    assert np.all(t.band[1][second] == t.band[0][second] + 1), "a bin's bands are not adjacent"
-    start = np.zeros(n_mels, np.int64)
-    chunks = np.zeros(n_mels, np.int64)
-    runs = []
-    for b in range(n_mels):
-        bins = np.flatnonzero(t.band[0] == b)
-        lo, hi = (int(bins[0]), int(bins[-1]) + 1) if bins.size else (0, 0)
-        n = -(-(hi - lo) // MV)
-        assert lo + n * MV <= BP
-        run = np.zeros((2, n * MV))
-        run[:, : hi - lo] = t.share[:, lo:hi]
-        start[b], chunks[b] = lo, n
-        runs.append(run)
-    offset = np.concatenate([[0], np.cumsum([r.shape[1] for r in runs])[:-1]]).astype(np.int64)
-    return start, offset, chunks, np.concatenate(runs, axis=1)
-
-
-class Layout:
-    """Offsets of the float table (one argument) and the int table (another)."""
-
-    def __init__(self) -> None:
-        t = _tables()
-        self.n_mels = t.n_mels
-        self.bins_padded = BP
-        self.csr = _band_runs(t.weight)  # the mel: a dot product per band
-        self.spread = _segments()  # per band to bins: two broadcasts over a run per band
-        sizes = {
-            "window": WIN,
-            "w32": 2 * ROWS,  # W32^k = exp(-2 pi i k / 32): re, then im
-            "w1024": 2 * NC,  # W1024^(c k1) at [c, k1]: re block, then im block
-            "w2048": 2 * BP,  # W2048^k = exp(-2 pi i k / 2048), k = 0..NC: re, then im
-            "share": 2 * BP,  # _Tables.share, rows padded to BP with zeros
-            "noise_rms": self.n_mels,
-            "fbw": self.csr[3].size,
-            "spw": self.spread[3].size,  # share0 runs, then share1 runs
-        }
-        self.f: dict[str, int] = {}
-        pos = 0
-        for name, size in sizes.items():
-            self.f[name] = pos
-            pos += -(-size // 8) * 8  # 64-byte aligned blocks
-        self.f_size = pos
-        isizes = {"band": 2 * BP, "start": self.n_mels, "offset": self.n_mels}
-        isizes["chunks"] = self.n_mels
-        for name in ("sstart", "soffset", "schunks"):
-            isizes[name] = self.n_mels
-        self.i: dict[str, int] = {}
-        pos = 0
-        for name, size in isizes.items():
-            self.i[name] = pos
-            pos += size
-        self.i_size = pos
-
-    def tables(self, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-        """The float table (in the kernel's dtype) and the int32 table."""
-        t = _tables()
-        f = np.zeros(self.f_size)
-        o = self.f
-        f[o["window"] : o["window"] + WIN] = t.window
-        k = np.arange(ROWS)
-        w = np.exp(-2j * np.pi * k / ROWS)
-        f[o["w32"] : o["w32"] + ROWS] = w.real
-        f[o["w32"] + ROWS : o["w32"] + 2 * ROWS] = w.imag
-        c, k1 = np.meshgrid(np.arange(ROWS), np.arange(ROWS), indexing="ij")
-        w = np.exp(-2j * np.pi * (c * k1) / NC).ravel()
-        f[o["w1024"] : o["w1024"] + NC] = w.real
-        f[o["w1024"] + NC : o["w1024"] + 2 * NC] = w.imag
-        k = np.arange(BP)
-        w = np.exp(-2j * np.pi * k / N_FFT)
-        re, im = w.real.copy(), w.imag.copy()
-        re[0], im[0], re[NC], im[NC] = 1.0, 0.0, -1.0, 0.0  # exact: DC and Nyquist stay real
-        f[o["w2048"] : o["w2048"] + BP] = re
-        f[o["w2048"] + BP : o["w2048"] + 2 * BP] = im
-        f[o["share"] : o["share"] + BINS] = t.share[0]
-        f[o["share"] + BP : o["share"] + BP + BINS] = t.share[1]
-        f[o["noise_rms"] : o["noise_rms"] + self.n_mels] = t.noise_rms
-        f[o["fbw"] : o["fbw"] + self.csr[3].size] = self.csr[3]
-        f[o["spw"] : o["spw"] + self.spread[3].size] = self.spread[3].ravel()
-        i = np.zeros(self.i_size, np.int32)
-        i[self.i["band"] : self.i["band"] + BINS] = t.band[0]
-        i[self.i["band"] + BP : self.i["band"] + BP + BINS] = t.band[1]
-        for name, arr in zip(("start", "offset", "chunks"), self.csr[:3]):
-            i[self.i[name] : self.i[name] + self.n_mels] = arr
-        for name, arr in zip(("sstart", "soffset", "schunks"), self.spread[:3]):
-            i[self.i[name] : self.i[name] + self.n_mels] = arr
-        return f.astype(dtype), i
 
 
 def make_envelope_kernel(
@@ -273,166 +141,7 @@ def make_envelope_kernel(
             + (c(2.0) * tf[1, v] + c(2.0) * tf[1, v] * tf[2, v] * horner(atanh_series, tf[2, v]))
         )
 
-    @T.macro
-    def stage(sr, si, dr, di, ftab, s, m):
-        # One Stockham radix-2 stage down the columns of an R x R array (rows as elements):
-        # y[q + 2sp] = a + b, y[q + 2sp + s] = (a - b) W32^(ps), a = x[q + sp], b = x[q + s(p + m)]
-        for p in range(m):
-            for q in range(s):
-                for co in range(R // V):
-                    for col in T.vectorized(V):
-                        dr[q + 2 * s * p, co * V + col] = (
-                            sr[q + s * p, co * V + col] + sr[q + s * (p + m), co * V + col]
-                        )
-                        di[q + 2 * s * p, co * V + col] = (
-                            si[q + s * p, co * V + col] + si[q + s * (p + m), co * V + col]
-                        )
-                        dr[q + 2 * s * p + s, co * V + col] = (
-                            sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
-                        ) * ftab[FO["w32"] + p * s] - (
-                            si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
-                        ) * ftab[FO["w32"] + R + p * s]
-                        di[q + 2 * s * p + s, co * V + col] = (
-                            sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
-                        ) * ftab[FO["w32"] + R + p * s] + (
-                            si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
-                        ) * ftab[FO["w32"] + p * s]
-
-    def twr(ftab, k):  # W32^k, real and imaginary parts
-        return ftab[FO["w32"] + k]
-
-    def twi(ftab, k):
-        return ftab[FO["w32"] + R + k]
-
-    @T.macro
-    def stage4(sr, si, dr, di, ftab, s, m):
-        # One Stockham radix-4 stage (OTFFT's): with a, b, c, d = x[q + s(p + i m)], i = 0..3,
-        # y[q + s 4p] = (a + c) + (b + d), y[q + s(4p + 1)] = W^p ((a - c) - i (b - d)),
-        # y[q + s(4p + 2)] = W^2p ((a + c) - (b + d)), y[q + s(4p + 3)] = W^3p ((a - c) + i (b - d)),
-        # W = W32^s
-        for p in range(m):
-            for q in range(s):
-                for co in range(R // V):
-                    for col in T.vectorized(V):
-                        dr[q + s * 4 * p, co * V + col] = (
-                            sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col]
-                        ) + (
-                            sr[q + s * (p + m), co * V + col]
-                            + sr[q + s * (p + 3 * m), co * V + col]
-                        )
-                        di[q + s * 4 * p, co * V + col] = (
-                            si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col]
-                        ) + (
-                            si[q + s * (p + m), co * V + col]
-                            + si[q + s * (p + 3 * m), co * V + col]
-                        )
-                        # (a - c) - i (b - d) = (amc_r + bmd_i, amc_i - bmd_r), times W^p
-                        dr[q + s * (4 * p + 1), co * V + col] = (
-                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
-                            + (
-                                si[q + s * (p + m), co * V + col]
-                                - si[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twr(ftab, p * s) - (
-                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                sr[q + s * (p + m), co * V + col]
-                                - sr[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twi(ftab, p * s)
-                        di[q + s * (4 * p + 1), co * V + col] = (
-                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
-                            + (
-                                si[q + s * (p + m), co * V + col]
-                                - si[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twi(ftab, p * s) + (
-                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                sr[q + s * (p + m), co * V + col]
-                                - sr[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twr(ftab, p * s)
-                        # (a + c) - (b + d), times W^2p
-                        dr[q + s * (4 * p + 2), co * V + col] = (
-                            (sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                sr[q + s * (p + m), co * V + col]
-                                + sr[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twr(ftab, 2 * p * s) - (
-                            (si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                si[q + s * (p + m), co * V + col]
-                                + si[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twi(ftab, 2 * p * s)
-                        di[q + s * (4 * p + 2), co * V + col] = (
-                            (sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                sr[q + s * (p + m), co * V + col]
-                                + sr[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twi(ftab, 2 * p * s) + (
-                            (si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                si[q + s * (p + m), co * V + col]
-                                + si[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twr(ftab, 2 * p * s)
-                        # (a - c) + i (b - d) = (amc_r - bmd_i, amc_i + bmd_r), times W^3p
-                        dr[q + s * (4 * p + 3), co * V + col] = (
-                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                si[q + s * (p + m), co * V + col]
-                                - si[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twr(ftab, 3 * p * s) - (
-                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
-                            + (
-                                sr[q + s * (p + m), co * V + col]
-                                - sr[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twi(ftab, 3 * p * s)
-                        di[q + s * (4 * p + 3), co * V + col] = (
-                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
-                            - (
-                                si[q + s * (p + m), co * V + col]
-                                - si[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twi(ftab, 3 * p * s) + (
-                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
-                            + (
-                                sr[q + s * (p + m), co * V + col]
-                                - sr[q + s * (p + 3 * m), co * V + col]
-                            )
-                        ) * twr(ftab, 3 * p * s)
-
-    @T.macro
-    def fft(ar, ai, br, bi, ftab):
-        # In: ar, ai (z[32 r + c] at [r, c]). Out: ar, ai = Z[32 k2 + k1] at [k2, k1].
-        # DFT down the columns: radix 4, 4, 2 (32 = 4 * 4 * 2), a -> b -> a -> b
-        stage4(ar, ai, br, bi, ftab, 1, 8)
-        stage4(br, bi, ar, ai, ftab, 4, 2)
-        stage(ar, ai, br, bi, ftab, 16, 1)
-        # b[k1, c] times W1024^(c k1), transposed into a[c, k1]
-        for cc in range(R):
-            for k1 in T.vectorized(R):
-                ar[cc, k1] = (
-                    br[k1, cc] * ftab[FO["w1024"] + cc * R + k1]
-                    - bi[k1, cc] * ftab[FO["w1024"] + NC + cc * R + k1]
-                )
-                ai[cc, k1] = (
-                    br[k1, cc] * ftab[FO["w1024"] + NC + cc * R + k1]
-                    + bi[k1, cc] * ftab[FO["w1024"] + cc * R + k1]
-                )
-        stage4(ar, ai, br, bi, ftab, 1, 8)
-        stage4(br, bi, ar, ai, ftab, 4, 2)
-        stage(ar, ai, br, bi, ftab, 16, 1)
-        for r in range(R):
-            for col in T.vectorized(R):
-                ar[r, col] = br[r, col]
-                ai[r, col] = bi[r, col]
+    fft = fft_macro(V, FO["w32"], FO["w1024"])
 
     @T.prim_func
     def envelope_frame(
@@ -603,23 +312,38 @@ def build_envelope_kernel(
     return mod, lay
 
 
-class CompiledFrame:
-    """EnvelopeCorrector's FrameKernel (models/dsp/envelope.py) on the compiled frame: one call
-    per frame of a pass, on the corrector's own buffers (zero-copy DLPack views, kept while the
-    buffers stay the same arrays), the target copied into an aligned buffer."""
+class EnvelopeModule:
+    """The compiled frame and its tables, built once and shared: `frame()` gives each
+    EnvelopeCorrector its own FrameKernel."""
 
     def __init__(
         self, target: dict[str, object], dtype: str = "float64", smoothing_hz: float = 4000.0
     ) -> None:
-        self._module, lay = build_envelope_kernel(target, dtype, smoothing_hz)
-        self._fn = self._module["main"]
+        self.module, lay = build_envelope_kernel(target, dtype, smoothing_hz)
+        self.fn = self.module["main"]
         ftab, itab = lay.tables(dtype)
-        self._ftab, self._itab = tvm.runtime.tensor(ftab), tvm.runtime.tensor(itab)
-        self._goal = aligned((lay.n_mels,), np.float64)
-        self._goal_view = tvm.runtime.from_dlpack(self._goal)
-        self._views: list[tuple[np.ndarray | None, object]] = [(None, None), (None, None)]
+        self.ftab, self.itab = tvm.runtime.tensor(ftab), tvm.runtime.tensor(itab)
+        self.n_mels = lay.n_mels
         self.smoothing_hz = smoothing_hz
         self.dtype = dtype
+
+    def frame(self) -> CompiledFrame:
+        return CompiledFrame(self)
+
+
+class CompiledFrame:
+    """EnvelopeCorrector's FrameKernel (models/dsp/envelope.py) on the compiled frame: one call
+    per frame of a pass, on the corrector's own buffers through zero-copy DLPack views (kept
+    while the buffers stay the same arrays: one CompiledFrame per corrector keeps them), the
+    target copied into an aligned buffer."""
+
+    def __init__(self, module: EnvelopeModule) -> None:
+        self._m = module
+        self._goal = aligned((module.n_mels,), np.float64)
+        self._goal_view = tvm.runtime.from_dlpack(self._goal)
+        self._views: list[tuple[np.ndarray | None, object]] = [(None, None), (None, None)]
+        self.smoothing_hz = module.smoothing_hz
+        self.dtype = module.dtype
 
     def zeros(self, n: int) -> np.ndarray:
         return aligned((n,), np.float64)
@@ -637,7 +361,5 @@ class CompiledFrame:
         if not 0 <= lo <= x.size - WIN or acc.size != x.size:
             raise ValueError(f"frame at {lo} outside buffers of {x.size} and {acc.size}")
         self._goal[:] = goal
-        self._fn(
-            self._view(0, x), self._view(1, acc), lo, self._goal_view, share, clip,
-            self._ftab, self._itab,
-        )  # fmt: skip
+        m = self._m
+        m.fn(self._view(0, x), self._view(1, acc), lo, self._goal_view, share, clip, m.ftab, m.itab)

@@ -8,7 +8,7 @@ import tvm
 
 from models.dsp.envelope import HOP, WIN, EnvelopeCorrector, OnsetCheck, _tables, correct
 from models.dsp.features import SPEC, log_mel
-from models.kernel.envelope import CompiledFrame, build_envelope_kernel
+from models.kernel.envelope import EnvelopeModule, build_envelope_kernel
 from models.kernel.isa import ISA_TARGETS, host_isas
 from models.stream import aligned
 
@@ -109,11 +109,11 @@ def test_frames_match_numpy(kernel, kind: str, smoothing: float) -> None:
 
 
 @pytest.fixture(scope="module", params=list(TOLERANCE))
-def compiled(request) -> CompiledFrame:
-    return CompiledFrame(ISA_TARGETS[host_isas()[0]], request.param)
+def compiled(request) -> EnvelopeModule:
+    return EnvelopeModule(ISA_TARGETS[host_isas()[0]], request.param)
 
 
-def test_passes_with_the_kernel_match_numpy(compiled: CompiledFrame) -> None:
+def test_passes_with_the_kernel_match_numpy(compiled: EnvelopeModule) -> None:
     """Three passes with the shipped settings over an utterance whose target is another voice's
     mel (gains up to the clip, the smoothing and its onset fade at work), pushed in uneven
     chunks so the buffers grow and compact under the kernel's views."""
@@ -125,7 +125,7 @@ def test_passes_with_the_kernel_match_numpy(compiled: CompiledFrame) -> None:
     mel = log_mel(other).astype(np.float64)
     passes, clip, smoothing = 3, 1.5, 1.0
     want = correct(audio, mel, passes, clip, smoothing)
-    whole = correct(audio, mel, passes, clip, smoothing, kernel=compiled)
+    whole = correct(audio, mel, passes, clip, smoothing, kernel=compiled.frame())  # one shared
 
     def target(k: int) -> np.ndarray | None:
         return mel[k] if k < len(mel) else None
@@ -133,7 +133,7 @@ def test_passes_with_the_kernel_match_numpy(compiled: CompiledFrame) -> None:
     onset = OnsetCheck(target, 4000.0, passes)
     y = audio
     for _ in range(passes):
-        c = EnvelopeCorrector(target, clip, smoothing, onset=onset, kernel=compiled)
+        c = EnvelopeCorrector(target, clip, smoothing, onset=onset, kernel=compiled.frame())
         cuts = np.cumsum(rng.integers(1, 3 * HOP, size=n))
         cuts = cuts[cuts < y.size]
         y = np.concatenate([c.push(part) for part in np.split(y, cuts)] + [c.finish()])
@@ -145,6 +145,17 @@ def test_passes_with_the_kernel_match_numpy(compiled: CompiledFrame) -> None:
         assert err < PASSES_TOLERANCE[compiled.dtype], f"max error / RMS {err:.3g}"
 
 
-def test_kernel_built_for_another_band_is_refused(compiled: CompiledFrame) -> None:
+def test_kernel_built_for_another_band_is_refused(compiled: EnvelopeModule) -> None:
     with pytest.raises(ValueError, match="smoothing_hz"):
-        EnvelopeCorrector(lambda k: None, 1.0, 1.0, smoothing_hz=3000.0, kernel=compiled)
+        EnvelopeCorrector(lambda k: None, 1.0, 1.0, smoothing_hz=3000.0, kernel=compiled.frame())
+
+
+def test_frame_outside_the_buffers_is_refused(compiled: EnvelopeModule) -> None:
+    frame = compiled.frame()
+    x, acc = frame.zeros(2 * WIN), frame.zeros(2 * WIN)
+    goal = np.zeros(_tables().n_mels)
+    frame(x, acc, WIN, goal, 0.0, 1.0)  # the last frame that fits
+    with pytest.raises(ValueError, match="outside"):
+        frame(x, acc, WIN + 1, goal, 0.0, 1.0)
+    with pytest.raises(ValueError, match="outside"):
+        frame(x, frame.zeros(WIN), 0, goal, 0.0, 1.0)

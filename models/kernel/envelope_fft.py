@@ -1,0 +1,184 @@
+"""The complex FFT of 1024 inside the envelope kernel (models/kernel/envelope.py), as a TVMScript
+macro: a four-step FFT over a 32 x 32 array. DFTs of 32 down the columns (Stockham stages of radix
+4, 4 and 2, each row an element, so every load and store is a contiguous vector of the columns),
+a twiddle times a transpose, and DFTs of 32 down the columns again: the output in natural order.
+The column loops run one vector register (V lanes) at a time: whole 32-lane rows spilled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm.script import tirx as T
+
+from models.kernel.envelope_tables import NC, ROWS
+
+
+def fft_macro(V: int, w32: int, w1024: int) -> Any:
+    """fft(ar, ai, br, bi, ftab): in place on ar, ai (z[32 r + c] at [r, c]; out: Z[32 k2 + k1]
+    at [k2, k1]), br, bi scratch of the same shape; the twiddles W32^k (re [32], im [32]) at
+    ftab[w32:], W1024^(c k1) at [c, k1] (re [1024], im [1024]) at ftab[w1024:]."""
+    R = ROWS
+    assert R % V == 0
+
+    @T.macro
+    def stage(sr, si, dr, di, ftab, s, m):
+        # One Stockham radix-2 stage down the columns of an R x R array (rows as elements):
+        # y[q + 2sp] = a + b, y[q + 2sp + s] = (a - b) W32^(ps), a = x[q + sp], b = x[q + s(p + m)]
+        for p in range(m):
+            for q in range(s):
+                for co in range(R // V):
+                    for col in T.vectorized(V):
+                        dr[q + 2 * s * p, co * V + col] = (
+                            sr[q + s * p, co * V + col] + sr[q + s * (p + m), co * V + col]
+                        )
+                        di[q + 2 * s * p, co * V + col] = (
+                            si[q + s * p, co * V + col] + si[q + s * (p + m), co * V + col]
+                        )
+                        dr[q + 2 * s * p + s, co * V + col] = (
+                            sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
+                        ) * ftab[w32 + p * s] - (
+                            si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
+                        ) * ftab[w32 + R + p * s]
+                        di[q + 2 * s * p + s, co * V + col] = (
+                            sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
+                        ) * ftab[w32 + R + p * s] + (
+                            si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
+                        ) * ftab[w32 + p * s]
+
+    def twr(ftab, k):  # W32^k, real and imaginary parts
+        return ftab[w32 + k]
+
+    def twi(ftab, k):
+        return ftab[w32 + R + k]
+
+    @T.macro
+    def stage4(sr, si, dr, di, ftab, s, m):
+        # One Stockham radix-4 stage (OTFFT's): with a, b, c, d = x[q + s(p + i m)], i = 0..3,
+        # y[q + s 4p] = (a + c) + (b + d), y[q + s(4p + 1)] = W^p ((a - c) - i (b - d)),
+        # y[q + s(4p + 2)] = W^2p ((a + c) - (b + d)), y[q + s(4p + 3)] = W^3p ((a - c) + i (b - d)),
+        # W = W32^s
+        for p in range(m):
+            for q in range(s):
+                for co in range(R // V):
+                    for col in T.vectorized(V):
+                        dr[q + s * 4 * p, co * V + col] = (
+                            sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col]
+                        ) + (
+                            sr[q + s * (p + m), co * V + col]
+                            + sr[q + s * (p + 3 * m), co * V + col]
+                        )
+                        di[q + s * 4 * p, co * V + col] = (
+                            si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col]
+                        ) + (
+                            si[q + s * (p + m), co * V + col]
+                            + si[q + s * (p + 3 * m), co * V + col]
+                        )
+                        # (a - c) - i (b - d) = (amc_r + bmd_i, amc_i - bmd_r), times W^p
+                        dr[q + s * (4 * p + 1), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, p * s) - (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, p * s)
+                        di[q + s * (4 * p + 1), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, p * s) + (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, p * s)
+                        # (a + c) - (b + d), times W^2p
+                        dr[q + s * (4 * p + 2), co * V + col] = (
+                            (sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                + sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 2 * p * s) - (
+                            (si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                + si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 2 * p * s)
+                        di[q + s * (4 * p + 2), co * V + col] = (
+                            (sr[q + s * p, co * V + col] + sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                sr[q + s * (p + m), co * V + col]
+                                + sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 2 * p * s) + (
+                            (si[q + s * p, co * V + col] + si[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                + si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 2 * p * s)
+                        # (a - c) + i (b - d) = (amc_r - bmd_i, amc_i + bmd_r), times W^3p
+                        dr[q + s * (4 * p + 3), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 3 * p * s) - (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 3 * p * s)
+                        di[q + s * (4 * p + 3), co * V + col] = (
+                            (sr[q + s * p, co * V + col] - sr[q + s * (p + 2 * m), co * V + col])
+                            - (
+                                si[q + s * (p + m), co * V + col]
+                                - si[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twi(ftab, 3 * p * s) + (
+                            (si[q + s * p, co * V + col] - si[q + s * (p + 2 * m), co * V + col])
+                            + (
+                                sr[q + s * (p + m), co * V + col]
+                                - sr[q + s * (p + 3 * m), co * V + col]
+                            )
+                        ) * twr(ftab, 3 * p * s)
+
+    @T.macro
+    def fft(ar, ai, br, bi, ftab):
+        # In: ar, ai (z[32 r + c] at [r, c]). Out: ar, ai = Z[32 k2 + k1] at [k2, k1].
+        # DFT down the columns: radix 4, 4, 2 (32 = 4 * 4 * 2), a -> b -> a -> b
+        stage4(ar, ai, br, bi, ftab, 1, 8)
+        stage4(br, bi, ar, ai, ftab, 4, 2)
+        stage(ar, ai, br, bi, ftab, 16, 1)
+        # b[k1, c] times W1024^(c k1), transposed into a[c, k1]
+        for cc in range(R):
+            for k1 in T.vectorized(R):
+                ar[cc, k1] = (
+                    br[k1, cc] * ftab[w1024 + cc * R + k1]
+                    - bi[k1, cc] * ftab[w1024 + NC + cc * R + k1]
+                )
+                ai[cc, k1] = (
+                    br[k1, cc] * ftab[w1024 + NC + cc * R + k1]
+                    + bi[k1, cc] * ftab[w1024 + cc * R + k1]
+                )
+        stage4(ar, ai, br, bi, ftab, 1, 8)
+        stage4(br, bi, ar, ai, ftab, 4, 2)
+        stage(ar, ai, br, bi, ftab, 16, 1)
+        for r in range(R):
+            for col in T.vectorized(R):
+                ar[r, col] = br[r, col]
+                ai[r, col] = bi[r, col]
+
+    return fft
