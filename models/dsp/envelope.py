@@ -258,17 +258,19 @@ class EnvelopeCorrector:
         """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
         buffers in place, in the order and with the operations of the formulas in the module
         docstring, so every value is the same bit for bit as with fresh arrays."""
+        goal = self.target(self._next)
+        share = 0.0
+        if goal is not None and self.smoothing:
+            share = self.smoothing * self.onset.steadiness(self._next)
+        if goal is not None and self.kernel is not None:
+            self.kernel(self._x, self._acc, lo, goal, share, self.clip)
+            return
         t = self._t
         window = t.window
         seg = self._x[lo : lo + WIN]
-        goal = self.target(self._next)
         acc = self._acc[lo : lo + WIN]
         if goal is None:
             acc += seg * window * window
-            return
-        share = self.smoothing * self.onset.steadiness(self._next) if self.smoothing else 0.0
-        if self.kernel is not None:
-            self.kernel(self._x, self._acc, lo, goal, share, self.clip)
             return
         np.multiply(seg, window, out=self._pad[:WIN])
         spec = np.fft.rfft(self._pad)  # (numpy < 2 has no out= for FFTs)
