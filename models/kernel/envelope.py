@@ -84,10 +84,6 @@ def make_envelope_kernel(
     KS = -(-(BINS - K0) // V) * V  # the smoothed bins, padded to whole vectors
     assert K0 + KS <= BP and BP % V == 0 and WIN % V == 0 and (N_FFT - WIN) % V == 0
 
-    def zat(buf, k):
-        # Z[k] of the four-step FFT's output, k in 0..NC (Z[NC] = Z[0]), and up to BP
-        return buf[k % NC // R, k % R]
-
     def c(v: float) -> tvm.tirx.PrimExpr:
         return T.FloatImm(dt, v)
 
@@ -159,8 +155,11 @@ def make_envelope_kernel(
         x = T.match_buffer(x_h, (n,), "float64")
         acc = T.match_buffer(acc_h, (n,), "float64")
         xw = T.alloc_buffer((N_FFT,), dt)
-        ar = T.alloc_buffer((R, R), dt)
-        ai = T.alloc_buffer((R, R), dt)
+        # the FFT's arrays, also seen flat (with room for Z[NC] = Z[0] after them)
+        af = T.alloc_buffer((NC + 16,), dt)
+        bf = T.alloc_buffer((NC + 16,), dt)
+        ar = T.decl_buffer((R, R), dt, data=af.data)
+        ai = T.decl_buffer((R, R), dt, data=bf.data)
         br = T.alloc_buffer((R, R), dt)
         bi = T.alloc_buffer((R, R), dt)
         xr = T.alloc_buffer((BP,), dt)
@@ -192,24 +191,31 @@ def make_envelope_kernel(
                 ar[r, col] = xw[2 * (r * R + col)]
                 ai[r, col] = xw[2 * (r * R + col) + 1]
         fft(ar, ai, br, bi, ftab)
-        # the split: X[k] from Z[k] and Z[NC - k] (Z[NC] = Z[0]), k = 0..NC (and the padding)
-        for o in range(BP // V):
+        # the split: X[k] from Z[k] and Z[NC - k] (Z[NC] = Z[0]), k = 0..NC - 1; then NC
+        af[NC] = af[0]
+        bf[NC] = bf[0]
+        for o in range(NC // V):
             for v in T.vectorized(V):
                 xr[o * V + v] = c(0.5) * (
-                    (zat(ar, o * V + v) + zat(ar, NC - o * V - v))
-                    + ftab[FO["w2048"] + o * V + v] * (zat(ai, o * V + v) + zat(ai, NC - o * V - v))
-                    + ftab[FO["w2048"] + BP + o * V + v]
-                    * (zat(ar, o * V + v) - zat(ar, NC - o * V - v))
+                    (af[o * V + v] + af[NC - o * V - v])
+                    + ftab[FO["w2048"] + o * V + v] * (bf[o * V + v] + bf[NC - o * V - v])
+                    + ftab[FO["w2048"] + BP + o * V + v] * (af[o * V + v] - af[NC - o * V - v])
                 )
                 xi[o * V + v] = c(0.5) * (
-                    (zat(ai, o * V + v) - zat(ai, NC - o * V - v))
-                    - ftab[FO["w2048"] + o * V + v] * (zat(ar, o * V + v) - zat(ar, NC - o * V - v))
-                    + ftab[FO["w2048"] + BP + o * V + v]
-                    * (zat(ai, o * V + v) + zat(ai, NC - o * V - v))
+                    (bf[o * V + v] - bf[NC - o * V - v])
+                    - ftab[FO["w2048"] + o * V + v] * (af[o * V + v] - af[NC - o * V - v])
+                    + ftab[FO["w2048"] + BP + o * V + v] * (bf[o * V + v] + bf[NC - o * V - v])
                 )
                 mag[o * V + v] = T.sqrt(
                     xr[o * V + v] * xr[o * V + v] + xi[o * V + v] * xi[o * V + v]
                 )
+        # Nyquist (W = -1: the formula's value, rounded once), and zeros in the padding
+        xr[NC] = af[0] - bf[0]
+        xi[NC] = c(0.0)
+        mag[NC] = T.fabs(xr[NC])
+        for k in range(BINS, BP):
+            xr[k] = c(0.0)
+            xi[k] = c(0.0)
         for k in range(BINS, BP + MV):
             mag[k] = c(0.0)
         # the mel: one contiguous run of bins per band, MV lanes at a time
@@ -291,8 +297,8 @@ def make_envelope_kernel(
         # y[2n] = Re z[n], y[2n + 1] = Im z[n], z = conj(FFT(conj Z)) / NC; windowed, added
         for o in range(WIN // 2 // V2):
             for v in T.vectorized(V2):
-                ys[2 * (o * V2 + v)] = zat(ar, o * V2 + v) * c(1.0 / NC)
-                ys[2 * (o * V2 + v) + 1] = zat(ai, o * V2 + v) * c(-1.0 / NC)
+                ys[2 * (o * V2 + v)] = af[o * V2 + v] * c(1.0 / NC)
+                ys[2 * (o * V2 + v) + 1] = bf[o * V2 + v] * c(-1.0 / NC)
         for o in range(WIN // V):
             for v in T.vectorized(V):
                 acc[lo + o * V + v] = acc[lo + o * V + v] + T.Cast(
