@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
@@ -11,8 +13,12 @@ from models.dsp.features import SPEC, log_mel
 from models.kernel.envelope import EnvelopeModule, build_envelope_kernel
 from models.kernel.isa import ISA_TARGETS, host_isas
 from models.stream import aligned
+from models.vocoder.chain import SynthesisChain
+from models.vocoder.config import VocoderConfig
 
 pytestmark = pytest.mark.slow
+
+SHIPPED = Path(__file__).resolve().parents[3] / "compiled" / "wavernn-slt"
 
 # Output error over the signal's RMS: float64 is the same math to rounding, float32 to its own.
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -142,7 +148,7 @@ def test_passes_with_the_kernel_match_numpy(compiled: EnvelopeModule) -> None:
     assert np.max(np.abs(want - audio)) > 0.1 * rms, "the passes changed nothing"
     for got in (whole, y):
         err = float(np.max(np.abs(got.astype(np.float64) - want)) / rms)
-        assert err < PASSES_TOLERANCE[compiled.dtype], f"max error / RMS {err:.3g}"
+    assert err < PASSES_TOLERANCE[compiled.dtype], f"max error / RMS {err:.3g}"
 
 
 def test_kernel_built_for_another_band_is_refused(compiled: EnvelopeModule) -> None:
@@ -159,3 +165,34 @@ def test_frame_outside_the_buffers_is_refused(compiled: EnvelopeModule) -> None:
         frame(x, acc, WIN + 1, goal, 0.0, 1.0)
     with pytest.raises(ValueError, match="outside"):
         frame(x, frame.zeros(WIN), 0, goal, 0.0, 1.0)
+
+
+def test_chain_with_the_kernel_matches_numpy(compiled: EnvelopeModule) -> None:
+    """The shipped voice's post-kernel chain (postfilter, advance, the envelope passes), driven
+    frame by frame as a stream drives it, with the compiled envelope against numpy."""
+    config = VocoderConfig.load(SHIPPED / "config.json")
+    assert config.envelope_passes and config.envelope_smoothing
+    hop, frames = config.hop_length, 80
+    rng = np.random.default_rng(5)
+    pcm = speech_like(frames * hop, rng).astype(np.float32)
+    mel = log_mel(speech_like(frames * hop, np.random.default_rng(6))).astype(np.float64)
+    f0 = np.full(frames, 130.0)
+    voicing = (np.arange(frames) % 20 < 14).astype(np.float64)  # voiced and unvoiced stretches
+
+    def run(kernel: EnvelopeModule | None) -> np.ndarray:
+        chain = SynthesisChain(
+            config,
+            lambda k: mel[k] if k < len(mel) else None,
+            None if kernel is None else kernel.frame,
+        )
+        out = [
+            chain.frame(pcm[f * hop : (f + 1) * hop], f0[f : f + 1], voicing[f : f + 1])
+            for f in range(frames)
+        ]
+        return np.concatenate([*out, chain.finish()])
+
+    want, got = run(None), run(compiled)
+    assert want.shape == got.shape == (frames * hop,)
+    rms = float(np.sqrt(np.mean(want.astype(np.float64) ** 2)))
+    err = float(np.max(np.abs(got.astype(np.float64) - want)) / rms)
+    assert err < PASSES_TOLERANCE[compiled.dtype], f"max error / RMS {err:.3g}"
