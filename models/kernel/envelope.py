@@ -7,7 +7,7 @@ TVM has no FFT op, so the FFT is written here. The real FFT of 2048 is a complex
 even samples as real parts, the odd ones as imaginary parts) and the usual split step; the
 complex FFT is a four-step one (models/kernel/envelope_fft.py), and the inverse is the forward FFT
 of the conjugate. exp and log are vector polynomials to the dtype's precision (libm's scalar
-calls took half the frame). Mel and spread run over contiguous runs of bins per band
+calls took 40% of the frame). Mel and spread run over contiguous runs of bins per band
 (models/kernel/envelope_tables.py): broadcasts and vector loads, no per-lane gathers.
 
 float64 is numpy's math to rounding (~3e-15 of the signal's RMS per frame); float32 ~2e-6.
