@@ -186,10 +186,23 @@ def make_envelope_kernel(
             for v in T.vectorized(V):
                 xw[WIN + o * V + v] = c(0.0)
         # z[n] = xw[2n] + i xw[2n + 1] at [n // 32, n % 32]
+        # (two contiguous vectors, their even and odd lanes shuffled out)
         for r in range(R):
-            for col in T.vectorized(R):
-                ar[r, col] = xw[2 * (r * R + col)]
-                ai[r, col] = xw[2 * (r * R + col) + 1]
+            for co in range(R // V):
+                ar[r, T.ramp(co * V, 1, V)] = T.Shuffle(
+                    [
+                        xw[T.ramp(2 * (r * R + co * V), 1, V)],
+                        xw[T.ramp(2 * (r * R + co * V) + V, 1, V)],
+                    ],
+                    [2 * i for i in range(V)],
+                )
+                ai[r, T.ramp(co * V, 1, V)] = T.Shuffle(
+                    [
+                        xw[T.ramp(2 * (r * R + co * V), 1, V)],
+                        xw[T.ramp(2 * (r * R + co * V) + V, 1, V)],
+                    ],
+                    [2 * i + 1 for i in range(V)],
+                )
         fft(ar, ai, br, bi, ftab)
         # the split: X[k] from Z[k] and Z[NC - k] (Z[NC] = Z[0]), k = 0..NC - 1; then NC
         af[NC] = af[0]
@@ -294,11 +307,17 @@ def make_envelope_kernel(
                     * ftab[FO["w2048"] + BP + r * R + col]
                 )
         fft(ar, ai, br, bi, ftab)
-        # y[2n] = Re z[n], y[2n + 1] = Im z[n], z = conj(FFT(conj Z)) / NC; windowed, added
+        # y[2n] = Re z[n], y[2n + 1] = Im z[n], z = conj(FFT(conj Z)) / NC: the two halves of
+        # each interleaved pair of vectors shuffled together; windowed, added
         for o in range(WIN // 2 // V2):
-            for v in T.vectorized(V2):
-                ys[2 * (o * V2 + v)] = af[o * V2 + v] * c(1.0 / NC)
-                ys[2 * (o * V2 + v) + 1] = bf[o * V2 + v] * c(-1.0 / NC)
+            ys[T.ramp(2 * o * V2, 1, V2)] = T.Shuffle(
+                [af[T.ramp(o * V2, 1, V2)] * c(1.0 / NC), bf[T.ramp(o * V2, 1, V2)] * c(-1.0 / NC)],
+                [i // 2 + (i % 2) * V2 for i in range(V2)],
+            )
+            ys[T.ramp(2 * o * V2 + V2, 1, V2)] = T.Shuffle(
+                [af[T.ramp(o * V2, 1, V2)] * c(1.0 / NC), bf[T.ramp(o * V2, 1, V2)] * c(-1.0 / NC)],
+                [V2 // 2 + i // 2 + (i % 2) * V2 for i in range(V2)],
+            )
         for o in range(WIN // V):
             for v in T.vectorized(V):
                 acc[lo + o * V + v] = acc[lo + o * V + v] + T.Cast(
