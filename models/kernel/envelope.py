@@ -62,16 +62,10 @@ def make_envelope_kernel(
     magic = 1.5 * 2.0**mbits  # x + magic rounds x to an integer held in the low bits
     xmax = 700.0 if wide else 87.0  # exp's argument clamp: 2^n stays a normal number
     LOG2E = 1.0 / np.log(2.0)
-    # ln 2 in two parts, the first with trailing zero bits so n * ln2_hi is exact (fdlibm,
-    # cephes)
-    ln2_hi, ln2_lo = (
-        (6.93147180369123816490e-01, 1.90821492927058770002e-10)
-        if wide
-        else (
-            0.693359375,
-            -2.12194440e-4,
-        )
-    )
+    # ln 2 in two parts, the first with trailing zero bits so n * ln2_hi is exact (fdlibm's
+    # for float64, cephes' for float32)
+    ln2_hi = 6.93147180369123816490e-01 if wide else 0.693359375
+    ln2_lo = 1.90821492927058770002e-10 if wide else -2.12194440e-4
     sqrt_half_bits = 0x3FE6A09E667F3BCD if wide else 0x3F3504F3  # the bits of sqrt(1/2)
     # exp's Taylor series to 1e-17 / 1e-8 on |r| <= ln 2 / 2; atanh's odd series to
     # s^21 / s^11 on |s| <= 0.1716 (1 / (2j + 3) for j = 0..)
