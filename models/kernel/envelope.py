@@ -131,7 +131,7 @@ def make_envelope_kernel(
             + (c(2.0) * tf[1, v] + c(2.0) * tf[1, v] * tf[2, v] * horner(atanh_series, tf[2, v]))
         )
 
-    fft = fft_macro(V, FO["w32"], FO["w1024"], shuffled=wide)
+    fft = fft_macro(V, FO["w32"], FO["w1024"])
 
     @T.prim_func
     def envelope_frame(

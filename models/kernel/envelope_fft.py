@@ -13,14 +13,16 @@ from tvm.script import tirx as T
 from models.kernel.envelope_tables import NC, ROWS
 
 
-def fft_macro(V: int, w32: int, w1024: int, shuffled: bool) -> Any:
+def fft_macro(V: int, w32: int, w1024: int) -> Any:
     """fft(ar, ai, br, bi, ftab): in place on ar, ai (z[32 r + c] at [r, c]; out: Z[32 k2 + k1]
     at [k2, k1]), br, bi scratch of the same shape; the twiddles W32^k (re [32], im [32]) at
-    ftab[w32:], W1024^(c k1) at [c, k1] (re [1024], im [1024]) at ftab[w1024:]. `shuffled`:
-    the transpose by V x V blocks of shuffles (faster for float64: avx512 4.96 -> 4.27 us a
-    frame, avx2 7.03 -> 6.69) rather than per-lane loads (faster for float32: 3.10 against
-    3.66 us on avx512)."""
+    ftab[w32:], W1024^(c k1) at [c, k1] (re [1024], im [1024]) at ftab[w1024:].
+
+    The transpose works on blocks of up to 8 x 8, one shuffle per output vector (against
+    per-lane loads: avx512 float64 4.96 -> 4.27 us a frame, float32 2.76 -> 2.44; float32
+    blocks of 16 were slower)."""
     R = ROWS
+    TV = min(V, 8)  # the transpose's blocks: TV x TV
     assert R % V == 0 and 4 <= V <= 16
 
     @T.macro
@@ -160,31 +162,31 @@ def fft_macro(V: int, w32: int, w1024: int, shuffled: bool) -> Any:
 
     @T.macro
     def tcol(ar, ai, br, bi, ftab, bk, bc, j):
-        # column j of block (bk, bc) of b, i.e. a[bc V + j, bk V ..] = b[bk V .., bc V + j],
+        # column j of block (bk, bc) of b, i.e. a[bc TV + j, bk TV ..] = b[bk TV .., bc TV + j],
         # times the twiddles there
-        ar[bc * V + j, T.ramp(bk * V, 1, V)] = (
+        ar[bc * TV + j, T.ramp(bk * TV, 1, TV)] = (
             T.Shuffle(
-                [br[bk * V + i, T.ramp(bc * V, 1, V)] for i in range(V)],
-                [i * V + j for i in range(V)],
+                [br[bk * TV + i, T.ramp(bc * TV, 1, TV)] for i in range(TV)],
+                [i * TV + j for i in range(TV)],
             )
-            * ftab[T.ramp(w1024 + (bc * V + j) * R + bk * V, 1, V)]
+            * ftab[T.ramp(w1024 + (bc * TV + j) * R + bk * TV, 1, TV)]
             - T.Shuffle(
-                [bi[bk * V + i, T.ramp(bc * V, 1, V)] for i in range(V)],
-                [i * V + j for i in range(V)],
+                [bi[bk * TV + i, T.ramp(bc * TV, 1, TV)] for i in range(TV)],
+                [i * TV + j for i in range(TV)],
             )
-            * ftab[T.ramp(w1024 + NC + (bc * V + j) * R + bk * V, 1, V)]
+            * ftab[T.ramp(w1024 + NC + (bc * TV + j) * R + bk * TV, 1, TV)]
         )
-        ai[bc * V + j, T.ramp(bk * V, 1, V)] = (
+        ai[bc * TV + j, T.ramp(bk * TV, 1, TV)] = (
             T.Shuffle(
-                [br[bk * V + i, T.ramp(bc * V, 1, V)] for i in range(V)],
-                [i * V + j for i in range(V)],
+                [br[bk * TV + i, T.ramp(bc * TV, 1, TV)] for i in range(TV)],
+                [i * TV + j for i in range(TV)],
             )
-            * ftab[T.ramp(w1024 + NC + (bc * V + j) * R + bk * V, 1, V)]
+            * ftab[T.ramp(w1024 + NC + (bc * TV + j) * R + bk * TV, 1, TV)]
             + T.Shuffle(
-                [bi[bk * V + i, T.ramp(bc * V, 1, V)] for i in range(V)],
-                [i * V + j for i in range(V)],
+                [bi[bk * TV + i, T.ramp(bc * TV, 1, TV)] for i in range(TV)],
+                [i * TV + j for i in range(TV)],
             )
-            * ftab[T.ramp(w1024 + (bc * V + j) * R + bk * V, 1, V)]
+            * ftab[T.ramp(w1024 + (bc * TV + j) * R + bk * TV, 1, TV)]
         )
 
     @T.macro
@@ -194,52 +196,23 @@ def fft_macro(V: int, w32: int, w1024: int, shuffled: bool) -> Any:
         stage4(ar, ai, br, bi, ftab, 1, 8)
         stage4(br, bi, ar, ai, ftab, 4, 2)
         stage(ar, ai, br, bi, ftab, 16, 1)
-        if shuffled:
-            # b[k1, c] transposed into a[c, k1], times W1024^(c k1): V x V blocks, each output
-            # vector a shuffle of V row vectors (per-lane loads took twice as long)
-            for bk in range(R // V):
-                for bc in range(R // V):
-                    # the shuffle's lanes are constants: one call per column, written out (j < V)
-                    tcol(ar, ai, br, bi, ftab, bk, bc, 0)
-                    tcol(ar, ai, br, bi, ftab, bk, bc, 1)
-                    tcol(ar, ai, br, bi, ftab, bk, bc, 2)
-                    tcol(ar, ai, br, bi, ftab, bk, bc, 3)
-                    if V > 4:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 4)
-                    if V > 5:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 5)
-                    if V > 6:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 6)
-                    if V > 7:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 7)
-                    if V > 8:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 8)
-                    if V > 9:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 9)
-                    if V > 10:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 10)
-                    if V > 11:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 11)
-                    if V > 12:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 12)
-                    if V > 13:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 13)
-                    if V > 14:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 14)
-                    if V > 15:
-                        tcol(ar, ai, br, bi, ftab, bk, bc, 15)
-        else:
-            # b[k1, c] times W1024^(c k1), transposed into a[c, k1]
-            for cc in range(R):
-                for k1 in T.vectorized(R):
-                    ar[cc, k1] = (
-                        br[k1, cc] * ftab[w1024 + cc * R + k1]
-                        - bi[k1, cc] * ftab[w1024 + NC + cc * R + k1]
-                    )
-                    ai[cc, k1] = (
-                        br[k1, cc] * ftab[w1024 + NC + cc * R + k1]
-                        + bi[k1, cc] * ftab[w1024 + cc * R + k1]
-                    )
+        # b[k1, c] transposed into a[c, k1], times W1024^(c k1): TV x TV blocks, each output
+        # vector a shuffle of TV row vectors
+        for bk in range(R // TV):
+            for bc in range(R // TV):
+                # the shuffle's lanes are constants: one call per column, written out (j < TV)
+                tcol(ar, ai, br, bi, ftab, bk, bc, 0)
+                tcol(ar, ai, br, bi, ftab, bk, bc, 1)
+                tcol(ar, ai, br, bi, ftab, bk, bc, 2)
+                tcol(ar, ai, br, bi, ftab, bk, bc, 3)
+                if TV > 4:
+                    tcol(ar, ai, br, bi, ftab, bk, bc, 4)
+                if TV > 5:
+                    tcol(ar, ai, br, bi, ftab, bk, bc, 5)
+                if TV > 6:
+                    tcol(ar, ai, br, bi, ftab, bk, bc, 6)
+                if TV > 7:
+                    tcol(ar, ai, br, bi, ftab, bk, bc, 7)
         stage4(ar, ai, br, bi, ftab, 1, 8)
         stage4(br, bi, ar, ai, ftab, 4, 2)
         stage(ar, ai, br, bi, ftab, 16, 1)
