@@ -1,4 +1,4 @@
-"""Time the envelope correction's frame, numpy against the compiled kernel (models/kernel/envelope.py).
+"""Time the envelope correction's frame: numpy against the compiled kernel (kernel/envelope.py).
 
     taskset -c 1 python -m models.kernel.envelope_bench --repeats 60
 

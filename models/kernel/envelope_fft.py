@@ -59,9 +59,11 @@ def fft_macro(V: int, w32: int, w1024: int) -> Any:
     @T.macro
     def stage4(sr, si, dr, di, ftab, s, m):
         # One Stockham radix-4 stage (OTFFT's): with a, b, c, d = x[q + s(p + i m)], i = 0..3,
-        # y[q + s 4p] = (a + c) + (b + d), y[q + s(4p + 1)] = W^p ((a - c) - i (b - d)),
-        # y[q + s(4p + 2)] = W^2p ((a + c) - (b + d)), y[q + s(4p + 3)] = W^3p ((a - c) + i (b - d)),
-        # W = W32^s
+        # and W = W32^s:
+        #   y[q + s 4p] = (a + c) + (b + d),
+        #   y[q + s(4p + 1)] = W^p ((a - c) - i (b - d)),
+        #   y[q + s(4p + 2)] = W^2p ((a + c) - (b + d)),
+        #   y[q + s(4p + 3)] = W^3p ((a - c) + i (b - d))
         for p in range(m):
             for q in range(s):
                 for co in range(R // V):
