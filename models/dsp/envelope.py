@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -150,6 +151,22 @@ class OnsetCheck:
         return min(max((hi - (high - low)) / (hi - lo), 0.0), 1.0)
 
 
+class FrameKernel(Protocol):
+    """A compiled stand-in for EnvelopeCorrector._frame's math (models/kernel/envelope.py): adds
+    the corrected, windowed frame x[lo : lo + WIN] into acc[lo : lo + WIN], for a target log-mel
+    `goal`, the smoothing's `share` of the way (0: none) and the gain's bound `clip`."""
+
+    smoothing_hz: float
+
+    def zeros(self, n: int) -> np.ndarray:
+        """A float64 buffer of n zeros the kernel can read and add to in place."""
+        ...
+
+    def __call__(
+        self, x: np.ndarray, acc: np.ndarray, lo: int, goal: np.ndarray, share: float, clip: float
+    ) -> None: ...
+
+
 class EnvelopeCorrector:
     """One pass over a stream: push(samples) -> the samples now final; finish() -> the rest.
 
@@ -157,6 +174,8 @@ class EnvelopeCorrector:
     the mel (those frames pass unchanged). Output length = input length. `smoothing` > 0 also
     smooths the bins from `smoothing_hz` up towards their bands' level (module docstring), with
     `onset` as its onset check (one shared by the passes over the same target, or its own).
+    `kernel` does each frame's math in compiled code instead of numpy (FrameKernel; numpy is the
+    reference, the kernel within its tests' tolerance of it).
     """
 
     def __init__(
@@ -166,7 +185,14 @@ class EnvelopeCorrector:
         smoothing: float = 0.0,
         smoothing_hz: float = 4000.0,
         onset: OnsetCheck | None = None,
+        kernel: FrameKernel | None = None,
     ) -> None:
+        if kernel is not None and kernel.smoothing_hz != smoothing_hz:
+            raise ValueError(
+                f"kernel built for smoothing_hz {kernel.smoothing_hz}, not {smoothing_hz}"
+            )
+        self.kernel = kernel
+        self._zeros = kernel.zeros if kernel is not None else np.zeros
         self.target = target
         self.clip = clip
         self.smoothing = smoothing
@@ -179,8 +205,8 @@ class EnvelopeCorrector:
         # buffers that only grow (zeros past the input: frame 0 reads from -WIN/2, and the end
         # reads past the last sample); the next frame to make.
         self._base = -WIN // 2
-        self._x = np.zeros(8 * WIN)
-        self._acc = np.zeros(8 * WIN)
+        self._x = self._zeros(8 * WIN)
+        self._acc = self._zeros(8 * WIN)
         self._len = WIN // 2  # input held, from _base
         self._next = 0
         self._emitted = 0  # samples returned so far
@@ -202,8 +228,9 @@ class EnvelopeCorrector:
             self._compact()
         if self._len + n + WIN > self._x.size:
             size = 2 * (self._len + n + WIN)
-            self._x = np.concatenate([self._x, np.zeros(size - self._x.size)])
-            self._acc = np.concatenate([self._acc, np.zeros(size - self._acc.size)])
+            x, acc = self._zeros(size), self._zeros(size)
+            x[: self._x.size], acc[: self._acc.size] = self._x, self._acc
+            self._x, self._acc = x, acc
         self._x[self._len : self._len + n] = samples
         self._len += n
         self._received += n
@@ -231,10 +258,16 @@ class EnvelopeCorrector:
         """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
         buffers in place, in the order and with the operations of the formulas in the module
         docstring, so every value is the same bit for bit as with fresh arrays."""
+        goal = self.target(self._next)
+        share = 0.0
+        if goal is not None and self.smoothing:
+            share = self.smoothing * self.onset.steadiness(self._next)
+        if goal is not None and self.kernel is not None:
+            self.kernel(self._x, self._acc, lo, goal, share, self.clip)
+            return
         t = self._t
         window = t.window
         seg = self._x[lo : lo + WIN]
-        goal = self.target(self._next)
         acc = self._acc[lo : lo + WIN]
         if goal is None:
             acc += seg * window * window
@@ -245,7 +278,6 @@ class EnvelopeCorrector:
         mel = t.mel(mag, self._terms)
         gain = np.asarray(goal, dtype=np.float64) - np.log(np.maximum(mel, SPEC.log_floor))
         gain = t.bins(np.minimum(np.maximum(gain, -self.clip), self.clip))
-        share = self.smoothing * self.onset.steadiness(self._next) if self.smoothing else 0.0
         if share:
             k = self._smooth_from
             # the RMS of a noise whose bands have this mel, per bin (NOISE_RMS_OVER_MEAN), over
@@ -312,8 +344,10 @@ def correct(
     clip: float,
     smoothing: float = 0.0,
     smoothing_hz: float = 4000.0,
+    kernel: FrameKernel | None = None,
 ) -> np.ndarray:
-    """Whole-utterance correction: float32 [L] from float [L] and its log-mel float [n, n_mels]."""
+    """Whole-utterance correction: float32 [L] from float [L] and its log-mel float [n, n_mels]
+    (`kernel`: EnvelopeCorrector's)."""
     mel = np.asarray(mel, dtype=np.float64)
     y = np.asarray(audio, dtype=np.float32)
 
@@ -322,6 +356,6 @@ def correct(
 
     onset = OnsetCheck(target, smoothing_hz, passes) if smoothing else None
     for _ in range(passes):
-        c = EnvelopeCorrector(target, clip, smoothing, smoothing_hz, onset)
+        c = EnvelopeCorrector(target, clip, smoothing, smoothing_hz, onset, kernel)
         y = np.concatenate([c.push(y), c.finish()])
     return y

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector, OnsetCheck
+from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector, FrameKernel, OnsetCheck
 from models.dsp.postfilter import PitchPostfilter
 from models.vocoder.config import VocoderConfig
 
@@ -50,10 +50,14 @@ def frames_ahead(config: VocoderConfig) -> int:
 
 class SynthesisChain:
     """One utterance's post-kernel state. `target_mel(k)` is the log-mel frame k was asked for
-    (float [n_mels]), or None past the end of the mel: the envelope passes' target."""
+    (float [n_mels]), or None past the end of the mel: the envelope passes' target.
+    `envelope_kernel()`, if given, makes each envelope pass its compiled frame (FrameKernel)."""
 
     def __init__(
-        self, config: VocoderConfig, target_mel: Callable[[int], np.ndarray | None]
+        self,
+        config: VocoderConfig,
+        target_mel: Callable[[int], np.ndarray | None],
+        envelope_kernel: Callable[[], FrameKernel] | None = None,
     ) -> None:
         c = config
         self.config = config
@@ -72,7 +76,12 @@ class SynthesisChain:
         )
         self.envelope = [
             EnvelopeCorrector(
-                target_mel, c.envelope_clip, c.envelope_smoothing, c.envelope_smoothing_hz, onset
+                target_mel,
+                c.envelope_clip,
+                c.envelope_smoothing,
+                c.envelope_smoothing_hz,
+                onset,
+                None if envelope_kernel is None else envelope_kernel(),
             )
             for _ in range(c.envelope_passes)
         ]
