@@ -17,7 +17,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,12 @@ import tvm
 
 from models.artifact import ModelLoadError, load_checked
 from models.batching import FrameCall, GroupScratch, split_batches
+from models.dsp.envelope import FrameKernel
 from models.dsp.features import MelInputError
 from models.dsp.pitch import source
 from models.kernel.batch import BATCH_SIZES, batch_function_name
 from models.kernel.build import build
+from models.kernel.envelope_load import envelope_module
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
 from models.stream import VocoderStream, aligned
@@ -78,6 +80,10 @@ class VocoderRuntime:
             if module.implements_function(batch_function_name(b))
         }
         self._scratch = GroupScratch()
+        # Streams run the envelope passes' frames compiled (models/kernel/envelope_load.py),
+        # built into and loaded from cache_dir; False: the numpy reference (the same audio).
+        self.compiled_envelope = True
+        self.cache_dir = default_cache_dir()
         if not self._batch_fns:
             log.info("%s: the module has no batched frame functions (recompile it to batch)", name)
 
@@ -107,7 +113,10 @@ class VocoderRuntime:
         except Exception as exc:  # TVM raises its own error types for unreadable libraries
             raise ModelLoadError(f"cannot load TVM module {path}: {exc}") from exc
         log.info("loaded %s (%s module, %s)", model_dir.name, chosen, path.name)
-        return cls(model_dir.name, config, manifest, weights, module, chosen)
+        rt = cls(model_dir.name, config, manifest, weights, module, chosen)
+        if cache_dir is not None:
+            rt.cache_dir = Path(cache_dir)
+        return rt
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -154,6 +163,14 @@ class VocoderRuntime:
         self._frame_fn(
             cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
         )
+
+    def envelope_kernel(self, config: VocoderConfig) -> Callable[[], FrameKernel] | None:
+        """What makes each envelope pass of a stream with `config` its compiled frame, or None
+        (no passes, compiled_envelope off, or no module could be built: numpy then)."""
+        if not config.envelope_passes or not self.compiled_envelope:
+            return None
+        module = envelope_module(self.isa, float(config.envelope_smoothing_hz), str(self.cache_dir))
+        return None if module is None else module.frame
 
     def run_frames(self, calls: list[FrameCall]) -> list[int]:
         """The next frame of several streams, each a FrameCall (its kernel inputs, state and

@@ -333,18 +333,25 @@ def build_envelope_kernel(
 
 class EnvelopeModule:
     """The compiled frame and its tables, built once and shared: `frame()` gives each
-    EnvelopeCorrector its own FrameKernel."""
+    EnvelopeCorrector its own FrameKernel. `module`: build_envelope_kernel's (or that module
+    exported and loaded again) for `dtype` and `smoothing_hz`."""
 
     def __init__(
-        self, target: dict[str, object], dtype: str = "float64", smoothing_hz: float = 4000.0
+        self, module: tvm.runtime.Module, dtype: str = "float64", smoothing_hz: float = 4000.0
     ) -> None:
-        self.module, lay = build_envelope_kernel(target, dtype, smoothing_hz)
-        self.fn = self.module["main"]
-        ftab, itab = lay.tables(dtype)
+        self.module = module
+        self.fn = module["main"]
+        ftab, itab = Layout().tables(dtype)
         self.ftab, self.itab = tvm.runtime.tensor(ftab), tvm.runtime.tensor(itab)
-        self.n_mels = lay.n_mels
+        self.n_mels = Layout().n_mels
         self.smoothing_hz = smoothing_hz
         self.dtype = dtype
+
+    @classmethod
+    def build(
+        cls, target: dict[str, object], dtype: str = "float64", smoothing_hz: float = 4000.0
+    ) -> EnvelopeModule:
+        return cls(build_envelope_kernel(target, dtype, smoothing_hz)[0], dtype, smoothing_hz)
 
     def frame(self) -> CompiledFrame:
         return CompiledFrame(self)

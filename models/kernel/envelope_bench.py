@@ -57,7 +57,7 @@ def main() -> None:
         return mel[k] if k < len(mel) else None
 
     modules = {
-        f"{isa}-{dt}": EnvelopeModule(ISA_TARGETS[isa], dt)
+        f"{isa}-{dt}": EnvelopeModule.build(ISA_TARGETS[isa], dt)
         for isa in host_isas()
         if isa != "avx512vnni"  # the same code as avx512 here
         for dt in ("float64", "float32")

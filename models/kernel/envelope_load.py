@@ -1,0 +1,65 @@
+"""The compiled envelope frame (models/kernel/envelope.py) for a runtime's streams.
+
+The frame is specialised on a synthesis setting (`envelope_smoothing_hz`: the first smoothed bin
+sets its loop bounds), and synthesis settings never reach a voice's artefact, so it is not in the
+artefact's modules: it is compiled on first use for the runtime's ISA and that setting (~2 s) and
+kept in the cache directory, keyed by the kernel's source, so later workers on the machine load
+it at once. Where it cannot be built or the cache cannot be written, streams run the numpy
+reference (or the module built in memory) instead: the audio is the same (float64, tested).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import tvm
+
+from models.kernel.envelope import EnvelopeModule, build_envelope_kernel
+from models.kernel.isa import ISA_TARGETS, host_target
+
+log = logging.getLogger(__name__)
+
+DTYPE = "float64"  # float32 is ~0.015 µs/sample faster but not bit-identical to the reference
+_SOURCES = ("envelope.py", "envelope_fft.py", "envelope_tables.py", "tir_math.py", "isa.py")
+
+
+def _source_key() -> str:
+    """A hash of the kernel's source and the TVM version: a cached module from other code is
+    never loaded."""
+    h = hashlib.sha256(tvm.__version__.encode())
+    here = Path(__file__).parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=8)
+def envelope_module(isa: str, smoothing_hz: float, cache_dir: str) -> EnvelopeModule | None:
+    """The compiled frame for `isa` (a name of ISA_TARGETS, or "host") and `smoothing_hz`, from
+    `cache_dir` or built into it; None when it cannot be built (streams use numpy)."""
+    target = ISA_TARGETS.get(isa) or host_target()
+    path = Path(cache_dir) / "envelope" / f"{isa}-{smoothing_hz:g}hz-{DTYPE}-{_source_key()}.so"
+    if path.exists():
+        try:
+            return EnvelopeModule(tvm.runtime.load_module(str(path)), DTYPE, smoothing_hz)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is rebuilt below
+            log.warning("cannot load the cached envelope frame %s (%s); rebuilding", path, exc)
+    try:
+        module, _ = build_envelope_kernel(target, DTYPE, smoothing_hz)
+    except Exception:
+        log.exception("cannot build the compiled envelope frame; streams use numpy")
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
+        module.export_library(str(tmp))
+        tmp.replace(path)
+        module = tvm.runtime.load_module(str(path))
+    except OSError as exc:  # a read-only cache: this process keeps the module it built
+        log.warning("cannot cache the envelope frame in %s (%s)", path.parent, exc)
+    log.info("envelope frame for %s, smoothing from %g Hz: %s", isa, smoothing_hz, path.name)
+    return EnvelopeModule(module, DTYPE, smoothing_hz)
