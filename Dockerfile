@@ -39,6 +39,9 @@ COPY compiled/ compiled/
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin sparrow \
     && chown -R sparrow:sparrow /app
 USER sparrow
+# The envelope passes' compiled frames (specialised on a synthesis setting, so not in the voices'
+# modules) for every ISA the voices ship, into the user's cache, where the workers load them.
+RUN python -m models.kernel.envelope_load /app/compiled
 
 # SPARROW_MODEL: the compiled/ index; its "default" entry is served.
 ENV SPARROW_HOST=0.0.0.0 \

@@ -63,3 +63,37 @@ def envelope_module(isa: str, smoothing_hz: float, cache_dir: str) -> EnvelopeMo
         log.warning("cannot cache the envelope frame in %s (%s)", path.parent, exc)
     log.info("envelope frame for %s, smoothing from %g Hz: %s", isa, smoothing_hz, path.name)
     return EnvelopeModule(module, DTYPE, smoothing_hz)
+
+
+def prebuild(models: Path, cache_dir: Path) -> list[Path]:
+    """Build the frames every voice under `models` (a compiled/ index or one artefact) uses,
+    for every ISA it ships, into `cache_dir`: an image built with them never compiles at run
+    time. Returns the cached files."""
+    import json
+
+    dirs = [models] if (models / "config.json").exists() else sorted(models.glob("*/config.json"))
+    built = []
+    for d in (p if p.is_dir() else p.parent for p in dirs):
+        config = json.loads((d / "config.json").read_text())
+        if not config.get("envelope_passes"):
+            continue
+        isas = json.loads((d / "manifest.json").read_text())["isas"]
+        for isa in isas:
+            hz = float(config["envelope_smoothing_hz"])
+            if envelope_module(isa, hz, str(cache_dir)) is None:
+                raise RuntimeError(f"cannot build the envelope frame for {isa}, {hz:g} Hz")
+            built += sorted((cache_dir / "envelope").glob(f"{isa}-{hz:g}hz-{DTYPE}-*.so"))
+    return built
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from models.runtime import default_cache_dir
+
+    parser = argparse.ArgumentParser(description=prebuild.__doc__)
+    parser.add_argument("models", type=Path, help="compiled/ or one artefact directory")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: the runtime's")
+    args = parser.parse_args()
+    for path in prebuild(args.models, args.cache_dir or default_cache_dir()):
+        print(path)

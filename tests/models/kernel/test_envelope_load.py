@@ -45,3 +45,21 @@ def test_a_cache_that_cannot_be_written_still_runs(tiny_model_dir: Path, tmp_pat
     assert np.array_equal(
         np.concatenate(list(rt.generate(mel, seed=2))), vocode(rt.weights, rt.config, mel, seed=2)
     )
+
+
+def test_prebuild_fills_the_cache_for_every_shipped_isa(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from models.kernel.envelope_load import prebuild
+
+    voice = tmp_path / "compiled" / "voice"
+    shutil.copytree(tiny_model_dir, voice)
+    assert prebuild(tmp_path / "compiled", tmp_path / "cache") == []  # no passes: nothing
+    config = json.loads((voice / "config.json").read_text())
+    (voice / "config.json").write_text(json.dumps({**config, "envelope_passes": 1}))
+    built = prebuild(tmp_path / "compiled", tmp_path / "cache")
+    isas = json.loads((voice / "manifest.json").read_text())["isas"]
+    assert built and sorted(p.name.split("-")[0] for p in built) == sorted(isas)
