@@ -38,7 +38,9 @@ def streams_engine(
     (untimed); a run makes `calls` frames of each through step_streams, as a worker's group step
     does (B = 1: the stream's own step())."""
     streams: list[VocoderStream] = []
-    mel = speech_mel(calls + stream_preroll(rt.config) + 8)
+    # past the preroll, `calls` steps need the look-ahead (conditioning, and the frames the
+    # output runs behind the kernel, < preroll) beyond them
+    mel = speech_mel(calls + 2 * stream_preroll(rt.config) + 8)
 
     def prepare() -> None:
         streams[:] = [rt.open_stream(seed=i) for i in range(batch)]
