@@ -193,11 +193,14 @@ def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any
         fit = _batch_fit(rt, mel) * frames / LPC_BATCH
         took += fit
         s = _prepared_stream(rt, mel, preroll)
+        # the compiled frame has no numpy steps to break down
+        compiled = any(c.kernel is not None for c in s._chain.envelope)
         shadow = _onset_shadow(s)
         clock = _Clock()
         for _ in range(frames):
             _staged_frame(s, clock, to_pcm16)
-            _envelope_breakdown(s, shadow, clock)
+            if not compiled:
+                _envelope_breakdown(s, shadow, clock)
         clock.spent[FIT] += fit
         if r:
             whole.append(took)
@@ -208,8 +211,10 @@ def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any
     total = min(whole) * us
     stages["Python glue (whole step - stages)"] = total - sum(stages.values())
     envelope = sum(v for n, v in stages.items() if n.startswith("envelope pass"))
-    breakdown = {n: min(run.get(n, 0.0) for run in staged) * us for n in BREAKDOWN}
-    breakdown["envelope rest (elementwise, buffers)"] = envelope - sum(breakdown.values())
+    breakdown = {}
+    if envelope and not compiled:
+        breakdown = {n: min(run.get(n, 0.0) for run in staged) * us for n in BREAKDOWN}
+        breakdown["envelope rest (elementwise, buffers)"] = envelope - sum(breakdown.values())
     kernel = stages["kernel call"]
     return {
         "model": rt.name,
@@ -220,6 +225,7 @@ def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any
         "stages": [
             {"stage": n, "min_us_per_sample": v, "share": v / total} for n, v in stages.items()
         ],
+        "envelope_compiled": compiled,
         "envelope_breakdown": [
             {"stage": n, "min_us_per_sample": v, "share": v / total} for n, v in breakdown.items()
         ],
@@ -251,7 +257,10 @@ def format_stages(report: dict[str, Any]) -> str:
         lines.append(f"{row['stage']:<42}{row['min_us_per_sample']:>10.3f}{row['share']:>9.1%}")
     lines.append(f"{'whole step (worker: float_to_pcm16(step()))':<42}"
                  f"{report['whole_step_us_per_sample']:>10.3f}{1:>9.1%}")  # fmt: skip
-    lines += ["", "envelope passes, all together:"]
+    if report["envelope_compiled"]:
+        lines += ["", "envelope passes: the compiled frame (models/kernel/envelope.py)"]
+    elif report["envelope_breakdown"]:
+        lines += ["", "envelope passes, all together:"]
     for row in report["envelope_breakdown"]:
         lines.append(f"  {row['stage']:<40}{row['min_us_per_sample']:>10.3f}{row['share']:>9.1%}")
     lines += [

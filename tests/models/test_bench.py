@@ -173,8 +173,9 @@ def test_bench_stages_cover_the_whole_step(tmp_path: Path) -> None:
         r["min_us_per_sample"] > 0 for r in report["stages"] if not r["stage"].startswith("Python")
     )
     envelope = sum(v["min_us_per_sample"] for n, v in stages.items() if n.startswith("envelope"))
-    breakdown = sum(r["min_us_per_sample"] for r in report["envelope_breakdown"])
-    assert breakdown == pytest.approx(envelope)
+    # the passes run the compiled frame (models/kernel/envelope_load.py): no numpy breakdown
+    assert report["envelope_compiled"] and report["envelope_breakdown"] == []
+    assert envelope > 0
     assert report["budget_share"] == pytest.approx(total / 40.0)
     proc = run_bench("--model", str(model), "--stages", "--frames", "2", "--repeats", "1")
     assert proc.returncode == 0, proc.stderr
