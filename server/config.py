@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         description="model directory (compiled/<name>) or a compiled/ index; default the index's "
         "default in ./compiled or the source tree's compiled/",
     )
-    cache_dir: Path | None = Field(None, description="cache for modules built for this host's ISA")
+    cache_dir: Path | None = Field(
+        None, description="cache for modules built for this host's ISA and the envelope frames"
+    )
     max_text_chars: int = Field(4096, ge=1, description="longest text accepted per request/message")
     max_mel_frames: int = Field(
         12_000,
