@@ -28,13 +28,8 @@ import numpy as np
 
 from models.dsp import features
 from models.frontend import markup, tempo, text
-from models.frontend.festival import (
-    FestivalBusy,
-    FestivalFailed,
-    FestivalPool,
-    FestivalTimeout,
-    WordTime,
-)
+from models.frontend.festival import FestivalFailed, FestivalTimeout, WordTime
+from models.frontend.festival_pool import FestivalBusy, FestivalPool
 from models.frontend.lexicon import Entry
 from models.frontend.plan import (
     EDGE_KEEP_FRAMES,

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.frontend import festival
-from models.frontend.festival import FestivalBusy, FestivalFailed, FestivalPool, FestivalProcess
+from models.frontend import festival_pool
+from models.frontend.festival import FestivalFailed, FestivalProcess
+from models.frontend.festival_pool import FestivalBusy, FestivalPool
 
 pytestmark = pytest.mark.festival
 
@@ -79,7 +80,7 @@ def test_a_process_that_failed_is_not_reused(binary: str) -> None:
 
 
 def test_processes_retire_after_max_uses(binary: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(festival, "MAX_USES", 2)
+    monkeypatch.setattr(festival_pool, "MAX_USES", 2)
     pool = FestivalPool(binary, size=1)
     try:
         procs = []
@@ -95,7 +96,7 @@ def test_processes_retire_after_max_uses(binary: str, monkeypatch: pytest.Monkey
 def test_a_retired_process_is_replaced_in_advance(
     binary: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(festival, "MAX_USES", 1)
+    monkeypatch.setattr(festival_pool, "MAX_USES", 1)
     pool = FestivalPool(binary, size=1)
     try:
         with pool.process(5.0) as first:
