@@ -24,6 +24,7 @@ from models.bench import (
     stats,
     stream_preroll,
     time_interleaved,
+    torch_engine,
 )
 from models.dsp.features import US_PER_SAMPLE_BUDGET
 from models.kernel.isa import cpu_flags
@@ -97,13 +98,21 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
             Engine(f"tvm {rt.isa} stream path B={b}", run, args.repeats, samples, prepare=prepare)
         )
     total = len(engines) * args.repeats
+    # PyTorch eager on the same net, interleaved with the rest, for same-run ratios
+    torch_run = None if args.no_torch else torch_engine(rt.weights, rt.config, args.torch_steps)
+    if torch_run is not None:
+        engines.append(
+            Engine("pytorch eager (dense)", torch_run, args.torch_repeats, args.torch_steps)
+        )
+        total += args.torch_repeats
     time_interleaved(engines, progress)
     print(file=sys.stderr)
     kinds = [("kernel", b) for b in sizes] + [("stream", b) for b in sizes]
     results = [
         {**stats(e.name, e.times), "batch": b, "path": kind}
-        for e, (kind, b) in zip(engines, kinds, strict=True)
+        for e, (kind, b) in zip(engines, kinds)  # the torch engine, if any, is reported apart
     ]
+    torch_us = stats(engines[-1].name, engines[-1].times) if torch_run is not None else None
     for kind in ("kernel", "stream"):
         rows = [r for r in results if r["path"] == kind]
         for r in rows:
@@ -117,6 +126,7 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
         "calls_per_repeat": {str(b): n for b, n in calls.items()},
         "budget_us_per_sample": US_PER_SAMPLE_BUDGET,
         "results": results,
+        "pytorch_eager_us_per_sample": torch_us["min_us_per_sample"] if torch_us else None,
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -131,4 +141,10 @@ def run_batches(rt: VocoderRuntime, core: int, args: argparse.Namespace) -> int:
                 f"{r['median_us_per_sample']:>10.3f}{r['speedup_vs_b1']:>9.2f}x"
                 f"{r['realtime_streams_per_core']:>12d}"
             )
+    if torch_us is not None:
+        t = torch_us["min_us_per_sample"]
+        print(f"pytorch eager (dense), the same net, 1 thread: {t:.1f} µs/sample (same run)")
+        for r in results:
+            if r["path"] == "stream":
+                print(f"  stream path B={r['batch']}: {t / r['min_us_per_sample']:.0f}x faster")
     return 0

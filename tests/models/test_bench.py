@@ -200,9 +200,11 @@ def test_bench_batch_times_the_kernel_per_stream_at_each_batch_size(tiny_model: 
             assert r["speedup_vs_b1"] == pytest.approx(
                 rows[0]["min_us_per_sample"] / r["min_us_per_sample"]
             )
-    proc = run_bench(*args, "--batch", "1,4")
+    assert report["pytorch_eager_us_per_sample"] > 0  # the same run's PyTorch eager
+    proc = run_bench(*args, "--batch", "1,4", "--no-torch")
     assert proc.returncode == 0, proc.stderr
     assert "stream path" in proc.stdout and proc.stdout.count("x ") >= 4
+    assert "pytorch" not in proc.stdout
     proc = run_bench(*args, "--batch", "3")
     assert proc.returncode != 0 and "no batched function for B = 3" in proc.stderr
     proc = run_bench(*args, "--batch", "0,x")
