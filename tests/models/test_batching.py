@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chainkit import with_shipped_chain
 
 from models.artifact import sha256_file
 from models.batching import FrameCall, split_batches, step_streams
@@ -23,26 +24,8 @@ from models.vocoder.params import random_weights
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = json.loads((ROOT / "compiled" / "wavernn-slt" / "config.json").read_text())
-# TINY with the shipped voice's whole chain: LPC, pitch postfilter, output advance, envelope
-# passes, voicing temperature (per-stream logit scales) and redraws (the tiny random net clips).
-CHAIN = dataclasses.replace(
-    TINY,
-    **{
-        k: SHIPPED[k]
-        for k in (
-            "lpc_order",
-            "pitch_postfilter",
-            "output_advance",
-            "envelope_passes",
-            "envelope_smoothing",
-            "clip_retries",
-            "voiced_logit_scale",
-            "unvoiced_logit_scale",
-        )
-    },
-)
+# TINY with the shipped voice's whole chain (tests/models/chainkit.py)
+CHAIN = with_shipped_chain(TINY)
 
 
 @pytest.fixture(scope="module")

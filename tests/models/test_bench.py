@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from chainkit import with_shipped_chain
 
 from models.compile import build_artifact
 from models.vocoder.config import TINY
@@ -134,21 +135,7 @@ def test_bench_stages_cover_the_whole_step(tmp_path: Path) -> None:
     """`--stages` on a tiny model with the shipped voice's post-kernel chain (LPC, postfilter,
     envelope passes with smoothing, redraws): every stage is reported, and with the glue (the
     whole step less the stages) their shares add up to the whole step."""
-    shipped = json.loads((ROOT / "compiled" / "wavernn-slt" / "config.json").read_text())
-    chain = {
-        k: shipped[k]
-        for k in (
-            "lpc_order",
-            "pitch_postfilter",
-            "output_advance",
-            "envelope_passes",
-            "envelope_smoothing",
-            "clip_retries",
-            "voiced_logit_scale",
-            "unvoiced_logit_scale",
-        )
-    }
-    config = dataclasses.replace(TINY, **chain)
+    config = with_shipped_chain(TINY)
     model = build_artifact(random_weights(config, 0), config, tmp_path / "tiny", isas=["avx2"])
     proc = run_bench("--model", str(model), "--stages", "--frames", "3", "--repeats", "2", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -164,7 +151,7 @@ def test_bench_stages_cover_the_whole_step(tmp_path: Path) -> None:
     ):
         assert name in stages
     assert [n for n in stages if n.startswith("envelope pass")] == [
-        f"envelope pass {i + 1}" for i in range(chain["envelope_passes"])
+        f"envelope pass {i + 1}" for i in range(config.envelope_passes)
     ]
     assert sum(r["share"] for r in report["stages"]) == pytest.approx(1.0)
     total = report["whole_step_us_per_sample"]
