@@ -4,8 +4,10 @@ The frame is specialised on a synthesis setting (`envelope_smoothing_hz`: the fi
 sets its loop bounds), and synthesis settings never reach a voice's artefact, so it is not in the
 artefact's modules: it is compiled on first use for the runtime's ISA and that setting (~2 s) and
 kept in the cache directory, keyed by the kernel's source, so later workers on the machine load
-it at once. Where it cannot be built or the cache cannot be written, streams run the numpy
-reference (or the module built in memory) instead: the audio is the same (float64, tested).
+it at once. Writing the library needs a C compiler to link it (TVM's export); where there is
+none, or the cache cannot be written, each process keeps the module it built in memory; where
+it cannot be built at all, streams run the numpy reference: the audio is the same (float64,
+tested).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def envelope_module(isa: str, smoothing_hz: float, cache_dir: str) -> EnvelopeMo
         module.export_library(str(tmp))
         tmp.replace(path)
         module = tvm.runtime.load_module(str(path))
-    except OSError as exc:  # a read-only cache: this process keeps the module it built
+    except Exception as exc:  # noqa: BLE001 - a read-only cache, or no C compiler to link
+        # the library with (a slim image): this process keeps the module it built in memory
         log.warning("cannot cache the envelope frame in %s (%s)", path.parent, exc)
     log.info("envelope frame for %s, smoothing from %g Hz: %s", isa, smoothing_hz, path.name)
     return EnvelopeModule(module, DTYPE, smoothing_hz)

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.bench import speech_mel
 from models.runtime import VocoderRuntime
@@ -63,3 +64,19 @@ def test_prebuild_fills_the_cache_for_every_shipped_isa(
     built = prebuild(tmp_path / "compiled", tmp_path / "cache")
     isas = json.loads((voice / "manifest.json").read_text())["isas"]
     assert built and sorted(p.name.split("-")[0] for p in built) == sorted(isas)
+
+
+def test_no_compiler_to_link_with_keeps_the_frame_in_memory(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slim image has no C compiler: TVM cannot link the library to cache, the frame still runs.
+    monkeypatch.setenv("CXX", "/bin/false")
+    rt = VocoderRuntime.load(tiny_model_dir, cache_dir=tmp_path).with_synthesis(
+        dataclasses.replace(SETTINGS, envelope_smoothing_hz=2500.0)
+    )
+    mel = speech_mel(12)
+    assert rt.envelope_kernel(rt.config) is not None
+    assert not list((tmp_path / "envelope").glob("*.so"))
+    assert np.array_equal(
+        np.concatenate(list(rt.generate(mel, seed=3))), vocode(rt.weights, rt.config, mel, seed=3)
+    )
