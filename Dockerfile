@@ -36,12 +36,17 @@ RUN pip install --no-deps . && rm -rf build *.egg-info
 # The compiled vocoder modules + manifest ship inside the image (the server never compiles).
 COPY compiled/ compiled/
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin sparrow \
-    && chown -R sparrow:sparrow /app
-USER sparrow
 # The envelope passes' compiled frames (specialised on a synthesis setting, so not in the voices'
-# modules) for every ISA the voices ship, into the user's cache, where the workers load them.
-RUN python -m models.kernel.envelope_load /app/compiled
+# modules) for every ISA the voices ship, into the server user's cache, where the workers load
+# them. TVM links each library with a C compiler, installed for this step and removed after it.
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin sparrow \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && XDG_CACHE_HOME=/home/sparrow/.cache python -m models.kernel.envelope_load /app/compiled \
+    && apt-get purge -y --auto-remove g++ \
+    && rm -rf /var/lib/apt/lists/* \
+    && chown -R sparrow:sparrow /app /home/sparrow
+USER sparrow
 
 # SPARROW_MODEL: the compiled/ index; its "default" entry is served.
 ENV SPARROW_HOST=0.0.0.0 \
