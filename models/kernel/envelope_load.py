@@ -39,12 +39,17 @@ def _source_key() -> str:
     return h.hexdigest()[:16]
 
 
+def cache_path(isa: str, smoothing_hz: float, cache_dir: str | Path) -> Path:
+    """Where the frame for `isa` and `smoothing_hz` is cached under `cache_dir`."""
+    return Path(cache_dir) / "envelope" / f"{isa}-{smoothing_hz:g}hz-{DTYPE}-{_source_key()}.so"
+
+
 @functools.lru_cache(maxsize=8)
 def envelope_module(isa: str, smoothing_hz: float, cache_dir: str) -> EnvelopeModule | None:
     """The compiled frame for `isa` (a name of ISA_TARGETS, or "host") and `smoothing_hz`, from
     `cache_dir` or built into it; None when it cannot be built (streams use numpy)."""
     target = ISA_TARGETS.get(isa) or host_target()
-    path = Path(cache_dir) / "envelope" / f"{isa}-{smoothing_hz:g}hz-{DTYPE}-{_source_key()}.so"
+    path = cache_path(isa, smoothing_hz, cache_dir)
     if path.exists():
         try:
             return EnvelopeModule(tvm.runtime.load_module(str(path)), DTYPE, smoothing_hz)
@@ -71,21 +76,27 @@ def envelope_module(isa: str, smoothing_hz: float, cache_dir: str) -> EnvelopeMo
 def prebuild(models: Path, cache_dir: Path) -> list[Path]:
     """Build the frames every voice under `models` (a compiled/ index or one artefact) uses,
     for every ISA it ships, into `cache_dir`: an image built with them never compiles at run
-    time. Returns the cached files."""
+    time. Returns the cached files; a frame that could not be built or cached is an error."""
     import json
 
-    dirs = [models] if (models / "config.json").exists() else sorted(models.glob("*/config.json"))
+    if (models / "config.json").exists():
+        dirs = [models]
+    else:
+        dirs = sorted(p.parent for p in models.glob("*/config.json"))
     built = []
-    for d in (p if p.is_dir() else p.parent for p in dirs):
+    for d in dirs:
         config = json.loads((d / "config.json").read_text())
         if not config.get("envelope_passes"):
             continue
-        isas = json.loads((d / "manifest.json").read_text())["isas"]
-        for isa in isas:
-            hz = float(config["envelope_smoothing_hz"])
-            if envelope_module(isa, hz, str(cache_dir)) is None:
-                raise RuntimeError(f"cannot build the envelope frame for {isa}, {hz:g} Hz")
-            built += sorted((cache_dir / "envelope").glob(f"{isa}-{hz:g}hz-{DTYPE}-*.so"))
+        hz = float(config["envelope_smoothing_hz"])
+        for isa in json.loads((d / "manifest.json").read_text())["isas"]:
+            envelope_module(isa, hz, str(cache_dir))
+            path = cache_path(isa, hz, cache_dir)
+            if not path.exists():  # not built, or kept in memory only (see the log)
+                raise RuntimeError(
+                    f"cannot build and cache the envelope frame for {isa}, {hz:g} Hz"
+                )
+            built.append(path)
     return built
 
 
