@@ -135,7 +135,7 @@ class Scheduler:
         now = time.monotonic()
         if was_pending == 0 and s.pending() > 0:
             s.ready_since = now
-            if now > s.deadline(s.frames, self.buffer_s, self.frame_s):
+            if now > self._due(s):
                 # The client's input came after the audio made so far had played out: the client,
                 # not this worker, stalled playback, so the real-time clock starts afresh.
                 s.base_t, s.base_f = now, s.frames
@@ -275,11 +275,11 @@ class Scheduler:
             # The opening is time to first audio; playback (and every later deadline) starts
             # `buffer_s` after this first audio, unless earlier audio of the stream still plays.
             deadline = math.inf
-            first_play = s.deadline(s.frames, self.buffer_s, self.frame_s)
+            first_play = self._due(s)
             if t1 + self.buffer_s > first_play:
                 s.base_t, s.base_f = t1, s.frames
         else:
-            deadline = s.deadline(s.frames, self.buffer_s, self.frame_s)
+            deadline = self._due(s)
         # One kernel frame per returned frame is the steady cost the pool's rolling capacity
         # estimate reads (an opening makes the look-ahead frames too; an utterance's tail none).
         steady = s.vs.kernel_frames - kernel == 1
@@ -310,7 +310,7 @@ class Scheduler:
             for s in self.streams.values()
             if s is not first and s.eager == first.eager and s.pending() > 0
         ]
-        others.sort(key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid))
+        others.sort(key=self._edf_key)
         return [first, *others[: limit - 1]]
 
     def pick(self) -> _Stream | None:
@@ -327,15 +327,16 @@ class Scheduler:
         if not runnable:
             return None
         soon = time.monotonic() + self.urgent_s
-        urgent = [
-            s
-            for s in runnable
-            if not s.eager and s.deadline(s.frames, self.buffer_s, self.frame_s) < soon
-        ]
-        return min(
-            urgent or runnable,
-            key=lambda st: (st.deadline(st.frames, self.buffer_s, self.frame_s), st.sid),
-        )
+        urgent = [s for s in runnable if not s.eager and self._due(s) < soon]
+        return min(urgent or runnable, key=self._edf_key)
+
+    def _due(self, s: _Stream) -> float:
+        """When the stream's next frame is due (its deadline, see _Stream.deadline)."""
+        return s.deadline(s.frames, self.buffer_s, self.frame_s)
+
+    def _edf_key(self, s: _Stream) -> tuple[float, int]:
+        """EDF order: the next frame's deadline, ties to the older stream."""
+        return self._due(s), s.sid
 
     def _read(self, block: bool) -> bool:
         """Apply every waiting command (waiting for one if `block`); False: stop or parent gone."""
