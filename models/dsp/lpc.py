@@ -6,7 +6,8 @@ features already carry it, and an all-pole filter 1/A(z) fitted to them shapes a
 it (and shapes the sampling noise like the speech, which log-spectral distances reward). Here the
 envelope comes from the 80-band log-mel of models.dsp.features: band magnitudes are spread back over
 the FFT bins, turned into a power spectral density, and the autocorrelation (its inverse FFT) is
-solved for A(z) by Levinson-Durbin, vectorised over frames.
+solved for A(z) by Levinson-Durbin, vectorised over frames (only the lags the order needs are
+computed, as one product with a cosine basis).
 
 `lpc_noise_vocoder` drives each frame's filter with white noise of the predicted error power: a
 vocoder with no learned part at all, which `sparrow eval` reports as a baseline ("lpc-noise").
@@ -66,14 +67,39 @@ def lpc_from_mel(
     The frame's envelope is approximately error_power / |A(e^jw)|^2. With `preemphasis` c the fit
     is to the spectrum of x[n] - c x[n-1] (as the vocoder's pre-emphasised output domain).
     """
-    psd = mel_to_psd(log_mel, spec)
-    if preemphasis:
-        psd = psd * _emphasis_gain(preemphasis, psd.shape[1])
-    r = np.fft.irfft(psd, n=spec.n_fft, axis=1)[:, : order + 1]
-    lags = np.arange(order + 1)
-    r = r * np.exp(-0.5 * (2 * np.pi * LAG_WINDOW_HZ * lags / spec.sample_rate) ** 2)
+    spread, _ = _inversion(spec)
+    magnitude = np.exp(np.asarray(log_mel, np.float64)) @ spread  # [N, K]
+    r = (magnitude * magnitude) @ _lag_basis(order, preemphasis, spec)  # [N, P + 1]
     r[:, 0] *= 1.0 + noise_floor  # white-noise correction
     return levinson(r)
+
+
+@functools.lru_cache(maxsize=8)
+def _lag_basis(order: int, preemphasis: float, spec: MelSpec) -> np.ndarray:
+    """[K, P + 1]: squared bin magnitudes -> the lag-windowed autocorrelation at lags 0..P.
+
+    The autocorrelation is the inverse real FFT of the power spectrum (mel_to_psd, times the
+    pre-emphasis gain), r[l] = sum_k w_k psd[k] cos(2 pi k l / n_fft) / n_fft with w = 1 at DC
+    and Nyquist and 2 between; only P + 1 of its n_fft lags are used, so one [K, P + 1] product
+    does it in a seventh of the time of the whole FFT (the LPC fit is in every stream's path),
+    with the window power, the gain and the Gaussian lag window folded into its columns.
+    """
+    _, window_power = _inversion(spec)
+    bins = spec.n_fft // 2 + 1
+    k = np.arange(bins)[:, None]
+    lags = np.arange(order + 1)
+    weight = np.full(bins, 2.0)
+    weight[0] = 1.0
+    if spec.n_fft % 2 == 0:
+        weight[-1] = 1.0
+    if preemphasis:
+        weight = weight * _emphasis_gain(preemphasis, bins)
+    # (k l) mod n_fft keeps the cosine's argument in [0, 2 pi): exact integers, one rounding
+    cos = np.cos(2 * np.pi * ((k * lags[None, :]) % spec.n_fft) / spec.n_fft)
+    lag_window = np.exp(-0.5 * (2 * np.pi * LAG_WINDOW_HZ * lags / spec.sample_rate) ** 2)
+    basis = weight[:, None] * cos * (lag_window / (spec.n_fft * window_power))[None, :]
+    basis.setflags(write=False)
+    return basis
 
 
 @functools.lru_cache(maxsize=8)

@@ -98,3 +98,26 @@ def test_vectorised_levinson_equals_a_toeplitz_solve() -> None:
         np.testing.assert_allclose(a[f, 1:], solve_toeplitz(r[f, :16], -r[f, 1:]), atol=1e-10)
         assert err[f] == pytest.approx(r[f, 0] + np.dot(a[f, 1:], r[f, 1:]), rel=1e-9)
     assert np.array_equal(a[4], np.eye(1, 17)[0]) and err[4] == 0.0
+
+
+@pytest.mark.parametrize("preemphasis", [0.0, 0.85])
+def test_autocorrelation_lags_equal_the_inverse_fft_of_the_psd(preemphasis: float) -> None:
+    """lpc_from_mel computes only the lags its order needs (a cosine basis); they are the first
+    lags of the inverse real FFT of the (pre-emphasised) power spectrum, lag-windowed, so the fit
+    is the Levinson solution of those."""
+    from models.dsp.lpc import LAG_WINDOW_HZ, levinson
+
+    x = _ar_signal(_resonator([700.0, 2200.0]), seconds=0.5, seed=3)
+    mel = log_mel(x)
+    order, floor = 12, 1e-3
+    psd = mel_to_psd(mel)
+    if preemphasis:
+        psd = psd * np.abs(1 - preemphasis * np.exp(-1j * np.linspace(0, np.pi, psd.shape[1]))) ** 2
+    r = np.fft.irfft(psd, n=SPEC.n_fft, axis=1)[:, : order + 1]
+    r = r * np.exp(-0.5 * (2 * np.pi * LAG_WINDOW_HZ * np.arange(order + 1) / SR) ** 2)
+    r[:, 0] *= 1 + floor
+    a_fft, err_fft = levinson(r)
+    a, err = lpc_from_mel(mel, order, preemphasis, noise_floor=floor)
+    assert np.allclose(a, a_fft, rtol=0, atol=1e-9)
+    assert np.allclose(err, err_fft, rtol=1e-9, atol=0)
+    assert np.abs(a[:, 1:]).max() > 0.5  # a real resonance was fitted
