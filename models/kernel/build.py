@@ -13,6 +13,10 @@ from models.kernel.frame import make_frame_kernel
 from models.kernel.isa import INT8_VARIANT, ISA_TARGETS
 from models.kernel.packing import KernelShape
 
+# conditioning rows computed side by side per ISA variant (make_condition_kernel's `rows`): as
+# many as the vector registers hold
+CONDITION_ROWS = {"vnni": 4, "avx512bw": 4, "avx2": 2}
+
 
 def build(
     shape: KernelShape,
@@ -29,7 +33,9 @@ def build(
     variant = INT8_VARIANT.get(isa or "", "generic")
     funcs = {
         "main": make_frame_kernel(shape, variant),
-        "condition": make_condition_kernel(shape.config, fused=variant != "generic"),
+        "condition": make_condition_kernel(
+            shape.config, fused=variant != "generic", rows=CONDITION_ROWS.get(variant, 2)
+        ),
     }
     for b in batches:
         funcs[batch_function_name(b)] = make_batch_kernel(shape, variant, b).with_attr(

@@ -11,7 +11,8 @@ import tvm
 
 from models.dsp.pitch import source
 from models.kernel.build import build
-from models.kernel.isa import host_isas
+from models.kernel.condition import make_condition_kernel
+from models.kernel.isa import host_isas, host_target
 from models.kernel.packing import condition_args, int8_args, logit_arg_positions, pack_weights
 from models.vocoder import conditioning, excitation, mulaw, params, quantize
 from models.vocoder import reference as ref
@@ -251,6 +252,32 @@ def test_condition_function_matches_reference_bit_for_bit(config: VocoderConfig)
     assert np.abs(whole).max() > 0.1  # not a saturated or all-zero conditioning
     with pytest.raises(Exception, match="shape"):  # a window that does not fit k is refused
         fn(cond, tvm.runtime.tensor(xpad[: k + 3]), hid, *args)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_condition_rows_side_by_side_give_the_one_row_sums(rows: int) -> None:
+    """make_condition_kernel's `rows` (outputs computed side by side, per ISA) changes only the
+    speed: every batch size k, whole blocks of rows and the rows left over, equals
+    conditioning.condition_rows bit for bit."""
+    w = params.random_weights(TINY, 5)
+    fn = tvm.compile(
+        tvm.IRModule({"condition": make_condition_kernel(TINY, rows=rows)}),
+        target=tvm.target.Target(host_target()),
+    )["condition"]
+    args = [tvm.runtime.tensor(a) for a in condition_args(w)]
+    rng = np.random.default_rng(rows)
+    mel = rng.normal(-5, 2.5, size=(30, TINY.n_mels)).astype(np.float32)
+    xpad = conditioning.pad_mel(conditioning.normalize_mel(mel, TINY))
+    m = conditioning.CondMatrices.from_weights(w)
+    g = 0
+    for k in (1, 2, 3, 4, 5, 7, 8):
+        cond = tvm.runtime.tensor(np.zeros((k, TINY.cond_size), np.float32))
+        hid = tvm.runtime.tensor(np.zeros((k + 2, TINY.cond_hidden), np.float32))
+        fn(cond, tvm.runtime.tensor(xpad[g : g + k + 4]), hid, *args)
+        want = conditioning.condition_rows(xpad[g : g + k + 4], m)
+        assert np.array_equal(cond.numpy(), want), f"k={k}"
+        assert np.abs(want).max() > 0.01
+        g += k
 
 
 def test_logit_arguments_are_the_ones_the_logits_scale_with() -> None:
