@@ -279,18 +279,31 @@ class VocoderStream:
         return None
 
     def _prepare_kernel(self, f: int) -> None:
-        """Frame f's kernel inputs: conditioning, LPC and source fitted, logit scales written."""
+        """Frame f's kernel inputs: conditioning, LPC and source fitted, logit scale chosen. The
+        TVM views and the logit-scaled weights a lone call needs are made by _lone_call, only
+        when one is made: a batched call (begin_frame) takes the arrays and the scale."""
         self._condition_through(f)
         self._fit_through(f)
-        self._call = (_view(self._cond[f : f + 2]), self._frame_lpc(f), self._frame_source(f))
         lpc = self._lpc[f, : self.config.lpc_order] if self.config.lpc_order else _NO_LPC
+        self._frame_source(f)
         scale = 1.0
         if self._weight_args is not None:
-            scale = self._scale_batch[f - self._fit_first]
-            for base, buf in self._logit_pairs:
-                np.multiply(base, scale, out=buf)
-        self._call_np = (self._cond[f : f + 2], lpc, self._src_np, float(scale))
+            scale = float(self._scale_batch[f - self._fit_first])
+        self._call_np = (self._cond[f : f + 2], lpc, self._src_np, scale)
+        self._call = ()
         self._prepared = f
+
+    def _lone_call(self) -> tuple[tvm.runtime.Tensor, ...]:
+        """The prepared frame's inputs as TVM views for runtime.run_frame, with this stream's
+        logit-scaled weight arguments written (made once per frame, on a lone call's demand)."""
+        if not self._call:
+            f = self._prepared
+            self._call = (_view(self._cond[f : f + 2]), self._frame_lpc(f), self._src)
+            if self._weight_args is not None:
+                scale = np.float32(self._call_np[3])
+                for base, buf in self._logit_pairs:
+                    np.multiply(base, scale, out=buf)
+        return self._call
 
     # -- batched steps (models.batching.step_streams) -------------------------------------------
 
@@ -344,7 +357,7 @@ class VocoderStream:
         if self._prepared != self._kernel_done:
             self._prepare_kernel(self._kernel_done)
         self._rng.random(dtype=np.float32, out=self._uniforms_np)
-        cond, lpc, src = self._call
+        cond, lpc, src = self._lone_call()
         self.runtime.run_frame(
             cond, lpc, src, self._uniforms, self._h, self._x, self._out, self._pcm,
             self._weight_args,
