@@ -124,16 +124,21 @@ def frame_stages(shape: KernelShape, variant: str = "generic") -> SimpleNamespac
                 h[io * V + ii] = mad(s[1, ii], h[io * V + ii], (T.float32(1) - s[1, ii]) * s[4, ii])
 
     @T.macro
-    def softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out):
-        # softmax numerator with fast exp: max over V lanes, then reduce lanes
+    def max_of(x, n, m, dst, at):
+        # dst[at] = max(x[0:n]), n a multiple of V: V lanes at a time (m), then across the lanes
         for ii in T.vectorized(V):
-            m[ii] = logit[ii]
-        for ko in range(1, K // V):
+            m[ii] = x[ii]
+        for ko in range(1, n // V):
             for ii in T.vectorized(V):
-                m[ii] = T.max(m[ii], logit[ko * V + ii])
-        sc[1] = m[0]
+                m[ii] = T.max(m[ii], x[ko * V + ii])
+        dst[at] = m[0]
         for ii in range(1, V):
-            sc[1] = T.max(sc[1], m[ii])
+            dst[at] = T.max(dst[at], m[ii])
+
+    @T.macro
+    def softmax_sample(t, logit, prob, gsum, m, s, sc, si, uniforms, out):
+        # softmax numerator with fast exp, from the largest logit
+        max_of(logit, K, m, sc, 1)
         for ko in range(K // V):
             for ii in T.vectorized(V):
                 s[6, ii] = T.max(logit[ko * V + ii] - sc[1], T.float32(exp_floor)) * T.float32(
@@ -215,14 +220,7 @@ def frame_stages(shape: KernelShape, variant: str = "generic") -> SimpleNamespac
     def fc2_input_scale(y1, m, ys):
         # FC2 input scale: ys[1] = max(y1) / 127 this step (y1 >= 0 after the ReLU), ys[0] its
         # inverse (0 for an all-zero y1)
-        for ii in T.vectorized(V):
-            m[ii] = y1[ii]
-        for ko in range(1, F // V):
-            for ii in T.vectorized(V):
-                m[ii] = T.max(m[ii], y1[ko * V + ii])
-        ys[0] = m[0]
-        for ii in range(1, V):
-            ys[0] = T.max(ys[0], m[ii])
+        max_of(y1, F, m, ys, 0)
         ys[1] = ys[0] / T.float32(Q)
         ys[0] = T.if_then_else(ys[0] > T.float32(0), T.float32(Q) / ys[0], T.float32(0))
 
