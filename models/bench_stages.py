@@ -104,10 +104,10 @@ def _staged_frame(s: VocoderStream, clock: _Clock, to_pcm16: Callable[[np.ndarra
     s._fit_through(f)
     clock.lap(FIT)
     s._prepare_kernel(f)
+    cond, lpc, src = s._lone_call()  # a lone stream's call: its views and logit-scaled weights
     clock.lap("kernel inputs (logit scales, source)")
     s._rng.random(dtype=np.float32, out=s._uniforms_np)
     clock.lap("RNG uniforms")
-    cond, lpc, src = s._call
     rt.run_frame(
         cond, lpc, src, s._uniforms, s._h, s._x, s._out, s._pcm, s._weight_args
     )  # fmt: skip
