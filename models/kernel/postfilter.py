@@ -23,6 +23,7 @@ from tvm.script import tirx as T
 
 from models.stream import aligned
 
+
 def make_postfilter_kernel() -> tvm.tirx.PrimFunc:
     """main(pcm, x, out, sample_rate, f0, voicing, strength): pcm float32 [hop] is the frame, x
     float64 [past + hop] the history in x[:past] (the oldest first; x[past:] is scratch), out
@@ -48,8 +49,9 @@ def make_postfilter_kernel() -> tvm.tirx.PrimFunc:
         pcm = T.match_buffer(pcm_h, (n,), "float32")
         x = T.match_buffer(x_h, (m,), "float64")
         out = T.match_buffer(out_h, (n,), "float32")
-        d = T.alloc_buffer((1,), "float64", scope="local")
-        z = T.alloc_buffer((4,), "float64", scope="local")  # period, gain, t, its floor
+        d = T.alloc_buffer((1,), "float64", scope="local")  # the delayed sample
+        z = T.alloc_buffer((4,), "float64", scope="local")  # period, gain, t, floor(t)
+        j = T.alloc_buffer((1,), "int64", scope="local")  # floor(t) as an index
         for i in range(n):
             x[m - n + i] = T.Cast("float64", pcm[i])
         if strength == T.float64(0):
@@ -65,22 +67,18 @@ def make_postfilter_kernel() -> tvm.tirx.PrimFunc:
                 # plus the sample below; NaN stays NaN
                 if z[2] > T.float64(0) and z[2] < T.Cast("float64", m - 1):
                     z[3] = T.floor(z[2])
+                    j[0] = T.Cast("int64", z[3])
                     if z[3] == z[2]:
-                        d[0] = x[T.Cast("int64", z[3])]
+                        d[0] = x[j[0]]
                     else:
-                        d[0] = fenced(
-                            (x[T.Cast("int64", z[3]) + 1] - x[T.Cast("int64", z[3])])
-                            * (z[2] - z[3])
-                        ) + x[T.Cast("int64", z[3])]
+                        d[0] = fenced((x[j[0] + 1] - x[j[0]]) * (z[2] - z[3])) + x[j[0]]
                 elif z[2] <= T.float64(0):
                     d[0] = x[0]
                 elif z[2] >= T.Cast("float64", m - 1):
                     d[0] = x[m - 1]
                 else:
                     d[0] = z[2]
-                out[i] = T.Cast(
-                    "float32", (x[m - n + i] + fenced(z[1] * d[0])) / (T.float64(1) + z[1])
-                )
+                out[i] = T.Cast("float32", (x[m - n + i] + fenced(z[1] * d[0])) / (1.0 + z[1]))
         for i in range(m - n):
             x[i] = x[n + i]
 
@@ -141,8 +139,7 @@ class CompiledPostfilter:
             return view
         if pcm.dtype != np.float32 or pcm.shape != (self.hop_length,):
             raise ValueError(
-                f"postfilter frame must be float32 [{self.hop_length}], got {pcm.dtype} "
-                f"{pcm.shape}"
+                f"postfilter frame must be float32 [{self.hop_length}], got {pcm.dtype} {pcm.shape}"
             )
         if pcm.flags.c_contiguous and pcm.ctypes.data % 64 == 0:
             view = tvm.runtime.from_dlpack(pcm)
@@ -152,7 +149,5 @@ class CompiledPostfilter:
         return self._in_view
 
     def __call__(self, pcm: np.ndarray, f0: float, voicing: float, strength: float) -> np.ndarray:
-        self._fn(
-            self._input(pcm), self._x_view, self._out_view, self._rate, f0, voicing, strength
-        )
+        self._fn(self._input(pcm), self._x_view, self._out_view, self._rate, f0, voicing, strength)
         return self._out
