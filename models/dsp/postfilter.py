@@ -115,10 +115,12 @@ class PitchPostfilter:
 
     def __call__(self, pcm: np.ndarray, f0: np.ndarray, voicing: np.ndarray) -> np.ndarray:
         """Filter k consecutive frames: pcm float32 [k * hop_length], f0 and voicing [k] ->
-        float32."""
+        float32 (for one frame through the kernel: its buffer, see reuses_output)."""
         hop = self.hop_length
         assert pcm.shape == (f0.shape[0] * hop,) and voicing.shape == f0.shape
         if self._kernel is not None:
+            if f0.shape[0] == 1:  # the stream's case: one frame, no copy
+                return self._kernel(pcm, float(f0[0]), float(voicing[0]), self.strength)
             return self._compiled(pcm, f0, voicing)
         past = self._history.size
         x = np.concatenate([self._history, pcm.astype(np.float64)])
@@ -138,9 +140,8 @@ class PitchPostfilter:
         return np.clip(late + low, -1.0, 1.0).astype(np.float32)
 
     def _compiled(self, pcm: np.ndarray, f0: np.ndarray, voicing: np.ndarray) -> np.ndarray:
+        """Several frames through the kernel, each copied out of its buffer."""
         assert self._kernel is not None
-        if f0.shape[0] == 1:  # the stream's case: one frame, no copy
-            return self._kernel(pcm, float(f0[0]), float(voicing[0]), self.strength)
         hop, g = self.hop_length, self.strength
         frames = [
             self._kernel(pcm[k * hop : (k + 1) * hop], float(f0[k]), float(voicing[k]), g).copy()
