@@ -6,10 +6,11 @@ Bit for bit the numpy reference: the math is float64 and written with np.interp'
 (the sample grid is 0, 1, 2, ...: a slope is x[j + 1] - x[j], divided by 1) in its order, and
 each product that feeds a sum goes through llvm.arithmetic.fence: TVM's LLVM targets allow FP
 operation fusion (hard-wired, no target option turns it off), and a multiply and add fused into
-one FMA round once where numpy rounds twice. Strength, F0 and voicing are
-runtime arguments and the frame and history lengths come from the buffers, so one build serves
-every voice. The loop is scalar: its loads are at data-dependent offsets, and the frame costs
-well under a microsecond beside the call itself.
+one FMA round once where numpy rounds twice.
+
+Strength, F0 and voicing are runtime arguments and the frame and history lengths come from the
+buffers, so one build serves every voice. The loop is scalar (its loads are at data-dependent
+offsets): a 300-sample frame takes ~0.45 µs, about what the packed call itself costs.
 
 The lowpass path (cutoff > 0) stays numpy: its FIR is np.convolve, whose sums go through BLAS
 ddot in the library's own order, so a compiled FIR would match it only to rounding.
