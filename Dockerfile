@@ -36,9 +36,10 @@ RUN pip install --no-deps . && rm -rf build *.egg-info
 # The compiled vocoder modules + manifest ship inside the image (the server never compiles).
 COPY compiled/ compiled/
 
-# The envelope passes' compiled frames (specialised on a synthesis setting, so not in the voices'
-# modules) for every ISA the voices ship, into the server user's cache, where the workers load
-# them. TVM links each library with a C compiler, installed for this step and removed after it.
+# The post-kernel chain's compiled frames (the envelope passes', specialised on a synthesis
+# setting, and the pitch postfilter's; not in the voices' modules) for every ISA the voices ship,
+# into the server user's cache, where the workers load them. TVM links each library with a C
+# compiler, installed for this step and removed after it.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin sparrow \
     && apt-get update \
     && apt-get install -y --no-install-recommends g++ \

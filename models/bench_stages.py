@@ -11,9 +11,10 @@ counters, slicing). The stages run in the same order and on the same objects as 
 step (models/stream.py, models/vocoder/chain.py), from inside a stream's state; output_advance
 only trims the first frame, so in steady state it is part of the glue.
 
-Each envelope pass is also broken down (all passes together) into its two FFTs, the onset check,
-the band gathers/spreads and the rest (elementwise steps, buffer moves), the first three timed on
-their own on data of the pass's shape.
+Each envelope pass running numpy is also broken down (all passes together) into its two FFTs,
+the onset check, the band gathers/spreads and the rest (elementwise steps, buffer moves), the
+first three timed on their own on data of the pass's shape. The report says which of the
+envelope passes and the pitch postfilter run compiled (the runtime's compiled_chain).
 
 The LPC fit + pitch + source runs once per LPC_BATCH frames (models/stream.py); the timed frames
 all lie within the first fit's batch, and both the whole step and its stage are charged their
@@ -121,7 +122,7 @@ def _staged_frame(s: VocoderStream, clock: _Clock, to_pcm16: Callable[[np.ndarra
     at = f - s._fit_first
     f0, voicing = s._pitch_batch[:, at : at + 1]
     if chain.postfilter is not None:
-        y = chain.postfilter(pcm, f0, voicing)
+        y = chain._filter(pcm, f0, voicing)  # the compiled frame's, or numpy's
     else:
         y = np.array(pcm, dtype=np.float32)
     clock.lap("pitch postfilter")
@@ -226,6 +227,7 @@ def stage_report(rt: VocoderRuntime, frames: int, repeats: int) -> dict[str, Any
             {"stage": n, "min_us_per_sample": v, "share": v / total} for n, v in stages.items()
         ],
         "envelope_compiled": compiled,
+        "postfilter_compiled": bool(s._chain.postfilter and s._chain.postfilter.reuses_output),
         "envelope_breakdown": [
             {"stage": n, "min_us_per_sample": v, "share": v / total} for n, v in breakdown.items()
         ],
@@ -257,6 +259,8 @@ def format_stages(report: dict[str, Any]) -> str:
         lines.append(f"{row['stage']:<42}{row['min_us_per_sample']:>10.3f}{row['share']:>9.1%}")
     lines.append(f"{'whole step (worker: float_to_pcm16(step()))':<42}"
                  f"{report['whole_step_us_per_sample']:>10.3f}{1:>9.1%}")  # fmt: skip
+    if report["postfilter_compiled"]:
+        lines += ["", "pitch postfilter: the compiled frame (models/kernel/postfilter.py)"]
     if report["envelope_compiled"]:
         lines += ["", "envelope passes: the compiled frame (models/kernel/envelope.py)"]
     elif report["envelope_breakdown"]:

@@ -30,9 +30,10 @@ from models.batching import FrameCall, GroupScratch, split_batches
 from models.dsp.envelope import FrameKernel
 from models.dsp.features import MelInputError
 from models.dsp.pitch import source
+from models.dsp.postfilter import KernelFactory, runs_compiled
 from models.kernel.batch import BATCH_SIZES, batch_function_name
 from models.kernel.build import build
-from models.kernel.envelope_load import envelope_module
+from models.kernel.envelope_load import envelope_module, postfilter_module
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
 from models.stream import VocoderStream, aligned
@@ -80,9 +81,10 @@ class VocoderRuntime:
             if module.implements_function(batch_function_name(b))
         }
         self._scratch = GroupScratch()
-        # Streams run the envelope passes' frames compiled (models/kernel/envelope_load.py),
-        # built into and loaded from cache_dir; False: the numpy reference (the same audio).
-        self.compiled_envelope = True
+        # Streams run the chain's envelope passes and pitch postfilter compiled
+        # (models/kernel/envelope_load.py), built into and loaded from cache_dir; False: the
+        # numpy reference (the same audio).
+        self.compiled_chain = True
         self.cache_dir = default_cache_dir()
         if not self._batch_fns:
             log.info("%s: the module has no batched frame functions (recompile it to batch)", name)
@@ -164,12 +166,31 @@ class VocoderRuntime:
             cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
         )
 
+    @property
+    def compiled_envelope(self) -> bool:
+        """The former name of compiled_chain (it covers the pitch postfilter too)."""
+        return self.compiled_chain
+
+    @compiled_envelope.setter
+    def compiled_envelope(self, value: bool) -> None:
+        self.compiled_chain = value
+
     def envelope_kernel(self, config: VocoderConfig) -> Callable[[], FrameKernel] | None:
         """What makes each envelope pass of a stream with `config` its compiled frame, or None
-        (no passes, compiled_envelope off, or no module could be built: numpy then)."""
-        if not config.envelope_passes or not self.compiled_envelope:
+        (no passes, compiled_chain off, or no module could be built: numpy then)."""
+        if not config.envelope_passes or not self.compiled_chain:
             return None
         module = envelope_module(self.isa, float(config.envelope_smoothing_hz), str(self.cache_dir))
+        return None if module is None else module.frame
+
+    def postfilter_kernel(self, config: VocoderConfig) -> KernelFactory | None:
+        """What makes the pitch postfilter of a stream with `config` its compiled frame, or None
+        (no postfilter, its lowpass path, compiled_chain off, or no module could be built: numpy
+        then)."""
+        strength, cutoff = config.pitch_postfilter, config.pitch_postfilter_cutoff_hz
+        if not runs_compiled(strength, cutoff) or not self.compiled_chain:
+            return None
+        module = postfilter_module(self.isa, str(self.cache_dir))
         return None if module is None else module.frame
 
     def run_frames(self, calls: list[FrameCall]) -> list[int]:

@@ -86,7 +86,9 @@ class VocoderStream:
         if c.voicing_temperature:
             self._weight_args, self._logit_pairs = runtime.logit_scalable_args()
         # redraw -> postfilter -> advance -> envelope, as the reference vocodes (chain.py)
-        self._chain = SynthesisChain(c, self._target_mel, runtime.envelope_kernel(c))
+        self._chain = SynthesisChain(
+            c, self._target_mel, runtime.envelope_kernel(c), runtime.postfilter_kernel(c)
+        )
         self._chain_done = False
         # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
         self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))

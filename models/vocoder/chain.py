@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from models.dsp.envelope import DELAY_SAMPLES, EnvelopeCorrector, FrameKernel, OnsetCheck
-from models.dsp.postfilter import PitchPostfilter
+from models.dsp.postfilter import KernelFactory, PitchPostfilter
 from models.vocoder.config import VocoderConfig
 
 # A stream's redraws are capped at clip_retries + REDRAW_SHARE x the frames it has made: a trained
@@ -51,19 +51,25 @@ def frames_ahead(config: VocoderConfig) -> int:
 class SynthesisChain:
     """One utterance's post-kernel state. `target_mel(k)` is the log-mel frame k was asked for
     (float [n_mels]), or None past the end of the mel: the envelope passes' target.
-    `envelope_kernel()`, if given, makes each envelope pass its compiled frame (FrameKernel)."""
+    `envelope_kernel()`, if given, makes each envelope pass its compiled frame (FrameKernel);
+    `postfilter_kernel`, if given, makes the pitch postfilter's (PitchPostfilter's kernel)."""
 
     def __init__(
         self,
         config: VocoderConfig,
         target_mel: Callable[[int], np.ndarray | None],
         envelope_kernel: Callable[[], FrameKernel] | None = None,
+        postfilter_kernel: KernelFactory | None = None,
     ) -> None:
         c = config
         self.config = config
         self.postfilter = (
             PitchPostfilter(
-                c.pitch_postfilter, c.sample_rate, c.hop_length, c.pitch_postfilter_cutoff_hz
+                c.pitch_postfilter,
+                c.sample_rate,
+                c.hop_length,
+                c.pitch_postfilter_cutoff_hz,
+                postfilter_kernel,
             )
             if c.pitch_postfilter
             else None
@@ -121,7 +127,7 @@ class SynthesisChain:
         postfilter's; ignored without it), through the postfilter, moved earlier by
         output_advance and through the envelope passes: the output samples now final."""
         if self.postfilter is not None:
-            y = self.postfilter(pcm, f0, voicing)
+            y = self._filter(pcm, f0, voicing)
             self._last_f0 = f0
         else:
             y = np.array(pcm, dtype=np.float32)
@@ -139,7 +145,7 @@ class SynthesisChain:
         if short > 0:  # the output is short of the kernel's by output_advance samples
             silence = np.zeros(hop, np.float32)
             if self.postfilter is not None:  # the last frame's pitch, unvoiced
-                silence = self.postfilter(silence, self._last_f0, np.zeros(1))
+                silence = self._filter(silence, self._last_f0, np.zeros(1))
             pieces.append(self._correct(silence[:short]))
         if self.envelope:
             y = np.zeros(0, np.float32)
@@ -147,6 +153,15 @@ class SynthesisChain:
                 y = np.concatenate([corrector.push(y), corrector.finish()])
             pieces.append(y)
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+    def _filter(self, pcm: np.ndarray, f0: np.ndarray, voicing: np.ndarray) -> np.ndarray:
+        assert self.postfilter is not None
+        y = self.postfilter(pcm, f0, voicing)
+        # the compiled postfilter's result is its buffer, overwritten by its next frame: the
+        # envelope passes copy their input; without them it is copied here
+        if self.postfilter.reuses_output and not self.envelope:
+            y = y.copy()
+        return y
 
     def _correct(self, y: np.ndarray) -> np.ndarray:
         self._fed += y.size
