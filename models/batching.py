@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tvm
 
+from models.kernel.buffers import aligned
 from models.vocoder.config import VocoderConfig
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ class _Group:
     (about 10 KB a stream, a few µs against a frame's ~300 µs)."""
 
     def __init__(self, config: VocoderConfig, batch: int) -> None:
-        from models.stream import aligned
-
         c, hop = config, config.hop_length
         self.batch = batch
         self.cond = aligned((batch, 2, c.cond_size))

@@ -32,11 +32,12 @@ from models.dsp.features import MelInputError
 from models.dsp.pitch import source
 from models.dsp.postfilter import KernelFactory, runs_compiled
 from models.kernel.batch import BATCH_SIZES, batch_function_name
+from models.kernel.buffers import aligned
 from models.kernel.build import build
 from models.kernel.envelope_load import envelope_module, postfilter_module
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
-from models.stream import VocoderStream, aligned
+from models.stream import VocoderStream
 from models.vocoder.config import SynthesisConfig, VocoderConfig
 
 log = logging.getLogger(__name__)

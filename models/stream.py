@@ -21,6 +21,7 @@ import tvm
 from models.batching import FrameCall
 from models.dsp.features import MelInputError, validate_mel
 from models.dsp.pitch import SOURCE_COLUMNS, mel_pitch, source
+from models.kernel.buffers import aligned
 from models.vocoder.chain import SynthesisChain, frames_ahead
 from models.vocoder.conditioning import normalize_mel
 from models.vocoder.config import SynthesisConfig
@@ -378,14 +379,6 @@ class VocoderStream:
 
 
 _NO_LPC = np.zeros(1, np.float32)  # the lpc argument's placeholder without LPC
-
-
-def aligned(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """Zeroed array whose data starts on a 64-byte boundary (TVM's DLPack import needs it)."""
-    n, size = int(np.prod(shape)), np.dtype(dtype).itemsize
-    raw = np.zeros(n + 64 // size, dtype)
-    start = (-raw.ctypes.data % 64) // size
-    return raw[start : start + n].reshape(shape)
 
 
 def _fit(buf: np.ndarray, used: int, rows: int) -> np.ndarray:

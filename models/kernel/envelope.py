@@ -28,9 +28,9 @@ from tvm.script import tirx as T
 
 from models.dsp.envelope import N_FFT, TINY, WIN
 from models.dsp.features import SPEC
+from models.kernel.buffers import aligned
 from models.kernel.envelope_fft import fft_macro
 from models.kernel.envelope_tables import BINS, MV, NC, ROWS, WIDE_MCPUS, Layout
-from models.stream import aligned
 
 
 def make_envelope_kernel(

@@ -22,7 +22,7 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-from models.stream import aligned
+from models.kernel.buffers import aligned
 
 
 def make_postfilter_kernel() -> tvm.tirx.PrimFunc:

@@ -469,4 +469,3 @@ def test_every_isa_level_gives_identical_audio(tmp_path: Path) -> None:
     first = outputs[isas[0]]
     for isa, audio in outputs.items():
         assert np.array_equal(audio, first), isa
-

@@ -10,11 +10,11 @@ import tvm
 
 from models.dsp.envelope import HOP, WIN, EnvelopeCorrector, OnsetCheck, _tables, correct
 from models.dsp.features import SPEC, log_mel
+from models.kernel.buffers import aligned
 from models.kernel.envelope import EnvelopeModule, build_envelope_kernel
 from models.kernel.isa import ISA_TARGETS, host_isas, host_target
 from models.runtime import VocoderRuntime
 from models.sample_mel import load_sample_mel
-from models.stream import aligned
 from models.vocoder.chain import SynthesisChain
 from models.vocoder.config import VocoderConfig
 

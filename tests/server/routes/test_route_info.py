@@ -54,7 +54,12 @@ def test_audio_models_and_voices_discovery(app_client: TestClient, tiny_model_di
     for model in ids:
         r = app_client.post(
             "/v1/audio/speech",
-            json={"model": model, "input": "Hi.", "voice": voices[0]["id"], "response_format": "pcm"},
+            json={
+                "model": model,
+                "input": "Hi.",
+                "voice": voices[0]["id"],
+                "response_format": "pcm",
+            },
         )
         assert r.status_code == 200, (model, r.text)
 
