@@ -118,7 +118,15 @@ class OnsetCheck:
     ) -> None:
         self.target = target
         self.users = users
-        self._high = np.flatnonzero(_tables().centre_hz >= smoothing_hz)  # the bands above
+        high = np.flatnonzero(_tables().centre_hz >= smoothing_hz)  # the bands above
+        # The filters' peaks rise with the band, so the bands above are a run: a slice of the
+        # target (no gather), read into one float64 buffer the level's steps reuse.
+        self._high: slice | np.ndarray = (
+            slice(int(high[0]), int(high[-1]) + 1)
+            if high.size and np.array_equal(high, np.arange(high[0], high[-1] + 1))
+            else high
+        )
+        self._bands = np.empty(high.size)
         self._levels: dict[int, float] = {}  # target frame -> its level above smoothing_hz
         self._known: dict[int, list[float]] = {}  # frame -> [steadiness, asks left]
 
@@ -127,28 +135,39 @@ class OnsetCheck:
         window covers, falling to 0 at an onset or offset (ONSET_NATS)."""
         known = self._known.get(j)
         if known is None:
+            if self.users == 1:
+                return self._steadiness(j)
             known = self._known[j] = [self._steadiness(j), self.users]
         known[1] -= 1
         if known[1] <= 0:
             del self._known[j]
         return known[0]
 
+    def level(self, goal: np.ndarray) -> float:
+        """A target frame's level above smoothing_hz: the log of its bands' summed exp (the
+        steps of float(np.log(np.exp(bands).sum())), in place in one buffer)."""
+        bands = self._bands
+        if not bands.size:
+            return 0.0
+        bands[:] = goal[self._high]  # to float64, as np.asarray(goal, np.float64) would
+        np.exp(bands, out=bands)
+        return float(np.log(np.add.reduce(bands)))
+
     def _steadiness(self, j: int) -> float:
         levels = self._levels
-        low = high = None
-        for k in range(max(j - REACH, 0), j + REACH + 1):
+        seen = []
+        for k in range(j - REACH if j > REACH else 0, j + REACH + 1):
             level = levels.get(k)
             if level is None:
                 goal = self.target(k)
                 if goal is None:
                     break  # past the end of the mel
-                bands = np.asarray(goal, dtype=np.float64)[self._high]
-                level = levels[k] = float(np.log(np.exp(bands).sum())) if bands.size else 0.0
-            low = level if low is None or level < low else low
-            high = level if high is None or level > high else high
+                level = levels[k] = self.level(goal)
+            seen.append(level)
         levels.pop(j - REACH - 1, None)  # no later frame reads it
         lo, hi = ONSET_NATS
-        return min(max((hi - (high - low)) / (hi - lo), 0.0), 1.0)
+        share = (hi - (max(seen) - min(seen))) / (hi - lo)
+        return 0.0 if share < 0.0 else 1.0 if share > 1.0 else share  # clipped to [0, 1]
 
 
 class FrameKernel(Protocol):
@@ -225,14 +244,10 @@ class EnvelopeCorrector:
         samples = np.asarray(samples)
         n = samples.size
         if self._len + n + WIN > self._x.size:  # room for the frames this input completes
-            self._compact()
-        if self._len + n + WIN > self._x.size:
-            size = 2 * (self._len + n + WIN)
-            x, acc = self._zeros(size), self._zeros(size)
-            x[: self._x.size], acc[: self._acc.size] = self._x, self._acc
-            self._x, self._acc = x, acc
-        self._x[self._len : self._len + n] = samples
-        self._len += n
+            self._make_room(n)
+        held = self._len + n
+        self._x[self._len : held] = samples
+        self._len = held
         self._received += n
         return self._run(final=False)
 
@@ -240,19 +255,50 @@ class EnvelopeCorrector:
         self._finished = True
         return self._run(final=True)
 
+    def _make_room(self, n: int) -> None:
+        """Room for n more samples and a window past them: compacted, or else grown."""
+        self._compact()
+        if self._len + n + WIN > self._x.size:
+            size = 2 * (self._len + n + WIN)
+            x, acc = self._zeros(size), self._zeros(size)
+            x[: self._x.size], acc[: self._acc.size] = self._x, self._acc
+            self._x, self._acc = x, acc
+
     def _run(self, final: bool) -> np.ndarray:
         end = self._received  # input known up to here (exclusive)
-        while True:
-            centre = self._next * HOP
-            if centre - WIN // 2 >= end:
-                break  # this frame and later ones touch no sample
-            if centre + WIN // 2 > end and not final:
-                break  # needs input not yet received
-            self._frame(centre - WIN // 2 - self._base)
-            self._next += 1
+        # Frame k reads [k HOP - WIN/2, k HOP + WIN/2): until the input is final, the frames it
+        # covers whole; then every frame that touches a sample of it.
+        stop = (end + WIN // 2 + HOP - 1) // HOP if final else (end - WIN // 2) // HOP + 1
+        if stop > self._next:
+            if self.kernel is not None:
+                self._kernel_frames(stop)
+            else:
+                lo = self._next * HOP - WIN // 2 - self._base
+                for k in range(self._next, stop):
+                    self._next = k
+                    self._frame(lo)
+                    lo += HOP
+                self._next = stop
         # Samples below the next frame's start get nothing more.
         ready = end if final else min(self._next * HOP - WIN // 2, end)
         return self._emit(ready)
+
+    def _kernel_frames(self, stop: int) -> None:
+        """Frames _next .. stop - 1 with the compiled frame: _frame's steps without its calls
+        (the frames past the mel, which pass unchanged, go through it)."""
+        target, onset, smoothing = self.target, self.onset, self.smoothing
+        kernel, x, acc, clip = self.kernel, self._x, self._acc, self.clip
+        lo = self._next * HOP - WIN // 2 - self._base
+        for k in range(self._next, stop):
+            goal = target(k)
+            if goal is None:
+                self._next = k
+                self._frame(lo)
+            else:
+                share = smoothing * onset.steadiness(k) if smoothing else 0.0
+                kernel(x, acc, lo, goal, share, clip)
+            lo += HOP
+        self._next = stop
 
     def _frame(self, lo: int) -> None:
         """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
@@ -297,10 +343,11 @@ class EnvelopeCorrector:
     def _emit(self, ready: int) -> np.ndarray:
         if ready <= self._emitted:
             return np.zeros(0, np.float32)
-        lo, hi = self._emitted - self._base, ready - self._base
-        out = (self._acc[lo:hi] / _norm(self._emitted, ready)).astype(np.float32)
+        out = self._acc[self._emitted - self._base : ready - self._base]
+        # normalised in place: no frame adds below the next one's start, nor reads the sums
+        out /= _norm(self._emitted, ready)
         self._emitted = ready
-        return out
+        return out.astype(np.float32)
 
     def _compact(self) -> None:
         """Move what later frames still read or add to to the front of the buffers (when they
