@@ -166,8 +166,7 @@ class OnsetCheck:
             seen.append(level)
         levels.pop(j - REACH - 1, None)  # no later frame reads it
         lo, hi = ONSET_NATS
-        share = (hi - (max(seen) - min(seen))) / (hi - lo)
-        return 0.0 if share < 0.0 else 1.0 if share > 1.0 else share  # clipped to [0, 1]
+        return min(max((hi - (max(seen) - min(seen))) / (hi - lo), 0.0), 1.0)
 
 
 class FrameKernel(Protocol):
