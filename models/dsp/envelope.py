@@ -264,40 +264,35 @@ class EnvelopeCorrector:
             self._x, self._acc = x, acc
 
     def _run(self, final: bool) -> np.ndarray:
+        """The frames the input received so far completes, and the samples they make final (one
+        call a push: a stream's steady state runs one frame a pass per push)."""
         end = self._received  # input known up to here (exclusive)
         # Frame k reads [k HOP - WIN/2, k HOP + WIN/2): until the input is final, the frames it
         # covers whole; then every frame that touches a sample of it.
         stop = (end + WIN // 2 + HOP - 1) // HOP if final else (end - WIN // 2) // HOP + 1
         if stop > self._next:
-            if self.kernel is not None:
-                self._kernel_frames(stop)
-            else:
-                lo = self._next * HOP - WIN // 2 - self._base
-                for k in range(self._next, stop):
-                    self._next = k
+            lo = self._next * HOP - WIN // 2 - self._base
+            kernel = self.kernel
+            for k in range(self._next, stop):
+                self._next = k
+                goal = self.target(k) if kernel is not None else None
+                if goal is None:  # numpy's frame (and every frame past the mel)
                     self._frame(lo)
-                    lo += HOP
-                self._next = stop
+                else:  # _frame's steps for the compiled frame, without its calls
+                    share = self.smoothing * self.onset.steadiness(k) if self.smoothing else 0.0
+                    kernel(self._x, self._acc, lo, goal, share, self.clip)
+                lo += HOP
+            self._next = stop
         # Samples below the next frame's start get nothing more.
         ready = end if final else min(self._next * HOP - WIN // 2, end)
-        return self._emit(ready)
-
-    def _kernel_frames(self, stop: int) -> None:
-        """Frames _next .. stop - 1 with the compiled frame: _frame's steps without its calls
-        (the frames past the mel, which pass unchanged, go through it)."""
-        target, onset, smoothing = self.target, self.onset, self.smoothing
-        kernel, x, acc, clip = self.kernel, self._x, self._acc, self.clip
-        lo = self._next * HOP - WIN // 2 - self._base
-        for k in range(self._next, stop):
-            goal = target(k)
-            if goal is None:
-                self._next = k
-                self._frame(lo)
-            else:
-                share = smoothing * onset.steadiness(k) if smoothing else 0.0
-                kernel(x, acc, lo, goal, share, clip)
-            lo += HOP
-        self._next = stop
+        emitted = self._emitted
+        if ready <= emitted:
+            return np.zeros(0, np.float32)
+        out = self._acc[emitted - self._base : ready - self._base]
+        # normalised in place: no frame adds below the next one's start, nor reads these sums
+        np.divide(out, _norm(emitted, ready), out=out)
+        self._emitted = ready
+        return out.astype(np.float32)
 
     def _frame(self, lo: int) -> None:
         """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
@@ -339,15 +334,6 @@ class EnvelopeCorrector:
         y = np.fft.irfft(spec, N_FFT)
         acc += np.multiply(y[:WIN], window, out=self._windowed)
 
-    def _emit(self, ready: int) -> np.ndarray:
-        if ready <= self._emitted:
-            return np.zeros(0, np.float32)
-        out = self._acc[self._emitted - self._base : ready - self._base]
-        # normalised in place: no frame adds below the next one's start, nor reads the sums
-        out /= _norm(self._emitted, ready)
-        self._emitted = ready
-        return out.astype(np.float32)
-
     def _compact(self) -> None:
         """Move what later frames still read or add to to the front of the buffers (when they
         run out of room, so each sample moves about once per buffer length, not every frame).
@@ -364,14 +350,16 @@ class EnvelopeCorrector:
 
 
 FULL_NORM = 3.0 * WIN / (8.0 * HOP)
+# FULL_NORM as a 0-d array: a ufunc takes it without converting a Python float each call
+_FULL_NORM = np.array(FULL_NORM)
 
 
-def _norm(a: int, b: int) -> np.ndarray | float:
+def _norm(a: int, b: int) -> np.ndarray:
     """Sum of squared windows over samples [a, b): 3 WIN / (8 HOP) = 1.5 wherever every frame
-    over a sample exists (FULL_NORM, a scalar from sample HOP on), less over the first HOP
+    over a sample exists (FULL_NORM, one value from sample HOP on), less over the first HOP
     samples (no frames centred before 0)."""
     if a >= HOP:
-        return FULL_NORM
+        return _FULL_NORM
     total = np.full(b - a, FULL_NORM)
     if a < HOP:
         window = _tables().window
