@@ -118,7 +118,15 @@ class OnsetCheck:
     ) -> None:
         self.target = target
         self.users = users
-        self._high = np.flatnonzero(_tables().centre_hz >= smoothing_hz)  # the bands above
+        high = np.flatnonzero(_tables().centre_hz >= smoothing_hz)  # the bands above
+        # The filters' peaks rise with the band, so the bands above are a run: a slice of the
+        # target (no gather), read into one float64 buffer the level's steps reuse.
+        self._high: slice | np.ndarray = (
+            slice(int(high[0]), int(high[-1]) + 1)
+            if high.size and np.array_equal(high, np.arange(high[0], high[-1] + 1))
+            else high
+        )
+        self._bands = np.empty(high.size)
         self._levels: dict[int, float] = {}  # target frame -> its level above smoothing_hz
         self._known: dict[int, list[float]] = {}  # frame -> [steadiness, asks left]
 
@@ -127,28 +135,38 @@ class OnsetCheck:
         window covers, falling to 0 at an onset or offset (ONSET_NATS)."""
         known = self._known.get(j)
         if known is None:
+            if self.users == 1:
+                return self._steadiness(j)
             known = self._known[j] = [self._steadiness(j), self.users]
         known[1] -= 1
         if known[1] <= 0:
             del self._known[j]
         return known[0]
 
+    def level(self, goal: np.ndarray) -> float:
+        """A target frame's level above smoothing_hz: the log of its bands' summed exp (the
+        steps of float(np.log(np.exp(bands).sum())), in place in one buffer)."""
+        bands = self._bands
+        if not bands.size:
+            return 0.0
+        bands[:] = goal[self._high]  # to float64, as np.asarray(goal, np.float64) would
+        np.exp(bands, out=bands)
+        return float(np.log(np.add.reduce(bands)))
+
     def _steadiness(self, j: int) -> float:
         levels = self._levels
-        low = high = None
-        for k in range(max(j - REACH, 0), j + REACH + 1):
+        seen = []
+        for k in range(j - REACH if j > REACH else 0, j + REACH + 1):
             level = levels.get(k)
             if level is None:
                 goal = self.target(k)
                 if goal is None:
                     break  # past the end of the mel
-                bands = np.asarray(goal, dtype=np.float64)[self._high]
-                level = levels[k] = float(np.log(np.exp(bands).sum())) if bands.size else 0.0
-            low = level if low is None or level < low else low
-            high = level if high is None or level > high else high
+                level = levels[k] = self.level(goal)
+            seen.append(level)
         levels.pop(j - REACH - 1, None)  # no later frame reads it
         lo, hi = ONSET_NATS
-        return min(max((hi - (high - low)) / (hi - lo), 0.0), 1.0)
+        return min(max((hi - (max(seen) - min(seen))) / (hi - lo), 0.0), 1.0)
 
 
 class FrameKernel(Protocol):
@@ -225,14 +243,10 @@ class EnvelopeCorrector:
         samples = np.asarray(samples)
         n = samples.size
         if self._len + n + WIN > self._x.size:  # room for the frames this input completes
-            self._compact()
-        if self._len + n + WIN > self._x.size:
-            size = 2 * (self._len + n + WIN)
-            x, acc = self._zeros(size), self._zeros(size)
-            x[: self._x.size], acc[: self._acc.size] = self._x, self._acc
-            self._x, self._acc = x, acc
-        self._x[self._len : self._len + n] = samples
-        self._len += n
+            self._make_room(n)
+        held = self._len + n
+        self._x[self._len : held] = samples
+        self._len = held
         self._received += n
         return self._run(final=False)
 
@@ -240,19 +254,45 @@ class EnvelopeCorrector:
         self._finished = True
         return self._run(final=True)
 
+    def _make_room(self, n: int) -> None:
+        """Room for n more samples and a window past them: compacted, or else grown."""
+        self._compact()
+        if self._len + n + WIN > self._x.size:
+            size = 2 * (self._len + n + WIN)
+            x, acc = self._zeros(size), self._zeros(size)
+            x[: self._x.size], acc[: self._acc.size] = self._x, self._acc
+            self._x, self._acc = x, acc
+
     def _run(self, final: bool) -> np.ndarray:
+        """The frames the input received so far completes, and the samples they make final (one
+        call a push: a stream's steady state runs one frame a pass per push)."""
         end = self._received  # input known up to here (exclusive)
-        while True:
-            centre = self._next * HOP
-            if centre - WIN // 2 >= end:
-                break  # this frame and later ones touch no sample
-            if centre + WIN // 2 > end and not final:
-                break  # needs input not yet received
-            self._frame(centre - WIN // 2 - self._base)
-            self._next += 1
+        # Frame k reads [k HOP - WIN/2, k HOP + WIN/2): until the input is final, the frames it
+        # covers whole; then every frame that touches a sample of it.
+        stop = (end + WIN // 2 + HOP - 1) // HOP if final else (end - WIN // 2) // HOP + 1
+        if stop > self._next:
+            lo = self._next * HOP - WIN // 2 - self._base
+            kernel = self.kernel
+            for k in range(self._next, stop):
+                self._next = k
+                goal = self.target(k) if kernel is not None else None
+                if goal is None:  # numpy's frame (and every frame past the mel)
+                    self._frame(lo)
+                else:  # _frame's steps for the compiled frame, without its calls
+                    share = self.smoothing * self.onset.steadiness(k) if self.smoothing else 0.0
+                    kernel(self._x, self._acc, lo, goal, share, self.clip)
+                lo += HOP
+            self._next = stop
         # Samples below the next frame's start get nothing more.
         ready = end if final else min(self._next * HOP - WIN // 2, end)
-        return self._emit(ready)
+        emitted = self._emitted
+        if ready <= emitted:
+            return np.zeros(0, np.float32)
+        out = self._acc[emitted - self._base : ready - self._base]
+        # normalised in place: no frame adds below the next one's start, nor reads these sums
+        np.divide(out, _norm(emitted, ready), out=out)
+        self._emitted = ready
+        return out.astype(np.float32)
 
     def _frame(self, lo: int) -> None:
         """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
@@ -294,14 +334,6 @@ class EnvelopeCorrector:
         y = np.fft.irfft(spec, N_FFT)
         acc += np.multiply(y[:WIN], window, out=self._windowed)
 
-    def _emit(self, ready: int) -> np.ndarray:
-        if ready <= self._emitted:
-            return np.zeros(0, np.float32)
-        lo, hi = self._emitted - self._base, ready - self._base
-        out = (self._acc[lo:hi] / _norm(self._emitted, ready)).astype(np.float32)
-        self._emitted = ready
-        return out
-
     def _compact(self) -> None:
         """Move what later frames still read or add to to the front of the buffers (when they
         run out of room, so each sample moves about once per buffer length, not every frame).
@@ -318,14 +350,16 @@ class EnvelopeCorrector:
 
 
 FULL_NORM = 3.0 * WIN / (8.0 * HOP)
+# FULL_NORM as a 0-d array: a ufunc takes it without converting a Python float each call
+_FULL_NORM = np.array(FULL_NORM)
 
 
-def _norm(a: int, b: int) -> np.ndarray | float:
+def _norm(a: int, b: int) -> np.ndarray:
     """Sum of squared windows over samples [a, b): 3 WIN / (8 HOP) = 1.5 wherever every frame
-    over a sample exists (FULL_NORM, a scalar from sample HOP on), less over the first HOP
+    over a sample exists (FULL_NORM, one value from sample HOP on), less over the first HOP
     samples (no frames centred before 0)."""
     if a >= HOP:
-        return FULL_NORM
+        return _FULL_NORM
     total = np.full(b - a, FULL_NORM)
     if a < HOP:
         window = _tables().window

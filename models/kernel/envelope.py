@@ -359,33 +359,41 @@ class EnvelopeModule:
 
 class CompiledFrame:
     """EnvelopeCorrector's FrameKernel (models/dsp/envelope.py) on the compiled frame: one call
-    per frame of a pass, on the corrector's own buffers through zero-copy DLPack views (kept
-    while the buffers stay the same arrays: one CompiledFrame per corrector keeps them), the
-    target copied into an aligned buffer."""
+    per frame of a pass, on the corrector's own buffers through zero-copy DLPack views (made when
+    the buffers change, i.e. when the corrector's grow: one CompiledFrame per corrector keeps
+    them), the target copied into an aligned buffer."""
 
     def __init__(self, module: EnvelopeModule) -> None:
         self._m = module
+        self._fn, self._ftab, self._itab = module.fn, module.ftab, module.itab
         self._goal = aligned((module.n_mels,), np.float64)
         self._goal_view = tvm.runtime.from_dlpack(self._goal)
-        self._views: list[tuple[np.ndarray | None, object]] = [(None, None), (None, None)]
+        # the buffers the views are of, the views, and the last frame offset they hold
+        self._x: np.ndarray | None = None
+        self._acc: np.ndarray | None = None
+        self._x_view: object = None
+        self._acc_view: object = None
+        self._last = -1
         self.smoothing_hz = module.smoothing_hz
         self.dtype = module.dtype
 
     def zeros(self, n: int) -> np.ndarray:
         return aligned((n,), np.float64)
 
-    def _view(self, slot: int, buf: np.ndarray) -> object:
-        held, view = self._views[slot]
-        if held is not buf:  # a new buffer (the corrector's grew, or another corrector's)
-            view = tvm.runtime.from_dlpack(buf)
-            self._views[slot] = (buf, view)
-        return view
+    def _bind(self, x: np.ndarray, acc: np.ndarray) -> None:
+        if acc.size != x.size:
+            raise ValueError(f"frame outside buffers of {x.size} and {acc.size}")
+        self._x_view, self._acc_view = tvm.runtime.from_dlpack(x), tvm.runtime.from_dlpack(acc)
+        self._x, self._acc, self._last = x, acc, x.size - WIN
 
     def __call__(
         self, x: np.ndarray, acc: np.ndarray, lo: int, goal: np.ndarray, share: float, clip: float
     ) -> None:
-        if not 0 <= lo <= x.size - WIN or acc.size != x.size:
+        if x is not self._x or acc is not self._acc:  # new buffers (grown, or another caller's)
+            self._bind(x, acc)
+        if not 0 <= lo <= self._last:
             raise ValueError(f"frame at {lo} outside buffers of {x.size} and {acc.size}")
         self._goal[:] = goal
-        m = self._m
-        m.fn(self._view(0, x), self._view(1, acc), lo, self._goal_view, share, clip, m.ftab, m.itab)
+        self._fn(
+            self._x_view, self._acc_view, lo, self._goal_view, share, clip, self._ftab, self._itab
+        )

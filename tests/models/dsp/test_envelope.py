@@ -240,3 +240,34 @@ def test_passes_sharing_one_onset_check_match_passes_with_their_own() -> None:
     assert out["shared"].tobytes() == out["own"].tobytes()
     assert out["own"].tobytes() == correct(x, target, 3, 1.5, 1.0, 3000.0).tobytes()
     assert not shared._known  # every frame's steadiness was read by all three passes
+
+
+@pytest.mark.parametrize("smoothing_hz", [1000.0, 4000.0, 11_000.0, 20_000.0])
+def test_onset_level_is_the_log_of_the_summed_exp_above_smoothing_hz(smoothing_hz: float) -> None:
+    """OnsetCheck.level, bit for bit, is its formula on the bands whose filters peak at or above
+    smoothing_hz (none above the last: level 0), for float32 and float64 targets."""
+    from models.dsp.envelope import _tables
+
+    high = _tables().centre_hz >= smoothing_hz
+    check = OnsetCheck(lambda k: None, smoothing_hz)
+    rng = np.random.default_rng(11)
+    for goal in rng.normal(-4.0, 3.0, size=(50, high.size)):
+        for row in (goal, goal.astype(np.float32)):
+            bands = np.asarray(row, dtype=np.float64)[high]
+            want = float(np.log(np.exp(bands).sum())) if bands.size else 0.0
+            assert check.level(row) == want
+    assert high.any() == (smoothing_hz < 20_000.0)
+
+
+def test_a_long_stream_reuses_its_buffers() -> None:
+    """A stream pushed a frame at a time keeps the buffers it started with (compacted when
+    full, not grown), and returns a frame's samples a push once the delay is filled."""
+    n = 200 * HOP
+    x = _noise(n, 12)
+    target = log_mel(_harmonics(n, 170.0, -3.0))
+    c = EnvelopeCorrector(lambda k: target[k] if k < len(target) else None, 1.5, 1.0)
+    buffers = (c._x, c._acc)
+    sizes = [c.push(x[at : at + HOP]).size for at in range(0, n, HOP)]
+    assert c._x is buffers[0] and c._acc is buffers[1]
+    assert sizes[DELAY_SAMPLES // HOP + 1 :] == [HOP] * (len(sizes) - DELAY_SAMPLES // HOP - 1)
+    assert sum(sizes) + c.finish().size == n

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import tvm
 
-from models.dsp.envelope import HOP, WIN, EnvelopeCorrector, OnsetCheck, _tables, correct
+from models.dsp.envelope import (
+    DELAY_SAMPLES,
+    HOP,
+    WIN,
+    EnvelopeCorrector,
+    OnsetCheck,
+    _tables,
+    correct,
+)
 from models.dsp.features import SPEC, log_mel
 from models.kernel.buffers import aligned
 from models.kernel.envelope import EnvelopeModule, build_envelope_kernel
@@ -228,3 +236,49 @@ def test_stream_audio_with_the_kernel_matches_numpy(compiled: EnvelopeModule) ->
     rms = float(np.sqrt(np.mean(want.astype(np.float64) ** 2)))
     err = float(np.max(np.abs(got.astype(np.float64) - want)) / rms)
     assert err < PASSES_TOLERANCE[compiled.dtype], f"max error / RMS {err:.3g}"
+
+
+@pytest.mark.parametrize(
+    "chunks", [[1, 7, 299, 301, 0], [300], [13, 1200, 2, 5000], [40 * WIN, 1, 300]]
+)
+def test_kernel_passes_stream_in_any_chunks_as_whole(
+    compiled: EnvelopeModule, chunks: list[int]
+) -> None:
+    """Three passes on the compiled frame, with a float32 target (as a stream's mel), fed in
+    odd pieces (single samples, empty pushes, pushes that complete several frames or grow the
+    buffers under the frame's views) give the samples of the whole utterance fed at once, bit
+    for bit: each push returns what is final, within DELAY_SAMPLES, and finish() the rest."""
+    rng = np.random.default_rng(8)
+    n = 70 * HOP + 41
+    audio = speech_like(n, rng).astype(np.float32)
+    other = speech_like(n, np.random.default_rng(9))
+    other[n // 3 : n // 2] *= 0.05  # onsets and offsets: the smoothing's share moves
+    mel = log_mel(other).astype(np.float32)[:-3]  # the last frames pass unchanged
+    passes, clip, smoothing = 3, 1.5, 1.0
+    whole = correct(audio, mel, passes, clip, smoothing, kernel=compiled.frame())
+
+    def target(k: int) -> np.ndarray | None:
+        return mel[k] if k < len(mel) else None
+
+    onset = OnsetCheck(target, 4000.0, passes)
+    correctors = [
+        EnvelopeCorrector(target, clip, smoothing, onset=onset, kernel=compiled.frame())
+        for _ in range(passes)
+    ]
+    parts, at, i = [], 0, 0
+    while at < n:
+        y = audio[at : at + chunks[i % len(chunks)]]
+        at, i = at + y.size, i + 1
+        for c in correctors:
+            y = c.push(y)
+        parts.append(y)
+        assert at - passes * DELAY_SAMPLES <= sum(p.size for p in parts) <= at
+    y = np.zeros(0, np.float32)
+    for c in correctors:
+        y = np.concatenate([c.push(y), c.finish()])
+    got = np.concatenate([*parts, y])
+    assert got.dtype == np.float32 and got.shape == (n,)
+    assert got.tobytes() == whole.tobytes()
+    assert np.max(np.abs(got - audio)) > 0.01, "the passes changed nothing"
+    with pytest.raises(RuntimeError):
+        correctors[0].push(audio[:10])
