@@ -8,8 +8,10 @@ stays there, since its recurrent state lives in that process.
 The measured µs per sample starts as the worker's start-up measurement and is then re-estimated
 from the frames it really computes (`rolling_us_per_sample`): the core's own speed (a low
 quantile of the CPU time of a window of recent steady frame steps) over the share of the core
-the worker got in them (their CPU time over their wall time). The capacity that figure allows (`measured_capacity`) may rise above the start-up one or fall below
-it. A fall applies at once; a rise applies to a worker not cut by late frames once it has gone
+the worker got in them (their CPU time over their wall time). The capacity that figure allows
+(`measured_capacity`) may rise above the start-up one or fall below it; it moves only when the
+estimate moves it by a stream and 5% (`estimate_moves`), so a core serving dozens of streams does
+not flap between neighbouring counts on a percent of noise. A fall applies at once; a rise applies to a worker not cut by late frames once it has gone
 `recovery_s` without them (`capacity_after_estimate`).
 
 The measurement cannot see everything serving costs (the server's own I/O, a neighbour taking the
@@ -147,6 +149,19 @@ def rolling_us_per_sample(
     # some step really took.
     at = min(n - 1, max(0, math.ceil(quantile * n) - 1))
     return ordered[at] / share / hop_length * 1e6, share
+
+
+ESTIMATE_DEADBAND = 0.05
+"""Share of a worker's measured capacity a new estimate must move it by (and at least one
+stream): the rolling estimate wanders by 1-4% on an idle core (1.02-1.07 µs/sample a stream,
+37-39 streams, on a Zen 5 core serving 16-28), which moved the capacity and logged it every few
+seconds; below 20 streams a single stream is 5% or more, so every move counts there."""
+
+
+def estimate_moves(measured: int, estimated: int) -> bool:
+    """Whether an estimate allowing `estimated` streams moves a measured capacity of `measured`
+    (ESTIMATE_DEADBAND)."""
+    return abs(estimated - measured) >= max(1, math.ceil(ESTIMATE_DEADBAND * measured))
 
 
 def capacity_after_estimate(

@@ -36,6 +36,7 @@ from server.workers.admission import (
     capacity_after_late,
     capacity_after_quiet,
     capacity_for,
+    estimate_moves,
     pick_worker,
     rolling_us_per_sample,
 )
@@ -349,6 +350,8 @@ class WorkerPool(Supervision):
         w.us_per_sample, w.estimate_frames = us, len(w.steady_s)
         self.metrics.measured_sample_seconds.labels(core=str(w.core)).set(us * 1e-6)
         estimated = capacity_for(us, self.headroom, self.max_streams)
+        if not estimate_moves(w.measured_capacity, estimated):
+            estimated = w.measured_capacity
         moved = (
             capacity_after_estimate(w, estimated, now, recovery_s=self.recovery_s)
             if self.adaptive

@@ -16,6 +16,7 @@ from server.workers.admission import (
     capacity_after_late,
     capacity_after_quiet,
     capacity_for,
+    estimate_moves,
     pick_worker,
     rolling_us_per_sample,
 )
@@ -126,6 +127,18 @@ def test_an_estimate_lowers_capacity_at_once() -> None:
     assert capacity_after_estimate(w, 4, 100.0, recovery_s=30.0) == 4
     assert capacity_after_estimate(w, 6, 100.0, recovery_s=30.0) is None  # unchanged
     assert capacity_after_estimate(Slot(1, 6, state="starting"), 2, 0.0, recovery_s=30.0) is None
+
+
+def test_an_estimate_moves_capacity_by_a_stream_and_five_percent() -> None:
+    # at a few streams per core every stream counts, up or down
+    assert estimate_moves(4, 3) and estimate_moves(4, 5) and estimate_moves(20, 19)
+    assert not estimate_moves(4, 4)
+    # at dozens, an estimate wandering by a stream (1.02-1.07 µs/sample: 37-39 streams) does not
+    assert [capacity_for(us, 1.0, None) for us in (1.02, 1.05, 1.07)] == [39, 38, 37]
+    assert not estimate_moves(38, 37) and not estimate_moves(38, 39)
+    assert estimate_moves(38, 36) and estimate_moves(38, 40)
+    # a core slowed by a neighbour still moves it at once
+    assert estimate_moves(38, capacity_for(2.1, 1.0, None))
 
 
 def test_a_worker_cut_by_late_frames_climbs_back_one_stream_at_a_time() -> None:
