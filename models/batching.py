@@ -143,18 +143,59 @@ def step_streams(streams: Sequence[VocoderStream]) -> list[np.ndarray]:
     fails in its own part of the step (its chain), the others still complete theirs and
     StreamStepError carries their results. For a lone stream, s.step() is the same without the
     copies into the stacked buffers (~2.5 µs a frame)."""
+    _check_group(streams)
+    errors: dict[int, Exception] = {}
+    _draw_due(streams, errors, None)
+    results: list[np.ndarray | None] = []
+    for s in streams:
+        if id(s) not in errors:
+            try:
+                results.append(s.step())
+                continue
+            except Exception as exc:  # noqa: BLE001 - one stream's failure, not the group's
+                errors[id(s)] = exc
+        results.append(None)
+    _raise_failures(streams, errors, results)
+    return results  # type: ignore[return-value]  # no None without a failure
+
+
+def draw_ahead(streams: Sequence[VocoderStream], rounds: int) -> bool:
+    """Up to `rounds` batched rounds of the kernel frames the streams' next steps need, drawn as
+    step_streams draws them, no stream stepped: an utterance's opening (~15 kernel frames before
+    its first frame) made in slices, so a scheduler can step other streams between them. Each
+    stream's frames are drawn in the same order either way, so the audio is the same. True when
+    no stream needs another kernel frame (step_streams then only steps them). StreamStepError
+    (every result None) if a stream failed in its own part."""
+    _check_group(streams)
+    errors: dict[int, Exception] = {}
+    done = _draw_due(streams, errors, rounds)
+    _raise_failures(streams, errors, [None] * len(streams))
+    return done
+
+
+def _check_group(streams: Sequence[VocoderStream]) -> None:
     if len({id(s) for s in streams}) != len(streams):
-        raise ValueError("a stream appears twice in one step_streams call")
+        raise ValueError("a stream appears twice in one group")
     for s in streams:
         if s.pending() <= 0:
             raise RuntimeError(
-                "step_streams: a stream has no frame ready; push more mel or finish()"
+                "a stream of the group has no frame ready; push more mel or finish()"
             )
-    errors: dict[int, Exception] = {}
+
+
+def _draw_due(
+    streams: Sequence[VocoderStream], errors: dict[int, Exception], rounds: int | None
+) -> bool:
+    """Draw the kernel frames the streams' next steps need, one frame of every stream that needs
+    one per round (B at a time), for `rounds` rounds or until none is due (None); a stream's
+    failure in its own part goes to `errors`. True when none is due any more."""
+    done = 0
     while True:
         due = [s for s in streams if id(s) not in errors and s.kernel_frame_due()]
         if not due:
-            break
+            return True
+        if rounds is not None and done >= rounds:
+            return False
         by_module: dict[int, list[VocoderStream]] = {}
         for s in due:
             by_module.setdefault(id(s.runtime.module), []).append(s)
@@ -165,16 +206,14 @@ def step_streams(streams: Sequence[VocoderStream]) -> list[np.ndarray]:
                     s.end_frame()
                 except Exception as exc:  # noqa: BLE001 - the others still take theirs in
                     errors[id(s)] = exc
-    results: list[np.ndarray | None] = []
-    for s in streams:
-        if id(s) not in errors:
-            try:
-                results.append(s.step())
-                continue
-            except Exception as exc:  # noqa: BLE001 - one stream's failure, not the group's
-                errors[id(s)] = exc
-        results.append(None)
+        done += 1
+
+
+def _raise_failures(
+    streams: Sequence[VocoderStream],
+    errors: dict[int, Exception],
+    results: list[np.ndarray | None],
+) -> None:
     if errors:
         failures = [(s, errors[id(s)]) for s in streams if id(s) in errors]
         raise StreamStepError(failures, results) from failures[0][1]
-    return results  # type: ignore[return-value]  # no None without a failure

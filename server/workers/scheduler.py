@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.batching import StreamStepError, step_streams
+from models.batching import StreamStepError, draw_ahead, step_streams
 from models.vocoder.config import SynthesisConfig
 from server.audio import float_to_pcm16
 from server.workers.messages import (
@@ -74,6 +74,12 @@ class _Stream:
     redrawn: int = 0
     clipped: int = 0
     eager: bool = True  # the next step opens an utterance: sent at once, judged as first audio
+    # time spent drawing the opening's kernel frames ahead of the step that returns its first
+    # frame (Scheduler._draw_openings): its share, booked with that frame as compute, and the
+    # slices' whole length, which is not queue wait
+    carried_s: float = 0.0
+    carried_cpu_s: float = 0.0
+    sliced_s: float = 0.0
     finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
     # Commands for the next utterance that arrived while this one was finishing, in order.
     backlog: collections.deque[PushMel | FinishUtterance] = field(default_factory=collections.deque)
@@ -99,6 +105,11 @@ class Scheduler:
         # Half the playback buffer: room for the frame's own flush (FLUSH_INTERVAL_S) and the
         # server's delivery after it, yet openings still run whenever steady frames can wait.
         self.urgent_s = max(initial_buffer_s / 2, 2 * FLUSH_INTERVAL_S)
+        # An opening draws its ~15 kernel frames in slices of this long (at least a batched round
+        # each), the urgent steady frames stepped between them: drawn at once, 8 streams'
+        # openings took ~50 ms on a Zen 5 core, as long as the urgent window, and the streams
+        # already playing ran dry behind them (late frames at 20-24 streams per core).
+        self.opening_slice_s = self.urgent_s / 4
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -210,6 +221,47 @@ class Scheduler:
 
     # --- compute -----------------------------------------------------------------------------
 
+    def turn(self) -> None:
+        """One pass of the loop: the EDF pick and its group make a frame each, or, for openings,
+        a slice of their kernel frames (the frame itself once none is left to draw)."""
+        s = self.pick()
+        if s is None:
+            return
+        group = self.group(s)
+        if s.eager and not self._draw_openings(group):
+            return
+        if len(group) > 1:
+            self._step_group(group)
+        else:
+            self._step(s)
+
+    def _draw_openings(self, group: list[_Stream]) -> bool:
+        """Draw the kernel frames the openings of `group` need, a batched round at a time, for
+        up to opening_slice_s; True when none is left (their first frames can be stepped). The
+        time is booked with those first frames."""
+        t0, c0 = time.monotonic(), time.thread_time()
+        try:
+            while not (done := draw_ahead([s.vs for s in group], 1)):
+                if time.monotonic() - t0 >= self.opening_slice_s:
+                    break
+        except StreamStepError as exc:  # one stream's failure costs that stream alone
+            for vs, err in exc.failures:
+                st = next(x for x in group if x.vs is vs)
+                logger.error("stream %d failed drawing its opening: %r", st.sid, err)
+                self._fail(st, "internal", f"{type(err).__name__}: {err}")
+            return False
+        except Exception as exc:  # the batched call itself: nothing tells the streams apart
+            logger.exception("a grouped kernel call failed")
+            for st in group:
+                self._fail(st, "internal", f"{type(exc).__name__}: {exc}")
+            return False
+        elapsed, cpu = time.monotonic() - t0, time.thread_time() - c0
+        for st in group:
+            st.carried_s += elapsed / len(group)
+            st.carried_cpu_s += cpu / len(group)
+            st.sliced_s += elapsed
+        return done
+
     def _step(self, s: _Stream) -> None:
         t0, c0 = time.monotonic(), time.thread_time()
         opening = s.eager
@@ -282,10 +334,13 @@ class Scheduler:
             deadline = self._due(s)
         # One kernel frame per returned frame is the steady cost the pool's rolling capacity
         # estimate reads (an opening makes the look-ahead frames too; an utterance's tail none).
-        steady = s.vs.kernel_frames - kernel == 1
+        steady = not opening and s.vs.kernel_frames - kernel == 1
+        compute_s, cpu_s = compute_s + s.carried_s, cpu_s + s.carried_cpu_s
+        wait = max(0.0, t0 - s.ready_since - s.sliced_s)
+        s.carried_s = s.carried_cpu_s = s.sliced_s = 0.0
         s.redrawn += s.vs.frames_redrawn - redrawn
         s.clipped += s.vs.frames_clipped - clipped
-        s.out.append((pcm, compute_s, max(0.0, t0 - s.ready_since), deadline, cpu_s, steady))
+        s.out.append((pcm, compute_s, wait, deadline, cpu_s, steady))
         s.frames += 1
         s.utt_samples += len(pcm) // 2
         s.ready_since = t1
@@ -304,11 +359,17 @@ class Scheduler:
         if limit <= 1:
             return [first]
         # Openings group with openings (streams that start together open at once, each ~15
-        # kernel frames drawn B at a time), steady frames with steady frames.
+        # kernel frames drawn B at a time), steady frames with steady frames. An opening drawn
+        # in slices goes on with the openings it started with: streams admitted meanwhile wait
+        # for the next group rather than make its rounds dearer (in a load test, groups grew to
+        # 8 that way and doubled the time to first audio).
         others = [
             s
             for s in self.streams.values()
-            if s is not first and s.eager == first.eager and s.pending() > 0
+            if s is not first
+            and s.eager == first.eager
+            and s.pending() > 0
+            and (s.sliced_s > 0) == (first.sliced_s > 0)
         ]
         others.sort(key=self._edf_key)
         return [first, *others[: limit - 1]]
@@ -359,14 +420,7 @@ class Scheduler:
                 continue
             if not self._read(block=False):
                 break
-            s = self.pick()
-            if s is None:
-                continue
-            group = self.group(s)
-            if len(group) > 1:
-                self._step_group(group)
-            else:
-                self._step(s)
+            self.turn()
             if time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
                 self._flush_all()
         try:

@@ -13,7 +13,7 @@ import pytest
 from chainkit import with_shipped_chain
 
 from models.artifact import sha256_file
-from models.batching import FrameCall, split_batches, step_streams
+from models.batching import FrameCall, draw_ahead, split_batches, step_streams
 from models.compile import build_artifact
 from models.kernel.build import build
 from models.kernel.packing import pack_weights
@@ -100,6 +100,32 @@ def test_streams_stepped_together_equal_streams_stepped_alone(
         assert len(a) == len(b)
         if a:
             assert np.array_equal(np.concatenate(a), np.concatenate(b))
+
+
+def test_openings_drawn_ahead_in_slices_make_the_same_audio(
+    runtime: VocoderRuntime, make_mel
+) -> None:
+    """draw_ahead makes an opening's kernel frames a round at a time without stepping; the
+    streams' audio is what they make alone, and their first step then draws nothing."""
+    alone = run_alone(open_streams(runtime, make_mel, 3))
+    streams = open_streams(runtime, make_mel, 3)
+    kernel0 = [s.kernel_frames for s in streams]
+    slices = 0
+    while not draw_ahead(streams, 1):
+        slices += 1
+        assert any(s.kernel_frame_due() for s in streams)
+    # an opening of the shipped chain needs many kernel frames: one round per slice
+    assert slices >= 5
+    drawn = [s.kernel_frames - k for s, k in zip(streams, kernel0, strict=True)]
+    assert max(drawn) == slices + 1  # the longest opening: a round per call, the last one too
+    assert draw_ahead(streams, 1)  # nothing more to draw: done at once
+    firsts = step_streams(streams)
+    assert [s.kernel_frames - k for s, k in zip(streams, kernel0, strict=True)] == drawn
+    outs = [[f.copy()] for f in firsts]
+    for out, more in zip(outs, run_together(streams), strict=True):
+        out.extend(more)
+    for i, (a, b) in enumerate(zip(alone, outs, strict=True)):
+        assert np.array_equal(np.concatenate(a), np.concatenate(b)), f"stream {i} differs"
 
 
 def test_run_frames_uses_the_batch_sizes_and_equals_run_frame(runtime: VocoderRuntime) -> None:

@@ -414,3 +414,61 @@ def test_a_stream_brings_its_own_synthesis_settings(
         float_to_pcm16(f) for f in runtime.generate(mel, seed=5, synthesis=settings)
     )
     assert own == expected and plain == reference_pcm(runtime, mel, seed=5) and own != plain
+
+
+def test_an_opening_is_drawn_in_slices_with_urgent_steady_frames_between(
+    runtime: VocoderRuntime, make_mel: Callable[..., np.ndarray]
+) -> None:
+    """An opening's kernel frames are drawn a slice at a time (here one batched round per turn);
+    a playing stream's frame that comes due meanwhile is stepped between two slices, and both
+    streams' audio is what the runtime makes alone."""
+    settings = SynthesisConfig(output_advance=150, envelope_passes=1)
+    s, reports = driven(runtime, 0.1)
+    s.opening_slice_s = 0.0
+    mels = {1: make_mel(30, seed=1), 2: make_mel(30, seed=2)}
+
+    def open_stream(sid: int) -> _Stream:
+        s._handle(OpenStream(sid, sid, time.monotonic(), settings.to_dict()))
+        s._handle(PushMel(sid, mels[sid]))
+        s._handle(FinishUtterance(sid))
+        return s.streams[sid]
+
+    def due_in(st: _Stream, seconds: float) -> None:
+        # move the stream's playback clock so its next frame is due `seconds` from now
+        st.base_t = time.monotonic() + seconds - s.buffer_s - (st.frames - st.base_f) * s.frame_s
+
+    second = open_stream(2)
+    turns = 0
+    while second.eager:  # stream 2 opens, a round of kernel frames per turn
+        kernel = second.vs.kernel_frames
+        s.turn()
+        turns += 1
+        assert second.vs.kernel_frames == kernel + 1
+    assert turns >= 5 and second.frames == 1
+    first = open_stream(1)
+    due_in(second, 10.0)
+    s.turn()  # stream 1's opening begins
+    assert first.eager and first.vs.kernel_frames == 1
+    due_in(second, 0.01)  # inside the urgent window: stream 2 goes before the opening's next slice
+    frames, kernel = second.frames, first.vs.kernel_frames
+    s.turn()
+    assert second.frames == frames + 1 and first.vs.kernel_frames == kernel
+    due_in(second, 10.0)
+    s.turn()
+    assert first.vs.kernel_frames == kernel + 1
+    while any(st.vs is not None for st in s.streams.values()):
+        s.turn()
+    got = dict.fromkeys(mels, b"")
+    computes: list[float] = []
+    while reports.poll(0):
+        msg = reports.recv()
+        if isinstance(msg, FramesMade):
+            got[msg.sid] += msg.pcm
+            computes += msg.compute_s
+    for sid, mel in mels.items():
+        expected = b"".join(
+            float_to_pcm16(f) for f in runtime.generate(mel, seed=sid, synthesis=settings)
+        )
+        assert got[sid] == expected
+    # the openings' slices are booked with their first frames: no frame's compute is lost
+    assert len(computes) == 60 and all(c > 0 for c in computes)
