@@ -238,10 +238,13 @@ class Scheduler:
     def _draw_openings(self, group: list[_Stream]) -> bool:
         """Draw the kernel frames the openings of `group` need, a batched round at a time, for
         up to opening_slice_s; True when none is left (their first frames can be stepped). The
-        time is booked with those first frames."""
+        time, and the draws redone or left at full scale meanwhile, are booked with those first
+        frames."""
         t0, c0 = time.monotonic(), time.thread_time()
+        counts = [(st, st.vs.frames_redrawn, st.vs.frames_clipped) for st in group]
+        done = False
         try:
-            while not (done := draw_ahead([s.vs for s in group], 1)):
+            while not (done := draw_ahead([st.vs for st in group], 1)):
                 if time.monotonic() - t0 >= self.opening_slice_s:
                     break
         except StreamStepError as exc:  # one stream's failure costs that stream alone
@@ -249,18 +252,21 @@ class Scheduler:
                 st = next(x for x in group if x.vs is vs)
                 logger.error("stream %d failed drawing its opening: %r", st.sid, err)
                 self._fail(st, "internal", f"{type(err).__name__}: {err}")
-            return False
         except Exception as exc:  # the batched call itself: nothing tells the streams apart
             logger.exception("a grouped kernel call failed")
             for st in group:
                 self._fail(st, "internal", f"{type(exc).__name__}: {exc}")
             return False
         elapsed, cpu = time.monotonic() - t0, time.thread_time() - c0
-        for st in group:
+        for st, redrawn, clipped in counts:
+            if self.streams.get(st.sid) is not st:
+                continue  # failed above
+            st.redrawn += st.vs.frames_redrawn - redrawn
+            st.clipped += st.vs.frames_clipped - clipped
             st.carried_s += elapsed / len(group)
             st.carried_cpu_s += cpu / len(group)
             st.sliced_s += elapsed
-        return done
+        return done and all(self.streams.get(st.sid) is st for st in group)
 
     def _step(self, s: _Stream) -> None:
         t0, c0 = time.monotonic(), time.thread_time()
