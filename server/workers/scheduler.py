@@ -19,11 +19,9 @@ IPC: a multiprocessing Connection carrying the typed messages of server/workers/
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
@@ -44,6 +42,7 @@ from server.workers.messages import (
     StreamError,
     UtteranceDone,
 )
+from server.workers.stream_state import WorkerStream
 
 logger = logging.getLogger(__name__)
 
@@ -56,41 +55,6 @@ least every 20 ms (far below any playback buffer; lateness is judged when frames
 The first frame of every utterance is sent at once so time-to-first-audio never waits."""
 
 
-@dataclass
-class _Stream:
-    sid: int
-    seed: int
-    base_t: float  # monotonic time the playback clock (re)started
-    synthesis: SynthesisConfig | None = None  # the stream's own settings, else the voice's
-    base_f: int = 0  # frame index at that time
-    frames: int = 0  # frames produced over all utterances of this stream
-    utt_samples: int = 0
-    vs: Any = None  # models.runtime.VocoderStream of the current utterance (None between them)
-    ready_since: float = 0.0  # when the next frame became computable (for queue-wait)
-    # pcm, compute, wait, deadline, CPU time of the step, steady (it made exactly one kernel frame)
-    out: list[tuple[bytes, float, float, float, float, bool]] = field(default_factory=list)
-    # draws thrown away and frames sent at full scale since the last flush (VocoderStream's
-    # frames_redrawn / frames_clipped, see SynthesisConfig.clip_retries)
-    redrawn: int = 0
-    clipped: int = 0
-    eager: bool = True  # the next step opens an utterance: sent at once, judged as first audio
-    # time spent drawing the opening's kernel frames ahead of the step that returns its first
-    # frame (Scheduler._draw_openings): its share, booked with that frame as compute, and the
-    # slices' whole length, which is not queue wait
-    carried_s: float = 0.0
-    carried_cpu_s: float = 0.0
-    sliced_s: float = 0.0
-    finishing: bool = False  # finish() was called on `vs`; its tail is still being computed
-    # Commands for the next utterance that arrived while this one was finishing, in order.
-    backlog: collections.deque[PushMel | FinishUtterance] = field(default_factory=collections.deque)
-
-    def deadline(self, frame: int, buffer_s: float, frame_s: float) -> float:
-        return self.base_t + buffer_s + (frame - self.base_f) * frame_s
-
-    def pending(self) -> int:
-        return 0 if self.vs is None else int(self.vs.pending())
-
-
 class Scheduler:
     """Earliest-deadline-first frame loop over the streams of one worker."""
 
@@ -99,7 +63,7 @@ class Scheduler:
         self.conn = conn
         self.buffer_s = initial_buffer_s
         self.frame_s = runtime.config.hop_length / runtime.config.sample_rate
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, WorkerStream] = {}
         self.last_flush = time.monotonic()
         self.grouped = 0  # frames made in a group step (_step_group)
         # Half the playback buffer: room for the frame's own flush (FLUSH_INTERVAL_S) and the
@@ -107,7 +71,7 @@ class Scheduler:
         self.urgent_s = max(initial_buffer_s / 2, 2 * FLUSH_INTERVAL_S)
         # An opening draws its ~15 kernel frames in slices of this long (at least a batched round
         # each), the urgent steady frames stepped between them: drawn at once, 8 streams'
-        # openings took ~50 ms on a Zen 5 core, as long as the urgent window, and the streams
+        # openings took ~40 ms on a Zen 5 core, about the urgent window, and the streams
         # already playing ran dry behind them (late frames at 20-24 streams per core).
         self.opening_slice_s = self.urgent_s / 4
 
@@ -119,7 +83,7 @@ class Scheduler:
             return False
         if isinstance(msg, OpenStream):
             synthesis = SynthesisConfig.from_dict(msg.synthesis) if msg.synthesis else None
-            self.streams[msg.sid] = _Stream(
+            self.streams[msg.sid] = WorkerStream(
                 sid=msg.sid, seed=int(msg.seed), base_t=float(msg.admitted_at), synthesis=synthesis
             )
             return True
@@ -136,13 +100,13 @@ class Scheduler:
             self._apply(s, msg)
         return True
 
-    def _apply(self, s: _Stream, msg: PushMel | FinishUtterance) -> None:
+    def _apply(self, s: WorkerStream, msg: PushMel | FinishUtterance) -> None:
         if isinstance(msg, PushMel):
             self._push(s, msg.mel)
         else:
             self._finish(s)
 
-    def _input_arrived(self, s: _Stream, was_pending: int) -> None:
+    def _input_arrived(self, s: WorkerStream, was_pending: int) -> None:
         now = time.monotonic()
         if was_pending == 0 and s.pending() > 0:
             s.ready_since = now
@@ -151,7 +115,7 @@ class Scheduler:
                 # not this worker, stalled playback, so the real-time clock starts afresh.
                 s.base_t, s.base_f = now, s.frames
 
-    def _push(self, s: _Stream, mel: Any) -> None:
+    def _push(self, s: WorkerStream, mel: Any) -> None:
         try:
             if s.vs is None:
                 s.vs = self.rt.open_stream(seed=s.seed, synthesis=s.synthesis)
@@ -163,7 +127,7 @@ class Scheduler:
             return
         self._input_arrived(s, was)
 
-    def _finish(self, s: _Stream) -> None:
+    def _finish(self, s: WorkerStream) -> None:
         if s.vs is None:  # nothing pushed since the last flush: the utterance is already complete
             self._send(UtteranceDone(s.sid, 0))
             return
@@ -174,7 +138,7 @@ class Scheduler:
         if s.vs.finished:
             self._complete(s)
 
-    def _fail(self, s: _Stream, kind: Literal["input", "internal"], message: str) -> None:
+    def _fail(self, s: WorkerStream, kind: Literal["input", "internal"], message: str) -> None:
         self.streams.pop(s.sid, None)
         self._send(StreamError(s.sid, kind, message))
 
@@ -183,7 +147,7 @@ class Scheduler:
     def _send(self, msg: Report) -> None:
         self.conn.send(msg)
 
-    def _flush(self, s: _Stream) -> None:
+    def _flush(self, s: WorkerStream) -> None:
         if not s.out:
             return
         now = time.monotonic()
@@ -212,7 +176,7 @@ class Scheduler:
             self._flush(s)
         self.last_flush = time.monotonic()
 
-    def _complete(self, s: _Stream) -> None:
+    def _complete(self, s: WorkerStream) -> None:
         self._flush(s)
         self._send(UtteranceDone(s.sid, s.utt_samples))
         s.vs, s.utt_samples, s.eager, s.finishing = None, 0, True, False
@@ -235,7 +199,7 @@ class Scheduler:
         else:
             self._step(s)
 
-    def _draw_openings(self, group: list[_Stream]) -> bool:
+    def _draw_openings(self, group: list[WorkerStream]) -> bool:
         """Draw the kernel frames the openings of `group` need, a batched round at a time, for
         up to opening_slice_s; True when none is left (their first frames can be stepped). The
         time, and the draws redone or left at full scale meanwhile, are booked with those first
@@ -268,7 +232,7 @@ class Scheduler:
             st.sliced_s += elapsed
         return done and all(self.streams.get(st.sid) is st for st in group)
 
-    def _step(self, s: _Stream) -> None:
+    def _step(self, s: WorkerStream) -> None:
         t0, c0 = time.monotonic(), time.thread_time()
         opening = s.eager
         redrawn, clipped = s.vs.frames_redrawn, s.vs.frames_clipped
@@ -282,7 +246,7 @@ class Scheduler:
         t1, c1 = time.monotonic(), time.thread_time()
         self._record(s, pcm, t0, t1, t1 - t0, c1 - c0, opening, kernel, redrawn, clipped)
 
-    def _step_group(self, group: list[_Stream]) -> None:
+    def _step_group(self, group: list[WorkerStream]) -> None:
         """One frame of each stream in `group`, the kernel frames their steps need drawn B at a
         time (models.batching.step_streams: each weight block loaded once for all of them, the
         audio that of each stream alone). The group's time is shared out evenly among its
@@ -316,7 +280,7 @@ class Scheduler:
 
     def _record(
         self,
-        s: _Stream,
+        s: WorkerStream,
         pcm: bytes,
         t0: float,
         t1: float,
@@ -356,7 +320,7 @@ class Scheduler:
             self._flush(s)
             s.eager = False
 
-    def group(self, first: _Stream) -> list[_Stream]:
+    def group(self, first: WorkerStream) -> list[WorkerStream]:
         """`first` (the EDF pick) and up to B - 1 more streams with a frame of the same kind to
         make (B: the largest batch the module's kernel draws in one call), earliest deadlines
         first: their frames are made ahead of need, as B streams' frames cost less than B
@@ -380,7 +344,7 @@ class Scheduler:
         others.sort(key=self._edf_key)
         return [first, *others[: limit - 1]]
 
-    def pick(self) -> _Stream | None:
+    def pick(self) -> WorkerStream | None:
         """The runnable stream whose next frame is due first (EDF), or None.
 
         Steady frames cost the same, so earliest-deadline-first meets all their deadlines whenever
@@ -397,11 +361,11 @@ class Scheduler:
         urgent = [s for s in runnable if not s.eager and self._due(s) < soon]
         return min(urgent or runnable, key=self._edf_key)
 
-    def _due(self, s: _Stream) -> float:
-        """When the stream's next frame is due (its deadline, see _Stream.deadline)."""
+    def _due(self, s: WorkerStream) -> float:
+        """When the stream's next frame is due (its deadline, see WorkerStream.deadline)."""
         return s.deadline(s.frames, self.buffer_s, self.frame_s)
 
-    def _edf_key(self, s: _Stream) -> tuple[float, int]:
+    def _edf_key(self, s: WorkerStream) -> tuple[float, int]:
         """EDF order: the next frame's deadline, ties to the older stream."""
         return self._due(s), s.sid
 

@@ -27,7 +27,8 @@ from server.workers.messages import (
     StreamError,
     UtteranceDone,
 )
-from server.workers.scheduler import Scheduler, _Stream
+from server.workers.scheduler import Scheduler
+from server.workers.stream_state import WorkerStream
 from server.workers.worker import measure_step_us
 
 
@@ -212,7 +213,7 @@ def test_edf_picks_the_earliest_deadline(
     s = Scheduler(runtime, a_conn, initial_buffer_s=0.1)
     now = time.monotonic()
     for sid, base in [(1, now + 0.050), (2, now), (3, now - 1.0)]:
-        st = _Stream(sid=sid, seed=0, base_t=base)
+        st = WorkerStream(sid=sid, seed=0, base_t=base)
         st.vs = runtime.open_stream(seed=0)
         st.vs.push(make_mel(10))
         s.streams[sid] = st
@@ -233,7 +234,7 @@ def test_a_steady_frame_due_soon_goes_before_an_earlier_opening(
     s = Scheduler(runtime, a_conn, initial_buffer_s=0.1)
     now = time.monotonic()
     for sid, base, eager in [(1, now, False), (2, now - 0.5, True)]:
-        st = _Stream(sid=sid, seed=0, base_t=base, eager=eager)
+        st = WorkerStream(sid=sid, seed=0, base_t=base, eager=eager)
         st.vs = runtime.open_stream(seed=0)
         st.vs.push(make_mel(30))
         s.streams[sid] = st
@@ -427,13 +428,13 @@ def test_an_opening_is_drawn_in_slices_with_urgent_steady_frames_between(
     s.opening_slice_s = 0.0
     mels = {1: make_mel(30, seed=1), 2: make_mel(30, seed=2)}
 
-    def open_stream(sid: int) -> _Stream:
+    def open_stream(sid: int) -> WorkerStream:
         s._handle(OpenStream(sid, sid, time.monotonic(), settings.to_dict()))
         s._handle(PushMel(sid, mels[sid]))
         s._handle(FinishUtterance(sid))
         return s.streams[sid]
 
-    def due_in(st: _Stream, seconds: float) -> None:
+    def due_in(st: WorkerStream, seconds: float) -> None:
         # move the stream's playback clock so its next frame is due `seconds` from now
         st.base_t = time.monotonic() + seconds - s.buffer_s - (st.frames - st.base_f) * s.frame_s
 
