@@ -77,6 +77,11 @@ class VocoderStream:
         self._phase = 0.0
         self._src_np = aligned((c.hop_length, SOURCE_COLUMNS))
         self._src = tvm.runtime.from_dlpack(self._src_np)
+        # A lone call's conditioning pair and coefficients, copied into buffers viewed once (a view
+        # made per frame cost more than the copy); the logit scale its weight copies hold.
+        self._lone_np = (aligned((2, c.cond_size)), aligned((max(c.lpc_order, 1),)))
+        self._lone_in = tuple(tvm.runtime.from_dlpack(a) for a in self._lone_np)
+        self._scaled_by = np.float32(np.nan)
         # The F0 and voicing rows of those frames, for the pitch postfilter on the output.
         self._pitch_batch = np.zeros((2, 0))
         self._scale_batch = np.ones(0, np.float32)  # their logit scales (voicing temperature)
@@ -226,21 +231,13 @@ class VocoderStream:
             self._fit_first = start
         self._lpc_done = end
 
-    def _frame_lpc(self, f: int) -> tvm.runtime.Tensor:
-        """Frame f's predictor coefficients for the kernel (fitted by _fit_through)."""
-        if self._no_lpc is not None:
-            return self._no_lpc
-        return _view(self._lpc[f, : self.config.lpc_order])
-
-    def _frame_source(self, f: int) -> tvm.runtime.Tensor:
-        """Frame f's sine source for the kernel (made by _fit_through; frame by frame or in
-        batches, the phase carries over bit for bit: pitch.source)."""
-        if not self.runtime.uses_source:
-            return self._src  # zeros, and the module is built without the source terms
-        hop = self.config.hop_length
-        at = (f - self._fit_first) * hop
-        self._src_np[:] = self._src_batch[at : at + hop]
-        return self._src
+    def _frame_source(self, f: int) -> None:
+        """Frame f's sine source into the kernel's buffer (made by _fit_through; frame by frame or
+        in batches, the phase carries over bit for bit: pitch.source). Without source terms in
+        the module the buffer stays zeros."""
+        if self.runtime.uses_source:
+            at = (f - self._fit_first) * self.config.hop_length
+            self._src_np[:] = self._src_batch[at : at + self.config.hop_length]
 
     def step(self) -> np.ndarray:
         """Vocode the next frame: float32 [hop_length] in [-1, 1]."""
@@ -300,12 +297,16 @@ class VocoderStream:
         """The prepared frame's inputs as TVM views for runtime.run_frame, with this stream's
         logit-scaled weight arguments written (made once per frame, on a lone call's demand)."""
         if not self._call:
-            f = self._prepared
-            self._call = (_view(self._cond[f : f + 2]), self._frame_lpc(f), self._src)
-            if self._weight_args is not None:
-                scale = np.float32(self._call_np[3])
+            assert self._call_np is not None
+            cond, lpc, _, scale = self._call_np
+            np.copyto(self._lone_np[0], cond)
+            np.copyto(self._lone_np[1][: lpc.size], lpc)
+            lpc_in = self._lone_in[1] if self._no_lpc is None else self._no_lpc
+            self._call = (self._lone_in[0], lpc_in, self._src)
+            if self._weight_args is not None and np.float32(scale) != self._scaled_by:
+                self._scaled_by = np.float32(scale)  # the copies hold base * scale until then
                 for base, buf in self._logit_pairs:
-                    np.multiply(base, scale, out=buf)
+                    np.multiply(base, self._scaled_by, out=buf)
         return self._call
 
     # -- batched steps (models.batching.step_streams) -------------------------------------------
