@@ -43,7 +43,7 @@ COPY compiled/ compiled/
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin sparrow \
     && apt-get update \
     && apt-get install -y --no-install-recommends g++ \
-    && XDG_CACHE_HOME=/home/sparrow/.cache python -m models.kernel.envelope_load /app/compiled \
+    && XDG_CACHE_HOME=/home/sparrow/.cache python -m models.kernel.chain_load /app/compiled \
     && apt-get purge -y --auto-remove g++ \
     && rm -rf /var/lib/apt/lists/* \
     && chown -R sparrow:sparrow /app /home/sparrow

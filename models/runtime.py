@@ -34,7 +34,7 @@ from models.dsp.postfilter import KernelFactory, runs_compiled
 from models.kernel.batch import BATCH_SIZES, batch_function_name
 from models.kernel.buffers import aligned
 from models.kernel.build import build
-from models.kernel.envelope_load import envelope_module, postfilter_module
+from models.kernel.chain_load import envelope_module, postfilter_module
 from models.kernel.isa import ISA_FLAGS, ISA_PREFERENCE, cpu_flags, host_target
 from models.kernel.packing import KERNEL_ABI, condition_args, logit_arg_positions, pack_weights
 from models.stream import VocoderStream
@@ -83,7 +83,7 @@ class VocoderRuntime:
         }
         self._scratch = GroupScratch()
         # Streams run the chain's envelope passes and pitch postfilter compiled
-        # (models/kernel/envelope_load.py), built into and loaded from cache_dir; False: the
+        # (models/kernel/chain_load.py), built into and loaded from cache_dir; False: the
         # numpy reference (the same audio).
         self.compiled_chain = True
         self.cache_dir = default_cache_dir()

@@ -160,7 +160,7 @@ def test_bench_stages_cover_the_whole_step(tmp_path: Path) -> None:
         r["min_us_per_sample"] > 0 for r in report["stages"] if not r["stage"].startswith("Python")
     )
     envelope = sum(v["min_us_per_sample"] for n, v in stages.items() if n.startswith("envelope"))
-    # the passes run the compiled frame (models/kernel/envelope_load.py): no numpy breakdown
+    # the passes run the compiled frame (models/kernel/chain_load.py): no numpy breakdown
     assert report["envelope_compiled"] and report["envelope_breakdown"] == []
     assert envelope > 0
     assert report["budget_share"] == pytest.approx(total / 40.0)

@@ -16,7 +16,7 @@ from models.bench import speech_mel
 from models.dsp.pitch import PITCH_RANGE_HZ
 from models.dsp.postfilter import PitchPostfilter
 from models.kernel.buffers import aligned
-from models.kernel.envelope_load import prebuild
+from models.kernel.chain_load import prebuild
 from models.kernel.isa import ISA_TARGETS, host_isas, host_target
 from models.kernel.postfilter import PostfilterModule, build_postfilter_kernel
 from models.runtime import VocoderRuntime

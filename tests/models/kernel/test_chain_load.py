@@ -54,7 +54,7 @@ def test_prebuild_fills_the_cache_for_every_shipped_isa(
     import json
     import shutil
 
-    from models.kernel.envelope_load import prebuild
+    from models.kernel.chain_load import prebuild
 
     voice = tmp_path / "compiled" / "voice"
     shutil.copytree(tiny_model_dir, voice)
