@@ -167,15 +167,6 @@ class VocoderRuntime:
             cond_pair, lpc, src, uniforms, h, x, out, pcm, *(weight_args or self._weight_args)
         )
 
-    @property
-    def compiled_envelope(self) -> bool:
-        """The former name of compiled_chain (it covers the pitch postfilter too)."""
-        return self.compiled_chain
-
-    @compiled_envelope.setter
-    def compiled_envelope(self, value: bool) -> None:
-        self.compiled_chain = value
-
     def envelope_kernel(self, config: VocoderConfig) -> Callable[[], FrameKernel] | None:
         """What makes each envelope pass of a stream with `config` its compiled frame, or None
         (no passes, compiled_chain off, or no module could be built: numpy then)."""

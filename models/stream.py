@@ -78,7 +78,8 @@ class VocoderStream:
         self._src_np = aligned((c.hop_length, SOURCE_COLUMNS))
         self._src = tvm.runtime.from_dlpack(self._src_np)
         # A lone call's conditioning pair and coefficients, copied into buffers viewed once (a view
-        # made per frame cost more than the copy); the logit scale its weight copies hold.
+        # made per frame cost more than the copy; without LPC the kernel's lpc argument is an
+        # unused 1-element placeholder); the logit scale its weight copies hold.
         self._lone_np = (aligned((2, c.cond_size)), aligned((max(c.lpc_order, 1),)))
         self._lone_in = tuple(tvm.runtime.from_dlpack(a) for a in self._lone_np)
         self._scaled_by = np.float32(np.nan)
@@ -96,8 +97,6 @@ class VocoderStream:
             c, self._target_mel, runtime.envelope_kernel(c), runtime.postfilter_kernel(c)
         )
         self._chain_done = False
-        # Without LPC the kernel's lpc argument is an unused 1-element placeholder, made once.
-        self._no_lpc = None if c.lpc_order else tvm.runtime.tensor(np.zeros(1, np.float32))
         self._prepared = -1  # the frame whose kernel inputs _call holds
         self._call: tuple[tvm.runtime.Tensor, ...] = ()
         # the same inputs as numpy arrays, and the logit scale, for begin_frame
@@ -301,8 +300,7 @@ class VocoderStream:
             cond, lpc, _, scale = self._call_np
             np.copyto(self._lone_np[0], cond)
             np.copyto(self._lone_np[1][: lpc.size], lpc)
-            lpc_in = self._lone_in[1] if self._no_lpc is None else self._no_lpc
-            self._call = (self._lone_in[0], lpc_in, self._src)
+            self._call = (*self._lone_in, self._src)
             if self._weight_args is not None and np.float32(scale) != self._scaled_by:
                 self._scaled_by = np.float32(scale)  # the copies hold base * scale until then
                 for base, buf in self._logit_pairs:

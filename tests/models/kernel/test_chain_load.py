@@ -28,7 +28,7 @@ def test_streams_use_the_cached_compiled_frame_with_the_reference_audio(
     compiled = np.concatenate(list(rt.generate(mel, seed=1)))
     (cached,) = (tmp_path / "envelope").glob(f"{rt.isa}-3500hz-float64-*.so")
     assert np.array_equal(compiled, vocode(rt.weights, rt.config, mel, seed=1))
-    rt.compiled_envelope = False
+    rt.compiled_chain = False
     assert np.array_equal(compiled, np.concatenate(list(rt.generate(mel, seed=1))))
     # another runtime on the same cache loads the frame built above
     again = VocoderRuntime.load(tiny_model_dir, cache_dir=tmp_path).with_synthesis(SETTINGS)
