@@ -272,15 +272,8 @@ class EnvelopeCorrector:
         stop = (end + WIN // 2 + HOP - 1) // HOP if final else (end - WIN // 2) // HOP + 1
         if stop > self._next:
             lo = self._next * HOP - WIN // 2 - self._base
-            kernel = self.kernel
             for k in range(self._next, stop):
-                self._next = k
-                goal = self.target(k) if kernel is not None else None
-                if goal is None:  # numpy's frame (and every frame past the mel)
-                    self._frame(lo)
-                else:  # _frame's steps for the compiled frame, without its calls
-                    share = self.smoothing * self.onset.steadiness(k) if self.smoothing else 0.0
-                    kernel(self._x, self._acc, lo, goal, share, self.clip)
+                self.frame_at(k, lo)
                 lo += HOP
             self._next = stop
         # Samples below the next frame's start get nothing more.
@@ -294,17 +287,24 @@ class EnvelopeCorrector:
         self._emitted = ready
         return out.astype(np.float32)
 
-    def _frame(self, lo: int) -> None:
-        """Frame _next, reading and adding at buffer offset lo. The steps write into the frame
-        buffers in place, in the order and with the operations of the formulas in the module
-        docstring, so every value is the same bit for bit as with fresh arrays."""
-        goal = self.target(self._next)
+    def frame_at(self, k: int, lo: int) -> None:
+        """Frame k, reading and adding at buffer offset lo: compiled where there is a kernel and
+        a target, else in numpy (_frame)."""
+        goal = self.target(k)
         share = 0.0
         if goal is not None and self.smoothing:
-            share = self.smoothing * self.onset.steadiness(self._next)
+            share = self.smoothing * self.onset.steadiness(k)
         if goal is not None and self.kernel is not None:
             self.kernel(self._x, self._acc, lo, goal, share, self.clip)
-            return
+        else:  # every frame past the mel, too
+            self._frame(lo, goal, share)
+
+    def _frame(self, lo: int, goal: np.ndarray | None, share: float) -> None:
+        """A frame in numpy, reading and adding at buffer offset lo: its target log-mel `goal`
+        (None past the mel's end: the window's overlap-add alone) and smoothing share. The steps
+        write into the frame buffers in place, in the order and with the operations of the
+        formulas in the module docstring, so every value is the same bit for bit as with fresh
+        arrays."""
         t = self._t
         window = t.window
         seg = self._x[lo : lo + WIN]

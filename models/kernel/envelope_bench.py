@@ -73,8 +73,7 @@ def main() -> None:
         def timer() -> float:
             t0 = time.perf_counter_ns()
             for k in range(frames):
-                c._next = k
-                c._frame(k * HOP)  # frame k reads from k HOP - WIN / 2 = base + k HOP
+                c.frame_at(k, k * HOP)  # frame k reads from k HOP - WIN / 2 = base + k HOP
             return (time.perf_counter_ns() - t0) / frames / 1e3
 
         return timer

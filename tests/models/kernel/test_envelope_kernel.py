@@ -101,11 +101,10 @@ def test_frames_match_numpy(kernel, kind: str, smoothing: float) -> None:
     goal = aligned((goals.shape[1],), np.float64)
     worst, shares = 0.0, []
     for k in range(frames):
-        lo = k * HOP  # frame k reads x[k HOP : k HOP + WIN] (buffer offsets, as _frame's lo)
+        lo = k * HOP  # frame k reads x[k HOP : k HOP + WIN] (buffer offsets, as frame_at's lo)
         ref._x[lo : lo + WIN] = x[lo : lo + WIN]
         ref._acc[:] = 0.0
-        ref._next = k
-        ref._frame(lo)
+        ref.frame_at(k, lo)
         share = smoothing * onset.steadiness(k) if smoothing else 0.0
         shares.append(share)
         acc[:] = 0.0
