@@ -25,6 +25,12 @@ def fft_macro(V: int, w32: int, w1024: int) -> Any:
     TV = min(V, 8)  # the transpose's blocks: TV x TV
     assert R % V == 0 and 4 <= V <= 16
 
+    def twr(ftab, k):  # W32^k, real and imaginary parts
+        return ftab[w32 + k]
+
+    def twi(ftab, k):
+        return ftab[w32 + R + k]
+
     @T.macro
     def stage(sr, si, dr, di, ftab, s, m):
         # One Stockham radix-2 stage down the columns of an R x R array (rows as elements):
@@ -41,20 +47,14 @@ def fft_macro(V: int, w32: int, w1024: int) -> Any:
                         )
                         dr[q + 2 * s * p + s, co * V + col] = (
                             sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
-                        ) * ftab[w32 + p * s] - (
+                        ) * twr(ftab, p * s) - (
                             si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
-                        ) * ftab[w32 + R + p * s]
+                        ) * twi(ftab, p * s)
                         di[q + 2 * s * p + s, co * V + col] = (
                             sr[q + s * p, co * V + col] - sr[q + s * (p + m), co * V + col]
-                        ) * ftab[w32 + R + p * s] + (
+                        ) * twi(ftab, p * s) + (
                             si[q + s * p, co * V + col] - si[q + s * (p + m), co * V + col]
-                        ) * ftab[w32 + p * s]
-
-    def twr(ftab, k):  # W32^k, real and imaginary parts
-        return ftab[w32 + k]
-
-    def twi(ftab, k):
-        return ftab[w32 + R + k]
+                        ) * twr(ftab, p * s)
 
     @T.macro
     def stage4(sr, si, dr, di, ftab, s, m):
