@@ -122,6 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at that density from then on",
     )
     parser.add_argument(
+        "--prune-density",
+        type=bounded(float, 0.0, 1.0),
+        default=None,
+        metavar="D",
+        help="with --resume: prune W_hh, FC1 and FC2 on from the run's density down to this "
+        "share of blocks, along the cubic schedule over this run's own progress "
+        "(--prune-start, --prune-end), smallest blocks first",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",

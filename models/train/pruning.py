@@ -18,17 +18,20 @@ logger = logging.getLogger(__name__)
 
 
 class GrowthError(ValueError):
-    """--grow-density that cannot grow the run it resumes (none, one still pruning, or one not
-    below the new density)."""
+    """--grow-density or --prune-density that cannot change the run it resumes (none, one still
+    pruning, or a new density on the wrong side of its own)."""
 
 
-def cubic_density(progress: float, target: float, start: float, end: float) -> float:
-    """Density 1.0 until `start`, then target + (1 - target) * (1 - x)^3 with x going 0 -> 1 at
-    `end`."""
+def cubic_density(
+    progress: float, target: float, start: float, end: float, initial: float = 1.0
+) -> float:
+    """Density `initial` until `start`, then target + (initial - target) * (1 - x)^3 with x going
+    0 -> 1 at `end` (initial: 1.0 for a dense start, a resumed run's density for
+    --prune-density)."""
     if progress <= start:
-        return 1.0
+        return initial
     x = min(1.0, (progress - start) / max(end - start, 1e-9))
-    return target + (1.0 - target) * (1.0 - x) ** 3
+    return target + (initial - target) * (1.0 - x) ** 3
 
 
 def learning_rate(progress: float, step: int, peak: float, warmup: int, final: float) -> float:

@@ -89,6 +89,33 @@ def _progress(
     return min(1.0, max(parts))
 
 
+def check_density_change(
+    args: argparse.Namespace, state: dict[str, Any] | None, pruner: Pruner, config: VocoderConfig
+) -> None:
+    """Refuse a --grow-density or --prune-density the resumed run cannot take: there must be a
+    run, at its target density (not still pruning), and the new density on the right side."""
+    for flag, value, above in (
+        ("--grow-density", args.grow_density, True),
+        ("--prune-density", args.prune_density, False),
+    ):
+        if value is None:
+            continue
+        if state is None:
+            raise GrowthError(f"{flag} changes the masks of a run it resumes: add --resume")
+        if args.grow_density is not None and args.prune_density is not None:
+            raise GrowthError("--grow-density and --prune-density: give one")
+        if pruner.density != config.density:
+            raise GrowthError(
+                f"the resumed run is still pruning ({pruner.density:.3f} of its blocks kept, "
+                f"target {config.density:.3f}): change it once it has reached its density"
+            )
+        if (value <= pruner.density) if above else (value >= pruner.density):
+            side = "above" if above else "below"
+            raise GrowthError(
+                f"{flag} {value} must be {side} the resumed run's density {pruner.density:.3f}"
+            )
+
+
 def batch_loss(
     model: WaveRNN, batch: tuple[np.ndarray, np.ndarray, np.ndarray], bf16: bool
 ) -> torch.Tensor:
@@ -206,19 +233,12 @@ def train(args: argparse.Namespace) -> int:
     cycle_budget = args.max_minutes * 60 if args.max_minutes else None
     if args.lr_cycle:
         warm_from = step
-    if args.grow_density is not None:  # checked before the corpus is read, which takes minutes
-        if state is None:
-            raise GrowthError("--grow-density grows the masks of a run it resumes: add --resume")
-        if pruner.density != config.density:
-            raise GrowthError(
-                f"the resumed run is still pruning ({pruner.density:.3f} of its blocks kept, "
-                f"target {config.density:.3f}): grow it once it has reached its density"
-            )
-        if args.grow_density <= pruner.density:
-            raise GrowthError(
-                f"--grow-density {args.grow_density} must be above the resumed run's density "
-                f"{pruner.density:.3f}"
-            )
+    check_density_change(args, state, pruner, config)  # before the corpus, which takes minutes
+    # --prune-density: this run's pruning goes from the resumed density down to the new one
+    # along its own progress (--prune-start/--prune-end of this run), like --lr-cycle's schedule
+    prune_from = pruner.density if args.prune_density is not None else None
+    if args.prune_density is not None:
+        config = dataclasses.replace(config, density=args.prune_density)
 
     if args.synthetic:
         args.corpus = str(write_synthetic_corpus(run_dir / "synthetic-corpus", seed=args.seed))
@@ -301,21 +321,21 @@ def train(args: argparse.Namespace) -> int:
         if args.max_minutes and now - t_start >= args.max_minutes * 60:
             break
         progress = _progress(step, seconds, args.steps, budget)
-        density = cubic_density(progress, config.density, s.prune_start, s.prune_end)
+        run_progress = _progress(
+            step - start_step, seconds - prior_seconds, cycle_steps, cycle_budget
+        )
+        if prune_from is None:
+            density = cubic_density(progress, config.density, s.prune_start, s.prune_end)
+        else:
+            density = cubic_density(
+                run_progress, config.density, s.prune_start, s.prune_end, prune_from
+            )
         # Masks follow the schedule every `prune_every` steps (and once more exactly at the target).
         # Once at the target the masks are frozen, so the kept blocks can settle.
         at_target = density == config.density
-        if (
-            density < 1.0
-            and pruner.density != config.density
-            and (step % args.prune_every == 0 or at_target)
-        ):
+        if density < pruner.density and (step % args.prune_every == 0 or at_target):
             pruner.update(density)
-        lr_progress = (
-            _progress(step - start_step, seconds - prior_seconds, cycle_steps, cycle_budget)
-            if args.lr_cycle
-            else progress
-        )
+        lr_progress = run_progress if args.lr_cycle else progress
         lr = learning_rate(lr_progress, step - warm_from, s.lr, s.warmup, s.final_lr)
         for g in opt.param_groups:
             g["lr"] = lr
