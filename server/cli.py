@@ -13,6 +13,8 @@ import logging
 import sys
 from importlib import metadata
 
+from server.workers.affinity import single_threaded_env
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server.serve", "run the HTTP/websocket server"),
     "compile": ("models.compile", "compile weights into TVM modules under compiled/"),
@@ -22,6 +24,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("models.evaluation.cli", "measure vocoding quality on held-out audio"),
     "loadtest": ("server.loadtest", "load-test a running server with concurrent streams"),
 }
+
+# Subcommands timed on one pinned core: numpy's BLAS (the LPC fit) and TVM must not start
+# threads on other cores, which pinning the main thread leaves free to run anywhere. These get a
+# worker's own thread settings (server/workers/affinity.py) before their module imports numpy.
+SINGLE_THREADED = frozenset({"bench"})
 
 # Third-party modules that only an optional extra installs: a subcommand missing one says which
 # extra to install instead of printing a traceback.
@@ -95,6 +102,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if chosen_command(argv) in SINGLE_THREADED:
+        single_threaded_env()
     try:
         parser = build_parser(argv)
     except ImportError as exc:

@@ -93,3 +93,30 @@ def test_train_without_torch_names_the_extra() -> None:
 def test_unknown_subcommand_is_a_usage_error() -> None:
     out = run_python("from server.cli import main; main(['nope'])")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_bench_runs_numpy_and_tvm_on_one_thread() -> None:
+    # `sparrow bench` pins itself to one core; BLAS and TVM thread pools started at import would
+    # still run on the others. A fresh interpreter with a 4-thread BLAS setting in its
+    # environment: bench's module sees 1 by the time numpy loads, loadtest's keeps the caller's.
+    code = (
+        "import os, runpy, sys\n"
+        "os.environ['OPENBLAS_NUM_THREADS'] = '4'\n"
+        "sys.argv = ['sparrow', sys.argv[1], '--help']\n"
+        "try:\n"
+        "    runpy.run_module('server', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import numpy\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], os.environ.get('TVM_NUM_THREADS'))\n"
+    )
+    for command, expected in (("bench", ["1", "1"]), ("loadtest", ["4", "None"])):
+        out = subprocess.run(
+            [sys.executable, "-c", code, command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-2:] == expected, command
