@@ -3,7 +3,6 @@ schedule over the resumed run's own progress, keeping only blocks it already had
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from trainkit import parse, tiny_run_args
 
 from models.train import checkpoint as checkpoint_mod
 from models.train import cli as cli_mod
@@ -23,12 +24,6 @@ from models.vocoder.sparsity import block_norms
 pytestmark = pytest.mark.slow
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli_mod.add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
 def test_cubic_schedule_from_a_resumed_density() -> None:
     d = [pruning_mod.cubic_density(p, 0.05, 0.1, 0.5, initial=0.25) for p in np.linspace(0, 1, 21)]
     assert d[0] == d[2] == 0.25 and d[10] == pytest.approx(0.05) and d[-1] == pytest.approx(0.05)
@@ -37,23 +32,7 @@ def test_cubic_schedule_from_a_resumed_density() -> None:
 
 def test_resume_prunes_to_a_lower_density_within_the_old_masks(tmp_path: Path) -> None:
     corpus = corpus_mod.write_synthetic_corpus(tmp_path / "corpus")
-    common = (
-        "--tiny",
-        "--corpus",
-        str(corpus),
-        "--run-dir",
-        str(tmp_path),
-        "--batch",
-        "4",
-        "--crop-frames",
-        "1",
-        "--threads",
-        "1",
-        "--log-seconds",
-        "1000",
-        "--lr",
-        "3e-3",
-    )
+    common = tiny_run_args(corpus, tmp_path)
     # A run pruned to TINY's density (0.25) within its 6 steps.
     args = parse(*common, "--name", "r", "--steps", "6", "--prune-start", "0", "--prune-end",
                  "0.3", "--prune-every", "1")  # fmt: skip

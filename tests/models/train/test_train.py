@@ -3,7 +3,6 @@ vocodes."""
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from trainkit import parse, tiny_run_args
 
 from models.train import checkpoint as checkpoint_mod
 from models.train import cli as cli_mod
@@ -28,12 +29,6 @@ pytestmark = pytest.mark.slow
 
 def make_corpus(root: Path) -> Path:
     return corpus_mod.write_synthetic_corpus(root)
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli_mod.add_arguments(parser)
-    return parser.parse_args(list(argv))
 
 
 @pytest.fixture(scope="module")
@@ -363,23 +358,7 @@ def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_
 def test_resume_grows_the_masks_and_keeps_what_the_net_computes(
     corpus: Path, tmp_path: Path
 ) -> None:
-    common = (
-        "--tiny",
-        "--corpus",
-        str(corpus),
-        "--run-dir",
-        str(tmp_path),
-        "--batch",
-        "4",
-        "--crop-frames",
-        "1",
-        "--threads",
-        "1",
-        "--log-seconds",
-        "1000",
-        "--lr",
-        "3e-3",
-    )
+    common = tiny_run_args(corpus, tmp_path)
     # A run pruned to TINY's density within its 6 steps.
     args = parse(
         *common,
