@@ -94,6 +94,8 @@ def check_density_change(
 ) -> None:
     """Refuse a --grow-density or --prune-density the resumed run cannot take: there must be a
     run, at its target density (not still pruning), and the new density on the right side."""
+    if args.grow_density is not None and args.prune_density is not None:
+        raise GrowthError("--grow-density and --prune-density: give one")
     for flag, value, above in (
         ("--grow-density", args.grow_density, True),
         ("--prune-density", args.prune_density, False),
@@ -102,8 +104,6 @@ def check_density_change(
             continue
         if state is None:
             raise GrowthError(f"{flag} changes the masks of a run it resumes: add --resume")
-        if args.grow_density is not None and args.prune_density is not None:
-            raise GrowthError("--grow-density and --prune-density: give one")
         if pruner.density != config.density:
             raise GrowthError(
                 f"the resumed run is still pruning ({pruner.density:.3f} of its blocks kept, "
