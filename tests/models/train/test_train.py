@@ -208,23 +208,7 @@ def test_training_reduces_loss_and_exports_sparse_weights(corpus: Path, tmp_path
 
 
 def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
-    common = (
-        "--tiny",
-        "--corpus",
-        str(corpus),
-        "--run-dir",
-        str(tmp_path),
-        "--name",
-        "r",
-        "--batch",
-        "4",
-        "--crop-frames",
-        "1",
-        "--threads",
-        "1",
-        "--log-seconds",
-        "1000",
-    )
+    common = (*tiny_run_args(corpus, tmp_path), "--name", "r")
     assert cli_mod.run(parse(*common, "--steps", "3")) == 0
     assert cli_mod.run(parse(*common, "--steps", "5", "--resume")) == 0
     assert checkpoint_mod.load_checkpoint(tmp_path / "r")["step"] == 5
