@@ -292,21 +292,9 @@ def test_resume_continues_and_export_only(corpus: Path, tmp_path: Path) -> None:
 
 def test_lr_cycle_restarts_the_learning_rate_of_a_resumed_run(corpus: Path, tmp_path: Path) -> None:
     common = (
-        "--tiny",
-        "--corpus",
-        str(corpus),
-        "--run-dir",
-        str(tmp_path),
-        "--batch",
-        "4",
-        "--crop-frames",
-        "1",
-        "--threads",
-        "1",
-        "--log-seconds",
+        *tiny_run_args(corpus, tmp_path),
+        "--log-seconds",  # a history entry every step (the last --log-seconds given counts)
         "0",
-        "--lr",
-        "3e-3",
         "--warmup",
         "1",
         "--prune-start",
