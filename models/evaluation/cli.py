@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import soundfile as sf
 
 from models.dsp.features import SPEC
 from models.evaluation import perceptual
+from models.evaluation.compare import compare, format_comparison
 from models.evaluation.evaluate import EvalError, evaluate, load_test_set
 from models.evaluation.report import (
     format_band_lsd_table,
@@ -54,7 +56,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the yardstick of the original with its noise redrawn",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        help="seed for the vocoders' sampling (repeatable: every system is scored under each "
+        "seed, the perceptual scores averaged over all; diagnostics, plots and samples are the "
+        "first seed's; default 0)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="NAME",
+        default=None,
+        help="also print each system's DNSMOS and WER differences from this one (a --model name, "
+        "`original` or a baseline's), paired by utterance and seed, with standard errors",
+    )
     parser.add_argument(
         "--json", type=Path, default=None, help="write the summary (and per-model info) here"
     )
@@ -89,6 +105,22 @@ def _parse_models(specs: list[str] | None) -> dict[str, Path]:
     return out
 
 
+def _check_baseline(args: argparse.Namespace, models: list[str]) -> None:
+    """--baseline names a system this run scores, and the perceptual scores are on."""
+    if args.baseline is None:
+        return
+    names = ["original", *models]
+    names += [] if args.no_griffin_lim else ["griffin-lim"]
+    names += [] if args.no_lpc_noise else ["lpc-noise"]
+    names += [] if args.no_noise_oracle else ["noise-oracle"]
+    if args.baseline not in names:
+        raise EvalError(
+            f"--baseline {args.baseline!r} is not scored here (systems: {', '.join(names)})"
+        )
+    if args.no_perceptual:
+        raise EvalError("--baseline compares perceptual scores: drop --no-perceptual")
+
+
 def run(args: argparse.Namespace) -> int:
     from models.runtime import ModelLoadError, VocoderRuntime
 
@@ -102,19 +134,31 @@ def run(args: argparse.Namespace) -> int:
             rt = VocoderRuntime.load(path)
             systems[name] = rt
             manifests[f"{name}: {path}"] = {**rt.manifest, "_isa": rt.isa}
+        _check_baseline(args, list(systems))
     except (EvalError, ModelLoadError, OSError) as exc:
         print(f"sparrow eval: {exc}", file=sys.stderr)
         return 1
-    summary, audio = evaluate(
-        utterances,
-        systems,
-        griffin_lim_iters=None if args.no_griffin_lim else 32,
-        lpc_noise=not args.no_lpc_noise,
-        oracle=not args.no_noise_oracle,
-        seed=args.seed,
-    )
-    head = perceptual.headline(audio, {u.id: u.text for u in utterances}, not args.no_perceptual)
-    print(*filter(None, [head.table, format_table(summary)]), sep="\n")
+    seeds = args.seed or [0]
+    scorer = perceptual.Scorer({u.id: u.text for u in utterances}, not args.no_perceptual)
+    first: tuple[dict, dict] | None = None
+    for seed in seeds:
+        result = evaluate(
+            utterances,
+            systems,
+            griffin_lim_iters=None if args.no_griffin_lim else 32,
+            lpc_noise=not args.no_lpc_noise,
+            oracle=not args.no_noise_oracle,
+            seed=seed,
+        )
+        first = first or result
+        scorer.add(seed, result[1])
+    assert first is not None
+    summary, audio = first
+    head = scorer.headline()
+    comparisons = compare(head.rows, args.baseline) if args.baseline and head.rows else {}
+    if comparisons:
+        head.comparison = format_comparison(comparisons, args.baseline, len(seeds))
+    print(*filter(None, [head.table, head.comparison, format_table(summary)]), sep="\n")
     print(format_voicing_table(summary))
     print(format_bias_table(summary))
     print(format_band_lsd_table(summary))
@@ -136,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "summary": summary,
                     "perceptual": head.scores,
+                    "seeds": seeds,
+                    "baseline": args.baseline if comparisons else None,
+                    "comparison": {name: asdict(c) for name, c in comparisons.items()},
                     "utterances": [u.id for u in utterances],
                 },
                 indent=2,

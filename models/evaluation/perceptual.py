@@ -26,7 +26,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import soxr
@@ -153,36 +153,67 @@ def transcribe(audio: np.ndarray, rate: int = SPEC.sample_rate) -> str:
 # --- the report's headline -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class UtteranceScore:
+    """One system's scores of one utterance under one sampling seed: DNSMOS (1-5) and the word
+    edits of its transcript against the `words` words of the utterance's text (both 0 without a
+    text). Corpus WER sums both over utterances; models/evaluation/compare.py pairs them."""
+
+    utterance: str
+    seed: int
+    sig: float
+    bak: float
+    ovrl: float
+    p808: float
+    edits: int
+    words: int
+
+
+def score_utterances(
+    audio: Mapping[str, Mapping[str, np.ndarray]], texts: Mapping[str, str], seed: int = 0
+) -> dict[str, list[UtteranceScore]]:
+    """DNSMOS and word edits of every system's audio of every utterance.
+
+    audio: utterance id -> system name -> float audio [L] at SPEC.sample_rate (evaluate's second
+    result: "original" first, then each system); texts: utterance id -> the text spoken; seed: the
+    sampling seed the audio was made with (kept in the rows for pairing). Returns system -> rows,
+    in the systems' first-seen order.
+    """
+    _require()
+    out: dict[str, list[UtteranceScore]] = {}
+    for uid, systems in audio.items():
+        for name, y in systems.items():
+            m = dnsmos(y)
+            text = texts.get(uid)
+            reference = words(text) if text else []
+            edits = word_edits(reference, words(transcribe(y))) if text else 0
+            out.setdefault(name, []).append(
+                UtteranceScore(
+                    uid, seed, m["sig"], m["bak"], m["ovrl"], m["p808"], edits, len(reference)
+                )
+            )
+            logger.info("%s %-20s OVRL %.2f  P.808 %.2f", uid, name, m["ovrl"], m["p808"])
+    return out
+
+
+def summarize(scores: Mapping[str, Sequence[UtteranceScore]]) -> dict[str, dict[str, float]]:
+    """system -> {sig, bak, ovrl, p808, wer}: DNSMOS means over the rows, and the corpus WER, word
+    edits over reference words of the rows with a text (NaN when none has any)."""
+    out = {}
+    for name, rows in scores.items():
+        total = sum(r.words for r in rows)
+        out[name] = {
+            **{key: float(np.mean([getattr(r, key) for r in rows])) for key in DNSMOS_KEYS},
+            "wer": sum(r.edits for r in rows) / total if total else math.nan,
+        }
+    return out
+
+
 def score_systems(
     audio: Mapping[str, Mapping[str, np.ndarray]], texts: Mapping[str, str]
 ) -> dict[str, dict[str, float]]:
-    """Mean DNSMOS and corpus WER per system.
-
-    audio: utterance id -> system name -> float audio [L] at SPEC.sample_rate (evaluate's second
-    result: "original" first, then each system); texts: utterance id -> the text spoken. Returns
-    system -> {sig, bak, ovrl, p808, wer} in the systems' first-seen order; the WER leaves out
-    utterances without text (NaN when none has any).
-    """
-    _require()
-    per: dict[str, dict[str, list]] = {}
-    for uid, systems in audio.items():
-        for name, y in systems.items():
-            row = per.setdefault(name, {key: [] for key in (*DNSMOS_KEYS, "ref", "hyp")})
-            for key, value in dnsmos(y).items():
-                row[key].append(value)
-            if texts.get(uid):
-                row["ref"].append(texts[uid])
-                row["hyp"].append(transcribe(y))
-            logger.info(
-                "%s %-20s OVRL %.2f  P.808 %.2f", uid, name, row["ovrl"][-1], row["p808"][-1]
-            )
-    return {
-        name: {
-            **{key: float(np.mean(row[key])) for key in DNSMOS_KEYS},
-            "wer": word_error_rate(row["ref"], row["hyp"]),
-        }
-        for name, row in per.items()
-    }
+    """Mean DNSMOS and corpus WER per system (score_utterances, then summarize)."""
+    return summarize(score_utterances(audio, texts))
 
 
 def format_table(scores: Mapping[str, Mapping[str, float]]) -> str:
@@ -216,16 +247,48 @@ class Headline:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     table: str = ""  # Markdown table, or which extra to install
     notes: str = ""  # what the columns mean, for the Markdown report
+    rows: dict[str, list[UtteranceScore]] = field(default_factory=dict)  # per utterance and seed
+    comparison: str = ""  # differences from a baseline (models/evaluation/compare.py)
 
 
-def headline(
-    audio: Mapping[str, Mapping[str, np.ndarray]], texts: Mapping[str, str], enabled: bool = True
-) -> Headline:
-    """score_systems and format_table, or the install hint when the `eval` extra is missing."""
-    if not enabled:
-        return Headline()
-    try:
-        scores = score_systems(audio, texts)
-    except PerceptualUnavailable as exc:
-        return Headline(table=f"{exc}; the diagnostics follow.")
-    return Headline(scores, format_table(scores), NOTES)
+class Scorer:
+    """The perceptual scores of a `sparrow eval` run, one sampling seed's audio at a time (only
+    one seed's audio need exist at once), then its Headline. Disabled, or once the `eval` extra
+    turns out missing, add() does nothing and the headline says so. The original's audio does not
+    depend on the seed: it is scored once and its rows repeated for the other seeds (for
+    pairing)."""
+
+    def __init__(self, texts: Mapping[str, str], enabled: bool = True) -> None:
+        self.texts = texts
+        self.enabled = enabled
+        self.rows: dict[str, list[UtteranceScore]] = {}
+        self.unavailable: PerceptualUnavailable | None = None
+        self._original: list[UtteranceScore] = []
+
+    def add(self, seed: int, audio: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Score one seed's audio (utterance id -> system -> float audio, evaluate's second
+        result)."""
+        if not self.enabled or self.unavailable is not None:
+            return
+        if self._original:
+            audio = {u: {k: y for k, y in s.items() if k != "original"} for u, s in audio.items()}
+        try:
+            scored = score_utterances(audio, self.texts, seed)
+        except PerceptualUnavailable as exc:
+            self.unavailable = exc
+            return
+        if "original" in scored:
+            self._original = scored["original"]
+        elif self._original:
+            scored = {"original": [replace(r, seed=seed) for r in self._original], **scored}
+        for name, rows in scored.items():
+            self.rows.setdefault(name, []).extend(rows)
+
+    def headline(self) -> Headline:
+        """summarize over every seed added and format_table, or the install hint."""
+        if self.unavailable is not None:
+            return Headline(table=f"{self.unavailable}; the diagnostics follow.")
+        if not self.enabled or not self.rows:
+            return Headline()
+        scores = summarize(self.rows)
+        return Headline(scores, format_table(scores), NOTES, self.rows)

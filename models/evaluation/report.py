@@ -138,7 +138,8 @@ def write_quality_doc(
         for name, m in manifests.items()
     )
     intro = (
-        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds:g}` on "
+        f"Measured with `sparrow eval --limit {args.limit} --max-seconds {args.max_seconds:g}"
+        f"{''.join(f' --seed {seed}' for seed in args.seed or [])}` on "
         f"the "
         "held-out (`split == test`) utterances of the Festival corpus: each original log-mel is "
         "vocoded "
@@ -250,6 +251,7 @@ def write_quality_doc(
         intro,
         "",
         *([headline.table, "", headline.notes, ""] if headline and headline.table else []),
+        *([headline.comparison, ""] if headline and headline.comparison else []),
         format_table(summary),
         "",
         lsd,

@@ -323,7 +323,9 @@ def test_cli_writes_table_doc_plots_and_samples(
     assert sr == SPEC.sample_rate and y.shape[0] == int(0.4 * SPEC.sample_rate)
 
 
-def test_cli_bad_inputs_fail_cleanly(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_bad_inputs_fail_cleanly(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     assert (
@@ -342,3 +344,11 @@ def test_cli_bad_inputs_fail_cleanly(tiny_model_dir: Path, tmp_path: Path) -> No
         )
         == 1
     )
+    # a baseline that is not scored, or without the scores it compares
+    tiny = ("--corpus", str(corpus), "--model", f"t={tiny_model_dir}", "--no-griffin-lim")
+    for bad, why in [
+        (("--baseline", "griffin-lim"), "'griffin-lim' is not scored here"),
+        (("--baseline", "t", "--no-perceptual"), "drop --no-perceptual"),
+    ]:
+        assert cli.run(parser.parse_args([*tiny, *bad])) == 1
+        assert why in capsys.readouterr().err
