@@ -24,6 +24,7 @@ from models.evaluation.report import (
     save_spectrograms,
     write_quality_doc,
 )
+from models.vocoder.config import SynthesisConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=DIR",
         help="compiled model to score (repeatable); default trained=compiled/wavernn-slt and "
         "untrained=compiled/wavernn-untrained",
+    )
+    parser.add_argument(
+        "--synthesis",
+        action="append",
+        metavar="NAME=JSON",
+        help="synthesis settings over model NAME's own, a JSON object (repeatable): "
+        "e.g. --model a=DIR --model b=DIR --synthesis 'b={\"voiced_logit_scale\": 1.3}' compares "
+        "two settings of one voice, nothing recompiled",
     )
     parser.add_argument("--limit", type=int, default=8, help="held-out utterances to use (0 = all)")
     parser.add_argument(
@@ -105,6 +114,29 @@ def _parse_models(specs: list[str] | None) -> dict[str, Path]:
     return out
 
 
+def _parse_synthesis(specs: list[str] | None) -> dict[str, dict]:
+    """--synthesis NAME=JSON options -> {name: settings}."""
+    out: dict[str, dict] = {}
+    for spec in specs or []:
+        name, sep, text = spec.partition("=")
+        try:
+            value = json.loads(text) if sep and name else None
+        except json.JSONDecodeError as exc:
+            raise EvalError(f"--synthesis {spec!r}: not a JSON object ({exc})") from exc
+        if not isinstance(value, dict):
+            raise EvalError(f"--synthesis takes NAME=JSON object, got {spec!r}")
+        out[name] = value
+    return out
+
+
+def _synthesis_over(own: SynthesisConfig, over: dict, name: str) -> SynthesisConfig:
+    """A voice's synthesis settings with `over` over them; EvalError naming a bad setting."""
+    try:
+        return SynthesisConfig.from_dict({**own.to_dict(), **over})
+    except (ValueError, TypeError, AssertionError) as exc:
+        raise EvalError(f"--synthesis for {name}: {exc}") from exc
+
+
 def _check_baseline(args: argparse.Namespace, models: list[str]) -> None:
     """--baseline names a system this run scores, and the perceptual scores are on."""
     if args.baseline is None:
@@ -130,10 +162,19 @@ def run(args: argparse.Namespace) -> int:
         )
         systems: dict[str, object] = {}
         manifests: dict[str, dict] = {}
-        for name, path in _parse_models(args.model).items():
+        overrides = _parse_synthesis(args.synthesis)
+        models = _parse_models(args.model)
+        unknown = set(overrides) - set(models)
+        if unknown:
+            raise EvalError(f"--synthesis for {sorted(unknown)}, which no --model names")
+        for name, path in models.items():
             rt = VocoderRuntime.load(path)
+            extra = {"_isa": rt.isa}
+            if name in overrides:
+                rt = rt.with_synthesis(_synthesis_over(rt.config.synthesis, overrides[name], name))
+                extra["_synthesis"] = overrides[name]
             systems[name] = rt
-            manifests[f"{name}: {path}"] = {**rt.manifest, "_isa": rt.isa}
+            manifests[f"{name}: {path}"] = {**rt.manifest, **extra}
         _check_baseline(args, list(systems))
     except (EvalError, ModelLoadError, OSError) as exc:
         print(f"sparrow eval: {exc}", file=sys.stderr)

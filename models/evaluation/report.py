@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -134,7 +135,13 @@ def write_quality_doc(
     (one f-string block per section, in page order); splitting it would scatter one document."""
     models = "\n".join(
         f"- `{name}`: {m.get('description') or ''} (trained: {m.get('trained')}, ISA module used: "
-        f"{m.get('_isa', '?')})"
+        f"{m.get('_isa', '?')}"
+        + (
+            f"; synthesis settings over its own: `{json.dumps(m['_synthesis'])}`"
+            if m.get("_synthesis")
+            else ""
+        )
+        + ")"
         for name, m in manifests.items()
     )
     intro = (

@@ -323,6 +323,31 @@ def test_cli_writes_table_doc_plots_and_samples(
     assert sr == SPEC.sample_rate and y.shape[0] == int(0.4 * SPEC.sample_rate)
 
 
+def test_cli_scores_one_voice_under_other_synthesis_settings(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # The tiny random model reaches full scale in every frame: with redraws allowed by
+    # --synthesis, the same voice redraws, without them it does not.
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            *("--corpus", str(_corpus(tmp_path / "c")), "--limit", "1"),
+            *("--model", f"own={tiny_model_dir}", "--model", f"redraws={tiny_model_dir}"),
+            *("--synthesis", 'redraws={"clip_retries": 2}'),
+            *("--no-griffin-lim", "--no-lpc-noise", "--no-noise-oracle", "--no-perceptual"),
+            *("--json", str(tmp_path / "q.json"), "--doc", str(tmp_path / "quality.md")),
+        ]
+    )
+    assert cli.run(args) == 0
+    summary = json.loads((tmp_path / "q.json").read_text())["summary"]
+    assert summary["own"]["frames_redrawn"] == 0 < summary["redraws"]["frames_redrawn"]
+    assert (
+        'synthesis settings over its own: `{"clip_retries": 2}`'
+        in (tmp_path / "quality.md").read_text()
+    )
+
+
 def test_cli_bad_inputs_fail_cleanly(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -349,6 +374,11 @@ def test_cli_bad_inputs_fail_cleanly(
     for bad, why in [
         (("--baseline", "griffin-lim"), "'griffin-lim' is not scored here"),
         (("--baseline", "t", "--no-perceptual"), "drop --no-perceptual"),
+        (("--synthesis", 'x={"clip_retries": 1}'), "for ['x'], which no --model names"),
+        (("--synthesis", 't={"clip_retries": 99}'), "--synthesis for t: clip_retries is in"),
+        (("--synthesis", 't={"no_such": 1}'), "unknown synthesis settings: ['no_such']"),
+        (("--synthesis", "t=[1]"), "NAME=JSON object"),
+        (("--synthesis", "t={oops"), "not a JSON object"),
     ]:
         assert cli.run(parser.parse_args([*tiny, *bad])) == 1
         assert why in capsys.readouterr().err
