@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +182,17 @@ def test_frame_outside_the_buffers_is_refused(compiled: EnvelopeModule) -> None:
         frame(x, frame.zeros(WIN), 0, goal, 0.0, 1.0)
 
 
-def test_chain_with_the_kernel_matches_numpy(compiled: EnvelopeModule) -> None:
+@pytest.mark.parametrize("smoothing", [None, 1.0])
+def test_chain_with_the_kernel_matches_numpy(
+    compiled: EnvelopeModule, smoothing: float | None
+) -> None:
     """The shipped voice's post-kernel chain (postfilter, advance, the envelope passes), driven
-    frame by frame as a stream drives it, with the compiled envelope against numpy."""
+    frame by frame as a stream drives it, with the compiled envelope against numpy; as shipped,
+    and with the smoothing above 4 kHz (and its onset check) on."""
     config = VocoderConfig.load(SHIPPED / "config.json")
-    assert config.envelope_passes and config.envelope_smoothing
+    if smoothing is not None:
+        config = dataclasses.replace(config, envelope_smoothing=smoothing)
+    assert config.envelope_passes
     hop, frames = config.hop_length, 80
     rng = np.random.default_rng(5)
     pcm = speech_like(frames * hop, rng).astype(np.float32)
