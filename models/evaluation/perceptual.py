@@ -20,7 +20,6 @@ server never loads onnxruntime or pocketsphinx.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import math
@@ -130,8 +129,12 @@ def dnsmos(audio: np.ndarray, rate: int = SPEC.sample_rate) -> dict[str, float]:
     }
 
 
-@functools.cache
 def _decoder() -> object:
+    """A fresh recogniser: pocketsphinx adapts its cepstral mean normalisation (and noise
+    estimate) from utterance to utterance, so a reused one makes a transcript depend on what was
+    decoded before it (a quiet clip before moved one of 8 held-out transcripts, resetting the
+    mean alone did not undo it). A new one per utterance (~0.2 s) makes each system's word error
+    rate depend on its own audio alone, whatever the order."""
     from pocketsphinx import Decoder
 
     # The default model is the en-us one inside the pocketsphinx package.

@@ -118,6 +118,21 @@ def test_asr_recognises_festival_speech(festival_speech: list[np.ndarray]) -> No
     assert pm.word_error_rate([SENTENCES[0]], [pm.transcribe(np.zeros(SPEC.sample_rate))]) > 0.8
 
 
+@pytest.mark.festival
+def test_transcripts_do_not_depend_on_what_was_decoded_before(
+    festival_speech: list[np.ndarray],
+) -> None:
+    # A recogniser that carried its cepstral mean over from a near-silent clip heard "climb" for
+    # "climbed" in the second sentence: each system's WER would depend on the order it was scored.
+    quiet = 0.001 * np.random.default_rng(0).normal(size=SPEC.sample_rate)
+    alone = [pm.transcribe(y) for y in festival_speech]
+    after_quiet = []
+    for y in festival_speech:
+        pm.transcribe(quiet)
+        after_quiet.append(pm.transcribe(y))
+    assert after_quiet == alone
+
+
 def test_server_and_eval_imports_load_no_model_runtime() -> None:
     code = (
         "import sys, server.app, server.cli, models.evaluation.evaluate; "
