@@ -320,11 +320,10 @@ class Settings(BaseSettings):
         if not self.synthesis:
             return None
         from models.artifact import load_config, read_manifest
-        from models.vocoder.config import SynthesisConfig
 
         own = load_config(model_dir, read_manifest(model_dir)).synthesis
         try:
-            return SynthesisConfig.from_dict({**own.to_dict(), **self.synthesis})
+            return own.updated(self.synthesis)
         except (ValueError, TypeError, AssertionError) as exc:
             raise SettingsError(f"synthesis {self.synthesis}: {exc}") from exc
 

@@ -132,7 +132,7 @@ def _parse_synthesis(specs: list[str] | None) -> dict[str, dict]:
 def _synthesis_over(own: SynthesisConfig, over: dict, name: str) -> SynthesisConfig:
     """A voice's synthesis settings with `over` over them; EvalError naming a bad setting."""
     try:
-        return SynthesisConfig.from_dict({**own.to_dict(), **over})
+        return own.updated(over)
     except (ValueError, TypeError, AssertionError) as exc:
         raise EvalError(f"--synthesis for {name}: {exc}") from exc
 

@@ -212,13 +212,6 @@ def summarize(scores: Mapping[str, Sequence[UtteranceScore]]) -> dict[str, dict[
     return out
 
 
-def score_systems(
-    audio: Mapping[str, Mapping[str, np.ndarray]], texts: Mapping[str, str]
-) -> dict[str, dict[str, float]]:
-    """Mean DNSMOS and corpus WER per system (score_utterances, then summarize)."""
-    return summarize(score_utterances(audio, texts))
-
-
 def format_table(scores: Mapping[str, Mapping[str, float]]) -> str:
     lines = [
         "| system | DNSMOS SIG ↑ | DNSMOS BAK ↑ | DNSMOS OVRL ↑ | DNSMOS P.808 ↑ | ASR WER ↓ |",

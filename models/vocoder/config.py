@@ -164,6 +164,12 @@ class SynthesisConfig:
         """Settings by field name; unknown names are an error (a typo must not pass silently)."""
         return cls(**known_fields(cls, data, "synthesis settings"))
 
+    def updated(self, changes: dict[str, Any]) -> SynthesisConfig:
+        """These settings with `changes` (by field name) over them: a partial override such as
+        SPARROW_SYNTHESIS. ValueError for an unknown name, AssertionError for a value out of
+        range."""
+        return SynthesisConfig.from_dict({**self.to_dict(), **changes})
+
 
 def known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
     """`data` if every key is a field of the dataclass `cls`; a ValueError naming the others."""
